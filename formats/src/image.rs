@@ -1,0 +1,314 @@
+//! The format-independent image model.
+//!
+//! Both the PE/PDB reader and the ELF reader produce an [`Image`]. After
+//! reading, nothing downstream needs to know which format an image came from,
+//! except through [`Image::format`] where the formats really differ.
+//!
+//! Addresses are relative virtual addresses (RVAs): offsets from the image's
+//! load base. For ELF shared objects, whose first segment is linked at 0, the
+//! RVA equals the symbol value.
+
+use serde::Serialize;
+
+/// The container format an image was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Portable Executable (Windows), with its symbols from a PDB.
+    Pe,
+    /// Executable and Linkable Format (Linux), with `.symtab` or `.dynsym` symbols.
+    Elf,
+}
+
+/// The instruction-set architecture of an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// x86-64 (AMD64).
+    X86_64,
+    /// AArch64 (ARM64).
+    Aarch64,
+}
+
+impl Arch {
+    /// The conventional short name: `x86_64` or `aarch64`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
+/// Memory permissions of a mapped section.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Permissions {
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub execute: bool,
+}
+
+impl std::fmt::Display for Permissions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = if self.read { 'r' } else { '-' };
+        let w = if self.write { 'w' } else { '-' };
+        let x = if self.execute { 'x' } else { '-' };
+        write!(f, "{r}{w}{x}")
+    }
+}
+
+/// A section mapped into memory when the image is loaded.
+///
+/// `data` borrows the file's bytes. It may be shorter than `size` (for
+/// example `.bss`, or a PE section whose raw data is smaller than its virtual
+/// size); the rest of the section is zero-filled when loaded.
+#[derive(Clone, Debug)]
+pub struct Section<'data> {
+    /// Section name, such as `.text` or `.rodata`.
+    pub name: String,
+    /// RVA of the first byte.
+    pub rva: u64,
+    /// Size in memory.
+    pub size: u64,
+    /// Memory permissions.
+    pub perms: Permissions,
+    /// The initialised bytes from the file (at most `size` bytes).
+    pub data: &'data [u8],
+}
+
+impl<'data> Section<'data> {
+    /// Whether `rva` lies inside this section's memory range.
+    pub fn contains(&self, rva: u64) -> bool {
+        rva >= self.rva && rva - self.rva < self.size
+    }
+
+    /// The initialised bytes for `[rva, rva + len)`, or `None` when the range
+    /// is not entirely inside this section's file-backed bytes.
+    pub fn bytes_at(&self, rva: u64, len: u64) -> Option<&'data [u8]> {
+        let start = rva.checked_sub(self.rva)?;
+        let end = start.checked_add(len)?;
+        let start = usize::try_from(start).ok()?;
+        let end = usize::try_from(end).ok()?;
+        self.data.get(start..end)
+    }
+}
+
+/// Symbol visibility, unified over PE and ELF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Local to its translation unit (C `static`; ELF `STB_LOCAL`; PDB `S_LPROC32`/`S_LDATA32`).
+    Local,
+    /// Global inside the image but not exported.
+    Global,
+    /// Exported from the image (PE export table; ELF default-visibility dynamic symbol).
+    Exported,
+}
+
+/// A function of the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Function {
+    /// The symbol name as the toolchain wrote it (GCC clone suffixes such as
+    /// `.cold` or `.isra.0` are kept; the builder folds them).
+    pub name: String,
+    /// RVA of the entry point.
+    pub rva: u64,
+    /// Size of the code in bytes.
+    pub size: u64,
+    /// The translation unit: the PDB module name (PE), or the preceding
+    /// `STT_FILE` symbol for local ELF symbols. `None` when the format does not
+    /// record it (global ELF symbols, or a stripped image).
+    pub unit: Option<String>,
+    /// Visibility.
+    pub visibility: Visibility,
+}
+
+/// A data object of the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DataObject {
+    /// The symbol name.
+    pub name: String,
+    /// RVA of the first byte.
+    pub rva: u64,
+    /// Size in bytes (from the ELF symbol, or from the PDB type record).
+    pub size: u64,
+    /// Name of the section that holds it.
+    pub section: String,
+    /// The translation unit, where the format records it (see [`Function::unit`]).
+    pub unit: Option<String>,
+    /// Visibility.
+    pub visibility: Visibility,
+}
+
+/// An exported entry point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Export {
+    /// The exported name.
+    pub name: String,
+    /// RVA of the exported function or object.
+    pub rva: u64,
+}
+
+/// What a load-time relocation makes the patched location point at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelocTarget {
+    /// An address inside this image, given as an RVA. PE base relocations
+    /// (the RVA is the stored pointer minus the preferred base) and ELF
+    /// `*_RELATIVE` relocations (the RVA is the addend).
+    Rva(u64),
+    /// A symbol resolved by the dynamic loader, plus an addend: ELF absolute
+    /// relocations such as `R_X86_64_64` or `R_AARCH64_ABS64`, `GLOB_DAT` and
+    /// `JUMP_SLOT`.
+    Symbol {
+        /// The symbol name.
+        name: String,
+        /// The addend.
+        addend: i64,
+    },
+}
+
+/// A location that the loader adjusts when the image is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Relocation {
+    /// RVA of the patched location.
+    pub rva: u64,
+    /// Width of the patched value in bytes (4 or 8).
+    pub width: u8,
+    /// What the location points at once loaded.
+    pub target: RelocTarget,
+}
+
+/// A CodeView (RSDS) debug record of a PE image: the key that ties it to its PDB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CodeView {
+    /// The PDB GUID, as its 16 raw bytes in file order.
+    pub guid: [u8; 16],
+    /// The PDB age.
+    pub age: u32,
+    /// The PDB path written by the linker.
+    pub path: String,
+}
+
+impl CodeView {
+    /// The GUID in the usual `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX` form.
+    pub fn guid_string(&self) -> String {
+        guid_to_string(&self.guid)
+    }
+}
+
+/// Format a raw little-endian Windows GUID as `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`.
+pub fn guid_to_string(g: &[u8; 16]) -> String {
+    format!(
+        "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{:02X}{:02X}{:02X}{:02X}{:02X}{:02X}",
+        u32::from_le_bytes([g[0], g[1], g[2], g[3]]),
+        u16::from_le_bytes([g[4], g[5]]),
+        u16::from_le_bytes([g[6], g[7]]),
+        g[8],
+        g[9],
+        g[10],
+        g[11],
+        g[12],
+        g[13],
+        g[14],
+        g[15]
+    )
+}
+
+/// Format-specific identity fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum FormatIdentity {
+    /// PE header fields and the CodeView record.
+    Pe {
+        /// `IMAGE_FILE_HEADER.TimeDateStamp` (a content hash under `/Brepro`).
+        time_date_stamp: u32,
+        /// `IMAGE_OPTIONAL_HEADER.SizeOfImage`.
+        size_of_image: u32,
+        /// `IMAGE_OPTIONAL_HEADER.CheckSum`.
+        checksum: u32,
+        /// The CodeView record, if the image has one.
+        codeview: Option<CodeView>,
+    },
+    /// ELF identity.
+    Elf {
+        /// The GNU build-id note (`NT_GNU_BUILD_ID`), if present.
+        build_id: Option<Vec<u8>>,
+    },
+}
+
+/// Everything that identifies one exact build of an image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Format-specific fields.
+    pub format: FormatIdentity,
+}
+
+/// One image, whatever its format.
+///
+/// Sections borrow the file's bytes (`'data`); everything else is owned.
+/// Functions, data objects, exports and relocations are sorted by RVA (then
+/// by name), so that the same input always gives the same model.
+#[derive(Clone, Debug)]
+pub struct Image<'data> {
+    /// Container format.
+    pub format: Format,
+    /// Architecture.
+    pub arch: Arch,
+    /// Preferred load address.
+    pub preferred_base: u64,
+    /// Sections that are mapped when loaded.
+    pub sections: Vec<Section<'data>>,
+    /// Functions.
+    pub functions: Vec<Function>,
+    /// Data objects.
+    pub data: Vec<DataObject>,
+    /// Exported entry points.
+    pub exports: Vec<Export>,
+    /// Load-time relocations.
+    pub relocations: Vec<Relocation>,
+    /// Build identity.
+    pub identity: Identity,
+    /// Whether function boundaries came from a fallback (`.eh_frame` ranges on a
+    /// stripped ELF) rather than a full symbol table.
+    pub stripped: bool,
+}
+
+impl<'data> Image<'data> {
+    /// The section that contains `rva`, if any.
+    pub fn section_at(&self, rva: u64) -> Option<&Section<'data>> {
+        self.sections.iter().find(|s| s.contains(rva))
+    }
+
+    /// The initialised bytes of `[rva, rva + len)`, if they lie entirely in one
+    /// section's file-backed data.
+    pub fn bytes_at(&self, rva: u64, len: u64) -> Option<&'data [u8]> {
+        self.section_at(rva)?.bytes_at(rva, len)
+    }
+
+    /// The code bytes of a function, if its range is file-backed.
+    pub fn function_bytes(&self, f: &Function) -> Option<&'data [u8]> {
+        self.bytes_at(f.rva, f.size)
+    }
+
+    /// Sort every table into its canonical order (by RVA, then name).
+    pub(crate) fn canonicalise(&mut self) {
+        self.sections.sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+        self.functions.sort_by(|a, b| {
+            (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
+        });
+        self.functions.dedup();
+        self.data.sort_by(|a, b| {
+            (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
+        });
+        self.data.dedup();
+        self.exports.sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+        self.exports.dedup();
+        self.relocations.sort_by_key(|r| r.rva);
+    }
+}

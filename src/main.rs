@@ -1,0 +1,2 @@
+//! The `hotpatch` command-line tool.
+fn main() {}
