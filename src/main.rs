@@ -1,2 +1,152 @@
-//! The `hotpatch` command-line tool.
-fn main() {}
+//! The `hotpatch` command-line tool: a thin layer over the library crates.
+//!
+//! Exit codes: 0 success, 1 bad input or a failed operation, 2 bad usage.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hotpatch_formats::{read, Image, ReadOptions};
+
+/// Authors rebootless hotpatch packages from a baseline and an updated build.
+#[derive(Parser)]
+#[command(name = "hotpatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the functions of an image: name, RVA, size and translation unit.
+    Symbols {
+        /// The image: a PE (.dll/.exe, with its PDB) or an ELF file.
+        image: PathBuf,
+        /// The PDB of a PE image (default: beside the image, same stem).
+        #[arg(long)]
+        pdb: Option<PathBuf>,
+        /// Print one JSON object with a `functions` array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed pipe (`hotpatch symbols x | head`) is not an error.
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("hotpatch: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Symbols { image, pdb, json } => symbols(image, pdb, json),
+    }
+}
+
+fn read_options(image: PathBuf, pdb: Option<PathBuf>) -> ReadOptions {
+    let opts = ReadOptions::new(image);
+    match pdb {
+        Some(p) => opts.with_pdb(p),
+        None => opts,
+    }
+}
+
+fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
+    let opts = read_options(path, pdb);
+    let bytes = read::load_file(&opts.path)?;
+    let image = read::parse(&bytes, &opts)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &symbols_json(&opts, &image))?;
+        writeln!(out)?;
+    } else {
+        write_symbols_text(&mut out, &opts, &image)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct SymbolsJson<'a> {
+    image: String,
+    format: hotpatch_formats::Format,
+    arch: hotpatch_formats::Arch,
+    stripped: bool,
+    functions: Vec<FunctionJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct FunctionJson<'a> {
+    name: &'a str,
+    rva: u64,
+    size: u64,
+    unit: Option<&'a str>,
+}
+
+fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a> {
+    SymbolsJson {
+        image: opts.path.display().to_string(),
+        format: image.format,
+        arch: image.arch,
+        stripped: image.stripped,
+        functions: image
+            .functions
+            .iter()
+            .map(|f| FunctionJson {
+                name: &f.name,
+                rva: f.rva,
+                size: f.size,
+                unit: f.unit.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_>) -> Result<()> {
+    writeln!(
+        out,
+        "{}: {:?} {}, {} functions{}",
+        opts.path.display(),
+        image.format,
+        image.arch.name(),
+        image.functions.len(),
+        if image.stripped {
+            " (stripped: boundaries from .eh_frame)"
+        } else {
+            ""
+        }
+    )?;
+    let width = image
+        .functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(out, "{:<width$}  {:>10}  {:>8}  UNIT", "NAME", "RVA", "SIZE")?;
+    for f in &image.functions {
+        writeln!(
+            out,
+            "{:<width$}  {:>#10x}  {:>8}  {}",
+            f.name,
+            f.rva,
+            f.size,
+            f.unit.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}

@@ -1,8 +1,585 @@
-//! Placeholder, replaced by the real reader.
-use crate::error::{Error, Result};
-use crate::image::Image;
-use crate::read::ReadOptions;
+//! The ELF reader: 64-bit little-endian x86-64 and AArch64 images.
+//!
+//! Functions and data objects come from `.symtab`, with the translation unit
+//! taken from the `STT_FILE` symbol that precedes each local symbol. When an
+//! image is stripped (no `.symtab`, or one without functions), functions come
+//! from the `.eh_frame` FDE ranges, named from `.dynsym` where an exported
+//! symbol starts at the same address (see [`eh_frame_ranges`]).
 
-pub(crate) fn parse<'data>(_data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
-    Err(Error::NotAnImage { path: opts.path.clone(), detail: "reader not written yet".into() })
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use object::elf;
+use object::read::elf::{FileHeader, ProgramHeader, Rela, SectionHeader, SectionTable, Sym};
+use object::read::StringTable;
+use object::Endianness;
+
+use crate::error::{Error, Result};
+use crate::image::{
+    Arch, DataObject, Export, Format, FormatIdentity, Function, Identity, Image, Permissions,
+    RelocTarget, Relocation, Section, Visibility,
+};
+use crate::read::{sha256, ReadOptions};
+
+/// Offset of the class byte (32/64-bit) in `e_ident`.
+const EI_CLASS: usize = 4;
+/// Offset of the data-encoding byte (endianness) in `e_ident`.
+const EI_DATA: usize = 5;
+
+type Header = elf::FileHeader64<Endianness>;
+type Sections<'data> = SectionTable<'data, Header, &'data [u8]>;
+
+/// Name of an ELF machine, for messages.
+fn machine_name(machine: u16) -> String {
+    let name = match machine {
+        elf::EM_386 => "EM_386 (i386)",
+        elf::EM_ARM => "EM_ARM (32-bit ARM)",
+        elf::EM_PPC64 => "EM_PPC64",
+        elf::EM_RISCV => "EM_RISCV",
+        elf::EM_S390 => "EM_S390",
+        elf::EM_MIPS => "EM_MIPS",
+        elf::EM_X86_64 => "EM_X86_64",
+        elf::EM_AARCH64 => "EM_AARCH64",
+        _ => return format!("{machine}"),
+    };
+    format!("{machine} ({name})")
+}
+
+fn malformed(opts: &ReadOptions, detail: impl Into<String>) -> Error {
+    Error::Malformed {
+        path: opts.path.clone(),
+        what: "ELF image",
+        detail: detail.into(),
+    }
+}
+
+/// Parse an ELF image.
+pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
+    // Class and data encoding come first: a 32-bit or big-endian image is a
+    // clear "unsupported", not a parse failure.
+    let class = *data
+        .get(EI_CLASS)
+        .ok_or_else(|| malformed(opts, "truncated ELF identification"))?;
+    let encoding = *data
+        .get(EI_DATA)
+        .ok_or_else(|| malformed(opts, "truncated ELF identification"))?;
+    let raw_machine = |le: bool| -> Option<u16> {
+        let b = data.get(18..20)?;
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    };
+    if encoding != elf::ELFDATA2LSB {
+        let m = raw_machine(false).map_or_else(|| "unknown".to_string(), machine_name);
+        return Err(Error::UnsupportedMachine {
+            path: opts.path.clone(),
+            machine: format!("big-endian ELF, machine {m}"),
+        });
+    }
+    if class != elf::ELFCLASS64 {
+        let m = raw_machine(true).map_or_else(|| "unknown".to_string(), machine_name);
+        return Err(Error::UnsupportedMachine {
+            path: opts.path.clone(),
+            machine: format!("32-bit ELF, machine {m}"),
+        });
+    }
+
+    let header = Header::parse(data).map_err(|e| malformed(opts, e.to_string()))?;
+    let endian = header
+        .endian()
+        .map_err(|e| malformed(opts, e.to_string()))?;
+    let machine = header.e_machine(endian);
+    let arch = match machine {
+        elf::EM_X86_64 => Arch::X86_64,
+        elf::EM_AARCH64 => Arch::Aarch64,
+        other => {
+            return Err(Error::UnsupportedMachine {
+                path: opts.path.clone(),
+                machine: machine_name(other),
+            })
+        }
+    };
+    match header.e_type(endian) {
+        elf::ET_DYN | elf::ET_EXEC => {}
+        elf::ET_REL => {
+            return Err(malformed(
+                opts,
+                "this is a relocatable object file (.o), not a linked image",
+            ))
+        }
+        other => return Err(malformed(opts, format!("unexpected ELF type {other}"))),
+    }
+
+    let segments = header
+        .program_headers(endian, data)
+        .map_err(|e| malformed(opts, format!("program headers: {e}")))?;
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| malformed(opts, format!("section headers: {e}")))?;
+    if sections.is_empty() {
+        return Err(malformed(opts, "no section headers"));
+    }
+
+    // The preferred base is the lowest loadable address, page-aligned. For a
+    // shared object it is 0, and an RVA equals a virtual address.
+    let mut base = u64::MAX;
+    let mut relro: Option<(u64, u64)> = None;
+    for ph in segments {
+        match ph.p_type(endian) {
+            elf::PT_LOAD => {
+                let align = ph.p_align(endian).max(1);
+                let vaddr = ph.p_vaddr(endian);
+                base = base.min(vaddr - vaddr % align);
+            }
+            elf::PT_GNU_RELRO => {
+                let start = ph.p_vaddr(endian);
+                let end = start
+                    .checked_add(ph.p_memsz(endian))
+                    .ok_or_else(|| malformed(opts, "PT_GNU_RELRO segment overflows"))?;
+                relro = Some((start, end));
+            }
+            _ => {}
+        }
+    }
+    if base == u64::MAX {
+        return Err(malformed(opts, "no loadable segment"));
+    }
+    let rva_of = |vaddr: u64| vaddr.wrapping_sub(base);
+
+    let mut out_sections = Vec::new();
+    // Section index -> name, for data objects.
+    let mut section_names: HashMap<usize, String> = HashMap::new();
+    for (index, sh) in sections.enumerate() {
+        let name = sections
+            .section_name(endian, sh)
+            .map_err(|e| malformed(opts, format!("section name: {e}")))?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        section_names.insert(index.0, name.clone());
+        let flags = sh.sh_flags(endian);
+        if flags & u64::from(elf::SHF_ALLOC) == 0 || index.0 == 0 {
+            continue;
+        }
+        let addr = sh.sh_addr(endian);
+        let size = sh.sh_size(endian);
+        if addr.checked_add(size).is_none() {
+            return Err(malformed(opts, format!("section {name} overflows")));
+        }
+        let bytes: &[u8] = if sh.sh_type(endian) == elf::SHT_NOBITS {
+            &[]
+        } else {
+            sh.data(endian, data)
+                .map_err(|_| malformed(opts, format!("section {name} lies outside the file")))?
+        };
+        // Runtime permissions: a section inside PT_GNU_RELRO is made
+        // read-only once the loader has applied its relocations.
+        let in_relro = relro.is_some_and(|(s, e)| addr >= s && addr + size <= e);
+        out_sections.push(Section {
+            name,
+            rva: rva_of(addr),
+            size,
+            perms: Permissions {
+                read: true,
+                write: flags & u64::from(elf::SHF_WRITE) != 0 && !in_relro,
+                execute: flags & u64::from(elf::SHF_EXECINSTR) != 0,
+            },
+            data: bytes,
+        });
+    }
+
+    let dynsym = sections
+        .symbols(endian, data, elf::SHT_DYNSYM)
+        .map_err(|e| malformed(opts, format!(".dynsym: {e}")))?;
+    let symtab = sections
+        .symbols(endian, data, elf::SHT_SYMTAB)
+        .map_err(|e| malformed(opts, format!(".symtab: {e}")))?;
+
+    // Exports: defined global or weak dynamic symbols of default or protected visibility.
+    let mut exports = Vec::new();
+    let mut exported: HashSet<(String, u64)> = HashSet::new();
+    for sym in dynsym.iter() {
+        if sym.st_shndx(endian) == elf::SHN_UNDEF || !is_global(sym.st_bind()) {
+            continue;
+        }
+        if !matches!(sym.st_visibility(), elf::STV_DEFAULT | elf::STV_PROTECTED) {
+            continue;
+        }
+        let kind = sym.st_type();
+        if !matches!(
+            kind,
+            elf::STT_FUNC | elf::STT_GNU_IFUNC | elf::STT_OBJECT | elf::STT_NOTYPE
+        ) {
+            continue;
+        }
+        let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
+        if name.is_empty() {
+            continue;
+        }
+        let rva = rva_of(sym.st_value(endian));
+        exported.insert((name.clone(), rva));
+        exports.push(Export { name, rva });
+    }
+
+    let mut functions = Vec::new();
+    let mut data_objects = Vec::new();
+    let mut unit: Option<String> = None;
+    for sym in symtab.iter() {
+        let kind = sym.st_type();
+        if kind == elf::STT_FILE {
+            let name = symbol_name(opts, symtab.strings(), sym.st_name(endian))?;
+            unit = (!name.is_empty()).then_some(name);
+            continue;
+        }
+        let shndx = sym.st_shndx(endian);
+        if shndx == elf::SHN_UNDEF || shndx == elf::SHN_ABS || shndx >= elf::SHN_LORESERVE {
+            continue;
+        }
+        if !matches!(kind, elf::STT_FUNC | elf::STT_GNU_IFUNC | elf::STT_OBJECT) {
+            continue;
+        }
+        let name = symbol_name(opts, symtab.strings(), sym.st_name(endian))?;
+        if name.is_empty() {
+            continue;
+        }
+        let rva = rva_of(sym.st_value(endian));
+        let size = sym.st_size(endian);
+        let local = sym.st_bind() == elf::STB_LOCAL;
+        let visibility = if local {
+            Visibility::Local
+        } else if exported.contains(&(name.clone(), rva)) {
+            Visibility::Exported
+        } else {
+            Visibility::Global
+        };
+        // ELF records the translation unit only for local symbols: globals
+        // follow all locals in .symtab, after the last STT_FILE.
+        let sym_unit = if local { unit.clone() } else { None };
+        if kind == elf::STT_OBJECT {
+            let section = section_names
+                .get(&usize::from(shndx))
+                .cloned()
+                .unwrap_or_default();
+            data_objects.push(DataObject {
+                name,
+                rva,
+                size,
+                section,
+                unit: sym_unit,
+                visibility,
+            });
+        } else {
+            functions.push(Function {
+                name,
+                rva,
+                size,
+                unit: sym_unit,
+                visibility,
+            });
+        }
+    }
+
+    let stripped = functions.is_empty();
+    if stripped {
+        let ranges = eh_frame_ranges(data, endian, &sections, opts)?;
+        if ranges.is_empty() {
+            return Err(Error::NoSymbols {
+                path: opts.path.clone(),
+                detail: "no .symtab functions and no .eh_frame FDEs".into(),
+            });
+        }
+        // Name each range from an exported function that starts there.
+        let mut dyn_funcs: BTreeMap<u64, String> = BTreeMap::new();
+        for sym in dynsym.iter() {
+            if sym.st_shndx(endian) == elf::SHN_UNDEF
+                || !matches!(sym.st_type(), elf::STT_FUNC | elf::STT_GNU_IFUNC)
+            {
+                continue;
+            }
+            let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
+            // Keep the first name in symbol-table order for aliases.
+            dyn_funcs.entry(rva_of(sym.st_value(endian))).or_insert(name);
+        }
+        for (start, len) in ranges {
+            let rva = rva_of(start);
+            let (name, visibility) = match dyn_funcs.get(&rva) {
+                Some(n) => (n.clone(), Visibility::Exported),
+                None => (format!("sub_{rva:x}"), Visibility::Global),
+            };
+            functions.push(Function {
+                name,
+                rva,
+                size: len,
+                unit: None,
+                visibility,
+            });
+        }
+        for sym in dynsym.iter() {
+            if sym.st_shndx(endian) == elf::SHN_UNDEF || sym.st_type() != elf::STT_OBJECT {
+                continue;
+            }
+            let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
+            let section = section_names
+                .get(&usize::from(sym.st_shndx(endian)))
+                .cloned()
+                .unwrap_or_default();
+            data_objects.push(DataObject {
+                name,
+                rva: rva_of(sym.st_value(endian)),
+                size: sym.st_size(endian),
+                section,
+                unit: None,
+                visibility: Visibility::Exported,
+            });
+        }
+    }
+
+    let relocations = dynamic_relocations(data, endian, arch, &sections, base, opts)?;
+
+    let build_id = gnu_build_id(data, endian, &sections, opts)?;
+
+    Ok(Image {
+        format: Format::Elf,
+        arch,
+        preferred_base: base,
+        sections: out_sections,
+        functions,
+        data: data_objects,
+        exports,
+        relocations,
+        identity: Identity {
+            sha256: sha256(data),
+            format: FormatIdentity::Elf { build_id },
+        },
+        stripped,
+    })
+}
+
+fn is_global(bind: u8) -> bool {
+    matches!(bind, elf::STB_GLOBAL | elf::STB_WEAK | elf::STB_GNU_UNIQUE)
+}
+
+fn symbol_name(opts: &ReadOptions, strings: StringTable<'_>, offset: u32) -> Result<String> {
+    let bytes = strings
+        .get(offset)
+        .map_err(|_| malformed(opts, format!("symbol name offset {offset} is out of range")))?;
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The `NT_GNU_BUILD_ID` note, if any.
+fn gnu_build_id(
+    data: &[u8],
+    endian: Endianness,
+    sections: &Sections<'_>,
+    opts: &ReadOptions,
+) -> Result<Option<Vec<u8>>> {
+    for sh in sections.iter() {
+        let Some(mut notes) = sh
+            .notes(endian, data)
+            .map_err(|e| malformed(opts, format!("note section: {e}")))?
+        else {
+            continue;
+        };
+        while let Some(note) = notes
+            .next()
+            .map_err(|e| malformed(opts, format!("note: {e}")))?
+        {
+            if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
+                return Ok(Some(note.desc().to_vec()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Relocation types this reader understands, per architecture.
+struct RelocTypes {
+    none: u32,
+    relative: u32,
+    abs64: u32,
+    glob_dat: u32,
+    jump_slot: u32,
+    irelative: u32,
+}
+
+const X86_64_RELOCS: RelocTypes = RelocTypes {
+    none: elf::R_X86_64_NONE,
+    relative: elf::R_X86_64_RELATIVE,
+    abs64: elf::R_X86_64_64,
+    glob_dat: elf::R_X86_64_GLOB_DAT,
+    jump_slot: elf::R_X86_64_JUMP_SLOT,
+    irelative: elf::R_X86_64_IRELATIVE,
+};
+
+const AARCH64_RELOCS: RelocTypes = RelocTypes {
+    none: elf::R_AARCH64_NONE,
+    relative: elf::R_AARCH64_RELATIVE,
+    abs64: elf::R_AARCH64_ABS64,
+    glob_dat: elf::R_AARCH64_GLOB_DAT,
+    jump_slot: elf::R_AARCH64_JUMP_SLOT,
+    irelative: elf::R_AARCH64_IRELATIVE,
+};
+
+/// Every dynamic relocation (`SHT_RELA` sections that are loaded, and `SHT_RELR`).
+fn dynamic_relocations(
+    data: &[u8],
+    endian: Endianness,
+    arch: Arch,
+    sections: &Sections<'_>,
+    base: u64,
+    opts: &ReadOptions,
+) -> Result<Vec<Relocation>> {
+    let types = match arch {
+        Arch::X86_64 => &X86_64_RELOCS,
+        Arch::Aarch64 => &AARCH64_RELOCS,
+    };
+    let mut out = Vec::new();
+    for sh in sections.iter() {
+        // Only relocations the dynamic loader applies: allocated sections.
+        if sh.sh_flags(endian) & u64::from(elf::SHF_ALLOC) == 0 {
+            continue;
+        }
+        if let Some(relr) = sh
+            .relr(endian, data)
+            .map_err(|e| malformed(opts, format!("RELR section: {e}")))?
+        {
+            for vaddr in relr {
+                let rva = vaddr.wrapping_sub(base);
+                // RELR stores the addend in place.
+                let target = read_u64(sh_bytes_at(sections, endian, data, vaddr), opts, rva)?;
+                out.push(Relocation {
+                    rva,
+                    width: 8,
+                    target: RelocTarget::Rva(target.wrapping_sub(base)),
+                });
+            }
+            continue;
+        }
+        let Some((relas, symtab_index)) = sh
+            .rela(endian, data)
+            .map_err(|e| malformed(opts, format!("RELA section: {e}")))?
+        else {
+            continue;
+        };
+        let symbols = sections
+            .symbol_table_by_index(endian, data, symtab_index)
+            .map_err(|e| malformed(opts, format!("relocation symbol table: {e}")))?;
+        for rela in relas {
+            let r_type = rela.r_type(endian, false);
+            let rva = rela.r_offset(endian).wrapping_sub(base);
+            let addend = rela.r_addend(endian);
+            let sym_index = rela.r_sym(endian, false);
+            let sym_name = || -> Result<String> {
+                let sym = symbols
+                    .symbol(object::SymbolIndex(sym_index as usize))
+                    .map_err(|_| {
+                        malformed(
+                            opts,
+                            format!("relocation at {rva:#x} names symbol {sym_index}, which does not exist"),
+                        )
+                    })?;
+                symbol_name(opts, symbols.strings(), sym.st_name(endian))
+            };
+            let target = if r_type == types.none {
+                continue;
+            } else if r_type == types.relative || r_type == types.irelative {
+                RelocTarget::Rva((addend as u64).wrapping_sub(base))
+            } else if r_type == types.abs64 || r_type == types.glob_dat || r_type == types.jump_slot
+            {
+                RelocTarget::Symbol {
+                    name: sym_name()?,
+                    addend,
+                }
+            } else {
+                return Err(malformed(
+                    opts,
+                    format!("unsupported dynamic relocation type {r_type} at {rva:#x}"),
+                ));
+            };
+            out.push(Relocation {
+                rva,
+                width: 8,
+                target,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The file bytes from virtual address `vaddr` to the end of its section.
+fn sh_bytes_at<'data>(
+    sections: &Sections<'data>,
+    endian: Endianness,
+    data: &'data [u8],
+    vaddr: u64,
+) -> Option<&'data [u8]> {
+    sections.iter().find_map(|sh| {
+        let start = sh.sh_addr(endian);
+        let size = sh.sh_size(endian);
+        if sh.sh_type(endian) == elf::SHT_NOBITS
+            || sh.sh_flags(endian) & u64::from(elf::SHF_ALLOC) == 0
+            || vaddr < start
+            || vaddr - start >= size
+        {
+            return None;
+        }
+        let bytes = sh.data(endian, data).ok()?;
+        bytes.get(usize::try_from(vaddr - start).ok()?..)
+    })
+}
+
+fn read_u64(bytes: Option<&[u8]>, opts: &ReadOptions, rva: u64) -> Result<u64> {
+    bytes
+        .and_then(|b| b.get(..8))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| malformed(opts, format!("relocated pointer at {rva:#x} lies outside the file")))
+}
+
+/// The `[start, length)` code ranges (virtual addresses) of every FDE in
+/// `.eh_frame`, sorted by start, without duplicates and without empty ranges.
+///
+/// This is how a stripped image still yields every function that has unwind
+/// information: GCC emits one FDE per function, and one more for each
+/// `.cold` part.
+pub(crate) fn eh_frame_ranges(
+    data: &[u8],
+    endian: Endianness,
+    sections: &Sections<'_>,
+    opts: &ReadOptions,
+) -> Result<Vec<(u64, u64)>> {
+    use gimli::UnwindSection;
+
+    let Some((_, eh)) = sections.section_by_name(endian, b".eh_frame") else {
+        return Ok(Vec::new());
+    };
+    if eh.sh_type(endian) == elf::SHT_NOBITS {
+        return Ok(Vec::new());
+    }
+    let bytes = eh
+        .data(endian, data)
+        .map_err(|e| malformed(opts, format!(".eh_frame: {e}")))?;
+    let mut bases = gimli::BaseAddresses::default().set_eh_frame(eh.sh_addr(endian));
+    if let Some((_, text)) = sections.section_by_name(endian, b".text") {
+        bases = bases.set_text(text.sh_addr(endian));
+    }
+    if let Some((_, got)) = sections.section_by_name(endian, b".got") {
+        bases = bases.set_got(got.sh_addr(endian));
+    }
+    let eh_frame = gimli::EhFrame::new(bytes, gimli::LittleEndian);
+    let mut entries = eh_frame.entries(&bases);
+    let mut ranges = Vec::new();
+    let bad = |e: gimli::Error| malformed(opts, format!(".eh_frame: {e}"));
+    while let Some(entry) = entries.next().map_err(bad)? {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            let fde = partial
+                .parse(|section, bases, offset| section.cie_from_offset(bases, offset))
+                .map_err(bad)?;
+            if fde.len() > 0 {
+                ranges.push((fde.initial_address(), fde.len()));
+            }
+        }
+    }
+    ranges.sort_unstable();
+    ranges.dedup();
+    Ok(ranges)
 }

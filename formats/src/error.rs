@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The file could not be read.
-    #[error("{}: cannot read file: {source}", path.display())]
+    #[error("{}: cannot read file", path.display())]
     Io {
         /// The file.
         path: PathBuf,
