@@ -102,11 +102,18 @@ PE_LDFLAGS_x86_64=(/machine:x64 /functionpadmin:6)
 # padding are one spare instruction slot before each function.
 PE_LDFLAGS_aarch64=(/machine:arm64 /functionpadmin:4)
 
-# ELF (Debian gcc 12). Unwind tables are kept on purpose (.eh_frame is used to
-# recover functions from a stripped copy). CET/BTI are pinned off so that the
-# code does not depend on a distribution's default (Debian's is off already).
+# ELF (Debian gcc 12). -fno-ipa-icf is the compiler-side twin of /opt:noicf
+# (GCC would otherwise merge identical functions of one translation unit).
+# Unwind tables are kept on purpose (.eh_frame is used to recover functions
+# from a stripped copy). CET/BTI are pinned off so that the code does not
+# depend on a distribution's default (Debian's is off already).
+# -ffunction-sections/-fdata-sections (as kpatch-style builds do): a function's
+# internal alignment padding (loop heads) is then fixed relative to its own
+# section, so a change in one function cannot add or remove nops inside an
+# unchanged neighbour; it also keeps aarch64 section anchors from addressing
+# several objects through one base.
 ELF_CFLAGS=("${COMMON_CFLAGS[@]}" -fPIC -fvisibility=hidden -fasynchronous-unwind-tables
-  -fno-tree-loop-distribute-patterns)
+  -ffunction-sections -fdata-sections -fno-tree-loop-distribute-patterns -fno-ipa-icf)
 ELF_CFLAGS_x86_64=(-fcf-protection=none)
 ELF_CFLAGS_aarch64=(-mbranch-protection=none)
 ELF_LDFLAGS=(-shared -nostdlib -Wl,--build-id=sha1)
@@ -141,6 +148,9 @@ build_one() { # scenario version target outdir
   local arch=${tgt%%-*} c base objs=()
   mkdir -p "$wd"
   cp "$srcdir"/*.c "$HERE/include/hp.h" "$wd/"
+  for c in "$srcdir"/*.h; do
+    if [ -e "$c" ]; then cp "$c" "$wd/"; fi
+  done
   local order
   order=$(link_order "$srcdir")
   [ -n "$order" ] || die "$srcdir has no .c files"

@@ -31,6 +31,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare a baseline image with its update: which functions really
+    /// changed, and whether the update can be hotpatched.
+    Diff {
+        /// The baseline image.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The baseline's PDB (PE only; default: beside the image).
+        #[arg(long)]
+        baseline_pdb: Option<PathBuf>,
+        /// The updated image.
+        #[arg(long)]
+        updated: PathBuf,
+        /// The update's PDB (PE only; default: beside the image).
+        #[arg(long)]
+        updated_pdb: Option<PathBuf>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +72,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Symbols { image, pdb, json } => symbols(image, pdb, json),
+        Command::Diff {
+            baseline,
+            baseline_pdb,
+            updated,
+            updated_pdb,
+            json,
+        } => diff(
+            read_options(baseline, baseline_pdb),
+            read_options(updated, updated_pdb),
+            json,
+        ),
     }
 }
 
@@ -80,6 +110,30 @@ fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn diff(base_opts: ReadOptions, upd_opts: ReadOptions, json: bool) -> Result<()> {
+    let base_bytes = read::load_file(&base_opts.path)?;
+    let upd_bytes = read::load_file(&upd_opts.path)?;
+    let base = read::parse(&base_bytes, &base_opts)?;
+    let upd = read::parse(&upd_bytes, &upd_opts)?;
+    let d = hotpatch_builder::diff::diff(&base, &upd)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &d)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "baseline: {}\nupdated:  {}",
+            base_opts.path.display(),
+            upd_opts.path.display()
+        )?;
+        hotpatch_builder::report::write_summary(&mut out, &d)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 #[derive(serde::Serialize)]
 struct SymbolsJson<'a> {
     image: String,
@@ -95,6 +149,7 @@ struct FunctionJson<'a> {
     rva: u64,
     size: u64,
     unit: Option<&'a str>,
+    visibility: hotpatch_formats::Visibility,
 }
 
 fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a> {
@@ -111,6 +166,7 @@ fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a>
                 rva: f.rva,
                 size: f.size,
                 unit: f.unit.as_deref(),
+                visibility: f.visibility,
             })
             .collect(),
     }
@@ -137,7 +193,11 @@ fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_
         .max()
         .unwrap_or(4)
         .max(4);
-    writeln!(out, "{:<width$}  {:>10}  {:>8}  UNIT", "NAME", "RVA", "SIZE")?;
+    writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>8}  UNIT",
+        "NAME", "RVA", "SIZE"
+    )?;
     for f in &image.functions {
         writeln!(
             out,

@@ -297,7 +297,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             }
             let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
             // Keep the first name in symbol-table order for aliases.
-            dyn_funcs.entry(rva_of(sym.st_value(endian))).or_insert(name);
+            dyn_funcs
+                .entry(rva_of(sym.st_value(endian)))
+                .or_insert(name);
         }
         for (start, len) in ranges {
             let rva = rva_of(start);
@@ -532,7 +534,12 @@ fn read_u64(bytes: Option<&[u8]>, opts: &ReadOptions, rva: u64) -> Result<u64> {
         .and_then(|b| b.get(..8))
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_le_bytes)
-        .ok_or_else(|| malformed(opts, format!("relocated pointer at {rva:#x} lies outside the file")))
+        .ok_or_else(|| {
+            malformed(
+                opts,
+                format!("relocated pointer at {rva:#x} lies outside the file"),
+            )
+        })
 }
 
 /// The `[start, length)` code ranges (virtual addresses) of every FDE in

@@ -298,7 +298,8 @@ impl<'data> Image<'data> {
 
     /// Sort every table into its canonical order (by RVA, then name).
     pub(crate) fn canonicalise(&mut self) {
-        self.sections.sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+        self.sections
+            .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
         self.functions.sort_by(|a, b| {
             (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
         });
@@ -307,7 +308,8 @@ impl<'data> Image<'data> {
             (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
         });
         self.data.dedup();
-        self.exports.sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+        self.exports
+            .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
         self.exports.dedup();
         self.relocations.sort_by_key(|r| r.rva);
     }

@@ -1,8 +1,800 @@
-//! Placeholder, replaced by the real reader.
+//! The PE reader: a PE32+ image (x86-64 or ARM64) together with its PDB.
+//!
+//! The image itself gives the sections, the exports, the base relocations and
+//! the identity (header fields and the CodeView record). Functions and data
+//! objects come from the PDB that matches the image's CodeView GUID and age;
+//! see [`symbols`] for that part and [`types`] for the data sizes.
+//!
+//! Every value read from either file is untrusted: offsets and sizes are
+//! checked before use, arithmetic on them is checked, and every failure is a
+//! one-line [`Error`] naming the file.
+
+// The reader handles hostile input: keep it free of the usual panic sources.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod source;
+mod symbols;
+mod types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use object::pe;
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
+use object::{Object, ObjectSection};
+
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{
+    Arch, CodeView, Export, Format, FormatIdentity, Identity, Image, Permissions, RelocTarget,
+    Relocation, Section,
+};
 use crate::read::ReadOptions;
 
-pub(crate) fn parse<'data>(_data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
-    Err(Error::NotAnImage { path: opts.path.clone(), detail: "reader not written yet".into() })
+/// What [`Error::Malformed`] says it was reading when the image is damaged.
+const WHAT_IMAGE: &str = "PE image";
+
+/// Size of the DOS header (`IMAGE_DOS_HEADER`).
+const DOS_HEADER_SIZE: usize = 64;
+/// Offset of `e_lfanew` in the DOS header.
+const E_LFANEW_OFFSET: usize = 0x3c;
+/// Size of `IMAGE_FILE_HEADER`.
+const FILE_HEADER_SIZE: usize = 20;
+/// `IMAGE_OPTIONAL_HEADER.Magic` of a PE32 (32-bit) image.
+const PE32_MAGIC: u16 = 0x10b;
+/// `IMAGE_OPTIONAL_HEADER.Magic` of a PE32+ (64-bit) image.
+const PE32PLUS_MAGIC: u16 = 0x20b;
+/// Offset of `CHPEMetadataPointer` in `IMAGE_LOAD_CONFIG_DIRECTORY64`.
+const LOAD_CONFIG_CHPE_OFFSET: usize = 200;
+
+/// A [`Error::Malformed`] about the image at `path`.
+fn malformed(path: &Path, detail: impl Into<String>) -> Error {
+    Error::Malformed {
+        path: path.to_path_buf(),
+        what: WHAT_IMAGE,
+        detail: detail.into(),
+    }
+}
+
+/// A readable name for a COFF machine type, as in `0x14c (i386)`.
+fn machine_name(machine: u16) -> String {
+    let name = match machine {
+        pe::IMAGE_FILE_MACHINE_UNKNOWN => "unknown",
+        pe::IMAGE_FILE_MACHINE_I386 => "i386",
+        pe::IMAGE_FILE_MACHINE_R3000 | pe::IMAGE_FILE_MACHINE_R4000 => "MIPS",
+        pe::IMAGE_FILE_MACHINE_R10000 => "MIPS R10000",
+        pe::IMAGE_FILE_MACHINE_WCEMIPSV2 => "MIPS WCE v2",
+        pe::IMAGE_FILE_MACHINE_MIPS16 => "MIPS16",
+        pe::IMAGE_FILE_MACHINE_MIPSFPU => "MIPS with FPU",
+        pe::IMAGE_FILE_MACHINE_MIPSFPU16 => "MIPS16 with FPU",
+        pe::IMAGE_FILE_MACHINE_ALPHA => "Alpha",
+        pe::IMAGE_FILE_MACHINE_ALPHA64 => "Alpha64",
+        pe::IMAGE_FILE_MACHINE_SH3
+        | pe::IMAGE_FILE_MACHINE_SH3DSP
+        | pe::IMAGE_FILE_MACHINE_SH3E
+        | pe::IMAGE_FILE_MACHINE_SH4
+        | pe::IMAGE_FILE_MACHINE_SH5 => "SuperH",
+        pe::IMAGE_FILE_MACHINE_ARM => "ARM",
+        pe::IMAGE_FILE_MACHINE_THUMB => "Thumb",
+        pe::IMAGE_FILE_MACHINE_ARMNT => "ARMNT, 32-bit ARM",
+        pe::IMAGE_FILE_MACHINE_AM33 => "AM33",
+        pe::IMAGE_FILE_MACHINE_POWERPC | pe::IMAGE_FILE_MACHINE_POWERPCFP => "PowerPC",
+        pe::IMAGE_FILE_MACHINE_POWERPCBE => "PowerPC big-endian",
+        pe::IMAGE_FILE_MACHINE_IA64 => "IA-64",
+        pe::IMAGE_FILE_MACHINE_TRICORE => "TriCore",
+        pe::IMAGE_FILE_MACHINE_CEF => "CEF",
+        pe::IMAGE_FILE_MACHINE_EBC => "EFI byte code",
+        pe::IMAGE_FILE_MACHINE_AMD64 => "x86-64",
+        pe::IMAGE_FILE_MACHINE_M32R => "M32R",
+        pe::IMAGE_FILE_MACHINE_ARM64 => "ARM64",
+        pe::IMAGE_FILE_MACHINE_ARM64EC => "ARM64EC",
+        pe::IMAGE_FILE_MACHINE_ARM64X => "ARM64X",
+        pe::IMAGE_FILE_MACHINE_CEE => "CEE",
+        pe::IMAGE_FILE_MACHINE_RISCV32 => "RISC-V 32-bit",
+        pe::IMAGE_FILE_MACHINE_RISCV64 => "RISC-V 64-bit",
+        pe::IMAGE_FILE_MACHINE_RISCV128 => "RISC-V 128-bit",
+        pe::IMAGE_FILE_MACHINE_CHPE_X86 => "CHPE x86",
+        _ => "unrecognised",
+    };
+    format!("{machine:#x} ({name})")
+}
+
+/// A little-endian `u16` at `offset`, if the bytes are there.
+fn le_u16(data: &[u8], offset: usize) -> Option<u16> {
+    let end = offset.checked_add(2)?;
+    let b = data.get(offset..end)?;
+    Some(u16::from_le_bytes([*b.first()?, *b.get(1)?]))
+}
+
+/// A little-endian `u32` at `offset`, if the bytes are there.
+fn le_u32(data: &[u8], offset: usize) -> Option<u32> {
+    let end = offset.checked_add(4)?;
+    let b: [u8; 4] = data.get(offset..end)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// A little-endian `u64` at `offset`, if the bytes are there.
+fn le_u64(data: &[u8], offset: usize) -> Option<u64> {
+    let end = offset.checked_add(8)?;
+    let b: [u8; 8] = data.get(offset..end)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Check the headers in front of the section table by hand, before `object`
+/// parses them, so that the common failures get precise messages: a short
+/// file, a DOS executable without a PE header, a machine this tool does not
+/// handle, or a 32-bit image. Returns the machine type.
+fn check_headers(data: &[u8], path: &Path) -> Result<u16> {
+    let len = data.len();
+    if len < DOS_HEADER_SIZE {
+        return Err(malformed(
+            path,
+            format!("the file is truncated: {len} bytes, shorter than the {DOS_HEADER_SIZE}-byte DOS header"),
+        ));
+    }
+    let nt = le_u32(data, E_LFANEW_OFFSET)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| malformed(path, "cannot read e_lfanew from the DOS header"))?;
+    let signature = nt.checked_add(4).and_then(|end| data.get(nt..end));
+    match signature {
+        None => {
+            return Err(malformed(
+                path,
+                format!(
+                    "the PE header offset {nt:#x} (e_lfanew) is past the end of the {len}-byte file: truncated, or not a PE image"
+                ),
+            ))
+        }
+        Some(sig) if sig != b"PE\0\0" => {
+            return Err(malformed(
+                path,
+                format!("no PE signature at offset {nt:#x} (e_lfanew); a DOS program or a damaged header"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let file_header = nt.saturating_add(4);
+    let optional_header = file_header
+        .checked_add(FILE_HEADER_SIZE)
+        .filter(|&end| end <= len)
+        .ok_or_else(|| {
+            malformed(
+                path,
+                format!(
+                    "the file is truncated inside the COFF file header at offset {file_header:#x}"
+                ),
+            )
+        })?;
+    let machine = le_u16(data, file_header).unwrap_or_default();
+    match machine {
+        pe::IMAGE_FILE_MACHINE_AMD64 | pe::IMAGE_FILE_MACHINE_ARM64 => {}
+        other => {
+            return Err(Error::UnsupportedMachine {
+                path: path.to_path_buf(),
+                machine: machine_name(other),
+            })
+        }
+    }
+    let magic = le_u16(data, optional_header).ok_or_else(|| {
+        malformed(
+            path,
+            format!(
+                "the file is truncated before the optional header at offset {optional_header:#x}"
+            ),
+        )
+    })?;
+    match magic {
+        PE32PLUS_MAGIC => Ok(machine),
+        PE32_MAGIC => Err(malformed(
+            path,
+            format!(
+                "machine {} with a 32-bit (PE32) optional header; only PE32+ images are supported",
+                machine_name(machine)
+            ),
+        )),
+        other => Err(malformed(
+            path,
+            format!(
+                "unknown optional header magic {other:#x} (expected {PE32PLUS_MAGIC:#x} for PE32+)"
+            ),
+        )),
+    }
+}
+
+/// A section as laid out in the section table, in table order (PDB section
+/// numbers are 1-based indexes into this order).
+#[derive(Clone, Debug)]
+pub(crate) struct SectionInfo {
+    /// Section name.
+    pub(crate) name: String,
+    /// RVA of the first byte.
+    pub(crate) rva: u64,
+    /// Size in memory.
+    pub(crate) size: u64,
+}
+
+/// Read the section table into model sections, in table order.
+fn read_sections<'data>(
+    file: &PeFile64<'data>,
+    data: &'data [u8],
+    path: &Path,
+) -> Result<Vec<Section<'data>>> {
+    let mut sections = Vec::new();
+    for (i, section) in file.sections().enumerate() {
+        let header = section.pe_section();
+        let name = match section.name() {
+            Ok(name) => name.to_owned(),
+            Err(_) => {
+                let raw = header.raw_name();
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).into_owned()
+            }
+        };
+        let virtual_size = header.virtual_size.get(object::LittleEndian);
+        let raw_size = header.size_of_raw_data.get(object::LittleEndian);
+        // A zero VirtualSize means "as large as the raw data" to the loader.
+        let size = if virtual_size == 0 {
+            raw_size
+        } else {
+            virtual_size
+        };
+        let offset = header.pointer_to_raw_data.get(object::LittleEndian);
+        let backed = raw_size.min(size);
+        let bytes = if backed == 0 {
+            &[][..]
+        } else {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            let end = usize::try_from(backed)
+                .ok()
+                .and_then(|n| start.checked_add(n));
+            end.and_then(|end| data.get(start..end)).ok_or_else(|| {
+                malformed(
+                    path,
+                    format!(
+                        "section {} `{name}`: its {backed:#x} bytes of raw data at file offset {offset:#x} extend past the end of the {}-byte file",
+                        i.saturating_add(1),
+                        data.len()
+                    ),
+                )
+            })?
+        };
+        let characteristics = header.characteristics.get(object::LittleEndian);
+        sections.push(Section {
+            name,
+            rva: u64::from(header.virtual_address.get(object::LittleEndian)),
+            size: u64::from(size),
+            perms: Permissions {
+                read: characteristics & pe::IMAGE_SCN_MEM_READ != 0,
+                write: characteristics & pe::IMAGE_SCN_MEM_WRITE != 0,
+                execute: characteristics & pe::IMAGE_SCN_MEM_EXECUTE != 0,
+            },
+            data: bytes,
+        });
+    }
+    Ok(sections)
+}
+
+/// The initialised bytes of `[rva, rva + len)` in one of `sections`.
+fn bytes_at<'data>(sections: &[Section<'data>], rva: u64, len: u64) -> Option<&'data [u8]> {
+    sections
+        .iter()
+        .find(|s| s.contains(rva))
+        .and_then(|s| s.bytes_at(rva, len))
+}
+
+/// Refuse hybrid images: an ARM64X image (machine ARM64) or an ARM64EC image
+/// (machine x86-64) carries a CHPE metadata pointer in its load configuration.
+/// A load configuration that cannot be read is not an error here: it only
+/// matters for this check.
+fn check_hybrid(
+    file: &PeFile64<'_>,
+    sections: &[Section<'_>],
+    machine: u16,
+    path: &Path,
+) -> Result<()> {
+    let Some(dir) = file.data_directory(pe::IMAGE_DIRECTORY_ENTRY_LOAD_CONFIG) else {
+        return Ok(());
+    };
+    let (rva, dir_size) = dir.address_range();
+    if rva == 0 || dir_size == 0 {
+        return Ok(());
+    }
+    let Some(bytes) = bytes_at(sections, u64::from(rva), u64::from(dir_size)) else {
+        return Ok(());
+    };
+    // The structure's own Size field says which fields are present.
+    let declared = le_u32(bytes, 0)
+        .and_then(|s| usize::try_from(s).ok())
+        .unwrap_or(0);
+    let Some(end) = LOAD_CONFIG_CHPE_OFFSET.checked_add(8) else {
+        return Ok(());
+    };
+    if declared < end {
+        return Ok(());
+    }
+    let chpe = le_u64(bytes, LOAD_CONFIG_CHPE_OFFSET).unwrap_or(0);
+    if chpe == 0 {
+        return Ok(());
+    }
+    let kind = if machine == pe::IMAGE_FILE_MACHINE_ARM64 {
+        "ARM64X"
+    } else {
+        "ARM64EC"
+    };
+    Err(Error::UnsupportedMachine {
+        path: path.to_path_buf(),
+        machine: format!("{machine:#x} with CHPE metadata ({kind} hybrid image)"),
+    })
+}
+
+/// The named exports of the image. Forwarded exports are skipped (they are
+/// not in this image). An export with no name, only an ordinal, is named
+/// `#<ordinal>`.
+fn read_exports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Export>> {
+    let table = file
+        .export_table()
+        .map_err(|e| malformed(path, format!("export directory: {e}")))?;
+    let Some(table) = table else {
+        return Ok(Vec::new());
+    };
+    let exports = table
+        .exports()
+        .map_err(|e| malformed(path, format!("export directory: {e}")))?;
+    let mut out = Vec::new();
+    for export in exports {
+        let object::read::pe::ExportTarget::Address(rva) = export.target else {
+            continue;
+        };
+        let name = match export.name {
+            Some(name) => String::from_utf8_lossy(name).into_owned(),
+            None => format!("#{}", export.ordinal),
+        };
+        out.push(Export {
+            name,
+            rva: u64::from(rva),
+        });
+    }
+    Ok(out)
+}
+
+/// Every base relocation, with the RVA it points at once loaded.
+fn read_relocations(
+    file: &PeFile64<'_>,
+    data: &[u8],
+    sections: &[Section<'_>],
+    image_base: u64,
+    path: &Path,
+) -> Result<Vec<Relocation>> {
+    let blocks = file
+        .data_directories()
+        .relocation_blocks(data, &file.section_table())
+        .map_err(|e| malformed(path, format!("base relocation directory: {e}")))?;
+    let Some(mut blocks) = blocks else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    while let Some(block) = blocks
+        .next()
+        .map_err(|e| malformed(path, format!("base relocation directory: {e}")))?
+    {
+        for reloc in block {
+            let rva = u64::from(reloc.virtual_address);
+            let (width, kind) = match reloc.typ {
+                // Padding that keeps blocks 4-byte aligned.
+                pe::IMAGE_REL_BASED_ABSOLUTE => continue,
+                pe::IMAGE_REL_BASED_DIR64 => (8u8, "DIR64"),
+                pe::IMAGE_REL_BASED_HIGHLOW => (4u8, "HIGHLOW"),
+                other => {
+                    return Err(malformed(
+                        path,
+                        format!(
+                            "base relocation at RVA {rva:#x} has type {other}, which is not DIR64 (10) or HIGHLOW (3)"
+                        ),
+                    ))
+                }
+            };
+            let bytes = bytes_at(sections, rva, u64::from(width)).ok_or_else(|| {
+                malformed(
+                    path,
+                    format!(
+                        "{kind} base relocation at RVA {rva:#x} is outside the file-backed bytes of every section"
+                    ),
+                )
+            })?;
+            let target = if width == 8 {
+                let stored = le_u64(bytes, 0).unwrap_or_default();
+                stored.checked_sub(image_base).ok_or_else(|| {
+                    malformed(
+                        path,
+                        format!(
+                            "DIR64 base relocation at RVA {rva:#x} holds {stored:#x}, below the image base {image_base:#x}"
+                        ),
+                    )
+                })?
+            } else {
+                // HIGHLOW patches the low 32 bits of the address: the target
+                // is the stored value less the low half of the image base.
+                let stored = le_u32(bytes, 0).unwrap_or_default();
+                let base_low = image_base & u64::from(u32::MAX);
+                u64::from(stored).checked_sub(base_low).ok_or_else(|| {
+                    malformed(
+                        path,
+                        format!(
+                            "HIGHLOW base relocation at RVA {rva:#x} holds {stored:#x}, below the image base {image_base:#x}"
+                        ),
+                    )
+                })?
+            };
+            out.push(Relocation {
+                rva,
+                width,
+                target: RelocTarget::Rva(target),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The image's CodeView (RSDS) record, if it has one.
+fn read_codeview(file: &PeFile64<'_>, path: &Path) -> Result<Option<CodeView>> {
+    let info = file
+        .pdb_info()
+        .map_err(|e| malformed(path, format!("debug directory: {e}")))?;
+    Ok(info.map(|cv| CodeView {
+        guid: cv.guid(),
+        age: cv.age(),
+        path: String::from_utf8_lossy(cv.path()).into_owned(),
+    }))
+}
+
+/// Where the PDB is: the explicit one, or `<image path with .pdb>` beside
+/// the image. A missing default PDB is [`Error::PdbNotFound`]; a missing
+/// explicit one is reported by reading it ([`Error::Io`] naming it).
+fn pdb_path(opts: &ReadOptions) -> Result<PathBuf> {
+    if let Some(pdb) = &opts.pdb {
+        return Ok(pdb.clone());
+    }
+    let looked = opts.path.with_extension("pdb");
+    if looked.is_file() {
+        Ok(looked)
+    } else {
+        Err(Error::PdbNotFound {
+            image: opts.path.clone(),
+            looked,
+        })
+    }
+}
+
+/// Parse a PE32+ image and its PDB. See the module documentation.
+pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
+    let path = opts.path.as_path();
+    let machine = check_headers(data, path)?;
+    let file = PeFile64::parse(data).map_err(|e| malformed(path, e.to_string()))?;
+    let nt = file.nt_headers();
+    let optional = nt.optional_header();
+    let image_base = optional.image_base();
+
+    let sections = read_sections(&file, data, path)?;
+    check_hybrid(&file, &sections, machine, path)?;
+    let exports = read_exports(&file, path)?;
+    let relocations = read_relocations(&file, data, &sections, image_base, path)?;
+    let codeview = read_codeview(&file, path)?;
+
+    let arch = if machine == pe::IMAGE_FILE_MACHINE_ARM64 {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+
+    let Some(cv) = codeview.as_ref() else {
+        let pdb = match &opts.pdb {
+            Some(pdb) => format!("the given PDB {}", pdb.display()),
+            None => "a PDB".to_owned(),
+        };
+        return Err(Error::NoSymbols {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the image has no CodeView (RSDS) debug record, so {pdb} cannot be matched to it; relink with /DEBUG"
+            ),
+        });
+    };
+    let pdb_path = pdb_path(opts)?;
+    let pdb_bytes = crate::read::load_file(&pdb_path)?;
+    let layout: Vec<SectionInfo> = sections
+        .iter()
+        .map(|s| SectionInfo {
+            name: s.name.clone(),
+            rva: s.rva,
+            size: s.size,
+        })
+        .collect();
+    let export_index: HashMap<u64, Vec<&str>> =
+        exports.iter().fold(HashMap::new(), |mut map, e| {
+            map.entry(e.rva).or_default().push(e.name.as_str());
+            map
+        });
+    let found = symbols::read(&symbols::Request {
+        pdb: &pdb_bytes,
+        pdb_path: &pdb_path,
+        image_path: path,
+        codeview: cv,
+        machine,
+        sections: &layout,
+        exports: &export_index,
+    })?;
+
+    let file_header = nt.file_header();
+    Ok(Image {
+        format: Format::Pe,
+        arch,
+        preferred_base: image_base,
+        sections,
+        functions: found.functions,
+        data: found.data,
+        exports,
+        relocations,
+        identity: Identity {
+            sha256: crate::read::sha256(data),
+            format: FormatIdentity::Pe {
+                time_date_stamp: file_header.time_date_stamp.get(object::LittleEndian),
+                size_of_image: optional.size_of_image(),
+                checksum: optional.check_sum(),
+                codeview,
+            },
+        },
+        stripped: false,
+    })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    const IMAGE_BASE: u64 = 0x1_8000_0000;
+    const OPT: usize = 0x58;
+    const SECTIONS: usize = OPT + 240;
+    const RELOC_FILE: usize = 0x600;
+    const DATA_FILE: usize = 0x400;
+
+    fn put16(d: &mut [u8], at: usize, v: u16) {
+        d[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put32(d: &mut [u8], at: usize, v: u32) {
+        d[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put64(d: &mut [u8], at: usize, v: u64) {
+        d[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// A minimal PE32+ DLL: `.text`, `.data` holding one pointer to `.text`,
+    /// and `.reloc` with one DIR64 relocation for it. No debug directory.
+    fn image() -> Vec<u8> {
+        let mut d = vec![0u8; 0x800];
+        d[0..2].copy_from_slice(b"MZ");
+        put32(&mut d, E_LFANEW_OFFSET, 0x40);
+        d[0x40..0x44].copy_from_slice(b"PE\0\0");
+        put16(&mut d, 0x44, pe::IMAGE_FILE_MACHINE_AMD64);
+        put16(&mut d, 0x46, 3);
+        put32(&mut d, 0x48, 0x1234_5678);
+        put16(&mut d, 0x54, 240);
+        put16(&mut d, 0x56, 0x2022);
+        put16(&mut d, OPT, PE32PLUS_MAGIC);
+        put64(&mut d, OPT + 24, IMAGE_BASE);
+        put32(&mut d, OPT + 32, 0x1000);
+        put32(&mut d, OPT + 36, 0x200);
+        put32(&mut d, OPT + 56, 0x4000);
+        put32(&mut d, OPT + 60, 0x200);
+        put32(&mut d, OPT + 64, 0xabcd);
+        put32(&mut d, OPT + 108, 16);
+        // Data directory 5: base relocations.
+        put32(&mut d, OPT + 112 + 5 * 8, 0x3000);
+        put32(&mut d, OPT + 112 + 5 * 8 + 4, 12);
+        let sections: [(&[u8], u32, u32, u32); 3] = [
+            (b".text", 0x1000, 0x200, 0x6000_0020),
+            (b".data", 0x2000, DATA_FILE as u32, 0xc000_0040),
+            (b".reloc", 0x3000, RELOC_FILE as u32, 0x4200_0040),
+        ];
+        for (i, (name, va, file, ch)) in sections.iter().enumerate() {
+            let at = SECTIONS + i * 40;
+            d[at..at + name.len()].copy_from_slice(name);
+            put32(&mut d, at + 8, 0x10);
+            put32(&mut d, at + 12, *va);
+            put32(&mut d, at + 16, 0x200);
+            put32(&mut d, at + 20, *file);
+            put32(&mut d, at + 36, *ch);
+        }
+        d[0x200] = 0xc3;
+        put64(&mut d, DATA_FILE, IMAGE_BASE + 0x1000);
+        put32(&mut d, RELOC_FILE, 0x2000);
+        put32(&mut d, RELOC_FILE + 4, 12);
+        put16(&mut d, RELOC_FILE + 8, pe::IMAGE_REL_BASED_DIR64 << 12);
+        put16(&mut d, RELOC_FILE + 10, 0);
+        d
+    }
+
+    fn opts() -> ReadOptions {
+        ReadOptions::new("/nonexistent/test.dll")
+    }
+
+    fn message(r: Result<Image<'_>>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn valid_headers_are_read() {
+        let d = image();
+        let file = PeFile64::parse(&d[..]).unwrap();
+        let sections = read_sections(&file, &d, Path::new("t")).unwrap();
+        let names: Vec<_> = sections.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [".text", ".data", ".reloc"]);
+        assert_eq!(sections[0].rva, 0x1000);
+        assert_eq!(sections[0].size, 0x10);
+        assert_eq!(sections[0].data.len(), 0x10);
+        assert_eq!(sections[0].perms.to_string(), "r-x");
+        assert_eq!(sections[1].perms.to_string(), "rw-");
+        let relocs = read_relocations(&file, &d, &sections, IMAGE_BASE, Path::new("t")).unwrap();
+        assert_eq!(
+            relocs,
+            [Relocation {
+                rva: 0x2000,
+                width: 8,
+                target: RelocTarget::Rva(0x1000)
+            }]
+        );
+        assert!(read_exports(&file, Path::new("t")).unwrap().is_empty());
+        assert_eq!(read_codeview(&file, Path::new("t")).unwrap(), None);
+    }
+
+    #[test]
+    fn no_codeview_record_is_a_clear_error() {
+        let d = image();
+        let msg = message(parse(&d, &opts()));
+        assert!(msg.contains("no CodeView (RSDS) debug record"), "{msg}");
+        let msg = message(parse(&d, &opts().with_pdb("/tmp/given.pdb")));
+        assert!(msg.contains("the given PDB /tmp/given.pdb"), "{msg}");
+    }
+
+    #[test]
+    fn other_machines_are_refused() {
+        for (machine, name) in [
+            (pe::IMAGE_FILE_MACHINE_I386, "0x14c (i386)"),
+            (pe::IMAGE_FILE_MACHINE_ARMNT, "0x1c4 (ARMNT, 32-bit ARM)"),
+            (pe::IMAGE_FILE_MACHINE_ARM64EC, "0xa641 (ARM64EC)"),
+            (0x1234, "0x1234 (unrecognised)"),
+        ] {
+            let mut d = image();
+            put16(&mut d, 0x44, machine);
+            match parse(&d, &opts()) {
+                Err(Error::UnsupportedMachine { machine, .. }) => assert_eq!(machine, name),
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    #[test]
+    fn pe32_is_refused() {
+        let mut d = image();
+        put16(&mut d, OPT, PE32_MAGIC);
+        let msg = message(parse(&d, &opts()));
+        assert!(
+            msg.contains("malformed PE image") && msg.contains("PE32"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let d = image();
+        for n in 0..d.len() {
+            let msg = message(parse(&d[..n], &opts()));
+            assert!(msg.starts_with("/nonexistent/test.dll: "), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+
+    #[test]
+    fn garbage_after_mz_is_an_error() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for len in [2usize, 3, 63, 64, 65, 200, 0x150, 0x800, 0x2000] {
+            for _ in 0..50 {
+                let mut d: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                d[0..2].copy_from_slice(b"MZ");
+                if len > 0x40 && state & 1 == 0 {
+                    // Sometimes a plausible e_lfanew, to get further in.
+                    put32(&mut d, E_LFANEW_OFFSET, 0x40);
+                }
+                assert!(parse(&d, &opts()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_image_headers() {
+        let mut d = image();
+        put32(&mut d, E_LFANEW_OFFSET, 0xffff_fff0);
+        assert!(message(parse(&d, &opts())).contains("e_lfanew"));
+
+        let mut d = image();
+        d[0x40] = b'X';
+        assert!(message(parse(&d, &opts())).contains("no PE signature"));
+
+        let mut d = image();
+        put16(&mut d, OPT, 0x107);
+        assert!(message(parse(&d, &opts())).contains("optional header magic 0x107"));
+
+        let mut d = image();
+        put32(&mut d, SECTIONS + 2 * 40 + 20, 0x10_0000);
+        let msg = message(parse(&d, &opts()));
+        assert!(
+            msg.contains("`.reloc`") && msg.contains("past the end"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_relocation_type() {
+        let mut d = image();
+        put16(&mut d, RELOC_FILE + 8, 5 << 12);
+        let msg = message(parse(&d, &opts()));
+        assert!(msg.contains("has type 5"), "{msg}");
+    }
+
+    #[test]
+    fn relocation_outside_file_backed_bytes() {
+        let mut d = image();
+        put32(&mut d, RELOC_FILE, 0x9000);
+        let msg = message(parse(&d, &opts()));
+        assert!(msg.contains("outside the file-backed bytes"), "{msg}");
+        // The last bytes of a section: an 8-byte value would run past them.
+        let mut d = image();
+        put16(
+            &mut d,
+            RELOC_FILE + 8,
+            (pe::IMAGE_REL_BASED_DIR64 << 12) | 0xc,
+        );
+        let msg = message(parse(&d, &opts()));
+        assert!(msg.contains("outside the file-backed bytes"), "{msg}");
+    }
+
+    #[test]
+    fn relocation_below_image_base() {
+        let mut d = image();
+        put64(&mut d, DATA_FILE, 0x1000);
+        let msg = message(parse(&d, &opts()));
+        assert!(msg.contains("below the image base"), "{msg}");
+    }
+
+    #[test]
+    fn highlow_relocation() {
+        let mut d = image();
+        put16(&mut d, RELOC_FILE + 8, pe::IMAGE_REL_BASED_HIGHLOW << 12);
+        put32(&mut d, DATA_FILE, 0x8000_1000);
+        let file = PeFile64::parse(&d[..]).unwrap();
+        let sections = read_sections(&file, &d, Path::new("t")).unwrap();
+        let relocs = read_relocations(&file, &d, &sections, IMAGE_BASE, Path::new("t")).unwrap();
+        assert_eq!(relocs[0].width, 4);
+        assert_eq!(relocs[0].target, RelocTarget::Rva(0x1000));
+    }
 }

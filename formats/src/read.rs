@@ -53,7 +53,10 @@ pub fn load_file(path: &Path) -> Result<Vec<u8>> {
         return Err(Error::Malformed {
             path: path.to_path_buf(),
             what: "image",
-            detail: format!("file is {} bytes, over the {MAX_IMAGE_SIZE}-byte limit", meta.len()),
+            detail: format!(
+                "file is {} bytes, over the {MAX_IMAGE_SIZE}-byte limit",
+                meta.len()
+            ),
         });
     }
     std::fs::read(path).map_err(io)

@@ -1,0 +1,124 @@
+//! Function and data keys: how a symbol of the baseline finds its partner in
+//! the update.
+//!
+//! A key is the source-level name plus, for `static` (local) symbols, the
+//! translation unit, so that two `static helper` functions of two files stay
+//! apart. GCC clone suffixes (`.part.N`, `.isra.N`, `.constprop.N`, `.cold`,
+//! and combinations) are folded: `parse.isra.0.cold` belongs to `parse`.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The identity of a function or data object across two builds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Key {
+    /// Source-level name, clone suffixes removed.
+    pub name: String,
+    /// Translation unit (file stem, e.g. `b` for `b.c` or `b.obj`) for local
+    /// symbols; `None` for global ones, whose names are unique in an image.
+    pub unit: Option<String>,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.unit {
+            Some(u) => write!(f, "{u}:{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Suffix families GCC (and clang's LTO) append to clones and split parts.
+const CLONE_SUFFIXES: [&str; 7] = [
+    "part",
+    "isra",
+    "constprop",
+    "cold",
+    "lto_priv",
+    "localalias",
+    "llvm",
+];
+
+/// Split a symbol name into its source-level name and its clone signature:
+/// the suffix families in order, numbers dropped (`"isra.cold"`), or `""` for
+/// the plain function. Names with an unknown dotted suffix are kept whole.
+///
+/// ```
+/// use hotpatch_builder::key::split_clone;
+/// assert_eq!(split_clone("parse"), ("parse", String::new()));
+/// assert_eq!(split_clone("parse.cold"), ("parse", "cold".to_string()));
+/// assert_eq!(split_clone("parse.isra.0.cold"), ("parse", "isra.cold".to_string()));
+/// assert_eq!(split_clone("copy.constprop.12"), ("copy", "constprop".to_string()));
+/// assert_eq!(split_clone("weird.name"), ("weird.name", String::new()));
+/// ```
+pub fn split_clone(symbol: &str) -> (&str, String) {
+    let Some((base, rest)) = symbol.split_once('.') else {
+        return (symbol, String::new());
+    };
+    if base.is_empty() {
+        return (symbol, String::new());
+    }
+    let mut families = Vec::new();
+    for part in rest.split('.') {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() {
+            continue;
+        }
+        if CLONE_SUFFIXES.contains(&part) {
+            families.push(part);
+        } else {
+            return (symbol, String::new());
+        }
+    }
+    if families.is_empty() {
+        return (symbol, String::new());
+    }
+    (base, families.join("."))
+}
+
+/// Whether a clone signature names a part that is entered only by jumps from
+/// its parent (a `.cold` split), rather than a callable entry point.
+pub fn is_split_part(signature: &str) -> bool {
+    signature.rsplit('.').next() == Some("cold")
+}
+
+/// The unit stem of a translation-unit name: the file name without
+/// directories and extension (`obj/b.obj` and `b.c` both give `b`).
+///
+/// ```
+/// use hotpatch_builder::key::unit_stem;
+/// assert_eq!(unit_stem("b.c"), "b");
+/// assert_eq!(unit_stem("obj\\net\\b.obj"), "b");
+/// assert_eq!(unit_stem("./src/b.c"), "b");
+/// ```
+pub fn unit_stem(unit: &str) -> &str {
+    let file = unit.rsplit(['/', '\\']).next().unwrap_or(unit);
+    match file.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_and_constprop_combinations_fold_to_parent() {
+        assert_eq!(split_clone("f.part.0"), ("f", "part".into()));
+        assert_eq!(
+            split_clone("f.constprop.0.isra.0"),
+            ("f", "constprop.isra".into())
+        );
+        assert_eq!(split_clone("f.part.0.cold"), ("f", "part.cold".into()));
+        assert!(is_split_part("part.cold"));
+        assert!(!is_split_part("isra"));
+        assert!(!is_split_part(""));
+    }
+
+    #[test]
+    fn leading_dot_and_numeric_only_suffixes_are_kept() {
+        assert_eq!(split_clone(".L123"), (".L123", String::new()));
+        assert_eq!(split_clone("f.123"), ("f.123", String::new()));
+    }
+}

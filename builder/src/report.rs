@@ -1,0 +1,98 @@
+//! The human-readable diff summary.
+
+use std::io::{self, Write};
+
+use crate::diff::{Diff, Entry, Status};
+
+fn signed_delta(e: &Entry) -> String {
+    match (e.baseline_size, e.updated_size) {
+        (Some(b), Some(u)) => {
+            let d = i128::from(u) - i128::from(b);
+            if d == 0 {
+                "±0".to_string()
+            } else {
+                format!("{d:+}")
+            }
+        }
+        (None, Some(u)) => format!("+{u}"),
+        (Some(b), None) => format!("-{b}"),
+        (None, None) => String::new(),
+    }
+}
+
+fn section(out: &mut dyn Write, title: &str, entries: &[&Entry]) -> io::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n{title} ({}):", entries.len())?;
+    let width = entries
+        .iter()
+        .map(|e| e.display_name().len())
+        .max()
+        .unwrap_or(0);
+    for e in entries {
+        let reason = e.reason.as_deref().unwrap_or("");
+        writeln!(
+            out,
+            "  {:<width$}  {:>7} bytes  {reason}",
+            e.display_name(),
+            signed_delta(e)
+        )?;
+    }
+    Ok(())
+}
+
+/// Write the summary: counts, then each changed, added and removed function
+/// with its size delta and the reason it differs, then data, then blockers,
+/// then the verdict.
+pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
+    let count = |s: Status| d.functions_with(s).count();
+    let dcount = |s: Status| d.data_with(s).count();
+    writeln!(
+        out,
+        "functions: {} changed, {} added, {} removed, {} unchanged",
+        count(Status::Changed),
+        count(Status::Added),
+        count(Status::Removed),
+        count(Status::Unchanged)
+    )?;
+    writeln!(
+        out,
+        "data:      {} changed, {} added, {} removed, {} unchanged",
+        dcount(Status::Changed),
+        dcount(Status::Added),
+        dcount(Status::Removed),
+        dcount(Status::Unchanged)
+    )?;
+    for (title, status) in [
+        ("changed functions", Status::Changed),
+        ("added functions", Status::Added),
+        ("removed functions", Status::Removed),
+    ] {
+        section(out, title, &d.functions_with(status).collect::<Vec<_>>())?;
+    }
+    for (title, status) in [
+        ("changed data", Status::Changed),
+        ("added data", Status::Added),
+        ("removed data", Status::Removed),
+    ] {
+        section(out, title, &d.data_with(status).collect::<Vec<_>>())?;
+    }
+    if !d.blockers.is_empty() {
+        writeln!(out, "\nblockers ({}):", d.blockers.len())?;
+        for b in &d.blockers {
+            writeln!(out, "  {} [{}]: {}", b.object, b.kind.as_str(), b.reason)?;
+        }
+    }
+    writeln!(out)?;
+    if d.hotpatchable {
+        writeln!(out, "verdict: hotpatchable")
+    } else {
+        writeln!(
+            out,
+            "verdict: NOT hotpatchable ({} blocker{}): ship it as a restart-required release",
+            d.blockers.len(),
+            if d.blockers.len() == 1 { "" } else { "s" }
+        )
+    }
+}

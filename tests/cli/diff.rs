@@ -1,0 +1,336 @@
+//! `hotpatch diff` against the corpus answer key: for every scenario, every
+//! update (cumulative against v1) and all four targets, the changed, added
+//! and removed sets, the data sets, the verdict and the blockers must equal
+//! `expected.toml` exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::common::{expected, hotpatch_ok, scenarios, Sets, TARGETS};
+
+#[derive(Debug, Deserialize)]
+pub struct DiffJson {
+    pub functions: Vec<EntryJson>,
+    pub data: Vec<EntryJson>,
+    pub hotpatchable: bool,
+    pub blockers: Vec<BlockerJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EntryJson {
+    pub name: String,
+    pub unit: Option<String>,
+    pub status: String,
+    pub baseline_rva: Option<u64>,
+    pub updated_rva: Option<u64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BlockerJson {
+    pub object: String,
+    pub kind: String,
+    pub reason: String,
+}
+
+/// The image (and PDB) of one version of a scenario for a target.
+fn image_args(dir: &Path, target: &str, version: &str, side: &str) -> Vec<String> {
+    let bin = dir.join("bin").join(target);
+    if target.ends_with("-windows") {
+        vec![
+            format!("--{side}"),
+            bin.join(format!("{version}.dll")).display().to_string(),
+            format!("--{side}-pdb"),
+            bin.join(format!("{version}.pdb")).display().to_string(),
+        ]
+    } else {
+        vec![
+            format!("--{side}"),
+            bin.join(format!("{version}.so")).display().to_string(),
+        ]
+    }
+}
+
+/// Run `hotpatch diff --json` on v1 → `version`.
+pub fn run_diff(dir: &Path, target: &str, version: &str) -> DiffJson {
+    let mut args = vec!["diff".to_string(), "--json".to_string()];
+    args.extend(image_args(dir, target, "v1", "baseline"));
+    args.extend(image_args(dir, target, version, "updated"));
+    serde_json::from_str(&hotpatch_ok(&args)).expect("diff --json is not JSON")
+}
+
+/// The expected.toml spelling of a name: `file.c:name` becomes `file:name`
+/// (unit stem), plain names stay plain.
+fn canon_expected(name: &str) -> String {
+    match name.split_once(':') {
+        Some((file, n)) => {
+            let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+            format!("{stem}:{n}")
+        }
+        None => name.to_string(),
+    }
+}
+
+/// Our spelling, comparable with [`canon_expected`]: qualified by unit only
+/// when the bare name is ambiguous among `all`.
+fn canon_ours(e: &EntryJson, ambiguous: &BTreeSet<String>) -> String {
+    match (&e.unit, ambiguous.contains(&e.name)) {
+        (Some(u), true) => format!("{u}:{}", e.name),
+        _ => e.name.clone(),
+    }
+}
+
+fn ambiguous_names(entries: &[EntryJson]) -> BTreeSet<String> {
+    let mut seen: BTreeMap<&str, BTreeSet<Option<&str>>> = BTreeMap::new();
+    for e in entries {
+        seen.entry(&e.name).or_default().insert(e.unit.as_deref());
+    }
+    seen.into_iter()
+        .filter(|(_, u)| u.len() > 1)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+fn set_of(entries: &[EntryJson], status: &str) -> BTreeSet<String> {
+    let amb = ambiguous_names(entries);
+    entries
+        .iter()
+        .filter(|e| e.status == status)
+        .map(|e| canon_ours(e, &amb))
+        .collect()
+}
+
+fn expected_set(v: &[String]) -> BTreeSet<String> {
+    v.iter().map(|n| canon_expected(n)).collect()
+}
+
+/// Blocker objects in our output, spelt like the expected ones.
+fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
+    let mut all: Vec<&EntryJson> = d.functions.iter().collect();
+    all.extend(&d.data);
+    d.blockers
+        .iter()
+        .map(|b| {
+            // "unit:name" → "name" when the name is unique.
+            match b.object.split_once(':') {
+                Some((_, n))
+                    if all
+                        .iter()
+                        .filter(|e| e.name == n)
+                        .map(|e| &e.unit)
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                        <= 1 =>
+                {
+                    n.to_string()
+                }
+                _ => b.object.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Every mismatch between our diff and the answer key for one target.
+fn mismatches(target: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    for dir in scenarios() {
+        let exp = expected(&dir);
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for u in &exp.update {
+            let want: Sets = resolve(&u.sets, u.targets.get(target));
+            let d = run_diff(&dir, target, &u.version);
+            let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 5] = [
+                (
+                    "changed",
+                    set_of(&d.functions, "changed"),
+                    expected_set(&want.changed),
+                ),
+                (
+                    "added",
+                    set_of(&d.functions, "added"),
+                    expected_set(&want.added),
+                ),
+                (
+                    "removed",
+                    set_of(&d.functions, "removed"),
+                    expected_set(&want.removed),
+                ),
+                (
+                    "data_changed",
+                    set_of(&d.data, "changed"),
+                    expected_set(&want.data_changed),
+                ),
+                (
+                    "data_added",
+                    set_of(&d.data, "added"),
+                    expected_set(&want.data_added),
+                ),
+            ];
+            for (what, got, want) in checks {
+                if got != want {
+                    bad.push(format!(
+                        "{name} v1→{} {target}: {what}: got {got:?}, expected {want:?}",
+                        u.version
+                    ));
+                }
+            }
+            if d.hotpatchable != want.hotpatchable {
+                bad.push(format!(
+                    "{name} v1→{} {target}: hotpatchable {} expected {}; blockers {:?}",
+                    u.version,
+                    d.hotpatchable,
+                    want.hotpatchable,
+                    d.blockers.iter().map(|b| &b.reason).collect::<Vec<_>>()
+                ));
+            }
+            let got_b = blocker_set(&d);
+            let want_b = expected_set(&want.blockers);
+            if got_b != want_b {
+                bad.push(format!(
+                    "{name} v1→{} {target}: blockers {got_b:?}, expected {want_b:?}",
+                    u.version
+                ));
+            }
+        }
+    }
+    bad
+}
+
+fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> Sets {
+    let mut s = base.clone();
+    if let Some(o) = o {
+        let pick =
+            |v: &Option<Vec<String>>, d: &Vec<String>| v.clone().unwrap_or_else(|| d.clone());
+        s.changed = pick(&o.changed, &base.changed);
+        s.added = pick(&o.added, &base.added);
+        s.removed = pick(&o.removed, &base.removed);
+        s.data_changed = pick(&o.data_changed, &base.data_changed);
+        s.data_added = pick(&o.data_added, &base.data_added);
+        s.blockers = pick(&o.blockers, &base.blockers);
+        s.hotpatchable = o.hotpatchable.unwrap_or(base.hotpatchable);
+    }
+    s
+}
+
+fn check_target(target: &str) {
+    assert!(TARGETS.contains(&target));
+    let bad = mismatches(target);
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn diff_matches_expected_x86_64_windows() {
+    check_target("x86_64-windows");
+}
+
+#[test]
+fn diff_matches_expected_aarch64_windows() {
+    check_target("aarch64-windows");
+}
+
+#[test]
+fn diff_matches_expected_x86_64_linux() {
+    check_target("x86_64-linux");
+}
+
+#[test]
+fn diff_matches_expected_aarch64_linux() {
+    check_target("aarch64-linux");
+}
+
+fn scenario(fragment: &str) -> std::path::PathBuf {
+    scenarios()
+        .into_iter()
+        .find(|d| d.to_string_lossy().contains(fragment))
+        .unwrap_or_else(|| panic!("no scenario matching {fragment}"))
+}
+
+#[test]
+fn unchanged_rebuild_has_zero_changes_on_every_target() {
+    let dir = scenario("relink-order");
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        let moved: Vec<&EntryJson> = d
+            .functions
+            .iter()
+            .chain(&d.data)
+            .filter(|e| e.status != "unchanged")
+            .collect();
+        assert!(moved.is_empty(), "{target}: {moved:?}");
+        assert!(d.hotpatchable && d.blockers.is_empty(), "{target}");
+        // The rebuild really moved code, so this is not a trivial pass.
+        assert!(
+            d.functions.iter().any(|e| e.baseline_rva != e.updated_rva),
+            "{target}: no function moved; the scenario does not test address shifts"
+        );
+    }
+}
+
+#[test]
+fn struct_growth_is_blocked_by_the_global() {
+    let dir = scenario("struct-grows");
+    let exp = expected(&dir);
+    let want = &exp.update[0].sets.blockers;
+    assert_eq!(want.len(), 1, "the scenario names one blocking global");
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        assert!(!d.hotpatchable, "{target}");
+        let b = d
+            .blockers
+            .iter()
+            .find(|b| b.kind == "writable-data-resized")
+            .unwrap_or_else(|| panic!("{target}: no resize blocker: {:?}", d.blockers));
+        assert!(b.object.ends_with(want[0].as_str()), "{target}: {b:?}");
+        assert!(
+            b.reason.contains(want[0].as_str()) && b.reason.contains("restart"),
+            "{b:?}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_static_reports_only_the_right_unit() {
+    let dir = scenario("duplicate-static");
+    let exp = expected(&dir);
+    let want = expected_set(&exp.update[0].sets.changed);
+    let qualified: Vec<&String> = want.iter().filter(|n| n.contains(':')).collect();
+    assert_eq!(
+        qualified.len(),
+        1,
+        "expected.toml names one unit-qualified static: {want:?}"
+    );
+    let (unit, name) = qualified[0].split_once(':').unwrap();
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        let same_name: Vec<&EntryJson> = d.functions.iter().filter(|e| e.name == name).collect();
+        assert_eq!(
+            same_name.len(),
+            2,
+            "{target}: both statics must be matched: {same_name:?}"
+        );
+        for e in same_name {
+            let is_changed_unit = e.unit.as_deref() == Some(unit);
+            assert_eq!(e.status == "changed", is_changed_unit, "{target}: {e:?}");
+        }
+    }
+}
+
+#[test]
+fn diff_output_is_deterministic() {
+    let dir = scenario("cumulative");
+    for target in TARGETS {
+        let mut args = vec!["diff".to_string(), "--json".to_string()];
+        args.extend(image_args(&dir, target, "v1", "baseline"));
+        args.extend(image_args(&dir, target, "v3", "updated"));
+        let a = hotpatch_ok(&args);
+        let b = hotpatch_ok(&args);
+        assert_eq!(a, b, "{target}");
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of the `hotpatch` command line over the shipped corpus.
+//!
+//! One integration-test binary; each module covers one command or concern.
+
+mod bad_input;
+mod common;
+mod corpus;
+mod diff;
+mod stripped;
+mod symbols;
+mod vectors;
