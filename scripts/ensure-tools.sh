@@ -13,6 +13,8 @@ package_for() {
     aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
     bsdiff) echo bsdiff ;;
     cmake) echo cmake ;;
+    /usr/bin/time) echo time ;;
+    bc) echo bc ;;
     *) echo "ensure-tools: no package known for '$1'" >&2; return 1 ;;
   esac
 }

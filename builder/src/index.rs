@@ -260,6 +260,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         anchors.extend(image.sections.iter().map(|s| s.rva.saturating_add(s.size)));
         anchors.extend(ranges.iter().flat_map(|r| [r.start, r.end]));
         anchors.extend(data_ranges.iter().flat_map(|r| [r.0, r.1]));
+        anchors.extend(image.boundaries.iter().copied());
         for r in &image.relocations {
             if let RelocTarget::Rva(t) = r.target {
                 anchors.push(t);

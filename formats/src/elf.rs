@@ -352,6 +352,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             sha256: sha256(data),
             format: FormatIdentity::Elf { build_id },
         },
+        boundaries: Vec::new(),
         stripped,
     })
 }

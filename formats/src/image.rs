@@ -274,6 +274,12 @@ pub struct Image<'data> {
     pub relocations: Vec<Relocation>,
     /// Build identity.
     pub identity: Identity,
+    /// RVAs where the linker joined one input piece to the next, beyond the
+    /// symbols: PE section contributions from the PDB (each COMDAT constant,
+    /// string literal or jump table is its own piece) and the ends of the
+    /// PE data directories. Anonymous data is never taken to run across one.
+    /// Sorted, without duplicates; empty for ELF.
+    pub boundaries: Vec<u64>,
     /// Whether function boundaries came from a fallback (`.eh_frame` ranges on a
     /// stripped ELF) rather than a full symbol table.
     pub stripped: bool,
@@ -312,5 +318,7 @@ impl<'data> Image<'data> {
             .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
         self.exports.dedup();
         self.relocations.sort_by_key(|r| r.rva);
+        self.boundaries.sort_unstable();
+        self.boundaries.dedup();
     }
 }

@@ -528,6 +528,8 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         exports: &export_index,
     })?;
 
+    let mut boundaries = found.boundaries;
+    boundaries.extend(directory_boundaries(&file));
     let file_header = nt.file_header();
     Ok(Image {
         format: Format::Pe,
@@ -547,8 +549,24 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 codeview,
             },
         },
+        boundaries,
         stripped: false,
     })
+}
+
+/// Start and end RVAs of every non-empty data directory (export, import,
+/// debug, load configuration, ...): linker-made structures that anonymous
+/// data must not be taken to run into.
+fn directory_boundaries(file: &PeFile64<'_>) -> Vec<u64> {
+    file.data_directories()
+        .iter()
+        .filter(|d| d.size.get(object::LittleEndian) > 0)
+        .flat_map(|d| {
+            let start = u64::from(d.virtual_address.get(object::LittleEndian));
+            let end = start.saturating_add(u64::from(d.size.get(object::LittleEndian)));
+            [start, end]
+        })
+        .collect()
 }
 
 #[cfg(test)]

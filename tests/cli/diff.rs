@@ -334,3 +334,33 @@ fn diff_output_is_deterministic() {
         assert_eq!(a, b, "{target}");
     }
 }
+
+#[test]
+fn changed_rodata_table_is_named_in_the_users_reasons() {
+    let dir = scenario("rodata-table");
+    let exp = expected(&dir);
+    let table = &exp.update[0].sets.data_changed;
+    assert_eq!(table.len(), 1, "{table:?}");
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        let t = d
+            .data
+            .iter()
+            .find(|e| &e.name == &table[0])
+            .unwrap_or_else(|| panic!("{target}: no data entry {}", table[0]));
+        assert_eq!(t.status, "changed", "{target}");
+        assert!(t.reason.as_deref().unwrap_or("").contains("initial value differs"), "{t:?}");
+        // On ELF the users' code is byte-identical: the table is the only
+        // reason they change, and the reason must say so.
+        if target.ends_with("-linux") {
+            for f in d.functions.iter().filter(|f| f.status == "changed") {
+                let r = f.reason.as_deref().unwrap_or("");
+                assert!(
+                    r.contains("read-only object") && r.contains(&table[0]),
+                    "{target}: {}: {r}",
+                    f.name
+                );
+            }
+        }
+    }
+}

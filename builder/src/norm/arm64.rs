@@ -1,15 +1,2221 @@
-//! AArch64 normaliser (yaxpeax-arm). Written by the AArch64 normaliser work.
+//! AArch64 normaliser (yaxpeax-arm).
+//!
+//! Every 4-byte word of a function part becomes one normalised instruction
+//! (see [`super::NormInsn`]). For almost every instruction the raw 32-bit
+//! word already is the address-independent form, so that is what is hashed.
+//! The exceptions are the PC-relative forms and the users of an `ADRP`:
+//!
+//! * `B`, `BL`, `B.cond`, `CBZ`/`CBNZ`, `TBZ`/`TBNZ`, `ADR`: the target is
+//!   resolved to a [`SymRef`] and hashed instead of the offset field. A call
+//!   into a PLT entry or a range-extension veneer is followed to what the
+//!   stub jumps to.
+//! * `ADRP`: hashed as opcode and destination register only (the page alone
+//!   says nothing: a symbol a few bytes further may cross a 4 KiB boundary).
+//!   The page is remembered per register, and each instruction that adds the
+//!   low 12 bits to it (`ADD` immediate; loads and stores with an immediate
+//!   offset, including pairs and SIMD/FP registers) hashes the resolved full
+//!   target instead of its immediate. A register is forgotten when anything
+//!   else writes it.
+//! * `LDR`/`LDRSW`/`PRFM` (literal): the target is resolved; when the literal
+//!   lies inside the part (a literal pool), its value is hashed instead (or
+//!   the target of the relocation that covers it), and the pool's words are
+//!   hashed as data, not decoded as instructions.
+//! * Words inside the part that a load-time relocation patches (absolute
+//!   pointers in a PE literal pool) are data: the relocation's target is
+//!   hashed instead of their bytes. (Pass 1 has no relocations and decodes
+//!   such words; at worst that adds an anchor.)
+//! * A load (literal, or an `ADRP` user) from anonymous read-only data that
+//!   no relocation patches hashes the loaded bytes themselves: the constant's
+//!   value is what the code depends on, and it does not depend on where the
+//!   anonymous block around it happens to end (in a PE image the last
+//!   constants of `.rdata` run into the debug directory, which changes with
+//!   every build). A load from a slot that a relocation fills (a GOT entry)
+//!   hashes the relocation's target.
+//! * Jump tables: `ADRP`+`ADD` table, a register-offset load of an entry
+//!   (`LDRB`/`LDRH`/`LDR`/`LDRSW`...), and an `ADD` of the entry (extended or
+//!   shifted) to a base (an `ADR` anchor in the code, or the table itself).
+//!   The entry count comes from the bound check on the index (`CMP #n` with
+//!   its conditional branch, or an `AND`/`UBFX` mask). The dispatching `ADD`
+//!   hashes every entry's target as a [`SymRef`] (normally a
+//!   [`SymRef::Local`] offset), and the `ADD` that formed the table address
+//!   hashes only the fact that it is a jump table, so the table's own address
+//!   and the distance to it never matter. Pass 1 anchors both ends of the
+//!   table so that its anonymous block is exactly the table. A table placed
+//!   inside the code after its dispatch is treated as data.
+//!
+//! Every word pushes exactly one [`super::NormInsn`], `NOP`s included:
+//! alignment padding inside a function is stable only when the function's
+//! own section is aligned at least as strictly as its loop heads (GCC with
+//! `-ffunction-sections`, as the corpus is built).
+//!
+//! Register tracking is a single linear pass over the part, with one piece
+//! of control flow: a forward branch records the pages its target inherits,
+//! and code after an instruction that never falls through (`B`, `BR`, `RET`)
+//! starts from those (or, for jump-table cases, from the pages held at the
+//! `BR`) instead of the state the textually previous path left. Values
+//! survive calls, as callee-saved page registers do. On the corpus and on
+//! generated images this finds exactly the instructions that carry an
+//! `:lo12:` relocation in the object files (GCC and clang alike).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use yaxpeax_arch::{Decoder, U8Reader};
+use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
+
 use super::Normalized;
-use crate::index::ImageIndex;
+use crate::index::{ImageIndex, SymRef};
 
-pub(crate) fn references(_code: &[u8], _rva: u64, _out: &mut Vec<u64>) {}
+/// Hash tag of a direct branch (`B`, `BL`, `B.cond`, `CBZ`, `TBZ`...).
+const TAG_BRANCH: u8 = 1;
+/// Hash tag of an `ADR`.
+const TAG_ADR: u8 = 2;
+/// Hash tag of an `ADRP` (page dropped).
+const TAG_ADRP: u8 = 3;
+/// Hash tag of an instruction that consumes an `ADRP` page.
+const TAG_CONSUMER: u8 = 4;
+/// Hash tag of a literal load whose target lies outside the part.
+const TAG_LITERAL: u8 = 5;
+/// Hash tag of a literal load from the part's own literal pool.
+const TAG_POOL_LOAD: u8 = 6;
+/// Hash tag of a literal-pool or relocated word inside code.
+const TAG_DATA: u8 = 7;
+/// Hash tag of a jump table dispatch (`ADD` of base and entry).
+const TAG_JUMP_TABLE: u8 = 8;
+/// Hash tag of the `ADD` that formed a jump table's address.
+const TAG_JUMP_TABLE_BASE: u8 = 9;
+/// Marker hashed before a target reached through a relocation (a GOT slot,
+/// a relocated literal).
+const VIA_RELOC: u8 = 0xa0;
+/// Marker hashed before the value of an anonymous read-only constant.
+const VIA_VALUE: u8 = 0xa2;
+/// Marker hashed before a target reached through a PLT entry or veneer.
+const VIA_STUB: u8 = 0xa1;
 
+/// Largest jump table believed (entries).
+const MAX_TABLE_ENTRIES: u32 = 4096;
+
+/// What the scanner knows about a general-purpose register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reg {
+    /// Nothing useful.
+    Unknown,
+    /// The page address loaded by an `ADRP`.
+    Page(u64),
+    /// A full address: from an `ADR`, or from `ADD` on an `ADRP` page (then
+    /// `at` is the word index of that `ADD`).
+    Addr {
+        /// The address.
+        addr: u64,
+        /// Word index of the `ADD` that formed it from a page, if any.
+        at: Option<u32>,
+    },
+    /// An entry loaded from a presumed jump table.
+    Entry(Entry),
+}
+
+/// A jump-table entry held in a register, as loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Table address.
+    table: u64,
+    /// Number of entries.
+    count: u32,
+    /// Entry size in bytes (1, 2, 4 or 8).
+    size: u8,
+    /// Whether the load sign-extends.
+    signed: bool,
+    /// Whether the destination is a W register (sign extension stops at 32 bits).
+    dest_w: bool,
+    /// Word index of the `ADD` that formed the table address, if any.
+    at: Option<u32>,
+}
+
+/// A recognised jump table dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct JumpTable {
+    /// The entry as loaded.
+    entry: Entry,
+    /// The address the scaled entry is added to.
+    base: u64,
+    /// Extension applied to the entry register by the `ADD` (the
+    /// extended-register `option` field; 3 = `LSL`/`UXTX`).
+    extend: u8,
+    /// Left shift applied after the extension.
+    shift: u8,
+}
+
+impl JumpTable {
+    /// Byte length of the table.
+    fn len(&self) -> u64 {
+        u64::from(self.entry.count) * u64::from(self.entry.size)
+    }
+
+    /// The branch target of an entry's raw little-endian bytes.
+    fn target(&self, raw: &[u8]) -> u64 {
+        let mut v: u64 = 0;
+        for (i, b) in raw.iter().take(8).enumerate() {
+            v |= u64::from(*b) << (8 * i);
+        }
+        let bits = u32::from(self.entry.size) * 8;
+        // As loaded into the register.
+        let loaded = if self.entry.signed && bits < 64 {
+            let s = sign_extend(v, bits);
+            if self.entry.dest_w {
+                s & 0xffff_ffff
+            } else {
+                s
+            }
+        } else {
+            v
+        };
+        // As extended by the ADD.
+        let extended = match self.extend {
+            0 => loaded & 0xff,
+            1 => loaded & 0xffff,
+            2 => loaded & 0xffff_ffff,
+            4 => sign_extend(loaded & 0xff, 8),
+            5 => sign_extend(loaded & 0xffff, 16),
+            6 => sign_extend(loaded & 0xffff_ffff, 32),
+            _ => loaded,
+        };
+        self.base
+            .wrapping_add(extended.wrapping_shl(u32::from(self.shift)))
+    }
+}
+
+/// What one word turned out to be, for the pass at hand to consume.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// Not a valid instruction: compare the raw bytes.
+    Raw,
+    /// An instruction whose raw word is its address-independent form.
+    Plain(u32),
+    /// A data word inside the code (literal pool, relocated pointer).
+    Data,
+    /// An instruction referring to `target`; `masked` is the word with the
+    /// address field cleared. `load` is the access size when the
+    /// instruction loads from `target`.
+    Target {
+        /// Hash tag.
+        tag: u8,
+        /// The word with the address field cleared.
+        masked: u32,
+        /// The referenced address.
+        target: u64,
+        /// Bytes loaded from `target` (0 when nothing is loaded).
+        load: u8,
+    },
+    /// An `ADRP`: opcode and destination only.
+    Adrp(u32),
+    /// A literal load from the part's own pool at `offset` (part-relative).
+    PoolLoad {
+        /// The word with the literal offset cleared.
+        masked: u32,
+        /// Offset of the literal in the part.
+        offset: usize,
+        /// Size of the literal.
+        size: u8,
+    },
+    /// The `ADD` that dispatches through a jump table.
+    JumpTable {
+        /// The raw word.
+        word: u32,
+        /// The table.
+        table: JumpTable,
+    },
+}
+
+/// The little-endian word at the start of `b` (0 when `b` is shorter).
+fn le32(b: &[u8]) -> u32 {
+    b.first_chunk::<4>().map_or(0, |w| u32::from_le_bytes(*w))
+}
+
+/// Sign-extend the low `bits` bits of `v`.
+fn sign_extend(v: u64, bits: u32) -> u64 {
+    if bits == 0 || bits >= 64 {
+        return v;
+    }
+    let shift = 64 - bits;
+    (((v << shift) as i64) >> shift) as u64
+}
+
+/// Bit mask of register `r` (none for register 31, which is SP or ZR).
+fn reg_bit(r: u32) -> u32 {
+    if r < 31 {
+        1 << r
+    } else {
+        0
+    }
+}
+
+/// Size in bytes of the value a literal load (`LDR`/`LDRSW`/`PRFM` literal)
+/// reads, 0 for `PRFM` and unallocated forms.
+fn literal_size(w: u32) -> u8 {
+    let opc = w >> 30;
+    let simd = w & (1 << 26) != 0;
+    match (opc, simd) {
+        (0, false) | (2, false) | (0, true) => 4,
+        (1, false) | (1, true) => 8,
+        (2, true) => 16,
+        _ => 0,
+    }
+}
+
+/// PC-relative target of a literal load or `B.cond`/`CBZ` (imm19 at bit 5).
+fn imm19_target(pc: u64, w: u32) -> u64 {
+    let imm = sign_extend(u64::from((w >> 5) & 0x7_ffff), 19) << 2;
+    pc.wrapping_add(imm)
+}
+
+/// General-purpose registers (bit mask) that `insn` (raw `w`) writes.
+/// Errs on the side of reporting a write: forgetting a register costs at
+/// most a spurious difference, keeping a stale one could hide the meaning
+/// of an instruction.
+fn gpr_writes(w: u32, insn: &Instruction) -> u32 {
+    let rt = w & 31;
+    let rn = (w >> 5) & 31;
+    let rt2 = (w >> 10) & 31;
+    let rs = (w >> 16) & 31;
+    let simd = w & (1 << 26) != 0;
+    if w & 0x0a00_0000 == 0x0800_0000 {
+        // Loads and stores.
+        return match (w >> 28) & 3 {
+            3 => {
+                let opc = (w >> 22) & 3;
+                let size = w >> 30;
+                let unsigned_imm = w & (1 << 24) != 0;
+                let bit21 = w & (1 << 21) != 0;
+                let op4 = (w >> 10) & 3;
+                if !unsigned_imm && bit21 && op4 != 2 {
+                    // Atomics, LDAPR, LDRAA/LDRAB: write Rt (and maybe Rn).
+                    return reg_bit(rt) | reg_bit(rn);
+                }
+                let load = opc != 0 && !(size == 3 && opc == 2);
+                let mut m = if load && !simd { reg_bit(rt) } else { 0 };
+                if !unsigned_imm && !bit21 && op4 & 1 == 1 {
+                    m |= reg_bit(rn); // pre/post-index writeback
+                }
+                m
+            }
+            2 => {
+                // Pairs.
+                let load = w & (1 << 22) != 0;
+                let mut m = if load && !simd {
+                    reg_bit(rt) | reg_bit(rt2)
+                } else {
+                    0
+                };
+                if (w >> 23) & 1 == 1 {
+                    m |= reg_bit(rn); // pre/post-index writeback
+                }
+                m
+            }
+            1 => {
+                if w & (1 << 24) == 0 {
+                    // Literal loads.
+                    if !simd && (w >> 30) != 3 {
+                        reg_bit(rt)
+                    } else {
+                        0
+                    }
+                } else {
+                    // LDAPR/STLUR unscaled, memory copy/set, ...
+                    reg_bit(rt) | reg_bit(rn) | reg_bit(rs)
+                }
+            }
+            _ => {
+                if simd {
+                    // Structure loads/stores: post-index writeback.
+                    if w & (1 << 23) != 0 {
+                        reg_bit(rn)
+                    } else {
+                        0
+                    }
+                } else {
+                    // Exclusives, ordered, compare-and-swap.
+                    reg_bit(rt) | reg_bit(rt2) | reg_bit(rs)
+                }
+            }
+        };
+    }
+    if w & 0x1c00_0000 == 0x1400_0000 {
+        // Branches, exception generation, system.
+        return match insn.opcode {
+            Opcode::BL
+            | Opcode::BLR
+            | Opcode::BLRAA
+            | Opcode::BLRAAZ
+            | Opcode::BLRAB
+            | Opcode::BLRABZ => 1 << 30,
+            _ if w & 0xfff0_0000 == 0xd530_0000 || w & 0xfff8_0000 == 0xd528_0000 => {
+                reg_bit(rt) // MRS, SYSL
+            }
+            _ => 0,
+        };
+    }
+    if matches!(insn.opcode, Opcode::CCMP | Opcode::CCMN) {
+        return 0;
+    }
+    match insn.operands[0] {
+        Operand::Register(_, r) | Operand::RegisterOrSP(_, r) => reg_bit(u32::from(r)),
+        _ => 0,
+    }
+}
+
+/// Whether an instruction other than a plain `CMP #imm` may set the flags.
+fn sets_flags(insn: &Instruction) -> bool {
+    matches!(
+        insn.opcode,
+        Opcode::ADDS
+            | Opcode::SUBS
+            | Opcode::ANDS
+            | Opcode::BICS
+            | Opcode::ADCS
+            | Opcode::SBCS
+            | Opcode::CCMP
+            | Opcode::CCMN
+            | Opcode::FCMP
+            | Opcode::FCMPE
+            | Opcode::FCCMP
+            | Opcode::FCCMPE
+            | Opcode::MSR
+    )
+}
+
+/// The number of values a register can hold after an `AND` with a low
+/// mask, a `UBFX` of a narrow field, or a zero extension, if it is small.
+fn mask_bound(w: u32) -> Option<u32> {
+    let sf = w >> 31;
+    let n = (w >> 22) & 1;
+    let immr = (w >> 16) & 0x3f;
+    let imms = (w >> 10) & 0x3f;
+    let opc = (w >> 29) & 3;
+    let width = if w & 0x1f80_0000 == 0x1200_0000 && (opc == 0 || opc == 3) {
+        // AND/ANDS (immediate): a run of imms+1 ones at bit 0.
+        if n != sf || immr != 0 || (n == 0 && imms >= 32) {
+            return None;
+        }
+        imms + 1
+    } else if w & 0x7f80_0000 == 0x5300_0000 {
+        // UBFM: UBFX (and UXTB/UXTH) when imms >= immr.
+        if n != sf || imms < immr {
+            return None;
+        }
+        imms - immr + 1
+    } else {
+        return None;
+    };
+    (width <= 12).then(|| 1u32 << width)
+}
+
+/// At most this many (target, register, page) records of forward branches
+/// are kept per part.
+const MAX_SNAPSHOTS: usize = 1024;
+
+/// Linear scanner state of one part.
+struct Scanner<'c> {
+    /// The part's bytes.
+    code: &'c [u8],
+    /// RVA of the part.
+    rva: u64,
+    /// What each register holds.
+    regs: [Reg; 32],
+    /// Number of values the index in each register can take (0 = unknown).
+    bounds: [u32; 32],
+    /// The last `CMP reg, #imm` as (register, bound), while the flags are its.
+    last_cmp: Option<(u32, u32)>,
+    /// Bounds that hold at a later word of the part: (word index, register,
+    /// bound), from a conditional branch after a `CMP`.
+    pending: Vec<(u32, u32, u32)>,
+    /// The smallest word index in `pending` (`u32::MAX` when empty).
+    next_pending: u32,
+    /// Pages held at forward branches: (target word index, register, page).
+    snapshots: Vec<(u32, u8, u64)>,
+    /// Pages held at the last indirect branch (`BR`), as (register, page):
+    /// the state in which jump-table cases, placed after it, are entered.
+    at_indirect: Option<Vec<(u8, u64)>>,
+    /// The smallest word index in `snapshots` (`u32::MAX` when empty).
+    next_snapshot: u32,
+    /// Whether the previous instruction never falls through (`B`, `BR`,
+    /// `RET`): the next one is reached only by branches.
+    dead: bool,
+    /// Sorted word indexes that are data, not code.
+    data: Vec<u32>,
+    /// Next entry of `data` to consider.
+    data_cursor: usize,
+}
+
+impl<'c> Scanner<'c> {
+    /// A scanner over `code` at `rva`. `extra_data` lists further word
+    /// indexes to treat as data (relocated words).
+    fn new(code: &'c [u8], rva: u64, extra_data: Vec<u32>) -> Self {
+        let mut data = extra_data;
+        let end = rva.saturating_add(code.len() as u64);
+        for (i, chunk) in code.chunks_exact(4).enumerate() {
+            let w = le32(chunk);
+            if w & 0x3b00_0000 != 0x1800_0000 {
+                continue;
+            }
+            let size = literal_size(w);
+            let target = imm19_target(rva.wrapping_add(4 * i as u64), w);
+            if size == 0 || target < rva || target >= end {
+                continue;
+            }
+            let first = (target - rva) / 4;
+            let last = (target - rva + u64::from(size) - 1) / 4;
+            for k in first..=last {
+                data.push(k as u32);
+            }
+        }
+        data.sort_unstable();
+        data.dedup();
+        Scanner {
+            code,
+            rva,
+            regs: [Reg::Unknown; 32],
+            bounds: [0; 32],
+            last_cmp: None,
+            pending: Vec::new(),
+            next_pending: u32::MAX,
+            snapshots: Vec::new(),
+            next_snapshot: u32::MAX,
+            at_indirect: None,
+            dead: false,
+            data,
+            data_cursor: 0,
+        }
+    }
+
+    /// Whether word `i` is data. Must be called with increasing `i`.
+    fn is_data(&mut self, i: u32) -> bool {
+        while let Some(&d) = self.data.get(self.data_cursor) {
+            if d < i {
+                self.data_cursor += 1;
+            } else {
+                return d == i;
+            }
+        }
+        false
+    }
+
+    /// Whether `target` lies inside the part.
+    fn inside(&self, target: u64) -> bool {
+        target >= self.rva && target - self.rva < self.code.len() as u64
+    }
+
+    /// Scan every word, calling `f(word index, event)`; a trailing partial
+    /// word is reported as [`Event::Raw`] with index `len / 4`.
+    fn run(&mut self, mut f: impl FnMut(u32, Event)) {
+        let decoder = InstDecoder::default();
+        let mut insn = Instruction::default();
+        let words = self.code.len() / 4;
+        for i in 0..words {
+            let i = i as u32;
+            if self.is_data(i) {
+                f(i, Event::Data);
+                continue;
+            }
+            let off = 4 * i as usize;
+            let Some(bytes) = self.code.get(off..off + 4) else {
+                break;
+            };
+            if self.dead || i >= self.next_snapshot {
+                self.enter(i);
+            }
+            if i >= self.next_pending {
+                self.apply_pending(i);
+            }
+            let mut reader = U8Reader::new(bytes);
+            if decoder.decode_into(&mut insn, &mut reader).is_err() {
+                f(i, Event::Raw);
+                continue;
+            }
+            let w = le32(bytes);
+            let pc = self.rva.wrapping_add(u64::from(4 * i));
+            let ev = self.step(i, pc, w, &insn);
+            f(i, ev);
+        }
+        if self.code.len() % 4 != 0 {
+            f(words as u32, Event::Raw);
+        }
+    }
+
+    /// Set up the state in which word `i` is entered. After an instruction
+    /// that never falls through, the linear state belongs to another path:
+    /// take the pages recorded by the branches to `i` (a register holds a
+    /// page when some branch says so and none says a different one), or,
+    /// without any, those of the last indirect branch; forget the rest.
+    fn enter(&mut self, i: u32) {
+        let dead = std::mem::replace(&mut self.dead, false);
+        let mut found = false;
+        if i >= self.next_snapshot {
+            if dead {
+                let mut set = 0u32;
+                let mut conflict = 0u32;
+                let mut fresh = [Reg::Unknown; 32];
+                for &(_, r, page) in self.snapshots.iter().filter(|s| s.0 == i) {
+                    found = true;
+                    let bit = 1u32 << r;
+                    let Some(slot) = fresh.get_mut(usize::from(r)) else {
+                        continue;
+                    };
+                    if set & bit != 0 && *slot != Reg::Page(page) {
+                        conflict |= bit;
+                    }
+                    set |= bit;
+                    *slot = Reg::Page(page);
+                }
+                if found {
+                    for (r, slot) in fresh.iter_mut().enumerate() {
+                        if conflict & (1 << r) != 0 {
+                            *slot = Reg::Unknown;
+                        }
+                    }
+                    self.regs = fresh;
+                }
+            }
+            self.snapshots.retain(|s| s.0 > i);
+            self.next_snapshot = self.snapshots.iter().map(|s| s.0).min().unwrap_or(u32::MAX);
+        }
+        if !dead {
+            return;
+        }
+        if !found {
+            let Some(pages) = &self.at_indirect else {
+                return;
+            };
+            let mut fresh = [Reg::Unknown; 32];
+            for &(r, page) in pages {
+                if let Some(slot) = fresh.get_mut(usize::from(r)) {
+                    *slot = Reg::Page(page);
+                }
+            }
+            self.regs = fresh;
+        }
+        self.bounds = [0; 32];
+    }
+
+    /// The pages currently held, as (register, page).
+    fn pages(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.regs
+            .iter()
+            .enumerate()
+            .filter_map(|(r, reg)| match *reg {
+                Reg::Page(p) => Some((r as u8, p)),
+                _ => None,
+            })
+    }
+
+    /// Remember the pages held at a forward branch to `target`.
+    fn snapshot(&mut self, pc: u64, target: u64) {
+        if target <= pc || !self.inside(target) || self.snapshots.len() >= MAX_SNAPSHOTS {
+            return;
+        }
+        let at = ((target - self.rva) / 4) as u32;
+        let before = self.snapshots.len();
+        for (r, p) in self.regs.iter().enumerate() {
+            if let Reg::Page(page) = *p {
+                self.snapshots.push((at, r as u8, page));
+            }
+        }
+        if self.snapshots.len() > before {
+            self.next_snapshot = self.next_snapshot.min(at);
+        }
+    }
+
+    /// Re-establish bounds that a conditional branch promised for word `i`.
+    fn apply_pending(&mut self, i: u32) {
+        if i < self.next_pending {
+            return;
+        }
+        let bounds = &mut self.bounds;
+        self.pending.retain(|&(at, reg, bound)| {
+            if at == i {
+                if let Some(b) = bounds.get_mut(reg as usize) {
+                    *b = bound;
+                }
+                false
+            } else {
+                at > i
+            }
+        });
+        self.next_pending = self.pending.iter().map(|p| p.0).min().unwrap_or(u32::MAX);
+    }
+
+    /// Interpret one decoded instruction and update the register state.
+    fn step(&mut self, i: u32, pc: u64, w: u32, insn: &Instruction) -> Event {
+        let rd = w & 31;
+        let rn = ((w >> 5) & 31) as usize;
+        // Flags.
+        let cmp = if w & 0x7f80_001f == 0x7100_001f {
+            // CMP (SUBS to ZR, immediate).
+            let imm = (w >> 10) & 0xfff;
+            let imm = if w & (1 << 22) != 0 { imm << 12 } else { imm };
+            Some((rn as u32, imm.saturating_add(1)))
+        } else {
+            None
+        };
+
+        let mut new_state: Option<(u32, Reg)> = None;
+        let ev = if w & 0x7c00_0000 == 0x1400_0000 {
+            // B, BL.
+            let imm = sign_extend(u64::from(w & 0x03ff_ffff), 26) << 2;
+            Event::Target {
+                tag: TAG_BRANCH,
+                masked: w & 0xfc00_0000,
+                target: pc.wrapping_add(imm),
+                load: 0,
+            }
+        } else if w & 0xff00_0000 == 0x5400_0000 {
+            // B.cond: a bound check promises a range at the target or next.
+            let target = imm19_target(pc, w);
+            if let Some((reg, bound)) = self.last_cmp {
+                self.promise(i, pc, target, w & 0xf, reg, bound);
+            }
+            Event::Target {
+                tag: TAG_BRANCH,
+                masked: w & 0xff00_001f,
+                target,
+                load: 0,
+            }
+        } else if w & 0x7e00_0000 == 0x3400_0000 {
+            // CBZ, CBNZ.
+            Event::Target {
+                tag: TAG_BRANCH,
+                masked: w & 0xff00_001f,
+                target: imm19_target(pc, w),
+                load: 0,
+            }
+        } else if w & 0x7e00_0000 == 0x3600_0000 {
+            // TBZ, TBNZ.
+            let imm = sign_extend(u64::from((w >> 5) & 0x3fff), 14) << 2;
+            Event::Target {
+                tag: TAG_BRANCH,
+                masked: w & 0xfff8_001f,
+                target: pc.wrapping_add(imm),
+                load: 0,
+            }
+        } else if w & 0x1f00_0000 == 0x1000_0000 {
+            // ADR, ADRP.
+            let imm = u64::from(((w >> 3) & 0x1f_fffc) | ((w >> 29) & 3));
+            let imm = sign_extend(imm, 21);
+            if w & 0x8000_0000 == 0 {
+                let target = pc.wrapping_add(imm);
+                new_state = Some((
+                    rd,
+                    Reg::Addr {
+                        addr: target,
+                        at: None,
+                    },
+                ));
+                Event::Target {
+                    tag: TAG_ADR,
+                    masked: w & 0x9f00_001f,
+                    target,
+                    load: 0,
+                }
+            } else {
+                let page = (pc & !0xfff).wrapping_add(imm << 12);
+                new_state = Some((rd, Reg::Page(page)));
+                Event::Adrp(w & 0x9f00_001f)
+            }
+        } else if w & 0x3b00_0000 == 0x1800_0000 {
+            // LDR/LDRSW/PRFM (literal).
+            let target = imm19_target(pc, w);
+            let size = literal_size(w);
+            if size > 0 && self.inside(target) {
+                Event::PoolLoad {
+                    masked: w & 0xff00_001f,
+                    offset: (target - self.rva) as usize,
+                    size,
+                }
+            } else {
+                Event::Target {
+                    tag: TAG_LITERAL,
+                    masked: w & 0xff00_001f,
+                    target,
+                    load: size,
+                }
+            }
+        } else if let Some(ev) = self.consumer(i, w, &mut new_state) {
+            ev
+        } else if let Some(ev) = self.table_access(w, &mut new_state) {
+            if let Event::JumpTable { table, .. } = ev {
+                self.table_in_code(i, &table);
+            }
+            ev
+        } else {
+            Event::Plain(w)
+        };
+
+        // Control flow: what a forward branch's target inherits, and whether
+        // the next word can be reached by falling through.
+        if let Event::Target {
+            tag: TAG_BRANCH,
+            target,
+            ..
+        } = ev
+        {
+            if w & 0xfc00_0000 != 0x9400_0000 {
+                self.snapshot(pc, target);
+            }
+        }
+        let indirect = matches!(
+            insn.opcode,
+            Opcode::BR | Opcode::BRAA | Opcode::BRAAZ | Opcode::BRAB | Opcode::BRABZ
+        );
+        if indirect {
+            let pages = self.pages().collect();
+            self.at_indirect = Some(pages);
+        }
+        self.dead = indirect
+            || w & 0xfc00_0000 == 0x1400_0000
+            || matches!(
+                insn.opcode,
+                Opcode::RET | Opcode::RETAA | Opcode::RETAB | Opcode::ERET
+            );
+
+        // Register writes, then what the instruction itself established.
+        let writes = gpr_writes(w, insn);
+        let mut writes = writes & 0x7fff_ffff;
+        while writes != 0 {
+            let r = writes.trailing_zeros() as usize;
+            writes &= writes - 1;
+            if let Some(reg) = self.regs.get_mut(r) {
+                *reg = Reg::Unknown;
+            }
+            if let Some(b) = self.bounds.get_mut(r) {
+                *b = 0;
+            }
+        }
+        if let Some((r, state)) = new_state {
+            if let Some(slot) = self.regs.get_mut(r as usize).filter(|_| r < 31) {
+                *slot = state;
+            }
+        }
+        if let Some(bound) = mask_bound(w) {
+            if let Some(b) = self.bounds.get_mut(rd as usize) {
+                *b = bound;
+            }
+        }
+        if let Some((reg, bound)) = cmp {
+            if let Some(b) = self.bounds.get_mut(reg as usize) {
+                *b = bound;
+            }
+            self.last_cmp = Some((reg, bound));
+        } else if sets_flags(insn)
+            || matches!(
+                ev,
+                Event::Target {
+                    tag: TAG_BRANCH,
+                    ..
+                }
+            )
+        {
+            self.last_cmp = None;
+        }
+        ev
+    }
+
+    /// Record the bound that a `B.cond` after `CMP reg, #(bound-1)` makes
+    /// true: at the branch target for "lower or same" conditions, at the
+    /// next word for "higher" ones.
+    fn promise(&mut self, i: u32, pc: u64, target: u64, cond: u32, reg: u32, bound: u32) {
+        let at = match cond {
+            // LS, LO (CC): taken when in range.
+            0b1001 | 0b0011 => {
+                if !self.inside(target) || target <= pc || (target - self.rva) % 4 != 0 {
+                    return;
+                }
+                ((target - self.rva) / 4) as u32
+            }
+            // HI, HS (CS): taken when out of range; in range after it.
+            0b1000 | 0b0010 => i.saturating_add(1),
+            _ => return,
+        };
+        let bound = if cond == 0b0011 || cond == 0b0010 {
+            // LO/HS compare against the bound itself.
+            bound.saturating_sub(1)
+        } else {
+            bound
+        };
+        if self.pending.len() < 64 {
+            self.pending.push((at, reg, bound));
+            self.next_pending = self.next_pending.min(at);
+        }
+    }
+
+    /// An instruction that adds an immediate to an `ADRP` page.
+    fn consumer(&self, i: u32, w: u32, new_state: &mut Option<(u32, Reg)>) -> Option<Event> {
+        let rn = ((w >> 5) & 31) as usize;
+        let Reg::Page(page) = *self.regs.get(rn)? else {
+            return None;
+        };
+        let simd = w & (1 << 26) != 0;
+        let (offset, masked, load): (u64, u32, u8) = if w & 0xff80_0000 == 0x9100_0000 {
+            // ADD Xd, Xn, #imm{, LSL #12}.
+            let imm = u64::from((w >> 10) & 0xfff);
+            let imm = if w & (1 << 22) != 0 { imm << 12 } else { imm };
+            let target = page.wrapping_add(imm);
+            *new_state = Some((
+                w & 31,
+                Reg::Addr {
+                    addr: target,
+                    at: Some(i),
+                },
+            ));
+            (imm, w & !0x003f_fc00, 0)
+        } else if w & 0x3b00_0000 == 0x3900_0000 {
+            // LDR/STR (unsigned offset), any size, GPR or SIMD/FP.
+            let opc = (w >> 22) & 3;
+            let mut scale = w >> 30;
+            if simd && opc >= 2 {
+                scale = 4; // Q register
+            }
+            let imm = u64::from((w >> 10) & 0xfff) << scale;
+            let load = if opc != 0 && !(w >> 30 == 3 && opc == 2 && !simd) {
+                1u8 << scale
+            } else {
+                0
+            };
+            (imm, w & !0x003f_fc00, load)
+        } else if w & 0x3b20_0c00 == 0x3800_0000 {
+            // LDUR/STUR (unscaled), any size.
+            let imm = sign_extend(u64::from((w >> 12) & 0x1ff), 9);
+            (imm, w & !0x001f_f000, 0)
+        } else if w & 0x3b80_0000 == 0x2900_0000 {
+            // LDP/STP (signed offset).
+            let opc = w >> 30;
+            let scale = if simd { 2 + opc } else { 2 + (opc >> 1) };
+            let imm = sign_extend(u64::from((w >> 15) & 0x7f), 7) << scale;
+            (imm, w & !0x003f_8000, 0)
+        } else {
+            return None;
+        };
+        Some(Event::Target {
+            tag: TAG_CONSUMER,
+            masked,
+            target: page.wrapping_add(offset),
+            load,
+        })
+    }
+
+    /// A jump table placed inside the part, after word `i`: its words are
+    /// data from now on (its entries are relative, so their bytes compare).
+    fn table_in_code(&mut self, i: u32, table: &JumpTable) {
+        let start = table.entry.table;
+        if !self.inside(start) {
+            return;
+        }
+        let first = ((start - self.rva) / 4) as u32;
+        let end = start
+            .saturating_add(table.len())
+            .min(self.rva.saturating_add(self.code.len() as u64));
+        let last = ((end.saturating_sub(self.rva)).div_ceil(4)) as u32;
+        if first <= i {
+            return;
+        }
+        for k in first..last {
+            let at = self.data.partition_point(|&d| d < k);
+            if self.data.get(at) != Some(&k) {
+                self.data.insert(at, k);
+            }
+        }
+    }
+
+    /// Jump table entry loads and dispatches.
+    fn table_access(&self, w: u32, new_state: &mut Option<(u32, Reg)>) -> Option<Event> {
+        let rn = ((w >> 5) & 31) as usize;
+        let rm = ((w >> 16) & 31) as usize;
+        if w & 0x3f20_0c00 == 0x3820_0800 {
+            // LDR* (register offset), GPR destination.
+            let opc = (w >> 22) & 3;
+            let size = w >> 30;
+            if opc == 0 || (size == 3 && opc != 1) || (size == 2 && opc == 3) {
+                return None; // store, PRFM, unallocated
+            }
+            let Reg::Addr { addr, at } = *self.regs.get(rn)? else {
+                return None;
+            };
+            let count = self.bounds.get(rm).copied().unwrap_or(0);
+            if count == 0 || count > MAX_TABLE_ENTRIES {
+                return None;
+            }
+            *new_state = Some((
+                w & 31,
+                Reg::Entry(Entry {
+                    table: addr,
+                    count,
+                    size: 1 << size,
+                    signed: opc >= 2,
+                    dest_w: opc == 3,
+                    at,
+                }),
+            ));
+            return None; // the load itself hashes as its raw word
+        }
+        let (extend, shift) = if w & 0xffe0_0000 == 0x8b20_0000 {
+            // ADD Xd, Xn|SP, Rm, <extend> #imm3.
+            let imm3 = ((w >> 10) & 7) as u8;
+            if imm3 > 4 {
+                return None;
+            }
+            (((w >> 13) & 7) as u8, imm3)
+        } else if w & 0xffe0_0000 == 0x8b00_0000 {
+            // ADD Xd, Xn, Xm, LSL #imm6.
+            (3, ((w >> 10) & 0x3f) as u8)
+        } else {
+            return None;
+        };
+        let Reg::Entry(entry) = *self.regs.get(rm)? else {
+            return None;
+        };
+        let Reg::Addr { addr: base, .. } = *self.regs.get(rn)? else {
+            return None;
+        };
+        *new_state = Some((w & 31, Reg::Unknown));
+        Some(Event::JumpTable {
+            word: w,
+            table: JumpTable {
+                entry,
+                base,
+                extend,
+                shift,
+            },
+        })
+    }
+}
+
+/// Pass 1: push every address the code at `rva` refers to (see the module
+/// documentation); targets inside the code itself are left out, except the
+/// ends of jump tables.
+pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
+    let mut scanner = Scanner::new(code, rva, Vec::new());
+    let end = rva.saturating_add(code.len() as u64);
+    let outside = |t: u64| t < rva || t >= end;
+    scanner.run(|_, ev| match ev {
+        Event::Target { target, .. } if outside(target) => out.push(target),
+        Event::JumpTable { table, .. } => {
+            out.push(table.entry.table);
+            out.push(table.entry.table.wrapping_add(table.len()));
+        }
+        _ => {}
+    });
+}
+
+/// Pass 2: normalise the part at `rva` (bytes `code`) of group `group`,
+/// pushing one [`super::NormInsn`] per 4-byte word (and one for a trailing
+/// partial word).
 pub(crate) fn normalize<'a>(
-    _index: &'a ImageIndex<'_, '_>,
-    _group: usize,
-    _rva: u64,
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    rva: u64,
     code: &[u8],
     out: &mut Normalized<'a>,
 ) {
-    out.push_raw(0, code);
+    // Words that a load-time relocation patches are data.
+    let relocs = index.relocations_in(rva.saturating_sub(7), code.len() as u64 + 7);
+    let end = rva.saturating_add(code.len() as u64);
+    let mut extra = Vec::new();
+    for r in relocs {
+        let start = r.rva.max(rva);
+        let stop = r.rva.saturating_add(u64::from(r.width.max(1))).min(end);
+        if start < stop {
+            let first = (start - rva) / 4;
+            let last = (stop - rva - 1) / 4;
+            extra.extend((first..=last).map(|k| k as u32));
+        }
+    }
+    // References into this very part are local without a look-up.
+    let this_part = index
+        .groups
+        .get(group)
+        .and_then(|g| g.parts.iter().position(|p| p.rva == rva))
+        .map(|p| p as u32);
+    let resolve = |t: u64| match this_part {
+        Some(part) if t >= rva && t < end => SymRef::Local {
+            part,
+            offset: t - rva,
+        },
+        _ => index.resolve(t, Some(group)),
+    };
+    out.insns.reserve(code.len().div_ceil(4));
+    let base = out.insns.len();
+    let mut rewrites: Vec<usize> = Vec::new();
+    let mut scanner = Scanner::new(code, rva, extra);
+    scanner.run(|i, ev| {
+        let off = 4 * i as usize;
+        let mut h = DefaultHasher::new();
+        match ev {
+            Event::Raw => {
+                let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
+                out.push_raw(off, bytes);
+                return;
+            }
+            Event::Plain(w) => h.write_u32(w),
+            Event::Data => {
+                TAG_DATA.hash(&mut h);
+                hash_bytes(index, group, rva, code, off, 4, &mut h, out);
+            }
+            Event::Adrp(masked) => (TAG_ADRP, masked).hash(&mut h),
+            Event::Target {
+                tag,
+                masked,
+                target,
+                load,
+            } => {
+                (tag, masked).hash(&mut h);
+                let r = if target >= rva && target < end && load == 0 {
+                    (0, resolve(target))
+                } else if tag == TAG_BRANCH {
+                    resolve_branch(index, group, target)
+                } else if load > 0 {
+                    if let Some(value) = constant_value(index, target, load) {
+                        (VIA_VALUE, value).hash(&mut h);
+                        out.push(off, 4, h);
+                        return;
+                    }
+                    resolve_loaded(index, group, target)
+                } else {
+                    (0, index.resolve(target, Some(group)))
+                };
+                r.hash(&mut h);
+                out.note(&r.1);
+            }
+            Event::PoolLoad {
+                masked,
+                offset,
+                size,
+            } => {
+                (TAG_POOL_LOAD, masked).hash(&mut h);
+                hash_bytes(
+                    index,
+                    group,
+                    rva,
+                    code,
+                    offset,
+                    usize::from(size),
+                    &mut h,
+                    out,
+                );
+            }
+            Event::JumpTable { word, table } => {
+                (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(&mut h);
+                let size = u64::from(table.entry.size);
+                match index.image.bytes_at(table.entry.table, table.len()) {
+                    Some(bytes) => {
+                        for raw in bytes.chunks_exact(size as usize) {
+                            let r = resolve(table.target(raw));
+                            r.hash(&mut h);
+                            out.note(&r);
+                        }
+                    }
+                    None => {
+                        let r = index.resolve(table.entry.table, Some(group));
+                        (1u8, r).hash(&mut h);
+                    }
+                }
+                if let Some(at) = table.entry.at {
+                    rewrites.push(at as usize);
+                }
+            }
+        }
+        out.push(off, 4, h);
+    });
+    // The ADD that formed a jump table's address: drop its (layout-dependent)
+    // target, keep the instruction's shape.
+    for at in rewrites {
+        let off = 4 * at;
+        let Some(bytes) = code.get(off..off + 4) else {
+            continue;
+        };
+        let w = le32(bytes);
+        if let Some(insn) = out.insns.get_mut(base + at) {
+            let mut h = DefaultHasher::new();
+            (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
+            insn.hash = h.finish();
+        }
+    }
+}
+
+/// Hash `len` bytes at part offset `off` as data: bytes a relocation patches
+/// are replaced by the relocation's resolved target.
+#[allow(clippy::too_many_arguments)]
+fn hash_bytes<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    rva: u64,
+    code: &[u8],
+    off: usize,
+    len: usize,
+    h: &mut DefaultHasher,
+    out: &mut Normalized<'a>,
+) {
+    let Some(bytes) = code.get(off..off.saturating_add(len)) else {
+        // Outside the part (should not happen): the offset is all we have.
+        (0xffu8, off, len).hash(h);
+        return;
+    };
+    let at = rva.saturating_add(off as u64);
+    let relocs = index.relocations_in(at.saturating_sub(7), len as u64 + 7);
+    if relocs
+        .iter()
+        .all(|r| r.rva.saturating_add(u64::from(r.width)) <= at)
+    {
+        bytes.hash(h);
+        return;
+    }
+    let mut masked = [0u8; 16];
+    let n = bytes.len().min(16);
+    masked[..n].copy_from_slice(&bytes[..n]);
+    for r in relocs {
+        let lo = r.rva.max(at);
+        let hi = r
+            .rva
+            .saturating_add(u64::from(r.width))
+            .min(at.saturating_add(n as u64));
+        for a in lo..hi {
+            if let Some(b) = masked.get_mut((a - at) as usize) {
+                *b = 0;
+            }
+        }
+        if r.rva >= at {
+            let t = index.resolve_reloc(r, Some(group));
+            (r.rva - at, VIA_RELOC, t).hash(h);
+            out.note(&t);
+        }
+    }
+    masked[..n].hash(h);
+}
+
+/// The bytes a load of `len` bytes at `target` reads, when `target` lies in
+/// anonymous read-only data that no relocation patches: a constant whose
+/// value, not its position among its neighbours, is what the code depends on.
+fn constant_value<'d>(index: &ImageIndex<'_, 'd>, target: u64, len: u8) -> Option<&'d [u8]> {
+    if index.function_at(target).is_some() || index.data_at(target).is_some() {
+        return None;
+    }
+    let block = index.block(target)?;
+    if block.writable || block.executable {
+        return None;
+    }
+    let len = u64::from(len);
+    if !index
+        .relocations_in(target.saturating_sub(7), len + 7)
+        .iter()
+        .all(|r| {
+            r.rva.saturating_add(u64::from(r.width)) <= target
+                || r.rva >= target.saturating_add(len)
+        })
+    {
+        return None;
+    }
+    index.image.bytes_at(target, len)
+}
+
+/// Resolve a load's target: a named object or function as itself; an
+/// anonymous slot that a relocation fills (GOT entry, pointer literal) as
+/// what the relocation points at.
+fn resolve_loaded<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    target: u64,
+) -> (u8, SymRef<'a>) {
+    let r = index.resolve(target, Some(group));
+    if matches!(r, SymRef::Anon { .. } | SymRef::Unmapped(_)) {
+        if let Some(rel) = index.relocation_in(target, 1) {
+            return (VIA_RELOC, index.resolve_reloc(rel, Some(group)));
+        }
+    }
+    (0, r)
+}
+
+/// Resolve a branch target; a target outside every function that is a PLT
+/// entry or a veneer (`ADRP x16/x17` + `LDR`/`ADD` + `BR`) is followed.
+fn resolve_branch<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    target: u64,
+) -> (u8, SymRef<'a>) {
+    let r = index.resolve(target, Some(group));
+    if !matches!(r, SymRef::Anon { .. } | SymRef::Unmapped(_)) {
+        return r_plain(r);
+    }
+    let Some(stub) = index.image.bytes_at(target, 16) else {
+        return r_plain(r);
+    };
+    let word = |k: usize| stub.get(4 * k..4 * k + 4).map(le32).unwrap_or(0);
+    let adrp = word(0);
+    if adrp & 0x9f00_0000 != 0x9000_0000 {
+        return r_plain(r);
+    }
+    let reg = adrp & 31;
+    let imm = u64::from(((adrp >> 3) & 0x1f_fffc) | ((adrp >> 29) & 3));
+    let page = (target & !0xfff).wrapping_add(sign_extend(imm, 21) << 12);
+    let next = word(1);
+    if (next >> 5) & 31 != reg {
+        return r_plain(r);
+    }
+    let lo12 = u64::from((next >> 10) & 0xfff);
+    if next & 0xffc0_0000 == 0xf940_0000 {
+        // LDR Xt, [Xn, #imm]: a PLT entry or an import thunk.
+        let slot = page.wrapping_add(lo12 << 3);
+        if let Some(rel) = index.relocation_in(slot, 1).filter(|rel| rel.rva == slot) {
+            return (VIA_STUB, index.resolve_reloc(rel, Some(group)));
+        }
+        return (VIA_STUB, index.resolve(slot, Some(group)));
+    }
+    if next & 0xffc0_0000 == 0x9100_0000 {
+        // ADD Xd, Xn, #imm: a range-extension veneer.
+        return (
+            VIA_STUB,
+            index.resolve(page.wrapping_add(lo12), Some(group)),
+        );
+    }
+    r_plain(r)
+}
+
+/// A reference reached directly.
+fn r_plain(r: SymRef<'_>) -> (u8, SymRef<'_>) {
+    (0, r)
+}
+
+#[cfg(test)]
+mod tests_support {
+    //! Helpers shared by the tests: reading corpus images, building the
+    //! index the way the diff engine does, and comparing two images.
+    use std::path::{Path, PathBuf};
+
+    use hotpatch_formats::read::{load_file, parse};
+    use hotpatch_formats::{Image, ReadOptions};
+
+    use crate::index::ImageIndex;
+    use crate::norm::{normalize_part, references, Normalized};
+
+    /// The corpus directory.
+    pub fn corpus() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
+    }
+
+    /// Read an image's bytes and options (with the PDB beside it for PE).
+    pub fn read(path: &Path) -> (Vec<u8>, ReadOptions) {
+        let bytes = load_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut opts = ReadOptions::new(path);
+        let pdb = path.with_extension("pdb");
+        if pdb.exists() {
+            opts = opts.with_pdb(pdb);
+        }
+        (bytes, opts)
+    }
+
+    /// Build the index of an image: pass 1 over every part, then finish.
+    pub fn index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
+        let mut ix = ImageIndex::new(img);
+        let mut refs = Vec::new();
+        for g in &ix.groups {
+            for p in &g.parts {
+                if let Some(code) = img.bytes_at(p.rva, p.size) {
+                    references(img.arch, code, p.rva, &mut refs);
+                }
+            }
+        }
+        ix.finish(refs);
+        ix
+    }
+
+    /// The normalised hash streams of every part of group `g`.
+    pub fn streams(ix: &ImageIndex<'_, '_>, g: usize) -> Vec<Vec<u64>> {
+        (0..ix.groups[g].parts.len())
+            .map(|p| {
+                let mut out = Normalized::default();
+                normalize_part(ix, g, p, &mut out);
+                out.insns.iter().map(|i| i.hash).collect()
+            })
+            .collect()
+    }
+
+    /// Keys present in both indexes whose normalised code differs.
+    pub fn differing_ix(ax: &ImageIndex<'_, '_>, bx: &ImageIndex<'_, '_>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (g, group) in ax.groups.iter().enumerate() {
+            let Some(h) = bx.group(&group.key) else {
+                continue;
+            };
+            if streams(ax, g) != streams(bx, h) {
+                out.push(group.key.to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Keys present in both images whose normalised code differs.
+    pub fn differing(a: &Path, b: &Path) -> Vec<String> {
+        let (ab, ao) = read(a);
+        let (bb, bo) = read(b);
+        let ai = parse(&ab, &ao).unwrap_or_else(|e| panic!("{e}"));
+        let bi = parse(&bb, &bo).unwrap_or_else(|e| panic!("{e}"));
+        differing_ix(&index(&ai), &index(&bi))
+    }
+
+    /// Print where the normalised code of `key` differs between `a` and `b`.
+    pub fn explain(a: &Path, b: &Path, key: &str) {
+        let (ab, ao) = read(a);
+        let (bb, bo) = read(b);
+        let ai = parse(&ab, &ao).unwrap_or_else(|e| panic!("{e}"));
+        let bi = parse(&bb, &bo).unwrap_or_else(|e| panic!("{e}"));
+        let ax = index(&ai);
+        let bx = index(&bi);
+        for (g, group) in ax.groups.iter().enumerate() {
+            if group.key.to_string() != key {
+                continue;
+            }
+            let Some(h) = bx.group(&group.key) else {
+                continue;
+            };
+            let (sa, sb) = (streams(&ax, g), streams(&bx, h));
+            for (p, (x, y)) in sa.iter().zip(&sb).enumerate() {
+                let ra = ax.groups[g].parts[p].rva;
+                let rb = bx.groups[h].parts[p].rva;
+                if let Some(k) = x.iter().zip(y).position(|(u, v)| u != v) {
+                    println!(
+                        "{key} part {p}: first difference at {:#x} vs {:#x}",
+                        ra + 4 * k as u64,
+                        rb + 4 * k as u64
+                    );
+                }
+                if x.len() != y.len() {
+                    println!("{key} part {p}: {} vs {} words", x.len(), y.len());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod synth {
+    //! Hand-assembled AArch64 code in synthetic images, placed at different
+    //! addresses, to check that placement never matters and content does.
+    use hotpatch_formats::{
+        Arch, DataObject, Format, FormatIdentity, Function, Identity, Image, Permissions,
+        RelocTarget, Relocation, Section, Visibility,
+    };
+
+    use crate::index::ImageIndex;
+    use crate::norm::{normalize_part, references, Normalized};
+
+    /// `ADRP xd, target` at `pc`.
+    pub fn adrp(rd: u32, pc: u64, target: u64) -> u32 {
+        let imm = ((target >> 12).wrapping_sub(pc >> 12)) as u32 & 0x1f_ffff;
+        0x9000_0000 | ((imm & 3) << 29) | ((imm >> 2) << 5) | rd
+    }
+    /// `ADR xd, target` at `pc`.
+    pub fn adr(rd: u32, pc: u64, target: u64) -> u32 {
+        let imm = target.wrapping_sub(pc) as u32 & 0x1f_ffff;
+        0x1000_0000 | ((imm & 3) << 29) | ((imm >> 2) << 5) | rd
+    }
+    /// `ADD xd, xn, #imm`.
+    pub fn add_imm(rd: u32, rn: u32, imm: u64) -> u32 {
+        0x9100_0000 | ((imm as u32 & 0xfff) << 10) | (rn << 5) | rd
+    }
+    /// `LDR wt, [xn, #imm]` (imm a multiple of 4).
+    pub fn ldr_w(rt: u32, rn: u32, imm: u64) -> u32 {
+        0xb940_0000 | (((imm as u32 & 0xfff) / 4) << 10) | (rn << 5) | rt
+    }
+    /// `LDR xt, [xn, #imm]` (imm a multiple of 8).
+    pub fn ldr_x(rt: u32, rn: u32, imm: u64) -> u32 {
+        0xf940_0000 | (((imm as u32 & 0xfff) / 8) << 10) | (rn << 5) | rt
+    }
+    /// `LDR xt, <literal at target>` at `pc`.
+    pub fn ldr_lit(rt: u32, pc: u64, target: u64) -> u32 {
+        let imm = (target.wrapping_sub(pc) as u32 >> 2) & 0x7_ffff;
+        0x5800_0000 | (imm << 5) | rt
+    }
+    /// `B.cond target` at `pc`.
+    pub fn bcond(cond: u32, pc: u64, target: u64) -> u32 {
+        let imm = (target.wrapping_sub(pc) as u32 >> 2) & 0x7_ffff;
+        0x5400_0000 | (imm << 5) | cond
+    }
+    /// `BL target` at `pc`.
+    pub fn bl(pc: u64, target: u64) -> u32 {
+        0x9400_0000 | ((target.wrapping_sub(pc) as u32 >> 2) & 0x03ff_ffff)
+    }
+    /// `MOVZ xd, #imm`.
+    pub fn movz(rd: u32, imm: u32) -> u32 {
+        0xd280_0000 | ((imm & 0xffff) << 5) | rd
+    }
+    /// `RET`.
+    pub const RET: u32 = 0xd65f_03c0;
+    /// `NOP`.
+    pub const NOP: u32 = 0xd503_201f;
+
+    /// A synthetic image: `.text` (functions), `.rodata`, `.data`, `.got`.
+    pub struct Synth {
+        /// `.text` RVA and words.
+        pub text: (u64, Vec<u32>),
+        /// `.rodata` RVA and bytes.
+        pub rodata: (u64, Vec<u8>),
+        /// `.data` RVA and bytes.
+        pub data: (u64, Vec<u8>),
+        /// Functions: name, RVA, size.
+        pub functions: Vec<(&'static str, u64, u64)>,
+        /// Data objects: name, RVA, size.
+        pub objects: Vec<(&'static str, u64, u64)>,
+        /// Load-time relocations.
+        pub relocations: Vec<Relocation>,
+    }
+
+    impl Synth {
+        /// Empty sections at the given RVAs.
+        pub fn new(text: u64, rodata: u64, data: u64) -> Self {
+            Synth {
+                text: (text, Vec::new()),
+                rodata: (rodata, Vec::new()),
+                data: (data, Vec::new()),
+                functions: Vec::new(),
+                objects: Vec::new(),
+                relocations: Vec::new(),
+            }
+        }
+
+        /// The `.text` bytes.
+        pub fn text_bytes(&self) -> Vec<u8> {
+            self.text.1.iter().flat_map(|w| w.to_le_bytes()).collect()
+        }
+
+        /// The image over `text` (the bytes of [`Synth::text_bytes`]).
+        pub fn image<'d>(&'d self, text: &'d [u8]) -> Image<'d> {
+            let perms = |write, execute| Permissions {
+                read: true,
+                write,
+                execute,
+            };
+            let section = |name: &str, rva, data: &'d [u8], p| Section {
+                name: name.to_string(),
+                rva,
+                size: data.len() as u64,
+                perms: p,
+                data,
+            };
+            Image {
+                format: Format::Elf,
+                arch: Arch::Aarch64,
+                preferred_base: 0,
+                sections: vec![
+                    section(".text", self.text.0, text, perms(false, true)),
+                    section(
+                        ".rodata",
+                        self.rodata.0,
+                        &self.rodata.1,
+                        perms(false, false),
+                    ),
+                    section(".data", self.data.0, &self.data.1, perms(true, false)),
+                ],
+                functions: self
+                    .functions
+                    .iter()
+                    .map(|&(name, rva, size)| Function {
+                        name: name.to_string(),
+                        rva,
+                        size,
+                        unit: None,
+                        visibility: Visibility::Global,
+                    })
+                    .collect(),
+                data: self
+                    .objects
+                    .iter()
+                    .map(|&(name, rva, size)| DataObject {
+                        name: name.to_string(),
+                        rva,
+                        size,
+                        section: ".data".to_string(),
+                        unit: None,
+                        visibility: Visibility::Global,
+                    })
+                    .collect(),
+                exports: Vec::new(),
+                relocations: self.relocations.clone(),
+                identity: Identity {
+                    sha256: [0; 32],
+                    format: FormatIdentity::Elf { build_id: None },
+                },
+                boundaries: Vec::new(),
+                stripped: false,
+            }
+        }
+    }
+
+    /// Index an image the way the diff engine does.
+    pub fn index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
+        let mut ix = ImageIndex::new(img);
+        let mut refs = Vec::new();
+        for f in &img.functions {
+            if let Some(code) = img.bytes_at(f.rva, f.size) {
+                references(img.arch, code, f.rva, &mut refs);
+            }
+        }
+        ix.finish(refs);
+        ix
+    }
+
+    /// The normalised hashes of function `name` and its data references.
+    pub fn norm(s: &Synth, name: &str) -> (Vec<u64>, Vec<String>) {
+        let text = s.text_bytes();
+        let img = s.image(&text);
+        let ix = index(&img);
+        let g = ix
+            .groups
+            .iter()
+            .position(|g| g.key.name == name)
+            .unwrap_or_else(|| panic!("no function {name}"));
+        let mut out = Normalized::default();
+        normalize_part(&ix, g, 0, &mut out);
+        let refs = out.data_refs.iter().map(|k| k.to_string()).collect();
+        (out.insns.iter().map(|i| i.hash).collect(), refs)
+    }
+
+    /// Put `words` (built by `f(pc of word 0)`) at `rva` in `.text`.
+    pub fn place(s: &mut Synth, name: &'static str, rva: u64, f: impl Fn(u64) -> Vec<u32>) {
+        let words = f(rva);
+        let start = ((rva - s.text.0) / 4) as usize;
+        if s.text.1.len() < start + words.len() {
+            s.text.1.resize(start + words.len(), NOP);
+        }
+        s.text.1[start..start + words.len()].copy_from_slice(&words);
+        s.functions.push((name, rva, 4 * words.len() as u64));
+    }
+
+    /// Put `bytes` at `rva` in `.rodata`.
+    pub fn put_ro(s: &mut Synth, rva: u64, bytes: &[u8]) {
+        let start = (rva - s.rodata.0) as usize;
+        if s.rodata.1.len() < start + bytes.len() {
+            s.rodata.1.resize(start + bytes.len(), 0);
+        }
+        s.rodata.1[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// A data object `name` of `size` bytes at `rva` in `.data`.
+    pub fn put_data(s: &mut Synth, name: &'static str, rva: u64, size: u64) {
+        let end = (rva - s.data.0 + size) as usize;
+        if s.data.1.len() < end {
+            s.data.1.resize(end, 0);
+        }
+        s.objects.push((name, rva, size));
+    }
+
+    /// A relocation of `width` bytes at `rva` pointing at `target`.
+    pub fn reloc(rva: u64, width: u8, target: RelocTarget) -> Relocation {
+        Relocation { rva, width, target }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synth::*;
+    use super::tests_support::*;
+    use crate::norm::references;
+    use hotpatch_formats::read::{load_file, parse};
+    use hotpatch_formats::RelocTarget;
+
+    /// What each aarch64 scenario's update must report as changed by code
+    /// comparison alone (expected.toml's `changed`, minus functions that
+    /// change only through a read-only named object: 06 on ELF, whose code is
+    /// byte-identical).
+    /// One update: scenario, version, changed on aarch64-linux, changed on
+    /// aarch64-windows.
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    const EXPECTED: &[Case] = &[
+        // (scenario, version, aarch64-linux, aarch64-windows)
+        ("01-bounds-check", "v2", &["hb_echo"], &["hb_echo"]),
+        ("02-size-overflow", "v2", &["table_alloc"], &["table_alloc"]),
+        ("03-new-helper", "v2", &["tlv_sum"], &["tlv_sum"]),
+        (
+            "04-inlined-static",
+            "v2",
+            &["ip_payload_length", "ip_payload_offset"],
+            &["ip_payload_length", "ip_payload_offset"],
+        ),
+        ("05-jump-table", "v2", &["vm_exec"], &["vm_exec"]),
+        (
+            "06-rodata-table",
+            "v2",
+            &[],
+            &["suite_allowed", "suite_pick"],
+        ),
+        ("07-new-global", "v2", &["pin_check"], &["pin_check"]),
+        ("08-struct-grows", "v2", &["sess_recv"], &["sess_recv"]),
+        (
+            "09-duplicate-static",
+            "v2",
+            &["disk:checksum"],
+            &["disk:checksum"],
+        ),
+        ("10-tiny-function", "v2", &["strict_mode"], &["strict_mode"]),
+        (
+            "11-function-pointer-table",
+            "v2",
+            &["cmd:cmd_get"],
+            &["cmd:cmd_get"],
+        ),
+        ("12-relink-order", "v2", &[], &[]),
+        ("13-cumulative-series", "v2", &["log_code"], &["log_code"]),
+        (
+            "13-cumulative-series",
+            "v3",
+            &["log_bytes", "log_code"],
+            &["log_bytes", "log_code"],
+        ),
+    ];
+
+    fn check_corpus(target: &str, ext: &str, pick: fn(&Case) -> Vec<String>) {
+        let mut bad = Vec::new();
+        for case in EXPECTED {
+            let dir = corpus().join(case.0).join("bin").join(target);
+            let got = differing(
+                &dir.join(format!("v1.{ext}")),
+                &dir.join(format!("{}.{ext}", case.1)),
+            );
+            let want = pick(case);
+            if got != want {
+                bad.push(format!("{} {}: got {got:?}, want {want:?}", case.0, case.1));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn corpus_aarch64_linux() {
+        check_corpus("aarch64-linux", "so", |c| {
+            c.2.iter().map(|s| s.to_string()).collect()
+        });
+    }
+
+    #[test]
+    fn corpus_aarch64_windows() {
+        check_corpus("aarch64-windows", "dll", |c| {
+            c.3.iter().map(|s| s.to_string()).collect()
+        });
+    }
+
+    /// Pass 1 over one function of a corpus image.
+    fn refs_of(path: &std::path::Path, name: &str) -> Vec<u64> {
+        let (bytes, opts) = read(path);
+        let img = parse(&bytes, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let f = img
+            .functions
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let code = img.function_bytes(f).unwrap_or_default();
+        let mut out = Vec::new();
+        references(img.arch, code, f.rva, &mut out);
+        out
+    }
+
+    /// gcc 12 aarch64 (05-jump-table, ELF): `cmp w0, #0xd; b.ls` guards
+    /// `adrp; add; ldrb w3, [x3, w0, uxtw]; adr; add x3, x0, w3, sxtb #2;
+    /// br x3`. The table (14 byte entries at .rodata 0x47c) is bounded in
+    /// pass 1 by both of its ends.
+    #[test]
+    fn jump_table_gcc_elf_byte_entries() {
+        let dir = corpus().join("05-jump-table/bin/aarch64-linux");
+        let refs = refs_of(&dir.join("v1.so"), "vm_exec");
+        assert!(
+            refs.contains(&0x47c) && refs.contains(&(0x47c + 14)),
+            "{refs:x?}"
+        );
+        let refs = refs_of(&dir.join("v2.so"), "vm_exec");
+        assert!(
+            refs.contains(&0x48c) && refs.contains(&(0x48c + 14)),
+            "{refs:x?}"
+        );
+    }
+
+    /// clang-19 aarch64-pc-windows-msvc (05-jump-table, PE): `cmp x0, #0xd;
+    /// b.hi` then `adrp x8; add x8; adr x9; ldrb w10, [x8, x0]; add x9, x9,
+    /// x10, lsl #2; br x9`: 14 byte entries at the start of .rdata. Without
+    /// the end anchor the table's block would run into the debug directory.
+    #[test]
+    fn jump_table_clang_pe_byte_entries() {
+        let dir = corpus().join("05-jump-table/bin/aarch64-windows");
+        let refs = refs_of(&dir.join("v1.dll"), "vm_exec");
+        assert!(
+            refs.contains(&0x2000) && refs.contains(&0x200e),
+            "{refs:x?}"
+        );
+    }
+
+    /// The gcc shape, hand-assembled: unchanged code and table at other
+    /// addresses compare equal; a changed entry does not.
+    #[test]
+    fn jump_table_gcc_shape_moves_and_changes() {
+        let code = |table: u64| {
+            move |pc: u64| {
+                vec![
+                    0x7100_0c1f,                  // cmp w0, #3
+                    bcond(8, pc + 4, pc + 64),    // b.hi default
+                    adrp(1, pc + 8, table),       // adrp x1, table
+                    add_imm(1, 1, table & 0xfff), // add x1, x1, :lo12:table
+                    0x3860_4821,                  // ldrb w1, [x1, w0, uxtw]
+                    adr(2, pc + 20, pc + 32),     // adr x2, anchor
+                    0x8b21_8841,                  // add x1, x2, w1, sxtb #2
+                    0xd61f_0020,                  // br x1
+                    movz(0, 1),
+                    RET,
+                    movz(0, 2),
+                    RET,
+                    movz(0, 3),
+                    RET,
+                    movz(0, 4),
+                    RET,
+                    0x9280_0000, // mov x0, #-1
+                    RET,
+                ]
+            }
+        };
+        let build = |f: u64, t: u64, entries: [u8; 4]| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "f", f, code(t));
+            put_ro(&mut s, t, &entries);
+            // Unrelated bytes right after the table (nothing refers to
+            // them): they must not leak into the table's comparison.
+            put_ro(
+                &mut s,
+                t + 4,
+                if f == 0x1000 { b"other\0" } else { b"OTHER\0" },
+            );
+            s
+        };
+        let a = build(0x1000, 0x8ff0, [0, 2, 4, 6]);
+        let b = build(0x1234, 0x9008, [0, 2, 4, 6]);
+        let c = build(0x1234, 0x9008, [0, 2, 6, 4]);
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// LLVM's uncompressed form: 4-byte entries relative to the table itself
+    /// (`ldrsw x9, [x8, x0, lsl #2]; add x8, x8, x9; br x8`). The entries
+    /// change with the distance between code and table, the targets do not.
+    #[test]
+    fn jump_table_table_relative_word_entries() {
+        let code = |table: u64| {
+            move |pc: u64| {
+                vec![
+                    0xf100_0c1f,                  // cmp x0, #3
+                    bcond(8, pc + 4, pc + 60),    // b.hi default
+                    adrp(8, pc + 8, table),       // adrp x8, table
+                    add_imm(8, 8, table & 0xfff), // add x8, x8, :lo12:table
+                    0xb8a0_7909,                  // ldrsw x9, [x8, x0, lsl #2]
+                    0x8b09_0108,                  // add x8, x8, x9
+                    0xd61f_0100,                  // br x8
+                    movz(0, 1),
+                    RET,
+                    movz(0, 2),
+                    RET,
+                    movz(0, 3),
+                    RET,
+                    movz(0, 4),
+                    RET,
+                    0x9280_0000, // mov x0, #-1
+                    RET,
+                ]
+            }
+        };
+        let build = |f: u64, t: u64, cases: [u64; 4]| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "f", f, code(t));
+            let entries: Vec<u8> = cases
+                .iter()
+                .flat_map(|c| ((f + c).wrapping_sub(t) as u32).to_le_bytes())
+                .collect();
+            put_ro(&mut s, t, &entries);
+            s
+        };
+        let a = build(0x1000, 0x8ff0, [28, 36, 44, 52]);
+        let b = build(0x1408, 0x9100, [28, 36, 44, 52]);
+        let c = build(0x1408, 0x9100, [28, 44, 36, 52]);
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// A jump table placed in the code right after the dispatch (as some
+    /// toolchains do): its words are data, not decoded instructions, and its
+    /// entries still decide the comparison.
+    #[test]
+    fn jump_table_inside_code() {
+        let build = |f: u64, entries: [u8; 4]| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "f", f, move |pc| {
+                let mut w = vec![
+                    0x7100_0c1f,               // cmp w0, #3
+                    bcond(8, pc + 4, pc + 64), // b.hi default
+                    adr(1, pc + 8, pc + 28),   // adr x1, table
+                    0x3860_4821,               // ldrb w1, [x1, w0, uxtw]
+                    adr(2, pc + 16, pc + 32),  // adr x2, anchor
+                    0x8b21_8841,               // add x1, x2, w1, sxtb #2
+                    0xd61f_0020,               // br x1
+                    u32::from_le_bytes(entries),
+                    movz(0, 1), // anchor + 0
+                    RET,
+                    movz(0, 2), // anchor + 8
+                    RET,
+                    movz(0, 3), // anchor + 16
+                    RET,
+                    NOP,
+                    NOP,
+                    0x9280_0000, // default (+64): mov x0, #-1
+                    RET,
+                ];
+                w.resize(28, NOP);
+                w.extend([movz(0, 4), RET]); // anchor + 80
+                w
+            });
+            s
+        };
+        // The last entry (20) makes the table word 0x14040200, which would
+        // decode as a `B` far outside the function, whose target moves with
+        // the function: only as data does it compare equal.
+        let (a, b, c) = (
+            build(0x1000, [0, 2, 4, 20]),
+            build(0x1404, [0, 2, 4, 20]),
+            build(0x1404, [0, 4, 2, 20]),
+        );
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// `ADRP` + `LDR` with the object at addresses whose page/lo12 split
+    /// differs compares equal; another object does not; the object is noted.
+    #[test]
+    fn adrp_consumer_resolves_full_target() {
+        let build = |f: u64, obj: u64, use_other: bool| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "counter", obj, 8);
+            put_data(&mut s, "other", obj + 8, 8);
+            let t = if use_other { obj + 8 } else { obj };
+            place(&mut s, "f", f, move |pc| {
+                vec![
+                    adrp(8, pc, t),
+                    ldr_w(0, 8, t & 0xfff),
+                    add_imm(1, 8, t & 0xfff),
+                    ldr_x(2, 8, t & 0xfff),
+                    RET,
+                ]
+            });
+            s
+        };
+        let a = build(0x1000, 0xcff8, false);
+        let b = build(0x2004, 0xd010, false);
+        let c = build(0x2004, 0xd010, true);
+        let (ha, ra) = norm(&a, "f");
+        assert_eq!(ha, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+        assert!(ra.iter().any(|r| r == "counter"), "{ra:?}");
+    }
+
+    /// GCC keeps an `ADRP` page live across a branch and adds the low bits
+    /// in place on each path (`add x3, x3, :lo12:sym` twice). The second
+    /// path, placed after the first one's `ret`, inherits the page from the
+    /// branch, not the address the first path left in the register.
+    #[test]
+    fn adrp_page_flows_along_branches() {
+        let build = |f: u64, obj: u64| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "counter", obj, 16);
+            place(&mut s, "f", f, move |pc| {
+                vec![
+                    adrp(3, pc, obj),
+                    0xb400_0080,                // cbz x0, +16 (word 5)
+                    add_imm(3, 3, obj & 0xfff), // add x3, x3, :lo12:counter
+                    ldr_x(0, 3, 0),
+                    RET,
+                    add_imm(3, 3, obj & 0xfff), // add x3, x3, :lo12:counter
+                    ldr_x(0, 3, 8),
+                    RET,
+                ]
+            });
+            s
+        };
+        let a = build(0x1000, 0xc010);
+        let b = build(0x1404, 0xd3f0);
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+    }
+
+    /// A register overwritten after its `ADRP` is no longer a page: an
+    /// immediate offset from it is compared as written.
+    #[test]
+    fn overwritten_adrp_register_is_forgotten() {
+        let build = |imm: u64| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "counter", 0xc000, 8);
+            place(&mut s, "f", 0x1000, move |pc| {
+                vec![
+                    adrp(8, pc, 0xc000),
+                    0xaa00_03e8, // mov x8, x0
+                    ldr_w(0, 8, imm),
+                    RET,
+                ]
+            });
+            s
+        };
+        assert_ne!(norm(&build(8), "f").0, norm(&build(16), "f").0);
+    }
+
+    /// Calls compare by callee, not by distance.
+    #[test]
+    fn calls_compare_by_callee() {
+        let build = |f: u64, g: u64, h: u64, call_h: bool| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "g", g, |_| vec![RET]);
+            place(&mut s, "h", h, |_| vec![RET]);
+            let t = if call_h { h } else { g };
+            place(&mut s, "f", f, move |pc| vec![bl(pc, t), RET]);
+            s
+        };
+        let a = build(0x1000, 0x1100, 0x1200, false);
+        let b = build(0x1400, 0x1000, 0x1100, false);
+        let c = build(0x1400, 0x1000, 0x1100, true);
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// A literal pool inside the function: the load hashes the value, and
+    /// the pool's words are data (one token per word), not instructions.
+    #[test]
+    fn literal_pool_is_data() {
+        let build = |f: u64, value: u64| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "f", f, move |pc| {
+                vec![
+                    ldr_lit(0, pc, pc + 8),
+                    RET,
+                    value as u32,
+                    (value >> 32) as u32,
+                ]
+            });
+            s
+        };
+        let a = build(0x1000, 0x1122_3344_5566_7788);
+        let b = build(0x1804, 0x1122_3344_5566_7788);
+        let c = build(0x1804, 0x1122_3344_5566_7789);
+        let (ha, _) = norm(&a, "f");
+        assert_eq!(ha.len(), 4);
+        assert_eq!(ha, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// A relocated absolute pointer in a literal pool (as in a PE image)
+    /// compares by what it points at, not by its bytes.
+    #[test]
+    fn relocated_literal_compares_by_target() {
+        let build = |f: u64, obj: u64, other: bool| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "counter", obj, 8);
+            put_data(&mut s, "other", obj + 8, 8);
+            let t = if other { obj + 8 } else { obj };
+            let abs = 0x1_8000_0000u64 + t;
+            place(&mut s, "f", f, move |pc| {
+                vec![ldr_lit(0, pc, pc + 8), RET, abs as u32, (abs >> 32) as u32]
+            });
+            s.relocations.push(reloc(f + 8, 8, RelocTarget::Rva(t)));
+            s
+        };
+        let a = build(0x1000, 0xc000, false);
+        let b = build(0x1804, 0xc100, false);
+        let c = build(0x1804, 0xc100, true);
+        let (ha, ra) = norm(&a, "f");
+        assert_eq!(ha, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+        assert!(ra.iter().any(|r| r == "counter"), "{ra:?}");
+    }
+
+    /// A call through a PLT entry compares by the symbol of its GOT slot.
+    #[test]
+    fn plt_call_compares_by_symbol() {
+        let build = |f: u64, plt: u64, slot: u64, name: &str| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "pad", 0xc000, 8);
+            s.data.1.resize((slot - 0xc000 + 8) as usize, 0);
+            place(&mut s, "f", f, move |pc| vec![bl(pc, plt), RET]);
+            let stub = [
+                adrp(16, plt, slot),
+                ldr_x(17, 16, slot & 0xfff),
+                add_imm(16, 16, slot & 0xfff),
+                0xd61f_0220, // br x17
+            ];
+            let start = ((plt - s.text.0) / 4) as usize;
+            s.text.1.resize(start + 4, NOP);
+            s.text.1[start..].copy_from_slice(&stub);
+            s.relocations.push(reloc(
+                slot,
+                8,
+                RelocTarget::Symbol {
+                    name: name.to_string(),
+                    addend: 0,
+                },
+            ));
+            s
+        };
+        let a = build(0x1000, 0x1100, 0xc018, "ext");
+        let b = build(0x1010, 0x1200, 0xc020, "ext");
+        let c = build(0x1010, 0x1200, 0xc020, "ext2");
+        assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
+        assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// Arbitrary bytes never panic, give one token per word plus one for a
+    /// trailing partial word, and compare equal wherever they are placed
+    /// when they contain no PC-relative forms.
+    #[test]
+    fn arbitrary_bytes_are_covered() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut words = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            words.push(x as u32);
+        }
+        let mut s = Synth::new(0x1000, 0x8000_0000, 0x9000_0000);
+        place(&mut s, "f", 0x1000, |_| words.clone());
+        let mut text = s.text_bytes();
+        text.extend_from_slice(&[0xaa, 0xbb]);
+        s.functions[0].2 += 2;
+        let img = s.image(&text);
+        let ix = super::synth::index(&img);
+        let mut out = crate::norm::Normalized::default();
+        crate::norm::normalize_part(&ix, 0, 0, &mut out);
+        assert_eq!(out.insns.len(), 20_001);
+        // Pass 1 at the very top of the address space wraps, never overflows.
+        let mut refs = Vec::new();
+        for rva in [0, u64::MAX - 8, !3u64] {
+            references(hotpatch_formats::Arch::Aarch64, &text, rva, &mut refs);
+        }
+        assert!(!refs.is_empty());
+        assert_eq!(out.insns.last().map(|i| i.len), Some(2));
+        // Undecodable words compare by their bytes.
+        let raw = |w: u32| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            place(&mut s, "f", 0x1000, move |_| vec![w, RET]);
+            norm(&s, "f").0
+        };
+        assert_eq!(raw(0xffff_ffff), raw(0xffff_ffff));
+        assert_ne!(raw(0xffff_ffff), raw(0xffff_fffe));
+    }
+
+    /// The committed corpus: reading it must work (the other tests rely on it).
+    #[test]
+    fn corpus_is_readable() {
+        let p = corpus().join("12-relink-order/bin/aarch64-linux/v1.so");
+        let bytes = load_file(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(parse(&bytes, &hotpatch_formats::ReadOptions::new(&p)).is_ok());
+    }
+
+    #[test]
+    #[ignore = "needs HP_GEN_DIR with v1/v2 and changed.txt from hotpatch-corpus-gen"]
+    fn generated_pair() {
+        let Ok(dir) = std::env::var("HP_GEN_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let ext = if dir.join("v1.so").exists() {
+            "so"
+        } else {
+            "dll"
+        };
+        let (a, b) = (dir.join(format!("v1.{ext}")), dir.join(format!("v2.{ext}")));
+        let d = differing(&a, &b);
+        let want: Vec<String> = std::fs::read_to_string(dir.join("changed.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let extra: Vec<&String> = d.iter().filter(|k| !want.contains(k)).collect();
+        let missing: Vec<&String> = want.iter().filter(|k| !d.contains(k)).collect();
+        for k in &extra {
+            explain(&a, &b, k);
+        }
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "differing {} want {}: extra {extra:?} missing {missing:?}",
+            d.len(),
+            want.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::tests_support::*;
+    use crate::norm::{normalize_part, references, Normalized};
+
+    /// Seconds this thread has run on a CPU (Linux), else wall time since
+    /// `t`: the machine may be shared, and CPU time is what a core gives.
+    fn cpu_seconds(t: std::time::Instant) -> f64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or_else(|| t.elapsed().as_secs_f64(), |ns| ns as f64 / 1e9)
+    }
+
+    /// Decode + normalise throughput over a generated image.
+    #[test]
+    #[ignore = "benchmark: HP_GEN_DIR=<dir with v1.so|v1.dll>, run with --release"]
+    fn throughput() {
+        let Ok(dir) = std::env::var("HP_GEN_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let path = ["v1.so", "v1.dll"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists())
+            .unwrap_or_default();
+        let (bytes, opts) = read(&path);
+        let img = hotpatch_formats::read::parse(&bytes, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let ix = index(&img);
+        let total: u64 = ix.groups.iter().map(|g| g.size()).sum();
+        let rounds = 20;
+        let t = std::time::Instant::now();
+        let c = cpu_seconds(t);
+        let mut refs = Vec::new();
+        for _ in 0..rounds {
+            refs.clear();
+            for g in &ix.groups {
+                for p in &g.parts {
+                    if let Some(code) = img.bytes_at(p.rva, p.size) {
+                        references(img.arch, code, p.rva, &mut refs);
+                    }
+                }
+            }
+        }
+        let p1 = cpu_seconds(t) - c;
+        let t = std::time::Instant::now();
+        let c = cpu_seconds(t);
+        let mut n = 0usize;
+        for _ in 0..rounds {
+            for (g, group) in ix.groups.iter().enumerate() {
+                for p in 0..group.parts.len() {
+                    let mut out = Normalized::default();
+                    normalize_part(&ix, g, p, &mut out);
+                    n += out.insns.len();
+                }
+            }
+        }
+        let p2 = cpu_seconds(t) - c;
+        let mb = (total * rounds) as f64 / 1e6;
+        println!(
+            "{total} bytes of code, {} insns/round; per core: pass 1 {:.1} MB/s, pass 2 {:.1} MB/s",
+            n / rounds as usize,
+            mb / p1,
+            mb / p2
+        );
+    }
 }

@@ -84,6 +84,8 @@ pub(super) struct Found {
     pub(super) functions: Vec<Function>,
     /// Every static data object.
     pub(super) data: Vec<DataObject>,
+    /// Start and end RVAs of every section contribution.
+    pub(super) boundaries: Vec<u64>,
 }
 
 /// A [`Error::Malformed`] about the PDB at `path`.
@@ -343,7 +345,15 @@ fn read_checked(req: &Request<'_>) -> Result<Found> {
     }
 
     let data = sized(req, &types, &functions, candidates);
-    Ok(Found { functions, data })
+    let boundaries = contributions
+        .iter()
+        .flat_map(|&(start, end, _)| [start, end])
+        .collect();
+    Ok(Found {
+        functions,
+        data,
+        boundaries,
+    })
 }
 
 /// Turn a PDB `section:offset` into an RVA and a section-table index.
