@@ -468,3 +468,67 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         h.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpatch_formats::{Arch, Format, FormatIdentity, Identity, Permissions, Section};
+
+    /// `.rdata` with a string literal followed by a linker structure whose
+    /// bytes change every build (a debug directory's GUID).
+    fn image(rdata: &[u8], boundaries: Vec<u64>) -> Image<'_> {
+        Image {
+            format: Format::Pe,
+            arch: Arch::X86_64,
+            preferred_base: 0x1_8000_0000,
+            sections: vec![Section {
+                name: ".rdata".into(),
+                rva: 0x2000,
+                size: rdata.len() as u64,
+                perms: Permissions {
+                    read: true,
+                    write: false,
+                    execute: false,
+                },
+                data: rdata,
+            }],
+            functions: Vec::new(),
+            data: Vec::new(),
+            exports: Vec::new(),
+            relocations: Vec::new(),
+            identity: Identity {
+                sha256: [0; 32],
+                format: FormatIdentity::Pe {
+                    time_date_stamp: 0,
+                    size_of_image: 0,
+                    checksum: 0,
+                    codeview: None,
+                },
+            },
+            boundaries,
+            stripped: false,
+        }
+    }
+
+    #[test]
+    fn string_literal_block_stops_at_linker_boundary_before_debug_directory() {
+        let a = b"hotpatch-name\0\0\0GUID-build-one!!";
+        let b = b"hotpatch-name\0\0\0GUID-build-two!!";
+        let digest = |bytes: &'static [u8], boundaries: Vec<u64>| {
+            let img = image(bytes, boundaries);
+            let mut idx = ImageIndex::new(&img);
+            idx.finish([0x2000]);
+            match idx.resolve(0x2000, None) {
+                SymRef::Anon { digest, offset: 0 } => digest,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Without the boundary the literal's block runs into the GUID.
+        assert_ne!(digest(a, vec![]), digest(b, vec![]));
+        // With the PDB contribution's end as a boundary it does not.
+        assert_eq!(
+            digest(a, vec![0x2000, 0x2010]),
+            digest(b, vec![0x2000, 0x2010])
+        );
+    }
+}

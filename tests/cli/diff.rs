@@ -346,10 +346,16 @@ fn changed_rodata_table_is_named_in_the_users_reasons() {
         let t = d
             .data
             .iter()
-            .find(|e| &e.name == &table[0])
+            .find(|e| e.name == table[0])
             .unwrap_or_else(|| panic!("{target}: no data entry {}", table[0]));
         assert_eq!(t.status, "changed", "{target}");
-        assert!(t.reason.as_deref().unwrap_or("").contains("initial value differs"), "{t:?}");
+        assert!(
+            t.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("initial value differs"),
+            "{t:?}"
+        );
         // On ELF the users' code is byte-identical: the table is the only
         // reason they change, and the reason must say so.
         if target.ends_with("-linux") {

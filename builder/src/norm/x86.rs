@@ -3,26 +3,35 @@
 //! Every instruction becomes one [`NormInsn`](super::NormInsn) whose hash
 //! covers its address-independent form: the iced [`Code`] (mnemonic and
 //! operand form, with short and near branches folded together), the
-//! prefixes that change meaning, and every operand. Operands that hold an
+//! prefixes that change meaning, and every operand (registers, immediates,
+//! memory base/index/scale/displacement/segment/size). Operands that hold an
 //! address are replaced by the [`SymRef`] of what they point at:
 //!
-//! - near branch and call targets;
-//! - RIP-relative memory operands (`next_ip + disp32`); when the target is an
-//!   anonymous pointer slot (a GOT entry) the slot is taken by what its
-//!   relocation points at;
+//! - near branch and call targets (a call through an ELF PLT stub is taken
+//!   by the symbol of the stub's GOT slot);
+//! - RIP-relative memory operands (`next_ip + disp32`). Two refinements for
+//!   anonymous read-only targets: a pointer slot with a relocation (a GOT
+//!   entry) is taken by what the relocation points at, and a load of a known
+//!   size (`movdqa xmm0, [rip+C]`) by the bytes it reads, so that whatever
+//!   follows the constant up to the next anchor (lld puts the debug
+//!   directory, with the build's GUID, right after clang's last constant in
+//!   `.rdata`) does not leak into the comparison;
 //! - immediates and displacements patched by a load-time relocation (PE
 //!   `mov r64, imm64` of an address, absolute `moffs` operands).
 //!
-//! Calls through an ELF PLT stub are taken by the symbol of the stub's GOT
-//! slot.
+//! Jump tables of 32-bit entries relative to the table (the form both gcc
+//! `-fPIC` for ELF and clang for COFF emit on x86-64:
+//! `lea rT,[rip+TABLE]; movsxd rX,[rT+rI*4]; add rX,rT; jmp rX`, with TABLE
+//! in `.rodata`/`.rdata`) are compared as part of the function: the `lea`
+//! that loads the table hashes the list of its entries, each resolved to a
+//! [`SymRef::Local`], instead of the table's bytes, which change whenever the
+//! function moves relative to its table. A table that lies inside the
+//! function's own code (as some toolchains place it) is skipped by the
+//! decoder in both passes, each entry becoming one normalised datum.
 //!
-//! Jump tables of 32-bit entries relative to the table (the only form gcc
-//! `-fPIC` and clang for COFF emit on x86-64:
-//! `lea rT,[rip+TABLE]; movsxd rX,[rT+rI*4]; add rX,rT; jmp rX`) are compared
-//! as part of the function: the `lea` that loads the table hashes the list of
-//! its entries, each resolved to a [`SymRef::Local`]. A table that lies inside
-//! the function's own code (as some toolchains place it) is also skipped by
-//! the decoder, each entry becoming one normalised datum.
+//! NOPs are ordinary instructions: internal alignment padding is relative to
+//! the function's start, which both toolchains align at least as strictly, so
+//! it does not change between builds of unchanged code.
 //!
 //! Bytes that do not decode become one opaque token per byte, and decoding
 //! resumes at the next byte.
@@ -73,6 +82,8 @@ mod tag {
     pub const TABLE_ENTRY: u8 = 14;
     /// A branch to a PLT stub, taken by the stub's GOT slot.
     pub const PLT: u8 = 15;
+    /// A load of anonymous read-only bytes, taken by the bytes it reads.
+    pub const CONSTANT: u8 = 16;
 }
 
 /// Pass 1: push every address the code at `rva` refers to outside itself:
@@ -81,16 +92,33 @@ mod tag {
 pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
     let end = rva.saturating_add(code.len() as u64);
     let outside = |t: u64| t < rva || t >= end;
+    let mut tables = InlineTables::default();
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
     let mut insn = Instruction::default();
     while decoder.can_decode() {
         let pos = decoder.position();
+        if let Step::Table(t) = tables.at(pos) {
+            // A jump table inside the code: data, not instructions.
+            if !resync(&mut decoder, rva, t.end) {
+                break;
+            }
+            continue;
+        }
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
             if !resync(&mut decoder, rva, pos + 1) {
                 break;
             }
             continue;
+        }
+        if let Some(stop) = tables.cut(pos, insn.len()) {
+            if !resync(&mut decoder, rva, stop) {
+                break;
+            }
+            continue;
+        }
+        if let Some(t) = inline_table_in_part(&insn, rva, code) {
+            tables.add(t);
         }
         for i in 0..insn.op_count() {
             let target = match insn.op_kind(i) {
@@ -117,8 +145,8 @@ fn resync(decoder: &mut Decoder<'_>, base: u64, pos: usize) -> bool {
     true
 }
 
-/// A jump table found inside the part being normalised, which the decoder
-/// must step over.
+/// A jump table found inside the part being decoded, which the decoder must
+/// step over: `[start, end)`, offsets in the part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct InlineTable {
     /// Offset of the first entry in the part.
@@ -127,18 +155,175 @@ struct InlineTable {
     end: usize,
 }
 
+/// What the decoding loop must do at some position, given the jump tables
+/// found inside the code so far.
+enum Step {
+    /// Decode an instruction.
+    Decode,
+    /// A table starts here.
+    Table(InlineTable),
+}
+
+/// The jump tables found inside the part being decoded and not yet reached,
+/// sorted by start.
+#[derive(Default)]
+struct InlineTables(Vec<InlineTable>);
+
+impl InlineTables {
+    /// Remember a table (once).
+    fn add(&mut self, t: InlineTable) {
+        if !self.0.contains(&t) {
+            let at = self.0.partition_point(|x| x.start < t.start);
+            self.0.insert(at, t);
+        }
+    }
+
+    /// What to do at offset `pos`: tables already passed are forgotten.
+    fn at(&mut self, pos: usize) -> Step {
+        while let Some(&t) = self.0.first() {
+            if t.start > pos {
+                break;
+            }
+            self.0.remove(0);
+            if t.start == pos {
+                return Step::Table(t);
+            }
+        }
+        Step::Decode
+    }
+
+    /// If an instruction at `pos` of `len` bytes runs into a table, where
+    /// the table starts.
+    fn cut(&self, pos: usize, len: usize) -> Option<usize> {
+        self.0
+            .first()
+            .map(|t| t.start)
+            .filter(|&s| s > pos && s < pos + len)
+    }
+}
+
+/// How many 32-bit entries relative to `table` lie at the start of `bytes`
+/// while `lands` accepts the address they lead to.
+fn count_entries(table: u64, bytes: &[u8], mut lands: impl FnMut(u64) -> bool) -> usize {
+    bytes
+        .chunks_exact(4)
+        .map_while(|c| <[u8; 4]>::try_from(c).ok())
+        .map(|raw| table.wrapping_add_signed(i64::from(i32::from_le_bytes(raw))))
+        .take_while(|&t| lands(t))
+        .count()
+}
+
+/// If the `lea` `insn` of the part `[rva, rva + code.len())` loads a jump
+/// table that lies inside that part after it, the table (entries that
+/// land in the part).
+fn inline_table_in_part(insn: &Instruction, rva: u64, code: &[u8]) -> Option<InlineTable> {
+    if insn.code() != Code::Lea_r64_m || !insn.is_ip_rel_memory_operand() {
+        return None;
+    }
+    let table = insn.ip_rel_memory_address();
+    let end = rva.saturating_add(code.len() as u64);
+    if table < insn.next_ip() || table >= end || table % 4 != 0 {
+        return None;
+    }
+    let start = usize::try_from(table - rva).ok()?;
+    let n = count_entries(table, code.get(start..)?, |t| t >= rva && t < end);
+    (n >= MIN_TABLE_ENTRIES).then_some(InlineTable {
+        start,
+        end: start + 4 * n,
+    })
+}
+
+/// Collects the fields of one instruction as 64-bit words, hashed in one
+/// write at the end (SipHash is much faster on one long write than on many
+/// short ones). One buffer serves a whole function.
+struct Acc {
+    /// Pending words, little-endian.
+    buf: [u8; ACC_BYTES],
+    /// How many bytes of `buf` are filled.
+    len: usize,
+    /// Words that did not fit in `buf` (never, for real instructions),
+    /// folded together.
+    overflow: Option<u64>,
+}
+
+/// Capacity of [`Acc`]: a header, five operands of up to three words, a
+/// relocation.
+const ACC_BYTES: usize = 8 * 24;
+
+impl Acc {
+    /// An empty accumulator.
+    fn new() -> Self {
+        Acc {
+            buf: [0; ACC_BYTES],
+            len: 0,
+            overflow: None,
+        }
+    }
+
+    /// Start a new instruction.
+    fn clear(&mut self) {
+        self.len = 0;
+        self.overflow = None;
+    }
+
+    /// Append one 64-bit word.
+    fn word(&mut self, w: u64) {
+        match self.buf.get_mut(self.len..self.len + 8) {
+            Some(dst) => {
+                dst.copy_from_slice(&w.to_le_bytes());
+                self.len += 8;
+            }
+            None => self.overflow = Some(self.overflow.unwrap_or(0).rotate_left(5) ^ w),
+        }
+    }
+
+    /// Append a reference, after `tag`. The common case (a place inside the
+    /// function) goes in as words; anything else by its own hash.
+    fn sym(&mut self, tag: u8, s: &SymRef<'_>) {
+        match *s {
+            SymRef::Local { part, offset } => {
+                self.word(u64::from(tag) | 0x100 | u64::from(part) << 32);
+                self.word(offset);
+            }
+            _ => {
+                self.word(u64::from(tag) | 0x200);
+                self.word(hash_of(s));
+            }
+        }
+    }
+
+    /// The hasher with everything written.
+    fn hasher(&self) -> DefaultHasher {
+        let mut h = DefaultHasher::new();
+        h.write(self.buf.get(..self.len).unwrap_or(&[]));
+        if let Some(o) = self.overflow {
+            h.write_u64(o);
+        }
+        h
+    }
+}
+
+/// The 64-bit hash of any value.
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
 /// What the normaliser needs to know about the function being normalised.
 struct Context<'a, 'i, 'd, 'c> {
     /// The image's index.
     index: &'a ImageIndex<'i, 'd>,
     /// The function group being normalised.
     group: usize,
+    /// Index of the part being normalised in its group, when it is known.
+    part: Option<u32>,
     /// RVA of the part's first byte.
     rva: u64,
     /// The part's bytes.
     code: &'c [u8],
-    /// Jump tables found inside the part, sorted by start, not yet reached.
-    inline_tables: Vec<InlineTable>,
+    /// Jump tables found inside the part, not yet reached.
+    inline_tables: InlineTables,
 }
 
 /// Pass 2: normalise the code of one part (at `rva`) of function group
@@ -153,29 +338,33 @@ pub(crate) fn normalize<'a>(
 ) {
     let relocs = index.relocations_in(rva, code.len() as u64);
     let mut next_reloc = 0usize;
+    let part = index.groups.get(group).and_then(|g| {
+        g.parts
+            .iter()
+            .position(|p| p.rva == rva && p.size == code.len() as u64)
+            .and_then(|p| u32::try_from(p).ok())
+    });
     let mut cx = Context {
         index,
         group,
+        part,
         rva,
         code,
-        inline_tables: Vec::new(),
+        inline_tables: InlineTables::default(),
     };
+    out.insns.reserve(code.len() / 4);
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
     let mut insn = Instruction::default();
+    let mut acc = Acc::new();
     while decoder.can_decode() {
         let pos = decoder.position();
         // A jump table inside the code starts here: emit its entries.
-        if let Some(t) = cx.inline_tables.first().copied() {
-            if t.start <= pos {
-                cx.inline_tables.remove(0);
-                if t.start == pos {
-                    cx.emit_inline_table(t, out);
-                    if !resync(&mut decoder, rva, t.end) {
-                        break;
-                    }
-                }
-                continue;
+        if let Step::Table(t) = cx.inline_tables.at(pos) {
+            cx.emit_inline_table(t, out);
+            if !resync(&mut decoder, rva, t.end) {
+                break;
             }
+            continue;
         }
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
@@ -188,15 +377,12 @@ pub(crate) fn normalize<'a>(
         let len = insn.len();
         // An instruction that runs into a known table: its bytes up to the
         // table are not code.
-        if let Some(t) = cx.inline_tables.first() {
-            if t.start > pos && t.start < pos + len {
-                let stop = t.start;
-                out.push_raw(pos, code.get(pos..stop).unwrap_or(&[]));
-                if !resync(&mut decoder, rva, stop) {
-                    break;
-                }
-                continue;
+        if let Some(stop) = cx.inline_tables.cut(pos, len) {
+            out.push_raw(pos, code.get(pos..stop).unwrap_or(&[]));
+            if !resync(&mut decoder, rva, stop) {
+                break;
             }
+            continue;
         }
         // Relocations whose patched bytes start inside this instruction.
         let ip = insn.ip();
@@ -212,21 +398,33 @@ pub(crate) fn normalize<'a>(
         }
         let here = relocs.get(first..next_reloc).unwrap_or(&[]);
 
-        let mut h = DefaultHasher::new();
-        cx.hash_insn(&decoder, &mut insn, here, &mut h, out);
-        out.push(pos, len, h);
+        acc.clear();
+        cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
+        out.push(pos, len, acc.hasher());
     }
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
-    /// Feed the address-independent form of `insn` to `h`. `relocs` are the
-    /// relocations whose patched bytes start inside it.
+    /// Resolve `target`; addresses inside the part being normalised take a
+    /// shortcut to [`SymRef::Local`].
+    fn resolve(&self, target: u64) -> SymRef<'a> {
+        if let Some(part) = self.part {
+            let offset = target.wrapping_sub(self.rva);
+            if offset < self.code.len() as u64 {
+                return SymRef::Local { part, offset };
+            }
+        }
+        self.index.resolve(target, Some(self.group))
+    }
+
+    /// Feed the address-independent form of `insn` to `acc`. `relocs` are
+    /// the relocations whose patched bytes start inside it.
     fn hash_insn(
         &mut self,
         decoder: &Decoder<'_>,
         insn: &mut Instruction,
         relocs: &'i [Relocation],
-        h: &mut DefaultHasher,
+        acc: &mut Acc,
         out: &mut Normalized<'a>,
     ) {
         // `jmp short` and `jmp near` to the same place are the same thing.
@@ -239,13 +437,14 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             | u64::from(insn.is_broadcast()) << 5
             | u64::from(insn.zeroing_masking()) << 6
             | u64::from(insn.suppress_all_exceptions()) << 7;
-        let head = insn.code() as u64
-            | u64::from(insn.op_count()) << 16
-            | flags << 24
-            | (insn.segment_prefix() as u64) << 32
-            | (insn.op_mask() as u64) << 40
-            | (insn.rounding_control() as u64) << 48;
-        h.write_u64(head);
+        acc.word(
+            insn.code() as u64
+                | u64::from(insn.op_count()) << 16
+                | flags << 24
+                | (insn.segment_prefix() as u64) << 32
+                | (insn.op_mask() as u64) << 40
+                | (insn.rounding_control() as u64) << 48,
+        );
 
         // Which relocation patches the displacement, which the immediate.
         let mut disp_reloc = None;
@@ -261,7 +460,8 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     imm_reloc = Some(r);
                 } else {
                     let s = self.index.resolve_reloc(r, Some(self.group));
-                    (tag::OTHER_RELOC, at, s).hash(h);
+                    acc.word(u64::from(tag::OTHER_RELOC) | at << 8);
+                    acc.sym(tag::OTHER_RELOC, &s);
                     out.note(&s);
                 }
             }
@@ -271,13 +471,17 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             let kind = insn.op_kind(i);
             match kind {
                 OpKind::Register => {
-                    h.write_u16(u16::from(tag::REGISTER) | (insn.op_register(i) as u16) << 8);
+                    acc.word(u64::from(tag::REGISTER) | (insn.op_register(i) as u64) << 8);
                 }
                 OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                    self.hash_branch(insn.near_branch_target(), h, out);
+                    self.hash_branch(insn.near_branch_target(), acc, out);
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
-                    (tag::FAR, insn.far_branch_selector(), insn.far_branch32()).hash(h);
+                    acc.word(
+                        u64::from(tag::FAR)
+                            | u64::from(insn.far_branch_selector()) << 8
+                            | u64::from(insn.far_branch32()) << 24,
+                    );
                 }
                 OpKind::Immediate8
                 | OpKind::Immediate8_2nd
@@ -290,58 +494,60 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 | OpKind::Immediate32to64 => match imm_reloc.take() {
                     Some(r) => {
                         let s = self.index.resolve_reloc(r, Some(self.group));
-                        (tag::IMMEDIATE_RELOC, s).hash(h);
+                        acc.sym(tag::IMMEDIATE_RELOC, &s);
                         out.note(&s);
                     }
                     None => {
-                        h.write_u8(tag::IMMEDIATE);
-                        h.write_u64(insn.immediate(i));
+                        acc.word(u64::from(tag::IMMEDIATE));
+                        acc.word(insn.immediate(i));
                     }
                 },
                 OpKind::Memory => {
-                    let shape = u64::from(tag::MEMORY)
-                        | (insn.memory_base() as u64) << 8
-                        | (insn.memory_index() as u64) << 16
-                        | u64::from(insn.memory_index_scale()) << 24
-                        | (insn.memory_segment() as u64) << 32
-                        | (insn.memory_size() as u64) << 40;
-                    h.write_u64(shape);
+                    acc.word(
+                        u64::from(tag::MEMORY)
+                            | (insn.memory_base() as u64) << 8
+                            | (insn.memory_index() as u64) << 16
+                            | u64::from(insn.memory_index_scale()) << 24
+                            | (insn.memory_segment() as u64) << 32
+                            | (insn.memory_size() as u64) << 40,
+                    );
                     if insn.is_ip_rel_memory_operand() {
                         let target = insn.ip_rel_memory_address();
-                        self.hash_rip_target(insn, target, h, out);
+                        self.hash_rip_target(insn, target, acc, out);
                     } else if let Some(r) = disp_reloc.take() {
                         let s = self.index.resolve_reloc(r, Some(self.group));
-                        (tag::DISP_RELOC, s).hash(h);
+                        acc.sym(tag::DISP_RELOC, &s);
                         out.note(&s);
                     } else {
-                        h.write_u8(tag::DISP);
-                        h.write_u64(insn.memory_displacement64());
+                        acc.word(u64::from(tag::DISP));
+                        acc.word(insn.memory_displacement64());
                     }
                 }
                 _ => {
                     // String operands ([rsi], es:[rdi]) and the like: their
                     // form is in the code; keep the segment and size.
-                    let other = u64::from(tag::OTHER)
-                        | (kind as u64) << 8
-                        | (insn.memory_segment() as u64) << 16
-                        | (insn.memory_size() as u64) << 24;
-                    h.write_u64(other);
+                    acc.word(
+                        u64::from(tag::OTHER)
+                            | (kind as u64) << 8
+                            | (insn.memory_segment() as u64) << 16
+                            | (insn.memory_size() as u64) << 24,
+                    );
                 }
             }
         }
     }
 
     /// Hash a near branch or call target.
-    fn hash_branch(&self, target: u64, h: &mut DefaultHasher, out: &mut Normalized<'a>) {
-        let s = self.index.resolve(target, Some(self.group));
+    fn hash_branch(&self, target: u64, acc: &mut Acc, out: &mut Normalized<'a>) {
+        let s = self.resolve(target);
         if let SymRef::Anon { .. } = s {
             if let Some(slot) = self.plt_slot(target) {
-                (tag::PLT, slot).hash(h);
+                acc.sym(tag::PLT, &slot);
                 out.note(&slot);
                 return;
             }
         }
-        (tag::BRANCH, s).hash(h);
+        acc.sym(tag::BRANCH, &s);
         out.note(&s);
     }
 
@@ -380,13 +586,14 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         &mut self,
         insn: &Instruction,
         target: u64,
-        h: &mut DefaultHasher,
+        acc: &mut Acc,
         out: &mut Normalized<'a>,
     ) {
-        let s = self.index.resolve(target, Some(self.group));
+        let s = self.resolve(target);
         if insn.code() == Code::Lea_r64_m {
             if let Some(table) = self.jump_table(target, insn.next_ip(), &s) {
-                (tag::JUMP_TABLE, table).hash(h);
+                acc.word(u64::from(tag::JUMP_TABLE));
+                acc.word(table);
                 return;
             }
         }
@@ -395,21 +602,56 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             if let Some(r) = self.index.relocation_in(target, 1) {
                 if r.rva == target {
                     let p = self.index.resolve_reloc(r, Some(self.group));
-                    (tag::SLOT, r.width, p).hash(h);
+                    acc.word(u64::from(tag::SLOT) | u64::from(r.width) << 8);
+                    acc.sym(tag::SLOT, &p);
                     out.note(&p);
                     return;
                 }
             }
         }
-        (tag::RIP, s).hash(h);
+        if let SymRef::Anon { .. } = s {
+            // A load of an anonymous constant: the bytes it reads.
+            if let Some(bytes) = self.constant_read(insn, target) {
+                acc.word(u64::from(tag::CONSTANT));
+                acc.word(hash_of(bytes));
+                return;
+            }
+        }
+        acc.sym(tag::RIP, &s);
         out.note(&s);
     }
 
+    /// The bytes that `insn` reads at `target`, when that is anonymous
+    /// read-only memory free of relocations and the access has a known size
+    /// (not `lea`, whose "access" has none). A load depends on exactly these
+    /// bytes, not on whatever else follows them up to the next anchor.
+    fn constant_read(&self, insn: &Instruction, target: u64) -> Option<&'d [u8]> {
+        let size = insn.memory_size().size();
+        if size == 0 || insn.code() == Code::Lea_r64_m {
+            return None;
+        }
+        let block = self.index.block(target)?;
+        if block.executable || block.writable {
+            return None;
+        }
+        let size = size as u64;
+        if !self.index.relocations_in(target, size).is_empty() {
+            return None;
+        }
+        self.index.image.bytes_at(target, size)
+    }
+
     /// If `table` (resolved to `s`) starts a jump table of this function, the
-    /// hash of its entries (each as a [`SymRef::Local`]). A table inside the
-    /// part being normalised, past `next_ip`, is remembered so that the
-    /// decoder skips it.
+    /// hash of its entries (each as a [`SymRef::Local`]): a 4-aligned run of
+    /// at least [`MIN_TABLE_ENTRIES`] 32-bit entries relative to the table
+    /// that land in this function group, in anonymous read-only data (up to
+    /// the end of its block) or inside this part's own code after the `lea`
+    /// (`next_ip`); such a table is remembered so that the decoder skips it.
     fn jump_table(&mut self, table: u64, next_ip: u64, s: &SymRef<'_>) -> Option<u64> {
+        // Compilers align tables of 32-bit entries to 4.
+        if table % 4 != 0 {
+            return None;
+        }
         let (bytes, limit) = match s {
             SymRef::Anon { .. } => {
                 let block = self.index.block(table)?;
@@ -421,7 +663,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 let bytes = block.bytes.get(off..)?;
                 (bytes, len)
             }
-            SymRef::Local { .. } => {
+            SymRef::Local { part, .. } if Some(*part) == self.part => {
                 // Only a table inside this very part, after the `lea`.
                 let off = usize::try_from(table.checked_sub(self.rva)?).ok()?;
                 if table < next_ip {
@@ -443,14 +685,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 .checked_sub(self.rva)
                 .and_then(|o| usize::try_from(o).ok())
             {
-                let t = InlineTable {
+                self.inline_tables.add(InlineTable {
                     start,
                     end: start + 4 * n,
-                };
-                if !self.inline_tables.contains(&t) {
-                    let at = self.inline_tables.partition_point(|x| x.start < start);
-                    self.inline_tables.insert(at, t);
-                }
+                });
             }
         }
         Some(h.finish())
@@ -468,21 +706,13 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         mut each: impl FnMut(SymRef<'a>),
     ) -> usize {
         let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
-        let mut n = 0;
-        for chunk in usable.chunks_exact(4) {
-            let Ok(raw) = <[u8; 4]>::try_from(chunk) else {
-                break;
-            };
-            let e = i32::from_le_bytes(raw);
-            let t = table.wrapping_add_signed(i64::from(e));
-            match self.index.function_at(t) {
-                Some((g, _)) if g == self.group => {}
-                _ => break,
+        count_entries(table, usable, |t| match self.index.function_at(t) {
+            Some((g, _)) if g == self.group => {
+                each(self.resolve(t));
+                true
             }
-            each(self.index.resolve(t, Some(self.group)));
-            n += 1;
-        }
-        n
+            _ => false,
+        })
     }
 
     /// Emit one normalised datum per entry of a jump table inside the code.
@@ -491,16 +721,16 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             return;
         };
         let table = self.rva.wrapping_add(t.start as u64);
-        let mut entries: Vec<SymRef<'a>> = Vec::new();
-        self.table_entries(table, bytes, bytes.len(), |s| entries.push(s));
-        for (i, s) in entries.iter().enumerate() {
-            let mut h = DefaultHasher::new();
-            (tag::TABLE_ENTRY, s).hash(&mut h);
-            out.push(t.start + 4 * i, 4, h);
-        }
+        let mut done = 0;
+        let mut acc = Acc::new();
+        self.table_entries(table, bytes, bytes.len(), |s| {
+            acc.clear();
+            acc.sym(tag::TABLE_ENTRY, &s);
+            out.push(t.start + done, 4, acc.hasher());
+            done += 4;
+        });
         // Entries that no longer resolve (cannot happen: the table was
         // measured from these bytes) are kept as raw bytes.
-        let done = 4 * entries.len();
         if done < bytes.len() {
             out.push_raw(t.start + done, bytes.get(done..).unwrap_or(&[]));
         }
@@ -513,10 +743,16 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use hotpatch_formats::read::{load_file, parse, ReadOptions};
-    use hotpatch_formats::Image;
+    use hotpatch_formats::{
+        Arch, Format, FormatIdentity, Function, Identity, Image, Permissions, RelocTarget, Section,
+        Visibility,
+    };
 
     use super::*;
+    use crate::key::Key;
     use crate::norm::normalize_part;
+
+    // ---- helpers ---------------------------------------------------------
 
     /// The corpus directory.
     fn corpus() -> PathBuf {
@@ -543,15 +779,35 @@ mod tests {
         idx
     }
 
-    /// The hash sequence of every part of group `g`.
-    fn group_hashes(idx: &ImageIndex<'_, '_>, g: usize) -> Vec<Vec<u64>> {
+    /// The normalised form of every part of group `g`.
+    fn group_norm<'a>(idx: &'a ImageIndex<'_, '_>, g: usize) -> Vec<Normalized<'a>> {
         (0..idx.groups[g].parts.len())
             .map(|p| {
                 let mut n = Normalized::default();
                 normalize_part(idx, g, p, &mut n);
-                n.insns.iter().map(|i| i.hash).collect()
+                n
             })
             .collect()
+    }
+
+    /// The hash sequence of every part of group `g`.
+    fn group_hashes(idx: &ImageIndex<'_, '_>, g: usize) -> Vec<Vec<u64>> {
+        group_norm(idx, g)
+            .iter()
+            .map(|n| n.insns.iter().map(|i| i.hash).collect())
+            .collect()
+    }
+
+    /// The hash sequence of the (global) function `name`.
+    fn hashes_of(idx: &ImageIndex<'_, '_>, name: &str) -> Vec<Vec<u64>> {
+        let key = Key {
+            name: name.to_string(),
+            unit: None,
+        };
+        let g = idx
+            .group(&key)
+            .unwrap_or_else(|| panic!("no function {name}"));
+        group_hashes(idx, g)
     }
 
     /// Keys present in both images whose normalised code differs.
@@ -568,33 +824,670 @@ mod tests {
         out
     }
 
-    /// Diff two corpus files (paths relative to the corpus).
-    fn diff_files(a: &str, b: &str) -> BTreeSet<String> {
-        let (pa, pb) = (corpus().join(a), corpus().join(b));
-        let (ba, bb) = (load_file(&pa).unwrap(), load_file(&pb).unwrap());
-        let (ia, ib) = (parse_image(&ba, &pa), parse_image(&bb, &pb));
+    /// Diff two image files.
+    fn diff_paths(pa: &Path, pb: &Path) -> BTreeSet<String> {
+        let (ba, bb) = (load_file(pa).unwrap(), load_file(pb).unwrap());
+        let (ia, ib) = (parse_image(&ba, pa), parse_image(&bb, pb));
         let (xa, xb) = (build_index(&ia), build_index(&ib));
         differing(&xa, &xb)
     }
 
+    /// The file of `version` of `scenario` for `target`.
+    fn corpus_file(scenario: &str, target: &str, version: &str) -> PathBuf {
+        let ext = if target.ends_with("windows") {
+            "dll"
+        } else {
+            "so"
+        };
+        corpus().join(format!("{scenario}/bin/{target}/{version}.{ext}"))
+    }
+
+    /// A bare image for hand-assembled tests.
+    fn synthetic<'d>(
+        format: Format,
+        sections: Vec<Section<'d>>,
+        functions: &[(&str, u64, u64)],
+    ) -> Image<'d> {
+        Image {
+            format,
+            arch: Arch::X86_64,
+            preferred_base: 0,
+            sections,
+            functions: functions
+                .iter()
+                .map(|&(name, rva, size)| Function {
+                    name: name.to_string(),
+                    rva,
+                    size,
+                    unit: None,
+                    visibility: Visibility::Global,
+                })
+                .collect(),
+            data: Vec::new(),
+            exports: Vec::new(),
+            relocations: Vec::new(),
+            identity: Identity {
+                sha256: [0; 32],
+                format: FormatIdentity::Elf { build_id: None },
+            },
+            boundaries: Vec::new(),
+            stripped: false,
+        }
+    }
+
+    /// A mapped section.
+    fn section<'d>(
+        name: &str,
+        rva: u64,
+        data: &'d [u8],
+        write: bool,
+        execute: bool,
+    ) -> Section<'d> {
+        Section {
+            name: name.to_string(),
+            rva,
+            size: data.len() as u64,
+            perms: Permissions {
+                read: true,
+                write,
+                execute,
+            },
+            data,
+        }
+    }
+
+    // ---- the corpus ------------------------------------------------------
+
+    /// Every x86-64 update of the corpus: (scenario, version, functions
+    /// whose code differs on Linux, on Windows). Functions that differ only
+    /// through a changed read-only object are not listed: the diff engine
+    /// adds them from `data_refs`.
+    const CORPUS: &[(&str, &str, &[&str], &[&str])] = &[
+        ("01-bounds-check", "v2", &["hb_echo"], &["hb_echo"]),
+        ("02-size-overflow", "v2", &["table_alloc"], &["table_alloc"]),
+        ("03-new-helper", "v2", &["tlv_sum"], &["tlv_sum"]),
+        (
+            "04-inlined-static",
+            "v2",
+            &["ip_payload_length", "ip_payload_offset"],
+            &["ip_payload_length", "ip_payload_offset"],
+        ),
+        ("05-jump-table", "v2", &["vm_exec"], &["vm_exec"]),
+        // gcc keeps loading `suite_strength`; clang also folds the table
+        // into a bitmask immediate (0x1041 -> 0x1463) in both functions.
+        (
+            "06-rodata-table",
+            "v2",
+            &[],
+            &["suite_allowed", "suite_pick"],
+        ),
+        ("07-new-global", "v2", &["pin_check"], &["pin_check"]),
+        ("08-struct-grows", "v2", &["sess_recv"], &["sess_recv"]),
+        (
+            "09-duplicate-static",
+            "v2",
+            &["disk:checksum"],
+            &["disk:checksum"],
+        ),
+        ("10-tiny-function", "v2", &["strict_mode"], &["strict_mode"]),
+        (
+            "11-function-pointer-table",
+            "v2",
+            &["cmd:cmd_get"],
+            &["cmd:cmd_get"],
+        ),
+        ("12-relink-order", "v2", &[], &[]),
+        ("13-cumulative-series", "v2", &["log_code"], &["log_code"]),
+        (
+            "13-cumulative-series",
+            "v3",
+            &["log_bytes", "log_code"],
+            &["log_bytes", "log_code"],
+        ),
+    ];
+
+    /// Check every update of the corpus for one target.
+    fn check_corpus(target: &str, windows: bool) {
+        let mut failures = Vec::new();
+        for &(scenario, version, linux_want, windows_want) in CORPUS {
+            let want: BTreeSet<String> = (if windows { windows_want } else { linux_want })
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let got = diff_paths(
+                &corpus_file(scenario, target, "v1"),
+                &corpus_file(scenario, target, version),
+            );
+            if got != want {
+                failures.push(format!("{scenario} {version}: got {got:?}, want {want:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{target}:\n{}", failures.join("\n"));
+    }
+
     #[test]
-    fn print_all() {
-        for entry in std::fs::read_dir(corpus()).unwrap() {
-            let dir = entry.unwrap().path();
-            let name = dir.file_name().unwrap().to_string_lossy().to_string();
-            if !name.starts_with(|c: char| c.is_ascii_digit()) {
+    fn corpus_x86_64_linux() {
+        check_corpus("x86_64-linux", false);
+    }
+
+    #[test]
+    fn corpus_x86_64_windows() {
+        check_corpus("x86_64-windows", true);
+    }
+
+    /// Two links of the same objects in another order: nothing changed.
+    #[test]
+    fn relink_order_changes_nothing() {
+        for target in ["x86_64-linux", "x86_64-windows"] {
+            let d = diff_paths(
+                &corpus_file("12-relink-order", target, "v1"),
+                &corpus_file("12-relink-order", target, "v2"),
+            );
+            assert!(d.is_empty(), "{target}: {d:?}");
+        }
+    }
+
+    /// The read-only table of scenario 06 is noted as a data reference, so
+    /// that the diff engine can spread its change to its users.
+    #[test]
+    fn rodata_table_is_noted() {
+        for target in ["x86_64-linux", "x86_64-windows"] {
+            let path = corpus_file("06-rodata-table", target, "v1");
+            let bytes = load_file(&path).unwrap();
+            let img = parse_image(&bytes, &path);
+            let idx = build_index(&img);
+            for f in ["suite_allowed", "suite_pick"] {
+                let g = idx
+                    .group(&Key {
+                        name: f.to_string(),
+                        unit: None,
+                    })
+                    .unwrap();
+                let refs: Vec<String> = group_norm(&idx, g)
+                    .iter()
+                    .flat_map(|n| n.data_refs.iter().map(|k| k.to_string()))
+                    .collect();
+                assert!(
+                    refs.iter().any(|k| k.ends_with("suite_strength")),
+                    "{target} {f}: {refs:?}"
+                );
+            }
+        }
+    }
+
+    /// Anonymous vector constants that clang places just before lld's debug
+    /// directory: a load is taken by the 16 bytes it reads, so the build's
+    /// GUID that follows in `.rdata` does not leak into the comparison.
+    #[test]
+    fn clang_vector_constant_before_debug_directory() {
+        for (scenario, f) in [
+            ("03-new-helper", "pkt_push"),
+            ("01-bounds-check", "hb_load"),
+        ] {
+            let (pa, pb) = (
+                corpus_file(scenario, "x86_64-windows", "v1"),
+                corpus_file(scenario, "x86_64-windows", "v2"),
+            );
+            let (ba, bb) = (load_file(&pa).unwrap(), load_file(&pb).unwrap());
+            let (ia, ib) = (parse_image(&ba, &pa), parse_image(&bb, &pb));
+            let (xa, xb) = (build_index(&ia), build_index(&ib));
+            assert_eq!(hashes_of(&xa, f), hashes_of(&xb, f), "{scenario} {f}");
+        }
+    }
+
+    // ---- jump tables -----------------------------------------------------
+
+    /// The RIP-relative `lea` of `func` that loads a jump table of 32-bit
+    /// entries relative to the table: (offset of its disp32 in the section
+    /// data of `text`, table RVA, number of entries). Found independently of
+    /// the normaliser, by plain decoding.
+    fn find_table(img: &Image<'_>, f: &Function) -> (usize, u64, usize) {
+        let code = img.bytes_at(f.rva, f.size).unwrap();
+        let mut dec = Decoder::with_ip(64, code, f.rva, DecoderOptions::NONE);
+        let text = img.section_at(f.rva).unwrap();
+        for insn in &mut dec {
+            if insn.code() != Code::Lea_r64_m || !insn.is_ip_rel_memory_operand() {
                 continue;
             }
-            for (t, ext) in [("x86_64-linux", "so"), ("x86_64-windows", "dll")] {
-                for v in 2..=3 {
-                    let b = format!("{name}/bin/{t}/v{v}.{ext}");
-                    if !corpus().join(&b).exists() {
-                        continue;
-                    }
-                    let d = diff_files(&format!("{name}/bin/{t}/v1.{ext}"), &b);
-                    println!("{name} {t} v{v}: {d:?}");
+            let t = insn.ip_rel_memory_address();
+            let Some(ro) = img.section_at(t) else {
+                continue;
+            };
+            if ro.perms.execute || ro.perms.write {
+                continue;
+            }
+            let mut n = 0;
+            while let Some(b) = img.bytes_at(t + 4 * n, 4) {
+                let e = i32::from_le_bytes(b.try_into().unwrap());
+                let target = t.wrapping_add_signed(i64::from(e));
+                if target < f.rva || target >= f.rva + f.size {
+                    break;
+                }
+                n += 1;
+            }
+            // lea r64, [rip+disp32]: the displacement is the last 4 bytes.
+            let disp = (insn.next_ip() - 4 - text.rva) as usize;
+            return (disp, t, n as usize);
+        }
+        panic!("{}: no jump table", f.name);
+    }
+
+    /// Normalise `func` in the corpus image, and in a copy where the read-only
+    /// section holding its jump table has moved away from the code (as a
+    /// relink does), the `lea` and the table's entries rewritten to match;
+    /// they must compare equal. A copy whose table sends two cases to each
+    /// other's code must not.
+    fn check_moved_jump_table(path: &Path, func: &str, entries: usize) {
+        let bytes = load_file(path).unwrap();
+        let img = parse_image(&bytes, path);
+        let f = img
+            .functions
+            .iter()
+            .find(|f| f.name == func)
+            .unwrap()
+            .clone();
+        let (disp_at, table, n) = find_table(&img, &f);
+        assert_eq!(n, entries, "{func}: table entries");
+        let ti = img.sections.iter().position(|s| s.contains(f.rva)).unwrap();
+        let ri = img.sections.iter().position(|s| s.contains(table)).unwrap();
+        let end = img.sections.iter().map(|s| s.rva + s.size).max().unwrap();
+        let new_rva = (end + 0x1fff) & !0xfff;
+        let delta = new_rva - img.sections[ri].rva;
+
+        let mut text = img.sections[ti].data.to_vec();
+        let d = i32::from_le_bytes(text[disp_at..disp_at + 4].try_into().unwrap());
+        let d = d + i32::try_from(delta).unwrap();
+        text[disp_at..disp_at + 4].copy_from_slice(&d.to_le_bytes());
+        let mut ro = img.sections[ri].data.to_vec();
+        let at = (table - img.sections[ri].rva) as usize;
+        for i in 0..n {
+            let p = at + 4 * i;
+            let e = i32::from_le_bytes(ro[p..p + 4].try_into().unwrap());
+            let e = e - i32::try_from(delta).unwrap();
+            ro[p..p + 4].copy_from_slice(&e.to_le_bytes());
+        }
+        assert_ne!(ro, img.sections[ri].data, "the table's bytes must change");
+        let mut swapped = ro.clone();
+        swapped.copy_within(at..at + 4, at + 4);
+        swapped[at..at + 4].copy_from_slice(&ro[at + 4..at + 8]);
+        assert_ne!(swapped, ro);
+
+        let base = build_index(&img);
+        let want = hashes_of(&base, func);
+        let same_img = moved(&img, ti, ri, new_rva, &ro, &text);
+        let same = build_index(&same_img);
+        assert_eq!(hashes_of(&same, func), want, "{func}: moved table");
+        let other_img = moved(&img, ti, ri, new_rva, &swapped, &text);
+        let other = build_index(&other_img);
+        assert_ne!(hashes_of(&other, func), want, "{func}: swapped cases");
+    }
+
+    /// A copy of `img` with section `ri` moved to `new_rva` with contents
+    /// `ro`, and section `ti` given contents `text`; data objects and
+    /// relocations in or into the moved section follow it.
+    fn moved<'x>(
+        img: &Image<'x>,
+        ti: usize,
+        ri: usize,
+        new_rva: u64,
+        ro: &'x [u8],
+        text: &'x [u8],
+    ) -> Image<'x> {
+        let old = img.sections[ri].rva..img.sections[ri].rva + img.sections[ri].size;
+        let delta = new_rva - old.start;
+        let mut m = img.clone();
+        m.sections[ti].data = text;
+        m.sections[ri].data = ro;
+        m.sections[ri].rva = new_rva;
+        for d in &mut m.data {
+            if old.contains(&d.rva) {
+                d.rva += delta;
+            }
+        }
+        for r in &mut m.relocations {
+            if old.contains(&r.rva) {
+                r.rva += delta;
+            }
+            if let RelocTarget::Rva(t) = &mut r.target {
+                if old.contains(t) {
+                    *t += delta;
                 }
             }
         }
+        m.relocations.sort_by_key(|r| r.rva);
+        m
+    }
+
+    /// gcc -O2 -fPIC (ELF): `lea rcx,[rip+T]; movsxd rdx,[rcx+rdi*4];
+    /// add rdx,rcx; jmp rdx`, T in `.rodata`, entries `case - T`.
+    #[test]
+    fn jump_table_gcc_pic_rodata() {
+        let path = corpus_file("05-jump-table", "x86_64-linux", "v1");
+        check_moved_jump_table(&path, "vm_exec", 14);
+    }
+
+    /// clang-19 for COFF x64: the same shape, `lea rax,[rip+T];
+    /// movsxd rcx,[rax+4*rcx]; add rcx,rax; jmp rcx`, T in `.rdata` (followed
+    /// there by the debug directory), entries `case - T`, no relocations.
+    #[test]
+    fn jump_table_clang_coff_rdata() {
+        let path = corpus_file("05-jump-table", "x86_64-windows", "v1");
+        check_moved_jump_table(&path, "vm_exec", 14);
+    }
+
+    /// A function `sw` with a 3-case switch whose table of table-relative
+    /// entries lies inside its own code, between case bodies (the layout
+    /// some toolchains use). `cases` gives the case offsets of the entries.
+    fn inline_table_code(cases: [i32; 3]) -> Vec<u8> {
+        let mut c = vec![
+            0x83, 0xff, 0x02, // 00: cmp edi, 2
+            0x77, 0x2b, // 03: ja 0x30
+            0x48, 0x8d, 0x15, 0x0c, 0x00, 0x00, 0x00, // 05: lea rdx, [rip+0x0c] (0x18)
+            0x48, 0x63, 0x04, 0xba, // 0c: movsxd rax, [rdx+rdi*4]
+            0x48, 0x01, 0xd0, // 10: add rax, rdx
+            0xff, 0xe0, // 13: jmp rax
+            0xc3, // 15: ret (case 0)
+            0xcc, 0xcc, // 16: int3 (alignment)
+        ];
+        for case in cases {
+            c.extend_from_slice(&(case - 0x18).to_le_bytes()); // 18: the table
+        }
+        c.extend_from_slice(&[
+            0xb8, 0x02, 0x00, 0x00, 0x00, 0xc3, // 24: mov eax, 2; ret (case 1)
+            0xb8, 0x03, 0x00, 0x00, 0x00, 0xc3, // 2a: mov eax, 3; ret (case 2)
+            0x31, 0xc0, 0xc3, // 30: xor eax, eax; ret (default)
+        ]);
+        c
+    }
+
+    /// Normalise `sw` built by [`inline_table_code`] at `at`.
+    fn normalize_inline(at: u64, cases: [i32; 3]) -> (Vec<NormInsn>, Vec<u8>) {
+        let code = inline_table_code(cases);
+        let text = [vec![0xcc; (at - 0x1000) as usize], code.clone()].concat();
+        let img = synthetic(
+            Format::Elf,
+            vec![section(".text", 0x1000, &text, false, true)],
+            &[("sw", at, code.len() as u64)],
+        );
+        let idx = build_index(&img);
+        let g = idx
+            .group(&Key {
+                name: "sw".into(),
+                unit: None,
+            })
+            .unwrap();
+        let mut n = Normalized::default();
+        normalize_part(&idx, g, 0, &mut n);
+        (n.insns, code)
+    }
+
+    use super::super::NormInsn;
+
+    /// A table inside the function's code: its entries become one 4-byte
+    /// datum each (never garbage instructions), decoding resumes right
+    /// after it, and the function compares equal wherever it is placed.
+    #[test]
+    fn jump_table_inline_in_code() {
+        let cases = [0x15, 0x24, 0x2a];
+        let (a, code) = normalize_inline(0x1000, cases);
+        let offsets: Vec<u32> = a.iter().map(|i| i.offset).collect();
+        assert_eq!(
+            offsets,
+            [
+                0x00, 0x03, 0x05, 0x0c, 0x10, 0x13, 0x15, 0x16, 0x17, 0x18, 0x1c, 0x20, 0x24, 0x29,
+                0x2a, 0x2f, 0x30, 0x32
+            ]
+        );
+        assert!(a[9..12].iter().all(|i| i.len == 4));
+        assert_eq!(
+            a.iter().map(|i| usize::from(i.len)).sum::<usize>(),
+            code.len()
+        );
+        let (b, _) = normalize_inline(0x1230, cases);
+        assert_eq!(a, b);
+        let (c, _) = normalize_inline(0x1000, [0x15, 0x2a, 0x24]);
+        assert_ne!(
+            a.iter().map(|i| i.hash).collect::<Vec<_>>(),
+            c.iter().map(|i| i.hash).collect::<Vec<_>>()
+        );
+    }
+
+    // ---- other references ---------------------------------------------------
+
+    /// gcc's `.cold` split of `hb_echo` (scenario 01) belongs to its group:
+    /// the jumps between the parts are local, not calls of another function.
+    #[test]
+    fn cold_part_jumps_are_local() {
+        let path = corpus_file("01-bounds-check", "x86_64-linux", "v1");
+        let bytes = load_file(&path).unwrap();
+        let img = parse_image(&bytes, &path);
+        let idx = build_index(&img);
+        let g = idx
+            .group(&Key {
+                name: "hb_echo".into(),
+                unit: None,
+            })
+            .unwrap();
+        let sigs: Vec<&str> = idx.groups[g]
+            .parts
+            .iter()
+            .map(|p| p.signature.as_str())
+            .collect();
+        assert_eq!(sigs, ["", "cold"]);
+        let cold = &idx.groups[g].parts[1];
+        let main = &idx.groups[g].parts[0];
+        // The body really branches into the cold part.
+        let code = img.bytes_at(main.rva, main.size).unwrap();
+        let branches_to_cold = Decoder::with_ip(64, code, main.rva, DecoderOptions::NONE)
+            .into_iter()
+            .any(|i| {
+                i.is_jcc_short_or_near() || i.is_jmp_short_or_near()
+            } && (cold.rva..cold.rva + cold.size).contains(&i.near_branch_target()));
+        assert!(branches_to_cold);
+        for n in group_norm(&idx, g) {
+            assert!(
+                n.fn_refs.iter().all(|(k, _)| k.name != "hb_echo"),
+                "{:?}",
+                n.fn_refs
+            );
+        }
+    }
+
+    /// `call foo@plt` and `mov rax, [rip+foo@GOTPCREL]`: taken by the symbol
+    /// of the slot's relocation, wherever the PLT and GOT are.
+    #[test]
+    fn plt_and_got_by_symbol() {
+        // Code at 0x1000: call plt; mov rax, [rip+got+8]; ret
+        // PLT stub at `plt`: jmp [rip+got]. GOT slots: the PLT's symbol,
+        // `data_sym`, and an unrelated `neighbour` slot.
+        let build = |plt: u64, got: u64, sym: &str, neighbour: &str| {
+            let mut code = vec![0xe8];
+            code.extend_from_slice(&((plt as i64 - 0x1005) as i32).to_le_bytes());
+            code.extend_from_slice(&[0x48, 0x8b, 0x05]);
+            code.extend_from_slice(&((got as i64 + 8 - 0x100c) as i32).to_le_bytes());
+            code.push(0xc3);
+            let mut stub = vec![0xff, 0x25];
+            stub.extend_from_slice(&((got as i64 - (plt as i64 + 6)) as i32).to_le_bytes());
+            stub.extend_from_slice(&[0x90; 10]);
+            (
+                code,
+                stub,
+                [sym.to_string(), neighbour.to_string()],
+                plt,
+                got,
+            )
+        };
+        type Parts = (Vec<u8>, Vec<u8>, [String; 2], u64, u64);
+        let norm = |(code, stub, [sym, neighbour], plt, got): &Parts| {
+            let slots = [0u8; 24];
+            let mut img = synthetic(
+                Format::Elf,
+                vec![
+                    section(".text", 0x1000, code, false, true),
+                    section(".plt", *plt, stub, false, true),
+                    section(".got", *got, &slots, true, false),
+                ],
+                &[("f", 0x1000, code.len() as u64)],
+            );
+            for (i, name) in [sym, "data_sym", neighbour].iter().enumerate() {
+                img.relocations.push(hotpatch_formats::Relocation {
+                    rva: got + 8 * i as u64,
+                    width: 8,
+                    target: RelocTarget::Symbol {
+                        name: name.to_string(),
+                        addend: 0,
+                    },
+                });
+            }
+            let idx = build_index(&img);
+            hashes_of(&idx, "f")
+        };
+        let a = norm(&build(0x2000, 0x3000, "memcpy", "x"));
+        let b = norm(&build(0x2800, 0x5000, "memcpy", "y"));
+        let c = norm(&build(0x2000, 0x3000, "memmove", "x"));
+        assert_eq!(a, b);
+        assert_ne!(a[0][0], c[0][0], "call through another symbol's PLT slot");
+        assert_eq!(a[0][1..], c[0][1..]);
+    }
+
+    /// Hashes of `f` at 0x1000 in `.text` holding `text`, with extra
+    /// functions and relocations.
+    fn synthetic_hashes(
+        format: Format,
+        text: &[u8],
+        functions: &[(&str, u64, u64)],
+        relocations: Vec<hotpatch_formats::Relocation>,
+    ) -> Vec<Vec<u64>> {
+        let mut img = synthetic(
+            format,
+            vec![section(".text", 0x1000, text, false, true)],
+            functions,
+        );
+        img.relocations = relocations;
+        let idx = build_index(&img);
+        hashes_of(&idx, "f")
+    }
+
+    /// PE `mov rax, imm64` of a function's address, patched by a base
+    /// relocation: taken by the function it points at.
+    #[test]
+    fn imm64_with_base_relocation() {
+        let norm = |target_rva: u64, pointee: &str| {
+            let mut text = vec![0x48, 0xb8];
+            text.extend_from_slice(&(0x1_8000_0000u64 + target_rva).to_le_bytes());
+            text.push(0xc3);
+            let len = text.len() as u64;
+            text.resize((target_rva - 0x1000) as usize, 0xcc);
+            text.extend_from_slice(&[0xc3; 8]);
+            synthetic_hashes(
+                Format::Pe,
+                &text,
+                &[
+                    ("f", 0x1000, len),
+                    (pointee, target_rva, 1),
+                    ("other", target_rva + 1, 1),
+                ],
+                vec![hotpatch_formats::Relocation {
+                    rva: 0x1002,
+                    width: 8,
+                    target: RelocTarget::Rva(target_rva),
+                }],
+            )
+        };
+        assert_eq!(norm(0x1100, "g"), norm(0x1800, "g"));
+        assert_ne!(norm(0x1100, "g"), norm(0x1100, "h"));
+    }
+
+    /// Undecodable bytes never stop the normaliser: every byte of any input
+    /// is covered exactly once, in order, and pass 1 terminates too.
+    #[test]
+    fn any_bytes_are_covered() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data = vec![0u8; 64 * 1024];
+        for b in &mut data {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        // Truncated prefixes at the end as well.
+        data.extend_from_slice(&[0x0f, 0x38]);
+        let img = synthetic(
+            Format::Elf,
+            vec![section(".text", 0x1000, &data, false, true)],
+            &[("f", 0x1000, data.len() as u64)],
+        );
+        let idx = build_index(&img);
+        let g = idx
+            .group(&Key {
+                name: "f".into(),
+                unit: None,
+            })
+            .unwrap();
+        let mut n = Normalized::default();
+        normalize_part(&idx, g, 0, &mut n);
+        let mut at = 0usize;
+        for i in &n.insns {
+            assert_eq!(i.offset as usize, at);
+            at += usize::from(i.len);
+        }
+        assert_eq!(at, data.len());
+        assert!(n.insns.iter().any(|i| i.len == 1));
+    }
+
+    /// The large synthetic pair of `HOTPATCH_GEN_DIR` (the generator's
+    /// `--out`): the differing keys must be exactly `changed.txt`. Run with
+    /// `--release --ignored` to also see the throughput.
+    #[test]
+    #[ignore = "needs a generated pair in HOTPATCH_GEN_DIR"]
+    fn generated_pair() {
+        let dir = PathBuf::from(std::env::var("HOTPATCH_GEN_DIR").unwrap());
+        let ext = if dir.join("v1.dll").exists() {
+            "dll"
+        } else {
+            "so"
+        };
+        let (pa, pb) = (dir.join(format!("v1.{ext}")), dir.join(format!("v2.{ext}")));
+        let (ba, bb) = (load_file(&pa).unwrap(), load_file(&pb).unwrap());
+        let (ia, ib) = (parse_image(&ba, &pa), parse_image(&bb, &pb));
+        let t = std::time::Instant::now();
+        let (xa, xb) = (build_index(&ia), build_index(&ib));
+        let pass1 = t.elapsed();
+        // Best of five rounds: the machine may be busy.
+        let mut pass2 = std::time::Duration::MAX;
+        let (mut bytes, mut insns) = (0u64, 0usize);
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            (bytes, insns) = (0, 0);
+            for x in [&xa, &xb] {
+                for g in 0..x.groups.len() {
+                    for p in 0..x.groups[g].parts.len() {
+                        let mut n = Normalized::default();
+                        normalize_part(x, g, p, &mut n);
+                        insns += n.insns.len();
+                        bytes += x.groups[g].parts[p].size;
+                    }
+                }
+            }
+            pass2 = pass2.min(t.elapsed());
+        }
+        println!(
+            "pass 1 (both images, incl. index): {pass1:?}; pass 2: {} MB, {insns} insns in {pass2:?} = {:.1} MB/s",
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / pass2.as_secs_f64()
+        );
+        let got = differing(&xa, &xb);
+        let want: BTreeSet<String> = std::fs::read_to_string(dir.join("changed.txt"))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let extra: Vec<_> = got.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "extra {extra:?}, missing {missing:?}"
+        );
     }
 }
