@@ -35,6 +35,7 @@ fn sig_decl(sig: Sig, name: &str) -> String {
         Sig::Word => format!("u32 {name}(u32)"),
         Sig::Slice => format!("u64 {name}(const u64 *, u32)"),
         Sig::Sink => format!("void {name}(u64)"),
+        Sig::Quad => format!("u64 {name}(u64, u64, u64, u64)"),
     }
 }
 
@@ -105,7 +106,10 @@ pub fn render_unit(plan: &Plan, u: usize, v2: bool) -> String {
     let _ = writeln!(s, "static const u8 kb{u:04}[256] = {{");
     write_array(&mut s, data.bytes.iter().map(|v| format!("{v}")));
     let _ = writeln!(s, "static u64 (*const fp{u:04}[8])(u64, u64) = {{");
-    write_array(&mut s, data.fnptrs.iter().map(|&f| plan.funcs[f].name.clone()));
+    write_array(
+        &mut s,
+        data.fnptrs.iter().map(|&f| plan.funcs[f].name.clone()),
+    );
 
     for i in range {
         s.push('\n');
@@ -136,7 +140,10 @@ pub fn render_function(plan: &Plan, i: usize, body: &Body) -> String {
         }
         Sig::Word => {
             let _ = writeln!(s, "{export}NOINLINE u32 {}(u32 a)\n{{", f.name);
-            let _ = writeln!(s, "    u64 acc = (u64)a * {k0};\n    u64 y = (u64)a ^ {k1};");
+            let _ = writeln!(
+                s,
+                "    u64 acc = ((u64)a << 32 | a) ^ {k0};\n    u64 y = (u64)a + {k1};"
+            );
         }
         Sig::Slice => {
             let _ = writeln!(
@@ -144,7 +151,10 @@ pub fn render_function(plan: &Plan, i: usize, body: &Body) -> String {
                 "{export}NOINLINE u64 {}(const u64 *p, u32 n)\n{{",
                 f.name
             );
-            let _ = writeln!(s, "    u64 acc = p[n & 31] ^ {k0};\n    u64 y = (u64)n + {k1};");
+            let _ = writeln!(
+                s,
+                "    u64 acc = p[n & 31] ^ {k0};\n    u64 y = (u64)n + {k1};"
+            );
         }
         Sig::Sink => {
             let _ = writeln!(s, "{export}NOINLINE void {}(u64 a)\n{{", f.name);
@@ -154,12 +164,24 @@ pub fn render_function(plan: &Plan, i: usize, body: &Body) -> String {
                 ga(u)
             );
         }
+        Sig::Quad => {
+            let _ = writeln!(
+                s,
+                "{export}NOINLINE u64 {}(u64 a, u64 b, u64 c, u64 d)\n{{",
+                f.name
+            );
+            let _ = writeln!(
+                s,
+                "    u64 acc = (a ^ {k0}) + c;\n    u64 y = (b + {k1}) ^ d;"
+            );
+        }
     }
     for b in &body.blocks {
         render_block(plan, u, b, &mut s);
     }
     match f.sig {
         Sig::Pair => s.push_str("    return acc ^ y;\n"),
+        Sig::Quad => s.push_str("    return acc - y;\n"),
         Sig::Word => s.push_str("    return (u32)(acc ^ (acc >> 29) ^ y);\n"),
         Sig::Slice => s.push_str("    return acc + y;\n"),
         Sig::Sink => {
@@ -177,7 +199,8 @@ fn arith(op: u8, k: &str, sh: u32) -> String {
         2 => format!("y = (y << {sh}) | (y >> {}); acc += y ^ {k};", 64 - sh),
         3 => format!("acc = (acc + {k}) * (y | 1);"),
         4 => format!("y -= acc ^ {k}; acc = (acc << {}) ^ (y >> 3);", sh % 31 + 1),
-        _ => format!("acc = (acc ^ {k}) / ((y & 0xff) | 1);"),
+        5 => format!("acc = (acc ^ {k}) / ((y & 0xff) | 1);"),
+        _ => format!("acc ^= {k}; y += acc >> {sh};"),
     }
 }
 
@@ -188,7 +211,8 @@ fn case_op(op: u8, k: &str) -> String {
         2 => format!("y += acc ^ {k};"),
         3 => format!("acc = ((acc << 7) | (acc >> 57)) + {k};"),
         4 => format!("acc -= y * {k};"),
-        _ => format!("y = (y ^ {k}) >> 3; acc += y;"),
+        5 => format!("y = (y ^ {k}) >> 3; acc += y;"),
+        _ => format!("acc += {k}; y ^= acc;"),
     }
 }
 
@@ -245,11 +269,16 @@ fn render_block(plan: &Plan, u: usize, b: &Block, s: &mut String) {
                     case_op(c.op, &hex(c.k))
                 );
             }
-            let _ = writeln!(s, "    default:\n        acc ^= {};\n        break;\n    }}", hex(*k));
+            let _ = writeln!(
+                s,
+                "    default:\n        acc ^= {};\n        break;\n    }}",
+                hex(*k)
+            );
         }
         Block::Call { callee, k } => {
             let f = &plan.funcs[*callee];
-            let k = hex(*k);
+            let kk = *k;
+            let k = hex(kk);
             let n = &f.name;
             let _ = match f.sig {
                 Sig::Pair => writeln!(s, "    acc += {n}(acc ^ {k}, y);"),
@@ -260,6 +289,11 @@ fn render_block(plan: &Plan, u: usize, b: &Block, s: &mut String) {
                     "    {n}(acc ^ {k});\n    y += {}[(acc >> 5) & 63];",
                     ga(u)
                 ),
+                Sig::Quad => {
+                    let k2 = hex(kk.rotate_left(23) | 0x1_0001);
+                    let k3 = hex(!kk | 0x1_0001);
+                    writeln!(s, "    acc += {n}(acc ^ {k}, y, acc + {k2}, y ^ {k3});")
+                }
             };
         }
         Block::Global { unit, k, s: sh } => {

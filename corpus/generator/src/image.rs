@@ -9,9 +9,13 @@ pub struct ImageStats {
     pub file_bytes: u64,
     /// Sum of the sizes of executable sections.
     pub text_bytes: u64,
-    /// Defined global `STT_FUNC` symbols (ELF only; PE keeps them in the PDB).
+    /// Defined `STT_FUNC` symbols, local ones included (ELF only; PE keeps
+    /// function symbols in the PDB). GCC's `name.cold` parts count as well.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub global_functions: Option<u64>,
+    pub function_symbols: Option<u64>,
+    /// Of those, the global ones: the exported functions (ELF only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_function_symbols: Option<u64>,
 }
 
 fn u16_at(b: &[u8], o: usize) -> Result<u64> {
@@ -41,6 +45,7 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
         let shnum = at(u16_at(bytes, 0x3c)?)?;
         let mut text_bytes = 0;
         let mut funcs = 0;
+        let mut globals = 0;
         for i in 0..shnum {
             let h = shoff + i * shentsize;
             let sh_type = u32_at(bytes, h + 4)?;
@@ -57,9 +62,12 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
                 for e in (0..at(size)?).step_by(24) {
                     let info = bytes.get(offset + e + 4).copied().unwrap_or(0);
                     let shndx = u16_at(bytes, offset + e + 6)?;
-                    // STB_GLOBAL (1) binding, STT_FUNC (2) type, defined.
-                    if info == (1 << 4) | 2 && shndx != 0 {
+                    // STT_FUNC (2) type, defined; STB_GLOBAL (1) binding.
+                    if info & 0xf == 2 && shndx != 0 {
                         funcs += 1;
+                        if info >> 4 == 1 {
+                            globals += 1;
+                        }
                     }
                 }
             }
@@ -67,7 +75,8 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
         Ok(ImageStats {
             file_bytes,
             text_bytes,
-            global_functions: Some(funcs),
+            function_symbols: Some(funcs),
+            global_function_symbols: Some(globals),
         })
     } else if bytes.starts_with(b"MZ") {
         let pe = at(u32_at(bytes, 0x3c)?)?;
@@ -88,9 +97,71 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
         Ok(ImageStats {
             file_bytes,
             text_bytes,
-            global_functions: None,
+            function_symbols: None,
+            global_function_symbols: None,
         })
     } else {
         bail!("neither an ELF nor a PE image")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF64: an executable section of 1000 bytes, a writable one,
+    /// and a symbol table with a local, a global and an undefined function.
+    fn tiny_elf() -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let sym = |info: u8, shndx: u16| {
+            let mut s = vec![0u8; 24];
+            s[4] = info;
+            s[6..8].copy_from_slice(&shndx.to_le_bytes());
+            s
+        };
+        for s in [
+            sym(0, 0),
+            sym(0x02, 1),
+            sym(0x12, 1),
+            sym(0x12, 0),
+            sym(0x11, 2),
+        ] {
+            b.extend(s);
+        }
+        let shoff = b.len() as u64;
+        let sect = |ty: u32, flags: u64, off: u64, size: u64| {
+            let mut h = vec![0u8; 64];
+            h[4..8].copy_from_slice(&ty.to_le_bytes());
+            h[8..16].copy_from_slice(&flags.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+            h
+        };
+        b.extend(sect(0, 0, 0, 0));
+        b.extend(sect(1, 6, 0, 1000)); // PROGBITS, ALLOC|EXECINSTR
+        b.extend(sect(1, 3, 0, 77)); // PROGBITS, ALLOC|WRITE
+        b.extend(sect(2, 0, 64, 5 * 24)); // SYMTAB
+        b[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        b[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        b[0x3c..0x3e].copy_from_slice(&4u16.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn elf_code_size_and_function_symbols() {
+        let b = tiny_elf();
+        let st = stats(&b).unwrap();
+        assert_eq!(st.file_bytes, b.len() as u64);
+        assert_eq!(st.text_bytes, 1000);
+        assert_eq!(st.function_symbols, Some(2));
+        assert_eq!(st.global_function_symbols, Some(1));
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(stats(b"not an image").is_err());
+        assert!(stats(&tiny_elf()[..70]).is_err());
+        assert!(stats(b"MZ").is_err());
     }
 }

@@ -44,7 +44,7 @@ struct Cli {
     #[arg(long)]
     jobs: Option<usize>,
     /// Functions per translation unit.
-    #[arg(long, default_value_t = 160, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N")]
     unit_size: usize,
     /// Compile every v2 unit, even those whose source is identical to v1's
     /// (by default their v1 object is reused: compilation is deterministic).
@@ -104,7 +104,10 @@ fn run(cli: &Cli) -> Result<()> {
     })?;
 
     if !cli.no_build {
-        toolchain::probe(target.compiler(), &format!("to compile for {}", target.name()))?;
+        toolchain::probe(
+            target.compiler(),
+            &format!("to compile for {}", target.name()),
+        )?;
         if target.linker() != target.compiler() {
             toolchain::probe(target.linker(), &format!("to link for {}", target.name()))?;
         }
@@ -114,18 +117,23 @@ fn run(cli: &Cli) -> Result<()> {
     let out = &cli.out;
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let out = fs::canonicalize(out).with_context(|| format!("cannot resolve {}", out.display()))?;
-    for v in ["v1", "v2"] {
-        for name in Target::all_outputs(v) {
-            let p = out.join(name);
-            if p.exists() {
-                fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
-            }
+    let stale = ["v1", "v2"]
+        .into_iter()
+        .flat_map(Target::all_outputs)
+        .chain(["changed.txt".into(), "summary.json".into()]);
+    for name in stale {
+        let p = out.join(name);
+        if p.exists() {
+            fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         }
     }
     let src = [out.join("src/v1"), out.join("src/v2")];
-    let obj = [out.join("obj/v1"), out.join("obj/v2")];
-    for d in src.iter().chain(&obj) {
+    for d in &src {
         reset_dir(d)?;
+    }
+    if out.join("obj").exists() {
+        fs::remove_dir_all(out.join("obj"))
+            .with_context(|| format!("cannot remove {}", out.join("obj").display()))?;
     }
 
     // ---- sources ---------------------------------------------------------
@@ -184,7 +192,7 @@ fn run(cli: &Cli) -> Result<()> {
     };
 
     if !cli.no_build {
-        build(cli, &plan, &out, &names, &differing, jobs, &mut summary)?;
+        build(cli, &out, &names, &differing, jobs, &mut summary)?;
     }
 
     let mut json = serde_json::to_string_pretty(&summary)?;
@@ -200,7 +208,6 @@ fn run(cli: &Cli) -> Result<()> {
 
 fn build(
     cli: &Cli,
-    plan: &Plan,
     out: &Path,
     names: &[String],
     differing: &[usize],
@@ -210,6 +217,9 @@ fn build(
     let target = cli.target;
     let src = [out.join("src/v1"), out.join("src/v2")];
     let obj = [out.join("obj/v1"), out.join("obj/v2")];
+    for d in &obj {
+        reset_dir(d)?;
+    }
     let objects: Vec<String> = names
         .iter()
         .map(|n| format!("{}.{}", n.trim_end_matches(".c"), target.object_ext()))
@@ -224,8 +234,7 @@ fn build(
     };
     let why = format!("to compile for {}", target.name());
     let mut cmds = Vec::new();
-    // Compile the v2 units first: they are few, and big units last would
-    // leave a core idle at the end.
+    // One queue for both versions, so every job slot stays busy.
     for &u in &v2_units {
         cmds.push((
             target.compile_command(&src[1], &names[u], &obj[1]),
@@ -246,8 +255,9 @@ fn build(
             if !differing.contains(&u) {
                 let (from, to) = (obj[0].join(o), obj[1].join(o));
                 // A hard link would do, but a copy keeps obj/v2 independent.
-                fs::copy(&from, &to)
-                    .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+                fs::copy(&from, &to).with_context(|| {
+                    format!("cannot copy {} to {}", from.display(), to.display())
+                })?;
                 reused += 1;
             }
         }
@@ -262,7 +272,7 @@ fn build(
     let links = (0..2)
         .map(|v| {
             let vn = ["v1", "v2"][v];
-            (target.link_command(&obj[v], &objects, out, vn), why.clone())
+            (target.link_command(out, &objects, vn), why.clone())
         })
         .collect();
     let warnings = toolchain::run_all(links, jobs)?;
@@ -274,7 +284,8 @@ fn build(
     for v in ["v1", "v2"] {
         let path = out.join(target.image_name(v));
         let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = image::stats(&bytes).with_context(|| format!("cannot parse {}", path.display()))?;
+        let st =
+            image::stats(&bytes).with_context(|| format!("cannot parse {}", path.display()))?;
         eprintln!(
             "{}: {:.2} MB of code, {:.2} MB file",
             path.display(),
@@ -283,7 +294,6 @@ fn build(
         );
         summary.images.insert(v, st);
     }
-    let _ = plan;
     Ok(())
 }
 
@@ -364,7 +374,10 @@ mod tests {
                 emit::render_unit(&b, u, true)
             );
         }
-        assert_ne!(emit::render_unit(&a, 0, false), emit::render_unit(&c, 0, false));
+        assert_ne!(
+            emit::render_unit(&a, 0, false),
+            emit::render_unit(&c, 0, false)
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Sig {
     Slice,
     /// `void f(u64 a)`
     Sink,
+    /// `u64 f(u64 a, u64 b, u64 c, u64 d)`
+    Quad,
 }
 
 /// Rough code-size class of a body; picks the number of blocks.
@@ -211,16 +213,17 @@ impl Plan {
                     Sig::Pair
                 } else {
                     match layout.below(100) {
-                        0..=44 => Sig::Pair,
-                        45..=69 => Sig::Word,
-                        70..=84 => Sig::Slice,
+                        0..=39 => Sig::Pair,
+                        40..=59 => Sig::Word,
+                        60..=71 => Sig::Slice,
+                        72..=84 => Sig::Quad,
                         _ => Sig::Sink,
                     }
                 };
                 let size = match layout.below(100) {
-                    0..=21 => Size::Tiny,
-                    22..=54 => Size::Small,
-                    55..=86 => Size::Medium,
+                    0..=19 => Size::Tiny,
+                    20..=54 => Size::Small,
+                    55..=87 => Size::Medium,
                     _ => Size::Large,
                 };
                 let exported = !first && layout.chance(1, 150);
@@ -325,9 +328,9 @@ impl Plan {
         let k1 = constant(&mut r);
         let (lo, hi) = match f.size {
             Size::Tiny => (0, 1),
-            Size::Small => (2, 4),
-            Size::Medium => (6, 11),
-            Size::Large => (16, 28),
+            Size::Small => (1, 2),
+            Size::Medium => (3, 6),
+            Size::Large => (8, 15),
         };
         let count = r.range(lo, hi) as usize;
         let calls = match f.size {
@@ -365,7 +368,7 @@ impl Plan {
         }
         if first {
             blocks.push(Block::Table {
-                k: constant(&mut r),
+                k: multiplier(&mut r),
                 s: r.range(1, 40) as u32,
             });
         }
@@ -387,21 +390,24 @@ impl Plan {
     /// (except, unless `unit_only`, another unit's globals).
     fn local_block(&self, r: &mut SplitMix64, f: &Func, unit_only: bool) -> Block {
         match r.below(100) {
-            0..=29 => Block::Arith {
-                op: r.below(ARITH_OPS) as u8,
-                k: constant(r),
-                s: r.range(1, 63) as u32,
-            },
-            30..=44 => {
+            0..=33 => {
+                let op = r.below(ARITH_OPS) as u8;
+                Block::Arith {
+                    op,
+                    k: if op == 0 { multiplier(r) } else { constant(r) },
+                    s: r.range(1, 63) as u32,
+                }
+            }
+            34..=39 => {
                 let m = (r.next_u64() & 0xff0) | 0x101;
                 Block::Cond {
                     m,
                     v: r.next_u64() & m,
-                    k: constant(r),
+                    k: multiplier(r),
                     s: r.range(1, 63) as u32,
                 }
             }
-            45..=59 => {
+            40..=43 => {
                 let src = match r.below(if f.sig == Sig::Slice { 4 } else { 3 }) {
                     0 => Src::UnitA,
                     1 => Src::UnitB,
@@ -411,12 +417,12 @@ impl Plan {
                 Block::Loop {
                     src,
                     trip: [3, 7, 15, 31][r.index(4)],
-                    k: constant(r),
+                    k: multiplier(r),
                     s: r.range(1, 40) as u32,
                     write: r.chance(1, 3),
                 }
             }
-            60..=74 => {
+            44..=79 => {
                 let dense = r.chance(2, 3);
                 let n = if dense { r.range(6, 12) } else { r.range(3, 7) };
                 let mut cases: Vec<Case> = Vec::new();
@@ -429,10 +435,15 @@ impl Plan {
                     if cases.iter().any(|c| c.value == value) {
                         continue;
                     }
+                    let op = r.below(CASE_OPS) as u8;
                     cases.push(Case {
                         value,
-                        op: r.below(CASE_OPS) as u8,
-                        k: constant(r),
+                        op,
+                        k: if case_multiplies(op) {
+                            multiplier(r)
+                        } else {
+                            constant(r)
+                        },
                     });
                 }
                 Block::Switch {
@@ -442,7 +453,7 @@ impl Plan {
                     k: constant(r),
                 }
             }
-            75..=89 => {
+            80..=89 => {
                 let unit = if unit_only || r.chance(2, 3) {
                     f.unit
                 } else {
@@ -455,7 +466,7 @@ impl Plan {
                 }
             }
             _ => Block::Table {
-                k: constant(r),
+                k: multiplier(r),
                 s: r.range(1, 56) as u32,
             },
         }
@@ -469,10 +480,7 @@ impl Plan {
         let mut r = SplitMix64::derive(self.params.seed, STREAM_MUTATION, i as u64);
         // Flip only low bits: visible through any truncation to 16 bits or more.
         let delta = r.range(1, 0xffff);
-        let has_arith = body
-            .blocks
-            .iter()
-            .any(|b| matches!(b, Block::Arith { .. }));
+        let has_arith = body.blocks.iter().any(|b| matches!(b, Block::Arith { .. }));
         let m = if m == Mutation::Shrink && !has_arith {
             Mutation::Grow
         } else {
@@ -504,7 +512,7 @@ impl Plan {
                     Block::Cond {
                         m,
                         v: r.next_u64() & m,
-                        k: constant(&mut r),
+                        k: multiplier(&mut r),
                         s: r.range(1, 63) as u32,
                     },
                 );
@@ -528,8 +536,26 @@ impl Plan {
 }
 
 /// Number of templates of [`Block::Arith`] and of switch cases (see emit.rs).
-pub const ARITH_OPS: u64 = 6;
-pub const CASE_OPS: u64 = 6;
+pub const ARITH_OPS: u64 = 7;
+pub const CASE_OPS: u64 = 7;
+
+/// Case templates that multiply by their constant (see emit.rs).
+pub fn case_multiplies(op: u8) -> bool {
+    op == 0 || op == 4
+}
+
+/// A constant used as a multiplier: at most 31 bits. (Each multiplication
+/// by a full 64-bit constant costs GCC 12 milliseconds of compile time, in
+/// its SLP vectorizer; with them the 50,000-function build was several
+/// times slower.)
+fn multiplier(r: &mut SplitMix64) -> u64 {
+    let v = r.next_u64();
+    if r.chance(1, 4) {
+        (v & 0x7f) | 0x3
+    } else {
+        (v & 0x7fff_ffff) | 0x1_0001
+    }
+}
 
 /// A random constant: a mix of 8-bit, 32-bit and full 64-bit values (the
 /// last cost a `movabs`/`movk` sequence), always with some low bits set.

@@ -87,11 +87,18 @@ impl Target {
         ];
         match self {
             Target::X86_64Linux | Target::Aarch64Linux => {
+                // -ffunction-sections: the assembler relaxes branches (rel8
+                // or rel32 on x86) over a whole section at once, and its
+                // result for one function can depend on the code before it
+                // in the section. One section per function makes the
+                // encoding of an unchanged function independent of the
+                // changed ones, so changed.txt stays exact.
                 f.extend([
                     "-fPIC",
                     "-fvisibility=hidden",
                     "-fno-tree-loop-distribute-patterns",
                     "-fasynchronous-unwind-tables",
+                    "-ffunction-sections",
                 ]);
                 f.push(if self == Target::X86_64Linux {
                     "-fcf-protection=none"
@@ -145,11 +152,12 @@ impl Target {
         c
     }
 
-    /// The command that links `objects` (names relative to `obj_dir`) into
-    /// `out_dir/<image_name(v)>`.
-    pub fn link_command(self, obj_dir: &Path, objects: &[String], out_dir: &Path, v: &str) -> Command {
+    /// The command that links `obj/<v>/<object>` for each of `objects` into
+    /// `<image_name(v)>`, run in `out_dir` on relative names only: the PE
+    /// linker records its command line and PDB name in the PDB.
+    pub fn link_command(self, out_dir: &Path, objects: &[String], v: &str) -> Command {
         let mut c = Command::new(self.linker());
-        c.current_dir(obj_dir);
+        c.current_dir(out_dir);
         if self.is_pe() {
             c.args([
                 "/dll",
@@ -169,14 +177,14 @@ impl Target {
             } else {
                 c.arg("/machine:arm64");
             }
-            c.arg(format!("/pdb:{}", out_dir.join(format!("{v}.pdb")).display()))
+            c.arg(format!("/pdb:{v}.pdb"))
                 .arg(format!("/pdbaltpath:{v}.pdb"))
-                .arg(format!("/out:{}", out_dir.join(self.image_name(v)).display()));
+                .arg(format!("/out:{}", self.image_name(v)));
         } else {
             c.args(["-shared", "-nostdlib", "-Wl,--build-id=sha1", "-o"])
-                .arg(out_dir.join(self.image_name(v)));
+                .arg(self.image_name(v));
         }
-        c.args(objects);
+        c.args(objects.iter().map(|o| format!("obj/{v}/{o}")));
         c
     }
 }
