@@ -111,10 +111,21 @@ fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
 }
 
 fn diff(base_opts: ReadOptions, upd_opts: ReadOptions, json: bool) -> Result<()> {
-    let base_bytes = read::load_file(&base_opts.path)?;
-    let upd_bytes = read::load_file(&upd_opts.path)?;
-    let base = read::parse(&base_bytes, &base_opts)?;
-    let upd = read::parse(&upd_bytes, &upd_opts)?;
+    // Read both images at once; report the baseline's error first.
+    let (base_bytes, upd_bytes) = std::thread::scope(|s| {
+        let upd = s.spawn(|| read::load_file(&upd_opts.path));
+        let base = read::load_file(&base_opts.path);
+        (base, upd.join())
+    });
+    let base_bytes = base_bytes?;
+    let upd_bytes = upd_bytes.map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+    let (base, upd) = std::thread::scope(|s| {
+        let upd = s.spawn(|| read::parse(&upd_bytes, &upd_opts));
+        let base = read::parse(&base_bytes, &base_opts);
+        (base, upd.join())
+    });
+    let base = base?;
+    let upd = upd.map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
     let d = hotpatch_builder::diff::diff(&base, &upd)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod corpus;
 mod diff;
+mod generated;
 mod stripped;
 mod symbols;
 mod vectors;
