@@ -186,9 +186,9 @@ fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a>
 fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_>) -> Result<()> {
     writeln!(
         out,
-        "{}: {:?} {}, {} functions{}",
+        "{}: {} {}, {} functions{}",
         opts.path.display(),
-        image.format,
+        image.format.name(),
         image.arch.name(),
         image.functions.len(),
         if image.stripped {

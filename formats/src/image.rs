@@ -20,6 +20,16 @@ pub enum Format {
     Elf,
 }
 
+impl Format {
+    /// The usual name: `PE` or `ELF`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Pe => "PE",
+            Format::Elf => "ELF",
+        }
+    }
+}
+
 /// The instruction-set architecture of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
