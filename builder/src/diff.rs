@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use hotpatch_formats::{Format, Image};
+use hotpatch_formats::Image;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -155,11 +155,7 @@ const LOADER_SECTIONS: [&str; 8] = [
 ];
 
 fn describe(image: &Image<'_>) -> String {
-    let f = match image.format {
-        Format::Pe => "PE",
-        Format::Elf => "ELF",
-    };
-    format!("{f} {}", image.arch.name())
+    format!("{} {}", image.format.name(), image.arch.name())
 }
 
 /// Index an image and run pass 1 (references) over all its code, in parallel.
@@ -171,11 +167,23 @@ fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
         .iter()
         .flat_map(|g| g.parts.iter().map(|p| (p.rva, p.size)))
         .collect();
+    let named = &idx;
     let refs: Vec<u64> = parts
         .par_iter()
         .fold(Vec::new, |mut acc, &(rva, size)| {
             if let Some(code) = image.bytes_at(rva, size) {
+                let from = acc.len();
                 norm::references(arch, code, rva, &mut acc);
+                // Only addresses outside functions cut anonymous data; the
+                // many branch and call targets inside them do not.
+                let mut keep = from;
+                for i in from..acc.len() {
+                    if named.function_at(acc[i]).is_none() {
+                        acc[keep] = acc[i];
+                        keep += 1;
+                    }
+                }
+                acc.truncate(keep);
             }
             acc
         })
@@ -187,15 +195,12 @@ fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
     idx
 }
 
-/// Normalise every part of a group.
+/// Normalise every part of a group together, so that references between
+/// the parts (a `.cold` split) compare by position, like those inside one.
 fn normalize_group<'a>(idx: &'a ImageIndex<'_, '_>, g: usize) -> Vec<Normalized<'a>> {
-    (0..idx.groups[g].parts.len())
-        .map(|p| {
-            let mut n = Normalized::default();
-            norm::normalize_part(idx, g, p, &mut n);
-            n
-        })
-        .collect()
+    let mut parts = Vec::new();
+    norm::normalize_group(idx, g, &mut parts);
+    parts
 }
 
 /// The comparison of one matched function.

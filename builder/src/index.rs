@@ -206,6 +206,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             // Aliases (two names, one address) are one part.
             g.parts
                 .dedup_by(|a, b| a.rva == b.rva && a.signature == b.signature);
+            // Nearly every group has one part; don't keep the growth slack.
+            g.parts.shrink_to_fit();
         }
         groups.sort_by(|a, b| a.key.cmp(&b.key));
         let group_by_key: HashMap<Key, usize> = groups

@@ -1,7 +1,7 @@
 //! AArch64 normaliser (yaxpeax-arm).
 //!
 //! Every 4-byte word of a function part becomes one normalised instruction
-//! (see [`super::NormInsn`]). For almost every instruction the raw 32-bit
+//! (see [`super::NormInsn`]), except `NOP`s. For almost every instruction the raw 32-bit
 //! word already is the address-independent form, so that is what is hashed.
 //! The exceptions are the PC-relative forms and the users of an `ADRP`:
 //!
@@ -43,16 +43,23 @@
 //!   table so that its anonymous block is exactly the table. A table placed
 //!   inside the code after its dispatch is treated as data.
 //!
-//! Every word pushes exactly one [`super::NormInsn`], `NOP`s included:
-//! alignment padding inside a function is stable only when the function's
-//! own section is aligned at least as strictly as its loop heads (GCC with
-//! `-ffunction-sections`, as the corpus is built).
+//! `NOP` (`0xd503201f`) words are left out of the stream (see [`super`]):
+//! GCC aligns loop heads (8) more strictly than functions (4), so without
+//! `-ffunction-sections` the padding inside an unchanged function changes
+//! whenever an earlier function of its unit changes size. Only that exact
+//! word counts: other `HINT`s (`BTI`, `PACIASP`, `YIELD`, `CSDB`...) have
+//! effects, and a `NOP` word that is data (a literal pool, a jump table in
+//! the code) stays data. Every reference into the function group's own code
+//! (branch targets, `ADR`, jump-table entries, relocated pointers in a
+//! literal pool) is compared by position in the `NOP`-free stream, not by
+//! byte offset.
 //!
 //! Register tracking is a single linear pass over the part, with one piece
 //! of control flow: a forward branch records the pages its target inherits,
 //! and code after an instruction that never falls through (`B`, `BR`, `RET`)
 //! starts from those (or, for jump-table cases, from the pages held at the
-//! `BR`) instead of the state the textually previous path left. Values
+//! `BR`) instead of the state the textually previous path left (a forward
+//! branch taken while no register holds a page records that too). Values
 //! survive calls, as callee-saved page registers do. On the corpus and on
 //! generated images this finds exactly the instructions that carry an
 //! `:lo12:` relocation in the object files (GCC and clang alike).
@@ -62,7 +69,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
 
-use super::Normalized;
+use super::{hash_ref, Normalized};
 use crate::index::{ImageIndex, SymRef};
 
 /// Hash tag of a direct branch (`B`, `BL`, `B.cond`, `CBZ`, `TBZ`...).
@@ -90,6 +97,9 @@ const VIA_RELOC: u8 = 0xa0;
 const VIA_VALUE: u8 = 0xa2;
 /// Marker hashed before a target reached through a PLT entry or veneer.
 const VIA_STUB: u8 = 0xa1;
+
+/// The `NOP` instruction (`HINT #0`), the only word left out as padding.
+const NOP: u32 = 0xd503_201f;
 
 /// Largest jump table believed (entries).
 const MAX_TABLE_ENTRIES: u32 = 4096;
@@ -436,6 +446,9 @@ struct Scanner<'c> {
     at_indirect: Option<Vec<(u8, u64)>>,
     /// The smallest word index in `snapshots` (`u32::MAX` when empty).
     next_snapshot: u32,
+    /// Bit set of the word indexes that a forward branch taken while no
+    /// register held a page leads to (empty until there is one).
+    bare: Vec<u64>,
     /// Whether the previous instruction never falls through (`B`, `BR`,
     /// `RET`): the next one is reached only by branches.
     dead: bool,
@@ -479,6 +492,7 @@ impl<'c> Scanner<'c> {
             next_pending: u32::MAX,
             snapshots: Vec::new(),
             next_snapshot: u32::MAX,
+            bare: Vec::new(),
             at_indirect: None,
             dead: false,
             data,
@@ -543,8 +557,9 @@ impl<'c> Scanner<'c> {
     /// Set up the state in which word `i` is entered. After an instruction
     /// that never falls through, the linear state belongs to another path:
     /// take the pages recorded by the branches to `i` (a register holds a
-    /// page when some branch says so and none says a different one), or,
-    /// without any, those of the last indirect branch; forget the rest.
+    /// page when some branch says so and none says a different one; a
+    /// branch that held no page counts too), or, without any branch, those
+    /// of the last indirect branch; forget the rest.
     fn enter(&mut self, i: u32) {
         let dead = std::mem::replace(&mut self.dead, false);
         let mut found = false;
@@ -579,6 +594,16 @@ impl<'c> Scanner<'c> {
         }
         if !dead {
             return;
+        }
+        let bare = self
+            .bare
+            .get(i as usize / 64)
+            .is_some_and(|b| b & (1 << (i % 64)) != 0);
+        if bare && !found {
+            // Reached by a branch that held no page (and none that held
+            // one): start with none.
+            self.regs = [Reg::Unknown; 32];
+            found = true;
         }
         if !found {
             let Some(pages) = &self.at_indirect else {
@@ -620,6 +645,15 @@ impl<'c> Scanner<'c> {
         }
         if self.snapshots.len() > before {
             self.next_snapshot = self.next_snapshot.min(at);
+        } else {
+            // A branch that holds no page says so too: its target must not
+            // inherit the pages of the path textually before it.
+            if self.bare.is_empty() {
+                self.bare = vec![0; (self.code.len() / 4).div_ceil(64)];
+            }
+            if let Some(b) = self.bare.get_mut(at as usize / 64) {
+                *b |= 1 << (at % 64);
+            }
         }
     }
 
@@ -1005,7 +1039,8 @@ pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
 
 /// Pass 2: normalise the part at `rva` (bytes `code`) of group `group`,
 /// pushing one [`super::NormInsn`] per 4-byte word (and one for a trailing
-/// partial word).
+/// partial word), except that `NOP`s go to [`Normalized::nops`]. References
+/// into the group's own code are recorded for [`super::normalize_group`].
 pub(crate) fn normalize<'a>(
     index: &'a ImageIndex<'_, '_>,
     group: usize,
@@ -1040,7 +1075,6 @@ pub(crate) fn normalize<'a>(
         _ => index.resolve(t, Some(group)),
     };
     out.insns.reserve(code.len().div_ceil(4));
-    let base = out.insns.len();
     let mut rewrites: Vec<usize> = Vec::new();
     let mut scanner = Scanner::new(code, rva, extra);
     scanner.run(|i, ev| {
@@ -1050,6 +1084,10 @@ pub(crate) fn normalize<'a>(
             Event::Raw => {
                 let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
                 out.push_raw(off, bytes);
+                return;
+            }
+            Event::Plain(NOP) => {
+                out.push_nop(off, 4);
                 return;
             }
             Event::Plain(w) => h.write_u32(w),
@@ -1079,7 +1117,8 @@ pub(crate) fn normalize<'a>(
                 } else {
                     (0, index.resolve(target, Some(group)))
                 };
-                r.hash(&mut h);
+                r.0.hash(&mut h);
+                hash_ref(&r.1, &mut h, out);
                 out.note(&r.1);
             }
             Event::PoolLoad {
@@ -1106,13 +1145,14 @@ pub(crate) fn normalize<'a>(
                     Some(bytes) => {
                         for raw in bytes.chunks_exact(size as usize) {
                             let r = resolve(table.target(raw));
-                            r.hash(&mut h);
+                            hash_ref(&r, &mut h, out);
                             out.note(&r);
                         }
                     }
                     None => {
                         let r = index.resolve(table.entry.table, Some(group));
-                        (1u8, r).hash(&mut h);
+                        1u8.hash(&mut h);
+                        hash_ref(&r, &mut h, out);
                     }
                 }
                 if let Some(at) = table.entry.at {
@@ -1130,11 +1170,9 @@ pub(crate) fn normalize<'a>(
             continue;
         };
         let w = le32(bytes);
-        if let Some(insn) = out.insns.get_mut(base + at) {
-            let mut h = DefaultHasher::new();
-            (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
-            insn.hash = h.finish();
-        }
+        let mut h = DefaultHasher::new();
+        (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
+        out.rehash(off, h.finish());
     }
 }
 
@@ -1181,7 +1219,8 @@ fn hash_bytes<'a>(
         }
         if r.rva >= at {
             let t = index.resolve_reloc(r, Some(group));
-            (r.rva - at, VIA_RELOC, t).hash(h);
+            (r.rva - at, VIA_RELOC).hash(h);
+            hash_ref(&t, h, out);
             out.note(&t);
         }
     }
@@ -1290,7 +1329,7 @@ mod tests_support {
     use hotpatch_formats::{Image, ReadOptions};
 
     use crate::index::ImageIndex;
-    use crate::norm::{normalize_part, references, Normalized};
+    use crate::norm::{normalize_group, references};
 
     /// The corpus directory.
     pub fn corpus() -> PathBuf {
@@ -1323,14 +1362,14 @@ mod tests_support {
         ix
     }
 
-    /// The normalised hash streams of every part of group `g`.
+    /// The normalised hash streams of every part of group `g`, as the diff
+    /// engine computes them.
     pub fn streams(ix: &ImageIndex<'_, '_>, g: usize) -> Vec<Vec<u64>> {
-        (0..ix.groups[g].parts.len())
-            .map(|p| {
-                let mut out = Normalized::default();
-                normalize_part(ix, g, p, &mut out);
-                out.insns.iter().map(|i| i.hash).collect()
-            })
+        let mut parts = Vec::new();
+        normalize_group(ix, g, &mut parts);
+        parts
+            .iter()
+            .map(|n| n.insns.iter().map(|i| i.hash).collect())
             .collect()
     }
 
@@ -1373,19 +1412,25 @@ mod tests_support {
             let Some(h) = bx.group(&group.key) else {
                 continue;
             };
-            let (sa, sb) = (streams(&ax, g), streams(&bx, h));
+            let (mut sa, mut sb) = (Vec::new(), Vec::new());
+            normalize_group(&ax, g, &mut sa);
+            normalize_group(&bx, h, &mut sb);
             for (p, (x, y)) in sa.iter().zip(&sb).enumerate() {
                 let ra = ax.groups[g].parts[p].rva;
                 let rb = bx.groups[h].parts[p].rva;
-                if let Some(k) = x.iter().zip(y).position(|(u, v)| u != v) {
+                if let Some((u, v)) = x.insns.iter().zip(&y.insns).find(|(u, v)| u.hash != v.hash) {
                     println!(
                         "{key} part {p}: first difference at {:#x} vs {:#x}",
-                        ra + 4 * k as u64,
-                        rb + 4 * k as u64
+                        ra + u64::from(u.offset),
+                        rb + u64::from(v.offset)
                     );
                 }
-                if x.len() != y.len() {
-                    println!("{key} part {p}: {} vs {} words", x.len(), y.len());
+                if x.insns.len() != y.insns.len() {
+                    println!(
+                        "{key} part {p}: {} vs {} instructions",
+                        x.insns.len(),
+                        y.insns.len()
+                    );
                 }
             }
         }
@@ -1948,6 +1993,37 @@ mod tests {
         assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
     }
 
+    /// Code after a `RET` entered only by a forward branch taken while no
+    /// register held a page starts with no pages, not with those of the path
+    /// textually before it (GCC 12, generated `ui_map_04692`: a jump table's
+    /// cases then took `add x20, x20, #0xf` for an `:lo12:` of a stale page).
+    #[test]
+    fn page_is_not_inherited_through_a_branch_that_held_none() {
+        let build = |f: u64, obj: u64| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "counter", obj, 16);
+            place(&mut s, "f", f, move |pc| {
+                vec![
+                    adrp(20, pc, obj),
+                    0xb500_00a1, // cbnz x1, +20 (word 6): x20 holds the page
+                    add_imm(20, 20, obj & 0xfff),
+                    ldr_x(20, 20, 0),
+                    0xb400_0080, // cbz x0, +16 (word 8): no page held
+                    RET,
+                    movz(0, 1),
+                    0x17ff_fffe, // b word 5
+                    add_imm(20, 20, 0xf),
+                    RET,
+                ]
+            });
+            s
+        };
+        assert_eq!(
+            norm(&build(0x1000, 0xc010), "f").0,
+            norm(&build(0x1404, 0xd3f0), "f").0
+        );
+    }
+
     /// A register overwritten after its `ADRP` is no longer a page: an
     /// immediate offset from it is compared as written.
     #[test]
@@ -2068,6 +2144,92 @@ mod tests {
         let c = build(0x1010, 0x1200, 0xc020, "ext2");
         assert_eq!(norm(&a, "f").0, norm(&b, "f").0);
         assert_ne!(norm(&b, "f").0, norm(&c, "f").0);
+    }
+
+    /// `CBZ xt, target` at `pc`.
+    fn cbz(rt: u32, pc: u64, target: u64) -> u32 {
+        0xb400_0000 | (((target.wrapping_sub(pc) as u32 >> 2) & 0x7_ffff) << 5) | rt
+    }
+
+    /// `long f(long n)`: `mov x1, #0; adr x3, L; cbz x0, EXIT; NOP * pad;
+    /// L: OP x1, x1, x0; subs x0, x0, #1; b.ne L; mov x0, x1; ret`, every
+    /// target computed for the layout. `op` is the loop's arithmetic (`ADD`
+    /// or `SUB` shifted register); `exit_to_loop` sends `cbz` to `L` instead
+    /// of the `mov` after the loop.
+    fn loop_fn(pad: usize, op: u32, exit_to_loop: bool) -> impl Fn(u64) -> Vec<u32> {
+        move |pc| {
+            let head = pc + 12 + 4 * pad as u64;
+            let exit = if exit_to_loop { head } else { head + 12 };
+            let mut w = vec![movz(1, 0), adr(3, pc + 4, head), cbz(0, pc + 8, exit)];
+            w.extend(std::iter::repeat_n(NOP, pad));
+            w.extend([op, 0xf100_0400, bcond(1, head + 8, head), 0xaa01_03e0, RET]);
+            w
+        }
+    }
+
+    /// `ADD x1, x1, x0`.
+    const ADD: u32 = 0x8b00_0021;
+    /// `SUB x1, x1, x0`.
+    const SUB: u32 = 0xcb00_0021;
+
+    /// The hashes of `f` built by `code`, placed at `at`.
+    fn loop_hashes(at: u64, code: impl Fn(u64) -> Vec<u32>) -> Vec<u64> {
+        let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+        place(&mut s, "f", at, code);
+        norm(&s, "f").0
+    }
+
+    /// GCC 12 without `-ffunction-sections` aligns functions to 4 and loop
+    /// heads to 8: an unchanged function gains or loses a `NOP` before its
+    /// loop when an earlier function of its unit changes size. With and
+    /// without it (branches and `ADR` re-targeted, placed elsewhere) the
+    /// function compares equal; a real change next to the padding differs.
+    #[test]
+    fn alignment_nops_inside_unchanged_function_compare_equal() {
+        let plain = loop_hashes(0x1000, loop_fn(0, ADD, false));
+        assert_eq!(plain, loop_hashes(0x1404, loop_fn(1, ADD, false)));
+        assert_eq!(plain, loop_hashes(0x1208, loop_fn(3, ADD, false)));
+        assert_ne!(plain, loop_hashes(0x1404, loop_fn(1, SUB, false)));
+        // Other hints are not padding (`YIELD`).
+        let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+        place(&mut s, "f", 0x1404, |pc| {
+            let mut w = loop_fn(1, ADD, false)(pc);
+            w[3] = 0xd503_203f;
+            w
+        });
+        assert_ne!(plain, norm(&s, "f").0);
+    }
+
+    /// Padding that appears together with a branch to another instruction:
+    /// the position-based comparison still sees the new target.
+    #[test]
+    fn nop_only_change_does_not_hide_branch_target_change() {
+        let plain = loop_hashes(0x1000, loop_fn(0, ADD, false));
+        let retargeted = loop_hashes(0x1000, loop_fn(1, ADD, true));
+        assert_ne!(plain, retargeted);
+        assert_eq!(loop_hashes(0x1000, loop_fn(0, ADD, true)), retargeted);
+        // Three NOPs put `L` at the byte offset the old exit had: still the
+        // loop head, not the exit.
+        assert_ne!(plain, loop_hashes(0x1000, loop_fn(3, ADD, true)));
+    }
+
+    /// A literal pool after padding: the load compares by the pool's place
+    /// and value, the `NOP` word inside the pool is data, not padding.
+    #[test]
+    fn nop_word_in_literal_pool_is_data() {
+        let build = |pad: usize, value: u32| {
+            move |pc: u64| {
+                let pool = pc + 8 + 4 * pad as u64;
+                let mut w = vec![0x1800_0000 | (((pool - pc) as u32 >> 2) << 5), RET];
+                w.extend(std::iter::repeat_n(NOP, pad));
+                w.push(value);
+                w
+            }
+        };
+        let plain = loop_hashes(0x1000, build(0, NOP));
+        assert_eq!(plain.len(), 3);
+        assert_eq!(plain, loop_hashes(0x1104, build(1, NOP)));
+        assert_ne!(plain, loop_hashes(0x1104, build(1, RET)));
     }
 
     /// Arbitrary bytes never panic, give one token per word plus one for a

@@ -29,9 +29,19 @@
 //! function's own code (as some toolchains place it) is skipped by the
 //! decoder in both passes, each entry becoming one normalised datum.
 //!
-//! NOPs are ordinary instructions: internal alignment padding is relative to
-//! the function's start, which both toolchains align at least as strictly, so
-//! it does not change between builds of unchanged code.
+//! `NOP`s are left out of the stream (see [`super`]): `nop` (`90`, with any
+//! operand-size prefix, so `66 90` = `xchg ax,ax` too, or `REX.W`) and the
+//! multi-byte `nop r/m` (`0F 1F /0`, with any prefixes, including a
+//! RIP-relative operand, whose target is ignored). Nothing else: not
+//! `pause` (`F3 90`), not `xchg eax,eax` (`87 C0`, which clears the upper
+//! half of `rax`), not the reserved-`NOP` space `0F 18`..`0F 1E` (prefetch,
+//! `endbr64`, ...), and not `int3`: GCC and clang pad inside a function with
+//! `NOP`s only, and an `int3` inside a function's bounds cannot be told apart
+//! from a deliberate trap (`__builtin_trap`, `__debugbreak`) without knowing
+//! that no path reaches it. Branch and jump-table targets inside the group
+//! are compared by position in the `NOP`-free stream, so a branch relaxed
+//! from rel8 to rel32 (the short and near forms already hash alike) or
+//! padding added before a loop head moves nothing.
 //!
 //! Bytes that do not decode become one opaque token per byte, and decoding
 //! resumes at the next byte.
@@ -41,7 +51,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
-use super::Normalized;
+use super::{hash_ref, Normalized};
 use crate::index::{ImageIndex, SymRef};
 
 /// Longest x86 instruction, in bytes.
@@ -133,6 +143,17 @@ pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
             }
         }
     }
+}
+
+/// Whether `insn` is a `NOP` that only pads: `nop` (`90`, `66 90`, `REX.W 90`)
+/// or `nop r/m` (`0F 1F /0`), without a `lock` prefix (which makes it
+/// invalid). `F3 90` decodes as `pause`, `41 90` as `xchg r8d,eax`, and the
+/// other reserved-`NOP` opcodes under other codes, so none of them is one.
+fn is_nop(insn: &Instruction) -> bool {
+    matches!(
+        insn.code(),
+        Code::Nopw | Code::Nopd | Code::Nopq | Code::Nop_rm16 | Code::Nop_rm32 | Code::Nop_rm64
+    ) && !insn.has_lock_prefix()
 }
 
 /// Move `decoder` to offset `pos` of its code (RVA `base + pos`). Returns
@@ -277,13 +298,14 @@ impl Acc {
         }
     }
 
-    /// Append a reference, after `tag`. The common case (a place inside the
-    /// function) goes in as words; anything else by its own hash.
-    fn sym(&mut self, tag: u8, s: &SymRef<'_>) {
+    /// Append a reference, after `tag`. A place inside the function group
+    /// is recorded in `out` (see [`Normalized::local`]) and only its tag goes
+    /// in; anything else goes in by its own hash.
+    fn sym<'a>(&mut self, tag: u8, s: &SymRef<'a>, out: &mut Normalized<'a>) {
         match *s {
             SymRef::Local { part, offset } => {
-                self.word(u64::from(tag) | 0x100 | u64::from(part) << 32);
-                self.word(offset);
+                out.local(part, offset);
+                self.word(u64::from(tag) | 0x100);
             }
             _ => {
                 self.word(u64::from(tag) | 0x200);
@@ -328,7 +350,9 @@ struct Context<'a, 'i, 'd, 'c> {
 
 /// Pass 2: normalise the code of one part (at `rva`) of function group
 /// `group`, appending one [`NormInsn`](super::NormInsn) per instruction to
-/// `out`, and noting every resolved reference.
+/// `out` (`NOP`s to [`Normalized::nops`]), recording every reference into
+/// the group's code for [`super::normalize_group`] to resolve, and noting
+/// every other resolved reference.
 pub(crate) fn normalize<'a>(
     index: &'a ImageIndex<'_, '_>,
     group: usize,
@@ -397,6 +421,12 @@ pub(crate) fn normalize<'a>(
             next_reloc += 1;
         }
         let here = relocs.get(first..next_reloc).unwrap_or(&[]);
+        // Padding: left out of the stream (unless a relocation patches it,
+        // which makes it something else).
+        if here.is_empty() && is_nop(&insn) {
+            out.push_nop(pos, len);
+            continue;
+        }
 
         acc.clear();
         cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
@@ -461,7 +491,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 } else {
                     let s = self.index.resolve_reloc(r, Some(self.group));
                     acc.word(u64::from(tag::OTHER_RELOC) | at << 8);
-                    acc.sym(tag::OTHER_RELOC, &s);
+                    acc.sym(tag::OTHER_RELOC, &s, out);
                     out.note(&s);
                 }
             }
@@ -494,7 +524,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 | OpKind::Immediate32to64 => match imm_reloc.take() {
                     Some(r) => {
                         let s = self.index.resolve_reloc(r, Some(self.group));
-                        acc.sym(tag::IMMEDIATE_RELOC, &s);
+                        acc.sym(tag::IMMEDIATE_RELOC, &s, out);
                         out.note(&s);
                     }
                     None => {
@@ -516,7 +546,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                         self.hash_rip_target(insn, target, acc, out);
                     } else if let Some(r) = disp_reloc.take() {
                         let s = self.index.resolve_reloc(r, Some(self.group));
-                        acc.sym(tag::DISP_RELOC, &s);
+                        acc.sym(tag::DISP_RELOC, &s, out);
                         out.note(&s);
                     } else {
                         acc.word(u64::from(tag::DISP));
@@ -542,12 +572,12 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         let s = self.resolve(target);
         if let SymRef::Anon { .. } = s {
             if let Some(slot) = self.plt_slot(target) {
-                acc.sym(tag::PLT, &slot);
+                acc.sym(tag::PLT, &slot, out);
                 out.note(&slot);
                 return;
             }
         }
-        acc.sym(tag::BRANCH, &s);
+        acc.sym(tag::BRANCH, &s, out);
         out.note(&s);
     }
 
@@ -591,7 +621,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     ) {
         let s = self.resolve(target);
         if insn.code() == Code::Lea_r64_m {
-            if let Some(table) = self.jump_table(target, insn.next_ip(), &s) {
+            if let Some(table) = self.jump_table(target, insn.next_ip(), &s, out) {
                 acc.word(u64::from(tag::JUMP_TABLE));
                 acc.word(table);
                 return;
@@ -603,7 +633,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 if r.rva == target {
                     let p = self.index.resolve_reloc(r, Some(self.group));
                     acc.word(u64::from(tag::SLOT) | u64::from(r.width) << 8);
-                    acc.sym(tag::SLOT, &p);
+                    acc.sym(tag::SLOT, &p, out);
                     out.note(&p);
                     return;
                 }
@@ -617,7 +647,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 return;
             }
         }
-        acc.sym(tag::RIP, &s);
+        acc.sym(tag::RIP, &s, out);
         out.note(&s);
     }
 
@@ -642,12 +672,19 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     }
 
     /// If `table` (resolved to `s`) starts a jump table of this function, the
-    /// hash of its entries (each as a [`SymRef::Local`]): a 4-aligned run of
+    /// hash of its entries (each a [`SymRef::Local`], recorded in `out` for
+    /// the `lea` being hashed, see [`Normalized::local`]): a 4-aligned run of
     /// at least [`MIN_TABLE_ENTRIES`] 32-bit entries relative to the table
     /// that land in this function group, in anonymous read-only data (up to
     /// the end of its block) or inside this part's own code after the `lea`
     /// (`next_ip`); such a table is remembered so that the decoder skips it.
-    fn jump_table(&mut self, table: u64, next_ip: u64, s: &SymRef<'_>) -> Option<u64> {
+    fn jump_table(
+        &mut self,
+        table: u64,
+        next_ip: u64,
+        s: &SymRef<'_>,
+        out: &mut Normalized<'a>,
+    ) -> Option<u64> {
         // Compilers align tables of 32-bit entries to 4.
         if table % 4 != 0 {
             return None;
@@ -675,8 +712,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             _ => return None,
         };
         let mut h = DefaultHasher::new();
-        let n = self.table_entries(table, bytes, limit, |s| s.hash(&mut h));
+        let mark = out.mark();
+        let n = self.table_entries(table, bytes, limit, |s| hash_ref(&s, &mut h, out));
         if n < MIN_TABLE_ENTRIES {
+            out.rollback(mark);
             return None;
         }
         n.hash(&mut h);
@@ -725,7 +764,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         let mut acc = Acc::new();
         self.table_entries(table, bytes, bytes.len(), |s| {
             acc.clear();
-            acc.sym(tag::TABLE_ENTRY, &s);
+            acc.sym(tag::TABLE_ENTRY, &s, out);
             out.push(t.start + done, 4, acc.hasher());
             done += 4;
         });
@@ -750,7 +789,7 @@ mod tests {
 
     use super::*;
     use crate::key::Key;
-    use crate::norm::normalize_part;
+    use crate::norm::{normalize_group, normalize_part};
 
     // ---- helpers ---------------------------------------------------------
 
@@ -779,15 +818,12 @@ mod tests {
         idx
     }
 
-    /// The normalised form of every part of group `g`.
+    /// The normalised form of every part of group `g`, as the diff engine
+    /// computes it.
     fn group_norm<'a>(idx: &'a ImageIndex<'_, '_>, g: usize) -> Vec<Normalized<'a>> {
-        (0..idx.groups[g].parts.len())
-            .map(|p| {
-                let mut n = Normalized::default();
-                normalize_part(idx, g, p, &mut n);
-                n
-            })
-            .collect()
+        let mut parts = Vec::new();
+        normalize_group(idx, g, &mut parts);
+        parts
     }
 
     /// The hash sequence of every part of group `g`.
@@ -1398,8 +1434,230 @@ mod tests {
         assert_ne!(norm(0x1100, "g"), norm(0x1100, "h"));
     }
 
+    // ---- padding and branch relaxation --------------------------------------
+
+    /// A 4-byte `nop dword [rax]` (alignment padding).
+    const NOP4: &[u8] = &[0x0f, 0x1f, 0x40, 0x00];
+
+    /// Where the `jle` of [`loop_fn`] goes.
+    #[derive(Clone, Copy)]
+    enum Exit {
+        /// To the `ret` after the loop.
+        End,
+        /// To the `dec edi` inside the loop.
+        Dec,
+    }
+
+    /// `int f(int n)`: `xor eax,eax; test edi,edi; jle EXIT; PAD; L: OP
+    /// eax,edi; dec edi; jne L; ret`, with `pad` before the loop head, the
+    /// branches in their rel8 or rel32 form (`near`), every displacement
+    /// computed for that layout, and `op` the opcode of the loop's
+    /// arithmetic (`0x01` add, `0x29` sub).
+    fn loop_fn(pad: &[u8], near: bool, op: u8, exit: Exit) -> Vec<u8> {
+        let branch_len = if near { 6 } else { 2 };
+        let head = 4 + branch_len + pad.len();
+        let jne_at = head + 4;
+        let end = jne_at + branch_len;
+        let target = match exit {
+            Exit::End => end,
+            Exit::Dec => head + 2,
+        };
+        let branch = |code: &mut Vec<u8>, cc: u8, at: usize, target: usize| {
+            let rel = target as i64 - (at + branch_len) as i64;
+            if near {
+                code.extend_from_slice(&[0x0f, 0x80 | cc]);
+                code.extend_from_slice(&(rel as i32).to_le_bytes());
+            } else {
+                code.extend_from_slice(&[0x70 | cc, rel as i8 as u8]);
+            }
+        };
+        let mut c = vec![0x31, 0xc0, 0x85, 0xff];
+        branch(&mut c, 0xe, 4, target); // jle
+        c.extend_from_slice(pad);
+        c.extend_from_slice(&[op, 0xf8, 0xff, 0xcf]);
+        branch(&mut c, 0x5, jne_at, head); // jne
+        c.push(0xc3);
+        assert_eq!(c.len(), end + 1);
+        c
+    }
+
+    /// The hashes of `f` = `code`, placed at `at` in `.text`.
+    fn hashes_at(code: &[u8], at: u64) -> Vec<Vec<u64>> {
+        let mut text = vec![0xcc; (at - 0x1000) as usize];
+        text.extend_from_slice(code);
+        synthetic_hashes(
+            Format::Elf,
+            &text,
+            &[("f", at, code.len() as u64)],
+            Vec::new(),
+        )
+    }
+
+    /// GCC pads loop heads with multi-byte `NOP`s relative to the section, so
+    /// an unchanged function gains or loses padding when it moves. The same
+    /// function with and without a `NOP` before its loop head (every branch
+    /// re-targeted, placed elsewhere) compares equal; a real change of the
+    /// instruction next to the padding still differs.
+    #[test]
+    fn alignment_nops_inside_unchanged_function_compare_equal() {
+        let plain = hashes_at(&loop_fn(&[], false, 0x01, Exit::End), 0x1000);
+        let padded = hashes_at(&loop_fn(NOP4, false, 0x01, Exit::End), 0x1234);
+        assert_eq!(plain, padded);
+        // Any NOP form, any amount: 66 90 (xchg ax,ax), 90, 10-byte nopw.
+        let mixed = [
+            &[0x66, 0x90][..],
+            &[0x90],
+            &[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        ]
+        .concat();
+        let more = hashes_at(&loop_fn(&mixed, false, 0x01, Exit::End), 0x1100);
+        assert_eq!(plain, more);
+        // A change right after the padding is still a change.
+        let changed = hashes_at(&loop_fn(NOP4, false, 0x29, Exit::End), 0x1234);
+        assert_ne!(plain, changed);
+        // Neither `pause` nor `int3` is padding.
+        for not_nop in [&[0xf3, 0x90][..], &[0xcc]] {
+            let other = hashes_at(&loop_fn(not_nop, false, 0x01, Exit::End), 0x1000);
+            assert_ne!(plain, other, "{not_nop:02x?}");
+        }
+    }
+
+    /// The assembler relaxes a branch from rel8 to rel32 when the code
+    /// between grows past 127 bytes, which moves everything after it. The
+    /// same function with every branch in the other form compares equal.
+    #[test]
+    fn relaxed_branch_rel8_to_rel32_compares_equal() {
+        let short = hashes_at(&loop_fn(&[], false, 0x01, Exit::End), 0x1000);
+        let near = hashes_at(&loop_fn(&[], true, 0x01, Exit::End), 0x1000);
+        assert_eq!(short, near);
+        let near_padded = hashes_at(&loop_fn(NOP4, true, 0x01, Exit::End), 0x1450);
+        assert_eq!(short, near_padded);
+        let near_changed = hashes_at(&loop_fn(&[], true, 0x29, Exit::End), 0x1000);
+        assert_ne!(short, near_changed);
+    }
+
+    /// Padding that appears together with a branch to another instruction:
+    /// the position-based comparison still sees the new target.
+    #[test]
+    fn nop_only_change_does_not_hide_branch_target_change() {
+        let plain = hashes_at(&loop_fn(&[], false, 0x01, Exit::End), 0x1000);
+        // Without padding, `jle` to `dec edi` is 4 bytes short of `ret`; with
+        // 4 bytes of padding before the loop it lands at the old `ret`'s
+        // byte offset, which must not make it look unchanged.
+        let retargeted = hashes_at(&loop_fn(NOP4, false, 0x01, Exit::Dec), 0x1000);
+        assert_ne!(plain, retargeted);
+        let unpadded = hashes_at(&loop_fn(&[], false, 0x01, Exit::Dec), 0x1000);
+        assert_eq!(unpadded, retargeted);
+        // A branch into the middle of an instruction (the `jne`'s rel8) is
+        // not the instruction after it.
+        let mut mid = loop_fn(&[], false, 0x01, Exit::End);
+        mid[5] -= 1;
+        assert_ne!(plain, hashes_at(&mid, 0x1000));
+    }
+
+    /// A switch with a `.rodata` table of table-relative entries
+    /// (`lea; movsxd; add; jmp`), `pad` before the second case and the
+    /// entries and displacements computed for that layout. `swap` exchanges
+    /// the second and third case's entries.
+    fn switch_image(pad: &[u8], swap: bool, at: u64) -> Vec<Vec<u64>> {
+        const TABLE: u64 = 0x4000;
+        let case1 = 0x16 + pad.len();
+        let case2 = case1 + 6;
+        let default = case2 + 6;
+        let mut c = vec![0x83, 0xff, 0x02, 0x77, (default - 5) as u8];
+        let lea_end = at + 0x0c;
+        c.extend_from_slice(&[0x48, 0x8d, 0x15]);
+        c.extend_from_slice(&((TABLE as i64 - lea_end as i64) as i32).to_le_bytes());
+        c.extend_from_slice(&[0x48, 0x63, 0x04, 0xba, 0x48, 0x01, 0xd0, 0xff, 0xe0]);
+        c.push(0xc3); // case 0 (0x15)
+        c.extend_from_slice(pad);
+        c.extend_from_slice(&[0xb8, 0x02, 0x00, 0x00, 0x00, 0xc3]);
+        c.extend_from_slice(&[0xb8, 0x03, 0x00, 0x00, 0x00, 0xc3]);
+        c.extend_from_slice(&[0x31, 0xc0, 0xc3]);
+        let cases = if swap {
+            [0x15, case2, case1]
+        } else {
+            [0x15, case1, case2]
+        };
+        let ro: Vec<u8> = cases
+            .iter()
+            .flat_map(|&k| ((at + k as u64) as i64 - TABLE as i64).to_le_bytes()[..4].to_vec())
+            .collect();
+        let mut text = vec![0xcc; (at - 0x1000) as usize];
+        text.extend_from_slice(&c);
+        let img = synthetic(
+            Format::Elf,
+            vec![
+                section(".text", 0x1000, &text, false, true),
+                section(".rodata", TABLE, &ro, false, false),
+            ],
+            &[("f", at, c.len() as u64)],
+        );
+        let idx = build_index(&img);
+        hashes_of(&idx, "f")
+    }
+
+    /// Jump-table entries are places inside the function too: padding before
+    /// a case moves the case and rewrites the table, and still compares
+    /// equal; exchanging two cases does not.
+    #[test]
+    fn jump_table_entries_compare_by_position_across_padding() {
+        let plain = switch_image(&[], false, 0x1000);
+        assert_eq!(plain, switch_image(NOP4, false, 0x1040));
+        assert_ne!(plain, switch_image(NOP4, true, 0x1040));
+        assert_ne!(plain, switch_image(&[], true, 0x1000));
+    }
+
+    /// `f` jumps into its `.cold` part; padding inside the cold part moves
+    /// the target. Normalised as a group (as the diff engine does) the parts
+    /// compare by position; a jump to another cold instruction differs.
+    /// Alone, a part keeps the other part's byte offset.
+    #[test]
+    fn cold_part_references_compare_by_position() {
+        // `cold_pad` before the cold part's first instruction; `second`: jump
+        // to its second instruction (`inc eax`) rather than its first.
+        let build = |cold_pad: &[u8], second: bool| {
+            let cold_at = 0x1100u64;
+            let mut cold = cold_pad.to_vec();
+            cold.extend_from_slice(&[0xb8, 0x01, 0x00, 0x00, 0x00, 0xff, 0xc0, 0xc3]);
+            let target = cold_at + cold_pad.len() as u64 + if second { 5 } else { 0 };
+            let mut f = vec![0x85, 0xff, 0x0f, 0x84];
+            f.extend_from_slice(&((target as i64 - 0x1008) as i32).to_le_bytes());
+            f.push(0xc3);
+            let mut text = f.clone();
+            text.resize(0x100, 0xcc);
+            text.extend_from_slice(&cold);
+            let img = synthetic(
+                Format::Elf,
+                vec![section(".text", 0x1000, &text, false, true)],
+                &[
+                    ("f", 0x1000, f.len() as u64),
+                    ("f.cold", cold_at, cold.len() as u64),
+                ],
+            );
+            let idx = build_index(&img);
+            let group = hashes_of(&idx, "f");
+            let g = idx
+                .group(&Key {
+                    name: "f".into(),
+                    unit: None,
+                })
+                .unwrap();
+            let mut alone = Normalized::default();
+            normalize_part(&idx, g, 0, &mut alone);
+            let alone: Vec<u64> = alone.insns.iter().map(|i| i.hash).collect();
+            (group, alone)
+        };
+        let (plain, plain_alone) = build(&[], true);
+        let (padded, padded_alone) = build(&[0x66, 0x90], true);
+        assert_eq!(plain, padded);
+        assert_ne!(plain, build(&[0x66, 0x90], false).0);
+        assert_ne!(plain_alone, padded_alone, "alone: by byte offset");
+    }
+
     /// Undecodable bytes never stop the normaliser: every byte of any input
-    /// is covered exactly once, in order, and pass 1 terminates too.
+    /// is covered exactly once, in order, by an instruction or a dropped
+    /// `NOP`, and pass 1 terminates too.
     #[test]
     fn any_bytes_are_covered() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -1426,13 +1684,17 @@ mod tests {
             .unwrap();
         let mut n = Normalized::default();
         normalize_part(&idx, g, 0, &mut n);
+        let mut spans: Vec<(u32, u8)> = n.insns.iter().map(|i| (i.offset, i.len)).collect();
+        spans.extend(n.nops.iter().map(|s| (s.offset, s.len)));
+        spans.sort_unstable();
         let mut at = 0usize;
-        for i in &n.insns {
-            assert_eq!(i.offset as usize, at);
-            at += usize::from(i.len);
+        for (offset, len) in spans {
+            assert_eq!(offset as usize, at);
+            at += usize::from(len);
         }
         assert_eq!(at, data.len());
         assert!(n.insns.iter().any(|i| i.len == 1));
+        assert!(!n.nops.is_empty());
     }
 
     /// The large synthetic pair of `HOTPATCH_GEN_DIR` (the generator's
