@@ -204,12 +204,14 @@ fn normalize_group<'a>(idx: &'a ImageIndex<'_, '_>, g: usize) -> Vec<Normalized<
 }
 
 /// The comparison of one matched function.
-struct Compared {
+struct Compared<'a> {
     reason: Option<String>,
-    /// Data objects referenced by either build (keys).
-    data_refs: BTreeSet<Key>,
-    /// Function parts the baseline build calls (key, clone signature).
-    base_calls: BTreeSet<(Key, String)>,
+    /// Data objects referenced by either build (keys borrowed from the
+    /// indexes; sorted, no duplicates).
+    data_refs: Vec<&'a Key>,
+    /// Function parts the baseline build calls (key, clone signature;
+    /// sorted, no duplicates).
+    base_calls: Vec<(&'a Key, &'a str)>,
 }
 
 fn part_label(group: &Group, part: usize) -> String {
@@ -219,20 +221,31 @@ fn part_label(group: &Group, part: usize) -> String {
     }
 }
 
-fn compare(base: &ImageIndex<'_, '_>, bg: usize, upd: &ImageIndex<'_, '_>, ug: usize) -> Compared {
+fn compare<'a>(
+    base: &'a ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &'a ImageIndex<'_, '_>,
+    ug: usize,
+) -> Compared<'a> {
     let bgroup = &base.groups[bg];
     let ugroup = &upd.groups[ug];
     let bn = normalize_group(base, bg);
     let un = normalize_group(upd, ug);
-    let mut data_refs = BTreeSet::new();
-    let mut base_calls = BTreeSet::new();
+    let mut data_refs: Vec<&Key> = Vec::new();
+    let mut base_calls: Vec<(&Key, &str)> = Vec::new();
     for n in &bn {
-        data_refs.extend(n.data_refs.iter().map(|k| (*k).clone()));
-        base_calls.extend(n.fn_refs.iter().map(|(k, s)| ((*k).clone(), s.to_string())));
+        data_refs.extend(&n.data_refs);
+        base_calls.extend(&n.fn_refs);
     }
     for n in &un {
-        data_refs.extend(n.data_refs.iter().map(|k| (*k).clone()));
+        data_refs.extend(&n.data_refs);
     }
+    data_refs.sort_unstable();
+    data_refs.dedup();
+    base_calls.sort_unstable();
+    base_calls.dedup();
+    data_refs.shrink_to_fit();
+    base_calls.shrink_to_fit();
     let bsigs: Vec<&str> = bgroup.parts.iter().map(|p| p.signature.as_str()).collect();
     let usigs: Vec<&str> = ugroup.parts.iter().map(|p| p.signature.as_str()).collect();
     let reason = if bsigs != usigs {
@@ -478,11 +491,11 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     // Matched functions: changed if their code differs, or if they use a
     // changed read-only object (the package carries its new copy).
     let mut changed_keys: HashSet<&Key> = HashSet::new();
-    let mut users: HashMap<&Key, Vec<String>> = HashMap::new();
+    let mut users: HashMap<&Key, Vec<&Key>> = HashMap::new();
     for (&(b, u), c) in pairs.iter().zip(&compared) {
         let g = &base.groups[b];
-        for k in &c.data_refs {
-            users.entry(k).or_default().push(g.key.to_string());
+        for &k in &c.data_refs {
+            users.entry(k).or_default().push(&g.key);
         }
         let reason = c.reason.clone().or_else(|| {
             c.data_refs
@@ -502,7 +515,12 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     // Blockers.
     let mut blockers = Vec::new();
     for (key, kind, reason) in writable_changes {
-        let mut fns = users.remove(&key).unwrap_or_default();
+        let mut fns: Vec<String> = users
+            .remove(&key)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Key::to_string)
+            .collect();
         fns.sort();
         fns.dedup();
         let used = if fns.is_empty() {
@@ -522,11 +540,8 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     // Callers of each baseline function part, for the clone check.
     let mut callers: HashMap<(&Key, &str), Vec<&Key>> = HashMap::new();
     for (&(b, _), c) in pairs.iter().zip(&compared) {
-        for (k, s) in &c.base_calls {
-            callers
-                .entry((k, s.as_str()))
-                .or_default()
-                .push(&base.groups[b].key);
+        for &(k, s) in &c.base_calls {
+            callers.entry((k, s)).or_default().push(&base.groups[b].key);
         }
     }
     for &(b, u) in &pairs {

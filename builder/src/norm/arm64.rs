@@ -64,7 +64,9 @@
 //! generated images this finds exactly the instructions that carry an
 //! `:lo12:` relocation in the object files (GCC and clang alike).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use super::InsnHasher;
 
 use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
@@ -1079,7 +1081,7 @@ pub(crate) fn normalize<'a>(
     let mut scanner = Scanner::new(code, rva, extra);
     scanner.run(|i, ev| {
         let off = 4 * i as usize;
-        let mut h = DefaultHasher::new();
+        let mut h = InsnHasher::default();
         match ev {
             Event::Raw => {
                 let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
@@ -1170,7 +1172,7 @@ pub(crate) fn normalize<'a>(
             continue;
         };
         let w = le32(bytes);
-        let mut h = DefaultHasher::new();
+        let mut h = InsnHasher::default();
         (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
         out.rehash(off, h.finish());
     }
@@ -1186,7 +1188,7 @@ fn hash_bytes<'a>(
     code: &[u8],
     off: usize,
     len: usize,
-    h: &mut DefaultHasher,
+    h: &mut InsnHasher,
     out: &mut Normalized<'a>,
 ) {
     let Some(bytes) = code.get(off..off.saturating_add(len)) else {

@@ -46,7 +46,9 @@
 //! Bytes that do not decode become one opaque token per byte, and decoding
 //! resumes at the next byte.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use super::InsnHasher;
 
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
@@ -315,8 +317,8 @@ impl Acc {
     }
 
     /// The hasher with everything written.
-    fn hasher(&self) -> DefaultHasher {
-        let mut h = DefaultHasher::new();
+    fn hasher(&self) -> InsnHasher {
+        let mut h = InsnHasher::default();
         h.write(self.buf.get(..self.len).unwrap_or(&[]));
         if let Some(o) = self.overflow {
             h.write_u64(o);
@@ -327,7 +329,7 @@ impl Acc {
 
 /// The 64-bit hash of any value.
 fn hash_of(v: impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = InsnHasher::default();
     v.hash(&mut h);
     h.finish()
 }
@@ -711,7 +713,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             }
             _ => return None,
         };
-        let mut h = DefaultHasher::new();
+        let mut h = InsnHasher::default();
         let mark = out.mark();
         let n = self.table_entries(table, bytes, limit, |s| hash_ref(&s, &mut h, out));
         if n < MIN_TABLE_ENTRIES {
