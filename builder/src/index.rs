@@ -143,8 +143,6 @@ pub struct ImageIndex<'i, 'd> {
     pub groups: Vec<Group>,
     /// Data objects with their keys, sorted by key.
     pub data: Vec<DataEntry>,
-    group_by_key: HashMap<Key, usize>,
-    data_by_key: HashMap<Key, usize>,
     ranges: Vec<Range>,
     /// (start, end, index into `data`), sorted by start.
     data_ranges: Vec<(u64, u64, usize)>,
@@ -209,12 +207,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             // Nearly every group has one part; don't keep the growth slack.
             g.parts.shrink_to_fit();
         }
+        drop(group_by_key);
         groups.sort_by(|a, b| a.key.cmp(&b.key));
-        let group_by_key: HashMap<Key, usize> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.key.clone(), i))
-            .collect();
         let mut ranges: Vec<Range> = Vec::new();
         for (gi, g) in groups.iter().enumerate() {
             for (pi, p) in g.parts.iter().enumerate() {
@@ -242,11 +236,6 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         data.sort_by(|a, b| a.key.cmp(&b.key));
         // Duplicate keys (aliases) keep the first.
         data.dedup_by(|a, b| a.key == b.key);
-        let data_by_key = data
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.key.clone(), i))
-            .collect();
         let mut data_ranges: Vec<(u64, u64, usize)> = data
             .iter()
             .enumerate()
@@ -272,8 +261,6 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             image,
             groups,
             data,
-            group_by_key,
-            data_by_key,
             ranges,
             data_ranges,
             anchors,
@@ -301,12 +288,12 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
 
     /// The group with this key.
     pub fn group(&self, key: &Key) -> Option<usize> {
-        self.group_by_key.get(key).copied()
+        self.groups.binary_search_by(|g| g.key.cmp(key)).ok()
     }
 
     /// The data entry with this key.
     pub fn data_entry(&self, key: &Key) -> Option<usize> {
-        self.data_by_key.get(key).copied()
+        self.data.binary_search_by(|d| d.key.cmp(key)).ok()
     }
 
     /// (group, part) of the function part containing `rva`.
