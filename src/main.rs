@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
@@ -126,7 +126,13 @@ fn diff(base_opts: ReadOptions, upd_opts: ReadOptions, json: bool) -> Result<()>
     });
     let base = base?;
     let upd = upd.map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
-    let d = hotpatch_builder::diff::diff(&base, &upd)?;
+    let d = hotpatch_builder::diff::diff(&base, &upd).with_context(|| {
+        format!(
+            "cannot diff {} against {}",
+            base_opts.path.display(),
+            upd_opts.path.display()
+        )
+    })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {

@@ -22,7 +22,7 @@ use crate::patchability::{entry_scheme, EntryScheme};
 #[non_exhaustive]
 pub enum Error {
     /// The images are of different architectures or formats.
-    #[error("the images cannot be compared: baseline is {baseline}, update is {updated}")]
+    #[error("baseline is {baseline} but the update is {updated}")]
     Incompatible {
         /// Format and architecture of the baseline.
         baseline: String,

@@ -170,3 +170,43 @@ fn unsupported_elf_machine_is_refused() {
     let p = copy_with(dir.path(), "elf32.so", &bytes);
     fails(&["symbols", &s(&p)], &p, &["unsupported machine", "32-bit"]);
 }
+
+#[test]
+fn diff_of_different_architectures_is_refused() {
+    let a = first("x86_64-linux").path;
+    let b = first("aarch64-linux").path;
+    let err = fails(
+        &["diff", "--baseline", &s(&a), "--updated", &s(&b)],
+        &a,
+        &["x86_64", "aarch64"],
+    );
+    assert!(err.contains(&s(&b)), "{err}");
+}
+
+#[test]
+fn diff_with_bad_updated_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = first("x86_64-linux").path;
+    let bytes = std::fs::read(&a).unwrap();
+    let p = copy_with(dir.path(), "half.so", &bytes[..bytes.len() / 2]);
+    fails(
+        &["diff", "--baseline", &s(&a), "--updated", &s(&p)],
+        &p,
+        &["malformed"],
+    );
+    let pdb = Path::new("no/such/v2.pdb");
+    let pe = first("x86_64-windows");
+    fails(
+        &[
+            "diff",
+            "--baseline",
+            &s(&pe.path),
+            "--updated",
+            &s(&pe.path),
+            "--updated-pdb",
+            &s(pdb),
+        ],
+        pdb,
+        &["cannot read"],
+    );
+}
