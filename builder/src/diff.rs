@@ -268,7 +268,13 @@ fn compare<'a>(
         ))
     } else {
         bn.iter().zip(&un).enumerate().find_map(|(p, (b, u))| {
-            first_difference(b, u).map(|d| format!("{d}{}", part_label(bgroup, p)))
+            first_difference(b, u).map(|(d, at)| {
+                let shown = match (at, bgroup.parts.get(p), ugroup.parts.get(p)) {
+                    (Some(at), Some(bp), Some(up)) => show_instructions(base, bp, upd, up, at),
+                    _ => String::new(),
+                };
+                format!("{d}{}{shown}", part_label(bgroup, p))
+            })
         })
     };
     Compared {
@@ -278,31 +284,64 @@ fn compare<'a>(
     }
 }
 
-/// Where two instruction streams first differ, as a reason.
-fn first_difference(b: &Normalized<'_>, u: &Normalized<'_>) -> Option<String> {
+/// Where two instruction streams first differ: the reason, and the byte
+/// offsets of the differing instructions (baseline, update) when both exist.
+fn first_difference(
+    b: &Normalized<'_>,
+    u: &Normalized<'_>,
+) -> Option<(String, Option<(u32, u32)>)> {
     for (x, y) in b.insns.iter().zip(&u.insns) {
         // The hash is the whole comparison: lengths may differ for one
         // meaning (a branch relaxed from rel8 to rel32).
         if x.hash != y.hash {
-            return Some(format!("different instruction at +{:#x}", x.offset));
+            return Some((
+                format!("different instruction at +{:#x}", x.offset),
+                Some((x.offset, y.offset)),
+            ));
         }
     }
     match b.insns.len().cmp(&u.insns.len()) {
         std::cmp::Ordering::Equal => None,
         std::cmp::Ordering::Greater => {
             let at = b.insns[u.insns.len()].offset;
-            Some(format!(
-                "baseline has {} more instructions from +{at:#x}",
-                b.insns.len() - u.insns.len()
+            Some((
+                format!(
+                    "baseline has {} more instructions from +{at:#x}",
+                    b.insns.len() - u.insns.len()
+                ),
+                None,
             ))
         }
         std::cmp::Ordering::Less => {
             let at = u.insns[b.insns.len()].offset;
-            Some(format!(
-                "update has {} more instructions from +{at:#x}",
-                u.insns.len() - b.insns.len()
+            Some((
+                format!(
+                    "update has {} more instructions from +{at:#x}",
+                    u.insns.len() - b.insns.len()
+                ),
+                None,
             ))
         }
+    }
+}
+
+/// The differing instructions as text: `` (`a` → `b`) ``, or nothing when
+/// either does not decode.
+fn show_instructions(
+    base: &ImageIndex<'_, '_>,
+    bpart: &crate::index::Part,
+    upd: &ImageIndex<'_, '_>,
+    upart: &crate::index::Part,
+    (bo, uo): (u32, u32),
+) -> String {
+    let text = |idx: &ImageIndex<'_, '_>, part: &crate::index::Part, off: u32| {
+        let rva = part.rva.checked_add(u64::from(off))?;
+        let len = part.size.checked_sub(u64::from(off))?.min(15);
+        norm::render(idx.image.arch, idx.image.bytes_at(rva, len)?, rva)
+    };
+    match (text(base, bpart, bo), text(upd, upart, uo)) {
+        (Some(a), Some(b)) => format!(": `{a}` → `{b}`"),
+        _ => String::new(),
     }
 }
 

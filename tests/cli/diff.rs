@@ -424,3 +424,29 @@ fn gcc_clones_fold_into_their_parents() {
     // hb_echo.cold, align_up.constprop, digest.part, event_bytes.isra (per the corpus report).
     assert!(folded >= 6, "only {folded} clones met");
 }
+
+#[test]
+fn reasons_show_the_differing_instructions() {
+    let dir = scenario("tiny-function");
+    let d = run_diff(&dir, "x86_64-linux", "v2");
+    let f = d
+        .functions
+        .iter()
+        .find(|f| f.name == "strict_mode")
+        .unwrap();
+    assert_eq!(
+        f.reason.as_deref(),
+        Some("different instruction at +0x0: `xor eax,eax` → `mov eax,1`")
+    );
+    let d = run_diff(&dir, "aarch64-linux", "v2");
+    let f = d
+        .functions
+        .iter()
+        .find(|f| f.name == "strict_mode")
+        .unwrap();
+    let r = f.reason.as_deref().unwrap_or("");
+    assert!(
+        r.starts_with("different instruction at +0x0: `") && r.contains("#0x1"),
+        "{r}"
+    );
+}

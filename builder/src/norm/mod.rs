@@ -508,6 +508,34 @@ fn finish_parts(parts: &mut [Normalized<'_>], first: u32) {
     });
 }
 
+/// The instruction at the start of `code` (at `rva`), as assembly text, for
+/// reasons shown to people. `None` when it does not decode.
+pub fn render(arch: Arch, code: &[u8], rva: u64) -> Option<String> {
+    match arch {
+        Arch::X86_64 => {
+            use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
+            let mut d = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
+            let mut insn = Instruction::default();
+            d.decode_out(&mut insn);
+            if insn.is_invalid() {
+                return None;
+            }
+            let mut text = String::new();
+            IntelFormatter::new().format(&insn, &mut text);
+            Some(text)
+        }
+        Arch::Aarch64 => {
+            use yaxpeax_arch::{Decoder, U8Reader};
+            use yaxpeax_arm::armv8::a64::InstDecoder;
+            let word = code.get(..4)?;
+            let insn = InstDecoder::default()
+                .decode(&mut U8Reader::new(word))
+                .ok()?;
+            Some(insn.to_string())
+        }
+    }
+}
+
 /// Pass 1: append to `out` every address (RVA) that the code at `rva`
 /// refers to outside itself: branch and call targets, RIP-relative and
 /// ADRP/ADR/literal addresses, and the tables those lead to.
