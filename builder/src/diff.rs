@@ -12,7 +12,7 @@ use hotpatch_formats::Image;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::index::{Group, ImageIndex, SymRef};
+use crate::index::{Group, ImageIndex};
 use crate::key::Key;
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
@@ -403,7 +403,8 @@ fn compare_data(
     for ((br, ur), off) in brel.iter().zip(urel).zip(&boffs) {
         let bt = base.resolve_reloc(br, None);
         let ut = upd.resolve_reloc(ur, None);
-        if !same_target(&bt, &ut) {
+        // Anonymous blocks compare by digest, which covers their contents.
+        if bt != ut {
             return Some(format!("pointer at +{off:#x} points elsewhere"));
         }
         let o = usize::try_from(*off).unwrap_or(usize::MAX);
@@ -418,12 +419,6 @@ fn compare_data(
         .zip(&ub)
         .position(|(a, b)| a != b)
         .map(|i| format!("initial value differs at +{i:#x}"))
-}
-
-/// Whether two references of two images name the same thing. Anonymous
-/// blocks compare by digest, which already covers their contents.
-fn same_target(a: &SymRef<'_>, b: &SymRef<'_>) -> bool {
-    a == b
 }
 
 /// Diff a baseline image against its update.
@@ -455,18 +450,13 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     for (bi, g) in base.groups.iter().enumerate() {
         match upd.group(&g.key) {
             Some(ui) => pairs.push((bi, ui)),
-            None => functions.push(group_entry(g, None, Status::Removed, None)),
+            None => functions.push(group_entry(&g.key, Some(g), None, Status::Removed, None)),
         }
     }
     for g in &upd.groups {
         if base.group(&g.key).is_none() {
-            functions.push(group_entry(g, None, Status::Added, None));
+            functions.push(group_entry(&g.key, None, Some(g), Status::Added, None));
         }
-        // The update side of added entries is filled below.
-    }
-    for e in functions.iter_mut().filter(|e| e.status == Status::Added) {
-        std::mem::swap(&mut e.baseline_rva, &mut e.updated_rva);
-        std::mem::swap(&mut e.baseline_size, &mut e.updated_size);
     }
 
     let compared: Vec<Compared> = pairs
@@ -548,7 +538,13 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
         } else {
             Status::Unchanged
         };
-        functions.push(group_entry(g, Some(&upd.groups[u]), status, reason));
+        functions.push(group_entry(
+            &g.key,
+            Some(g),
+            Some(&upd.groups[u]),
+            status,
+            reason,
+        ));
     }
 
     // Blockers.
@@ -647,14 +643,20 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     })
 }
 
-fn group_entry(b: &Group, u: Option<&Group>, status: Status, reason: Option<String>) -> Entry {
+fn group_entry(
+    key: &Key,
+    b: Option<&Group>,
+    u: Option<&Group>,
+    status: Status,
+    reason: Option<String>,
+) -> Entry {
     Entry {
-        name: b.key.name.clone(),
-        unit: b.key.unit.clone(),
+        name: key.name.clone(),
+        unit: key.unit.clone(),
         status,
-        baseline_rva: b.primary().map(|p| p.rva),
-        updated_rva: u.and_then(|g| g.primary()).map(|p| p.rva),
-        baseline_size: Some(b.size()),
+        baseline_rva: b.and_then(Group::primary).map(|p| p.rva),
+        updated_rva: u.and_then(Group::primary).map(|p| p.rva),
+        baseline_size: b.map(Group::size),
         updated_size: u.map(Group::size),
         reason,
     }

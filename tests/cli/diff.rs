@@ -450,3 +450,25 @@ fn reasons_show_the_differing_instructions() {
         "{r}"
     );
 }
+
+#[test]
+fn added_function_carries_only_the_updated_side() {
+    let dir = scenario("new-helper");
+    let exp = expected(&dir);
+    let added = &exp.update[0].sets.added;
+    assert_eq!(added.len(), 1, "{added:?}");
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        let f = d
+            .functions
+            .iter()
+            .find(|f| f.name == added[0])
+            .unwrap_or_else(|| panic!("{target}: {} missing", added[0]));
+        assert_eq!(f.status, "added", "{target}");
+        assert!(
+            f.baseline_rva.is_none() && f.updated_rva.is_some(),
+            "{target}: {f:?}"
+        );
+        assert!(f.baseline_size.is_none(), "{target}: {f:?}");
+    }
+}
