@@ -159,7 +159,7 @@ fn describe(image: &Image<'_>) -> String {
 }
 
 /// Index an image and run pass 1 (references) over all its code, in parallel.
-fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
+pub(crate) fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
     let mut idx = ImageIndex::new(image);
     let arch = image.arch;
     let parts: Vec<(u64, u64)> = idx

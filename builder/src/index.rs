@@ -461,41 +461,20 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotpatch_formats::{Arch, Format, FormatIdentity, Identity, Permissions, Section};
+    use crate::testutil::{image as bare, section};
+    use hotpatch_formats::{Arch, Format};
 
     /// `.rdata` with a string literal followed by a linker structure whose
     /// bytes change every build (a debug directory's GUID).
     fn image(rdata: &[u8], boundaries: Vec<u64>) -> Image<'_> {
         Image {
-            format: Format::Pe,
-            arch: Arch::X86_64,
-            preferred_base: 0x1_8000_0000,
-            sections: vec![Section {
-                name: ".rdata".into(),
-                rva: 0x2000,
-                size: rdata.len() as u64,
-                perms: Permissions {
-                    read: true,
-                    write: false,
-                    execute: false,
-                },
-                data: rdata,
-            }],
-            functions: Vec::new(),
-            data: Vec::new(),
-            exports: Vec::new(),
-            relocations: Vec::new(),
-            identity: Identity {
-                sha256: [0; 32],
-                format: FormatIdentity::Pe {
-                    time_date_stamp: 0,
-                    size_of_image: 0,
-                    checksum: 0,
-                    codeview: None,
-                },
-            },
             boundaries,
-            stripped: false,
+            ..bare(
+                Format::Pe,
+                Arch::X86_64,
+                vec![section(".rdata", 0x2000, rdata, false, false)],
+                &[],
+            )
         }
     }
 

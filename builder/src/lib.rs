@@ -11,3 +11,5 @@ pub mod key;
 pub mod norm;
 pub mod patchability;
 pub mod report;
+#[cfg(test)]
+mod testutil;

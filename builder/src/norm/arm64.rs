@@ -1322,41 +1322,14 @@ fn r_plain(r: SymRef<'_>) -> (u8, SymRef<'_>) {
 }
 
 #[cfg(test)]
-mod tests_support {
-    //! Helpers shared by the tests: reading corpus images.
-    use std::path::{Path, PathBuf};
-
-    use hotpatch_formats::read::load_file;
-    use hotpatch_formats::ReadOptions;
-
-    /// The corpus directory.
-    pub fn corpus() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
-    }
-
-    /// Read an image's bytes and options (with the PDB beside it for PE).
-    pub fn read(path: &Path) -> (Vec<u8>, ReadOptions) {
-        let bytes = load_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut opts = ReadOptions::new(path);
-        let pdb = path.with_extension("pdb");
-        if pdb.exists() {
-            opts = opts.with_pdb(pdb);
-        }
-        (bytes, opts)
-    }
-}
-
-#[cfg(test)]
 mod synth {
     //! Hand-assembled AArch64 code in synthetic images, placed at different
     //! addresses, to check that placement never matters and content does.
-    use hotpatch_formats::{
-        Arch, DataObject, Format, FormatIdentity, Function, Identity, Image, Permissions,
-        RelocTarget, Relocation, Section, Visibility,
-    };
+    use hotpatch_formats::{Arch, DataObject, Format, Image, RelocTarget, Relocation, Visibility};
 
     use crate::index::ImageIndex;
-    use crate::norm::{normalize_part, references, Normalized};
+    use crate::norm::{normalize_part, Normalized};
+    use crate::testutil::{image, section};
 
     /// `ADRP xd, target` at `pc`.
     pub fn adrp(rd: u32, pc: u64, target: u64) -> u32 {
@@ -1439,43 +1412,12 @@ mod synth {
 
         /// The image over `text` (the bytes of [`Synth::text_bytes`]).
         pub fn image<'d>(&'d self, text: &'d [u8]) -> Image<'d> {
-            let perms = |write, execute| Permissions {
-                read: true,
-                write,
-                execute,
-            };
-            let section = |name: &str, rva, data: &'d [u8], p| Section {
-                name: name.to_string(),
-                rva,
-                size: data.len() as u64,
-                perms: p,
-                data,
-            };
+            let sections = vec![
+                section(".text", self.text.0, text, false, true),
+                section(".rodata", self.rodata.0, &self.rodata.1, false, false),
+                section(".data", self.data.0, &self.data.1, true, false),
+            ];
             Image {
-                format: Format::Elf,
-                arch: Arch::Aarch64,
-                preferred_base: 0,
-                sections: vec![
-                    section(".text", self.text.0, text, perms(false, true)),
-                    section(
-                        ".rodata",
-                        self.rodata.0,
-                        &self.rodata.1,
-                        perms(false, false),
-                    ),
-                    section(".data", self.data.0, &self.data.1, perms(true, false)),
-                ],
-                functions: self
-                    .functions
-                    .iter()
-                    .map(|&(name, rva, size)| Function {
-                        name: name.to_string(),
-                        rva,
-                        size,
-                        unit: None,
-                        visibility: Visibility::Global,
-                    })
-                    .collect(),
                 data: self
                     .objects
                     .iter()
@@ -1488,29 +1430,15 @@ mod synth {
                         visibility: Visibility::Global,
                     })
                     .collect(),
-                exports: Vec::new(),
                 relocations: self.relocations.clone(),
-                identity: Identity {
-                    sha256: [0; 32],
-                    format: FormatIdentity::Elf { build_id: None },
-                },
-                boundaries: Vec::new(),
-                stripped: false,
+                ..image(Format::Elf, Arch::Aarch64, sections, &self.functions)
             }
         }
     }
 
     /// Index an image the way the diff engine does.
     pub fn index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
-        let mut ix = ImageIndex::new(img);
-        let mut refs = Vec::new();
-        for f in &img.functions {
-            if let Some(code) = img.bytes_at(f.rva, f.size) {
-                references(img.arch, code, f.rva, &mut refs);
-            }
-        }
-        ix.finish(refs);
-        ix
+        crate::diff::index(img)
     }
 
     /// The normalised hashes of function `name` and its data references.
@@ -1567,8 +1495,8 @@ mod synth {
 #[cfg(test)]
 mod tests {
     use super::synth::*;
-    use super::tests_support::*;
     use crate::norm::references;
+    use crate::testutil::{corpus, read};
     use hotpatch_formats::read::{load_file, parse};
     use hotpatch_formats::RelocTarget;
 

@@ -781,43 +781,26 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use hotpatch_formats::read::{load_file, parse, ReadOptions};
-    use hotpatch_formats::{
-        Arch, Format, FormatIdentity, Function, Identity, Image, Permissions, RelocTarget, Section,
-        Visibility,
-    };
+    use hotpatch_formats::{Arch, Format, Function, Image, RelocTarget, Section};
 
     use super::*;
     use crate::key::Key;
     use crate::norm::{normalize_group, normalize_part};
+    use crate::testutil::{corpus_file, image, section};
 
     // ---- helpers ---------------------------------------------------------
-
-    /// The corpus directory.
-    fn corpus() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
-    }
 
     /// Parse an image (a PE finds its PDB beside it).
     fn parse_image<'d>(bytes: &'d [u8], path: &Path) -> Image<'d> {
         parse(bytes, &ReadOptions::new(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// Index an image and run pass 1 over all its code.
+    /// Index an image and run pass 1 over all its code, as the diff does.
     fn build_index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
-        let mut idx = ImageIndex::new(img);
-        let mut refs = Vec::new();
-        for g in &idx.groups {
-            for p in &g.parts {
-                if let Some(code) = img.bytes_at(p.rva, p.size) {
-                    references(code, p.rva, &mut refs);
-                }
-            }
-        }
-        idx.finish(refs);
-        idx
+        crate::diff::index(img)
     }
 
     /// The normalised form of every part of group `g`, as the diff engine
@@ -870,68 +853,13 @@ mod tests {
         differing(&xa, &xb)
     }
 
-    /// The file of `version` of `scenario` for `target`.
-    fn corpus_file(scenario: &str, target: &str, version: &str) -> PathBuf {
-        let ext = if target.ends_with("windows") {
-            "dll"
-        } else {
-            "so"
-        };
-        corpus().join(format!("{scenario}/bin/{target}/{version}.{ext}"))
-    }
-
-    /// A bare image for hand-assembled tests.
+    /// A bare x86-64 image for hand-assembled tests.
     fn synthetic<'d>(
         format: Format,
         sections: Vec<Section<'d>>,
         functions: &[(&str, u64, u64)],
     ) -> Image<'d> {
-        Image {
-            format,
-            arch: Arch::X86_64,
-            preferred_base: 0,
-            sections,
-            functions: functions
-                .iter()
-                .map(|&(name, rva, size)| Function {
-                    name: name.to_string(),
-                    rva,
-                    size,
-                    unit: None,
-                    visibility: Visibility::Global,
-                })
-                .collect(),
-            data: Vec::new(),
-            exports: Vec::new(),
-            relocations: Vec::new(),
-            identity: Identity {
-                sha256: [0; 32],
-                format: FormatIdentity::Elf { build_id: None },
-            },
-            boundaries: Vec::new(),
-            stripped: false,
-        }
-    }
-
-    /// A mapped section.
-    fn section<'d>(
-        name: &str,
-        rva: u64,
-        data: &'d [u8],
-        write: bool,
-        execute: bool,
-    ) -> Section<'d> {
-        Section {
-            name: name.to_string(),
-            rva,
-            size: data.len() as u64,
-            perms: Permissions {
-                read: true,
-                write,
-                execute,
-            },
-            data,
-        }
+        image(format, Arch::X86_64, sections, functions)
     }
 
     // ---- the corpus ------------------------------------------------------
