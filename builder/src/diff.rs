@@ -300,29 +300,21 @@ fn first_difference(
             ));
         }
     }
-    match b.insns.len().cmp(&u.insns.len()) {
-        std::cmp::Ordering::Equal => None,
-        std::cmp::Ordering::Greater => {
-            let at = b.insns[u.insns.len()].offset;
-            Some((
-                format!(
-                    "baseline has {} more instructions from +{at:#x}",
-                    b.insns.len() - u.insns.len()
-                ),
-                None,
-            ))
-        }
-        std::cmp::Ordering::Less => {
-            let at = u.insns[b.insns.len()].offset;
-            Some((
-                format!(
-                    "update has {} more instructions from +{at:#x}",
-                    u.insns.len() - b.insns.len()
-                ),
-                None,
-            ))
-        }
-    }
+    // Equal up to the shorter stream: the longer one has extra code.
+    let (side, longer, shorter) = if b.insns.len() >= u.insns.len() {
+        ("baseline", b, u)
+    } else {
+        ("update", u, b)
+    };
+    let extra = longer.insns.get(shorter.insns.len())?;
+    Some((
+        format!(
+            "{side} has {} more instructions from +{:#x}",
+            longer.insns.len() - shorter.insns.len(),
+            extra.offset
+        ),
+        None,
+    ))
 }
 
 /// The differing instructions as text: `` (`a` → `b`) ``, or nothing when
@@ -678,5 +670,43 @@ fn data_entry(
         baseline_size: b.map(|o| o.size),
         updated_size: u.map(|o| o.size),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::norm::NormInsn;
+
+    fn stream(hashes: &[u64]) -> Normalized<'static> {
+        let mut n = Normalized::default();
+        n.insns = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &hash)| NormInsn {
+                offset: 4 * i as u32,
+                len: 4,
+                hash,
+            })
+            .collect();
+        n
+    }
+
+    #[test]
+    fn first_difference_names_the_side_with_extra_code() {
+        let (a, b) = (stream(&[1, 2, 3]), stream(&[1, 2]));
+        assert_eq!(first_difference(&a, &a), None);
+        assert_eq!(
+            first_difference(&a, &b),
+            Some(("baseline has 1 more instructions from +0x8".into(), None))
+        );
+        assert_eq!(
+            first_difference(&b, &a),
+            Some(("update has 1 more instructions from +0x8".into(), None))
+        );
+        assert_eq!(
+            first_difference(&a, &stream(&[1, 9, 3])),
+            Some(("different instruction at +0x4".into(), Some((4, 4))))
+        );
     }
 }
