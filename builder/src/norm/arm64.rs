@@ -1327,7 +1327,7 @@ mod synth {
     //! addresses, to check that placement never matters and content does.
     use hotpatch_formats::{Arch, DataObject, Format, Image, RelocTarget, Relocation, Visibility};
 
-    use crate::index::ImageIndex;
+    pub(crate) use crate::diff::index;
     use crate::norm::{normalize_part, Normalized};
     use crate::testutil::{image, section};
 
@@ -1434,11 +1434,6 @@ mod synth {
                 ..image(Format::Elf, Arch::Aarch64, sections, &self.functions)
             }
         }
-    }
-
-    /// Index an image the way the diff engine does.
-    pub fn index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
-        crate::diff::index(img)
     }
 
     /// The normalised hashes of function `name` and its data references.

@@ -787,6 +787,7 @@ mod tests {
     use hotpatch_formats::{Arch, Format, Function, Image, RelocTarget, Section};
 
     use super::*;
+    use crate::diff::index;
     use crate::key::Key;
     use crate::norm::{normalize_group, normalize_part};
     use crate::testutil::{corpus_file, image, section};
@@ -796,11 +797,6 @@ mod tests {
     /// Parse an image (a PE finds its PDB beside it).
     fn parse_image<'d>(bytes: &'d [u8], path: &Path) -> Image<'d> {
         parse(bytes, &ReadOptions::new(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    /// Index an image and run pass 1 over all its code, as the diff does.
-    fn build_index<'i, 'd>(img: &'i Image<'d>) -> ImageIndex<'i, 'd> {
-        crate::diff::index(img)
     }
 
     /// The normalised form of every part of group `g`, as the diff engine
@@ -849,7 +845,7 @@ mod tests {
     fn diff_paths(pa: &Path, pb: &Path) -> BTreeSet<String> {
         let (ba, bb) = (load_file(pa).unwrap(), load_file(pb).unwrap());
         let (ia, ib) = (parse_image(&ba, pa), parse_image(&bb, pb));
-        let (xa, xb) = (build_index(&ia), build_index(&ib));
+        let (xa, xb) = (index(&ia), index(&ib));
         differing(&xa, &xb)
     }
 
@@ -884,7 +880,7 @@ mod tests {
             let path = corpus_file("06-rodata-table", target, "v1");
             let bytes = load_file(&path).unwrap();
             let img = parse_image(&bytes, &path);
-            let idx = build_index(&img);
+            let idx = index(&img);
             for f in ["suite_allowed", "suite_pick"] {
                 let g = idx
                     .group(&Key {
@@ -919,7 +915,7 @@ mod tests {
             );
             let (ba, bb) = (load_file(&pa).unwrap(), load_file(&pb).unwrap());
             let (ia, ib) = (parse_image(&ba, &pa), parse_image(&bb, &pb));
-            let (xa, xb) = (build_index(&ia), build_index(&ib));
+            let (xa, xb) = (index(&ia), index(&ib));
             assert_eq!(hashes_of(&xa, f), hashes_of(&xb, f), "{scenario} {f}");
         }
     }
@@ -1001,13 +997,13 @@ mod tests {
         swapped[at..at + 4].copy_from_slice(&ro[at + 4..at + 8]);
         assert_ne!(swapped, ro);
 
-        let base = build_index(&img);
+        let base = index(&img);
         let want = hashes_of(&base, func);
         let same_img = moved(&img, ti, ri, new_rva, &ro, &text);
-        let same = build_index(&same_img);
+        let same = index(&same_img);
         assert_eq!(hashes_of(&same, func), want, "{func}: moved table");
         let other_img = moved(&img, ti, ri, new_rva, &swapped, &text);
-        let other = build_index(&other_img);
+        let other = index(&other_img);
         assert_ne!(hashes_of(&other, func), want, "{func}: swapped cases");
     }
 
@@ -1098,7 +1094,7 @@ mod tests {
             vec![section(".text", 0x1000, &text, false, true)],
             &[("sw", at, code.len() as u64)],
         );
-        let idx = build_index(&img);
+        let idx = index(&img);
         let g = idx
             .group(&Key {
                 name: "sw".into(),
@@ -1150,7 +1146,7 @@ mod tests {
         let path = corpus_file("01-bounds-check", "x86_64-linux", "v1");
         let bytes = load_file(&path).unwrap();
         let img = parse_image(&bytes, &path);
-        let idx = build_index(&img);
+        let idx = index(&img);
         let g = idx
             .group(&Key {
                 name: "hb_echo".into(),
@@ -1228,7 +1224,7 @@ mod tests {
                     },
                 });
             }
-            let idx = build_index(&img);
+            let idx = index(&img);
             hashes_of(&idx, "f")
         };
         let a = norm(&build(0x2000, 0x3000, "memcpy", "x"));
@@ -1253,7 +1249,7 @@ mod tests {
             functions,
         );
         img.relocations = relocations;
-        let idx = build_index(&img);
+        let idx = index(&img);
         hashes_of(&idx, "f")
     }
 
@@ -1446,7 +1442,7 @@ mod tests {
             ],
             &[("f", at, c.len() as u64)],
         );
-        let idx = build_index(&img);
+        let idx = index(&img);
         hashes_of(&idx, "f")
     }
 
@@ -1488,7 +1484,7 @@ mod tests {
                     ("f.cold", cold_at, cold.len() as u64),
                 ],
             );
-            let idx = build_index(&img);
+            let idx = index(&img);
             let group = hashes_of(&idx, "f");
             let g = idx
                 .group(&Key {
@@ -1528,7 +1524,7 @@ mod tests {
             vec![section(".text", 0x1000, &data, false, true)],
             &[("f", 0x1000, data.len() as u64)],
         );
-        let idx = build_index(&img);
+        let idx = index(&img);
         let g = idx
             .group(&Key {
                 name: "f".into(),
