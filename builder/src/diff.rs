@@ -5,6 +5,11 @@
 //! pointers normalised, spreads changed read-only data to the functions that
 //! use it, and decides whether the update can be applied to a running
 //! process. Everything that cannot is a [`Blocker`] with a precise reason.
+//!
+//! Each function's code is decoded once: the comparison also collects the
+//! addresses that cut anonymous data into blocks, and references to
+//! anonymous data are settled after every block is fixed (see
+//! [`crate::norm`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -12,7 +17,7 @@ use hotpatch_formats::Image;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::index::{Group, ImageIndex};
+use crate::index::{ImageIndex, Part};
 use crate::key::Key;
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
@@ -47,11 +52,11 @@ pub enum Status {
 
 /// One function or data object in the report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub struct Entry<'i> {
     /// Source-level name (clone suffixes folded).
-    pub name: String,
+    pub name: &'i str,
     /// Translation unit stem, for local symbols.
-    pub unit: Option<String>,
+    pub unit: Option<&'i str>,
     /// What happened to it.
     pub status: Status,
     /// RVA in the baseline (primary part, for functions).
@@ -66,12 +71,12 @@ pub struct Entry {
     pub reason: Option<String>,
 }
 
-impl Entry {
+impl Entry<'_> {
     /// The key, as `unit:name` for local symbols.
     pub fn display_name(&self) -> String {
-        match &self.unit {
+        match self.unit {
             Some(u) => format!("{u}:{}", self.name),
-            None => self.name.clone(),
+            None => self.name.to_string(),
         }
     }
 }
@@ -116,27 +121,27 @@ pub struct Blocker {
     pub functions: Vec<String>,
 }
 
-/// The result of [`diff`].
+/// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
-pub struct Diff {
+pub struct Diff<'i> {
     /// Every function of either image, sorted by status then name.
-    pub functions: Vec<Entry>,
+    pub functions: Vec<Entry<'i>>,
     /// Every data object of either image, sorted by status then name.
-    pub data: Vec<Entry>,
+    pub data: Vec<Entry<'i>>,
     /// Whether the update can be applied to a running process.
     pub hotpatchable: bool,
     /// Why not, if not.
     pub blockers: Vec<Blocker>,
 }
 
-impl Diff {
+impl<'i> Diff<'i> {
     /// The functions with the given status.
-    pub fn functions_with(&self, status: Status) -> impl Iterator<Item = &Entry> {
+    pub fn functions_with(&self, status: Status) -> impl Iterator<Item = &Entry<'i>> {
         self.functions.iter().filter(move |e| e.status == status)
     }
 
     /// The data objects with the given status.
-    pub fn data_with(&self, status: Status) -> impl Iterator<Item = &Entry> {
+    pub fn data_with(&self, status: Status) -> impl Iterator<Item = &Entry<'i>> {
         self.data.iter().filter(move |e| e.status == status)
     }
 }
@@ -158,27 +163,24 @@ fn describe(image: &Image<'_>) -> String {
     format!("{} {}", image.format.name(), image.arch.name())
 }
 
-/// Index an image and run pass 1 (references) over all its code, in parallel.
-pub(crate) fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
-    let mut idx = ImageIndex::new(image);
-    let arch = image.arch;
-    let parts: Vec<(u64, u64)> = idx
-        .groups
-        .iter()
-        .flat_map(|g| g.parts.iter().map(|p| (p.rva, p.size)))
-        .collect();
-    let named = &idx;
-    let refs: Vec<u64> = parts
+/// Pass 1 over some groups' code: every address they refer to outside
+/// functions (anonymous data cut into blocks there), in parallel.
+fn references(idx: &ImageIndex<'_, '_>, groups: &[usize]) -> Vec<u64> {
+    let image = idx.image;
+    groups
         .par_iter()
-        .fold(Vec::new, |mut acc, &(rva, size)| {
-            if let Some(code) = image.bytes_at(rva, size) {
+        .fold(Vec::new, |mut acc, &g| {
+            for p in idx.parts(g) {
+                let Some(code) = image.bytes_at(p.rva, p.size) else {
+                    continue;
+                };
                 let from = acc.len();
-                norm::references(arch, code, rva, &mut acc);
+                norm::references(image.arch, code, p.rva, &mut acc);
                 // Only addresses outside functions cut anonymous data; the
                 // many branch and call targets inside them do not.
                 let mut keep = from;
                 for i in from..acc.len() {
-                    if named.function_at(acc[i]).is_none() {
+                    if idx.function_at(acc[i]).is_none() {
                         acc[keep] = acc[i];
                         keep += 1;
                     }
@@ -190,114 +192,301 @@ pub(crate) fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
         .reduce(Vec::new, |mut a, mut b| {
             a.append(&mut b);
             a
-        });
+        })
+}
+
+/// Index an image, run pass 1 over all its code and finish the index: what
+/// [`diff`] does in one pass, step by step (for tests that normalise single
+/// functions against a finished index).
+#[cfg(test)]
+pub(crate) fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
+    let idx = ImageIndex::new(image);
+    let all: Vec<usize> = (0..idx.groups.len()).collect();
+    let refs = references(&idx, &all);
     idx.finish(refs);
     idx
 }
 
-/// Normalise every part of a group together, so that references between
-/// the parts (a `.cold` split) compare by position, like those inside one.
-fn normalize_group<'a>(idx: &'a ImageIndex<'_, '_>, g: usize) -> Vec<Normalized<'a>> {
-    let mut parts = Vec::new();
-    norm::normalize_group(idx, g, &mut parts);
-    parts
+/// Matched functions compared per parallel task: enough to reuse the
+/// scratch streams, few enough to balance the load.
+const CHUNK: usize = 64;
+
+/// Where two normalised groups first differ.
+struct Difference {
+    /// Part, and position in that part's stream.
+    at: (usize, usize),
+    /// Why, for people.
+    reason: String,
 }
 
-/// The comparison of one matched function.
-struct Compared<'a> {
-    reason: Option<String>,
-    /// Data objects referenced by either build (keys borrowed from the
-    /// indexes; sorted, no duplicates).
-    data_refs: Vec<&'a Key>,
-    /// Function parts the baseline build calls (key, clone signature;
-    /// sorted, no duplicates).
-    base_calls: Vec<(&'a Key, &'a str)>,
+/// A pair of references to anonymous bytes, at the same place in both
+/// builds, that the comparison could not resolve before every block was
+/// known.
+struct Pending {
+    /// Part, and position in that part's stream.
+    at: (usize, usize),
+    /// Byte offsets of the referring instructions in their parts.
+    offsets: (u32, u32),
+    /// The addresses referred to (baseline, update).
+    rvas: (u64, u64),
 }
 
-fn part_label(group: &Group, part: usize) -> String {
-    match group.parts.get(part).map(|p| p.signature.as_str()) {
+/// The comparison of one matched function, before the anonymous blocks are
+/// fixed.
+struct Compared {
+    /// The first difference not involving anonymous data.
+    difference: Option<Difference>,
+    /// This pair's pending references: a range of [`ChunkOut::pending`].
+    pending: std::ops::Range<usize>,
+    /// This pair's provisional jump tables: a range of [`ChunkOut::tables`].
+    tables: std::ops::Range<usize>,
+}
+
+/// What the comparison of one chunk of matched functions found.
+#[derive(Default)]
+struct ChunkOut<'a> {
+    /// One per pair of the chunk.
+    compared: Vec<Compared>,
+    /// Their pending references.
+    pending: Vec<Pending>,
+    /// Their provisional jump tables: (in the update?, address, entries).
+    tables: Vec<(bool, u64, usize)>,
+    /// Anchors found in the baseline's code and in the update's.
+    anchors: (Vec<u64>, Vec<u64>),
+    /// (pair, data object) for every data object either build refers to.
+    data_refs: Vec<(usize, Key<'a>)>,
+    /// (pair, clone, signature) for every baseline call to a compiler clone
+    /// that vanishes in the update.
+    clone_calls: Vec<(usize, Key<'a>, &'a str)>,
+}
+
+/// Scratch streams of one task, reused from pair to pair.
+#[derive(Default)]
+struct Scratch<'a> {
+    base: Vec<Normalized<'a>>,
+    upd: Vec<Normalized<'a>>,
+    keys: Vec<Key<'a>>,
+}
+
+fn part_label(parts: &[Part<'_>], part: usize) -> String {
+    match parts.get(part).map(|p| &*p.signature) {
         Some("") | None => String::new(),
         Some(sig) => format!(" in its .{sig} part"),
     }
 }
 
+/// Why two groups with different parts differ, when they do.
+fn parts_differ(bparts: &[Part<'_>], uparts: &[Part<'_>]) -> Option<String> {
+    if bparts.len() == uparts.len()
+        && bparts
+            .iter()
+            .zip(uparts)
+            .all(|(b, u)| b.signature == u.signature)
+    {
+        return None;
+    }
+    let show = |s: &[Part<'_>]| {
+        s.iter()
+            .map(|p| {
+                if p.signature.is_empty() {
+                    "body".to_string()
+                } else {
+                    format!(".{}", p.signature)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "compiled into different parts: baseline [{}], update [{}]",
+        show(bparts),
+        show(uparts)
+    ))
+}
+
+/// The reason for a differing instruction at byte offsets `(bo, uo)` of
+/// part `p`: where, and the two instructions as text.
+fn instruction_reason(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+    p: usize,
+    (bo, uo): (u32, u32),
+) -> String {
+    let (bparts, uparts) = (base.parts(bg), upd.parts(ug));
+    let shown = match (bparts.get(p), uparts.get(p)) {
+        (Some(bp), Some(up)) => show_instructions(base, bp, upd, up, (bo, uo)),
+        _ => String::new(),
+    };
+    format!(
+        "different instruction at +{bo:#x}{}{shown}",
+        part_label(bparts, p)
+    )
+}
+
+/// The first difference of two normalised groups with the same parts.
+fn first_group_difference(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+    bn: &[Normalized<'_>],
+    un: &[Normalized<'_>],
+) -> Option<Difference> {
+    bn.iter().zip(un).enumerate().find_map(|(p, (b, u))| {
+        let (k, kind) = first_difference(b, u)?;
+        let reason = match kind {
+            Mismatch::Instruction(offsets) => instruction_reason(base, bg, upd, ug, p, offsets),
+            Mismatch::Extra(text) => format!("{text}{}", part_label(base.parts(bg), p)),
+        };
+        Some(Difference { at: (p, k), reason })
+    })
+}
+
+/// Compare one matched function (groups `bg` of `base` and `ug` of `upd`),
+/// appending what it found to `out`. `vanished` lists the baseline's
+/// compiler clones that the update lacks (sorted).
+#[allow(clippy::too_many_arguments)]
 fn compare<'a>(
     base: &'a ImageIndex<'_, '_>,
     bg: usize,
     upd: &'a ImageIndex<'_, '_>,
     ug: usize,
-) -> Compared<'a> {
-    let bgroup = &base.groups[bg];
-    let ugroup = &upd.groups[ug];
-    let bn = normalize_group(base, bg);
-    let un = normalize_group(upd, ug);
-    let mut data_refs: Vec<&Key> = Vec::new();
-    let mut base_calls: Vec<(&Key, &str)> = Vec::new();
-    for n in &bn {
-        data_refs.extend(&n.data_refs);
-        base_calls.extend(&n.fn_refs);
+    pair: usize,
+    vanished: &[(Key<'a>, &'a str)],
+    scratch: &mut Scratch<'a>,
+    out: &mut ChunkOut<'a>,
+) {
+    let (bn, un) = (&mut scratch.base, &mut scratch.upd);
+    norm::normalize_group(base, bg, bn);
+    norm::normalize_group(upd, ug, un);
+    for n in bn.iter() {
+        out.anchors.0.extend(&n.anchors);
     }
-    for n in &un {
-        data_refs.extend(&n.data_refs);
+    for n in un.iter() {
+        out.anchors.1.extend(&n.anchors);
     }
-    data_refs.sort_unstable();
-    data_refs.dedup();
-    base_calls.sort_unstable();
-    base_calls.dedup();
-    data_refs.shrink_to_fit();
-    base_calls.shrink_to_fit();
-    let bsigs: Vec<&str> = bgroup.parts.iter().map(|p| p.signature.as_str()).collect();
-    let usigs: Vec<&str> = ugroup.parts.iter().map(|p| p.signature.as_str()).collect();
-    let reason = if bsigs != usigs {
-        let show = |s: &[&str]| {
-            s.iter()
-                .map(|x| {
-                    if x.is_empty() {
-                        "body".to_string()
-                    } else {
-                        format!(".{x}")
+    let keys = &mut scratch.keys;
+    keys.clear();
+    keys.extend(
+        bn.iter()
+            .chain(un.iter())
+            .flat_map(|n| n.data_refs.iter().copied().copied()),
+    );
+    keys.sort_unstable();
+    keys.dedup();
+    out.data_refs.extend(keys.iter().map(|&k| (pair, k)));
+    if !vanished.is_empty() {
+        let from = out.clone_calls.len();
+        for n in bn.iter() {
+            for &(k, sig) in &n.fn_refs {
+                if vanished.binary_search(&(*k, sig)).is_ok() {
+                    out.clone_calls.push((pair, *k, sig));
+                }
+            }
+        }
+        out.clone_calls[from..].sort_unstable();
+        let mut tail = out.clone_calls.split_off(from);
+        tail.dedup();
+        out.clone_calls.append(&mut tail);
+    }
+    let first_table = out.tables.len();
+    for (update, side) in [(false, &*bn), (true, &*un)] {
+        for n in side {
+            out.tables
+                .extend(n.tables.iter().map(|&(t, len)| (update, t, len)));
+        }
+    }
+    let start = out.pending.len();
+    let difference = match parts_differ(base.parts(bg), upd.parts(ug)) {
+        Some(reason) => Some(Difference { at: (0, 0), reason }),
+        None => {
+            let d = first_group_difference(base, bg, upd, ug, bn, un);
+            // Anonymous references before the first difference (the streams
+            // agree up to there, so these pair up one to one).
+            let until = d.as_ref().map_or((usize::MAX, usize::MAX), |d| d.at);
+            for (p, (b, u)) in bn.iter().zip(un.iter()).enumerate() {
+                for (x, y) in b.deferred.iter().zip(&u.deferred) {
+                    let at = (p, x.insn as usize);
+                    if at >= until || x.insn != y.insn {
+                        break;
                     }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        Some(format!(
-            "compiled into different parts: baseline [{}], update [{}]",
-            show(&bsigs),
-            show(&usigs)
-        ))
-    } else {
-        bn.iter().zip(&un).enumerate().find_map(|(p, (b, u))| {
-            first_difference(b, u).map(|(d, at)| {
-                let shown = match (at, bgroup.parts.get(p), ugroup.parts.get(p)) {
-                    (Some(at), Some(bp), Some(up)) => show_instructions(base, bp, upd, up, at),
-                    _ => String::new(),
-                };
-                format!("{d}{}{shown}", part_label(bgroup, p))
-            })
-        })
+                    let offset = |n: &Normalized<'_>| n.insns.get(at.1).map_or(0, |i| i.offset);
+                    out.pending.push(Pending {
+                        at,
+                        offsets: (offset(b), offset(u)),
+                        rvas: (x.rva, y.rva),
+                    });
+                }
+            }
+            d
+        }
     };
-    Compared {
-        reason,
-        data_refs,
-        base_calls,
-    }
+    out.compared.push(Compared {
+        difference,
+        pending: start..out.pending.len(),
+        tables: first_table..out.tables.len(),
+    });
 }
 
-/// Where two instruction streams first differ: the reason, and the byte
-/// offsets of the differing instructions (baseline, update) when both exist.
-fn first_difference(
-    b: &Normalized<'_>,
-    u: &Normalized<'_>,
-) -> Option<(String, Option<(u32, u32)>)> {
-    for (x, y) in b.insns.iter().zip(&u.insns) {
+/// The reason a matched function differs, once both indexes are finished.
+fn settle(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+    c: &Compared,
+    chunk: &ChunkOut<'_>,
+) -> Option<String> {
+    // A jump table measured differently now that every anchor is known: the
+    // provisional forms are stale.
+    let stale = chunk
+        .tables
+        .get(c.tables.clone())
+        .unwrap_or(&[])
+        .iter()
+        .any(|&(update, table, len)| {
+            let (idx, g) = if update { (upd, ug) } else { (base, bg) };
+            norm::table_len(idx, g, table) != len
+        });
+    if stale {
+        // Normalise again, now that the blocks are known.
+        let (mut bn, mut un) = (Vec::new(), Vec::new());
+        norm::normalize_group(base, bg, &mut bn);
+        norm::normalize_group(upd, ug, &mut un);
+        return match parts_differ(base.parts(bg), upd.parts(ug)) {
+            Some(reason) => Some(reason),
+            None => first_group_difference(base, bg, upd, ug, &bn, &un).map(|d| d.reason),
+        };
+    }
+    // The first pending pair that resolves differently comes before the
+    // first other difference.
+    for p in chunk.pending.get(c.pending.clone()).unwrap_or(&[]) {
+        if base.resolve(p.rvas.0, None) != upd.resolve(p.rvas.1, None) {
+            return Some(instruction_reason(base, bg, upd, ug, p.at.0, p.offsets));
+        }
+    }
+    c.difference.as_ref().map(|d| d.reason.clone())
+}
+
+/// How two instruction streams first differ.
+#[derive(Debug, PartialEq, Eq)]
+enum Mismatch {
+    /// Different instructions, at these byte offsets (baseline, update).
+    Instruction((u32, u32)),
+    /// One stream has extra instructions after the other ends.
+    Extra(String),
+}
+
+/// Where two instruction streams first differ: the position in the streams,
+/// and how.
+fn first_difference(b: &Normalized<'_>, u: &Normalized<'_>) -> Option<(usize, Mismatch)> {
+    for (k, (x, y)) in b.insns.iter().zip(&u.insns).enumerate() {
         // The hash is the whole comparison: lengths may differ for one
         // meaning (a branch relaxed from rel8 to rel32).
         if x.hash != y.hash {
-            return Some((
-                format!("different instruction at +{:#x}", x.offset),
-                Some((x.offset, y.offset)),
-            ));
+            return Some((k, Mismatch::Instruction((x.offset, y.offset))));
         }
     }
     // Equal up to the shorter stream: the longer one has extra code.
@@ -306,14 +495,15 @@ fn first_difference(
     } else {
         ("update", u, b)
     };
-    let extra = longer.insns.get(shorter.insns.len())?;
+    let k = shorter.insns.len();
+    let extra = longer.insns.get(k)?;
     Some((
-        format!(
+        k,
+        Mismatch::Extra(format!(
             "{side} has {} more instructions from +{:#x}",
-            longer.insns.len() - shorter.insns.len(),
+            longer.insns.len() - k,
             extra.offset
-        ),
-        None,
+        )),
     ))
 }
 
@@ -321,12 +511,12 @@ fn first_difference(
 /// either does not decode.
 fn show_instructions(
     base: &ImageIndex<'_, '_>,
-    bpart: &crate::index::Part,
+    bpart: &Part<'_>,
     upd: &ImageIndex<'_, '_>,
-    upart: &crate::index::Part,
+    upart: &Part<'_>,
     (bo, uo): (u32, u32),
 ) -> String {
-    let text = |idx: &ImageIndex<'_, '_>, part: &crate::index::Part, off: u32| {
+    let text = |idx: &ImageIndex<'_, '_>, part: &Part<'_>, off: u32| {
         let rva = part.rva.checked_add(u64::from(off))?;
         let len = part.size.checked_sub(u64::from(off))?.min(15);
         norm::render(idx.image.arch, idx.image.bytes_at(rva, len)?, rva)
@@ -427,34 +617,74 @@ fn compare_data(
 /// }
 /// # Ok::<(), hotpatch_formats::Error>(())
 /// ```
-pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
+pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<'i>, Error> {
     if baseline.arch != updated.arch || baseline.format != updated.format {
         return Err(Error::Incompatible {
             baseline: describe(baseline),
             updated: describe(updated),
         });
     }
-    let (base, upd) = rayon::join(|| index(baseline), || index(updated));
+    let (base, upd) = rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
 
-    // Match functions by key.
+    // Match functions by key (both lists are sorted by key).
     let mut pairs: Vec<(usize, usize)> = Vec::new();
-    let mut functions: Vec<Entry> = Vec::new();
-    for (bi, g) in base.groups.iter().enumerate() {
-        match upd.group(&g.key) {
-            Some(ui) => pairs.push((bi, ui)),
-            None => functions.push(group_entry(&g.key, Some(g), None, Status::Removed, None)),
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    for m in merge_by_key(&base.groups, &upd.groups, |g| &g.key) {
+        match m {
+            (Some(b), Some(u)) => pairs.push((b, u)),
+            (Some(b), None) => removed.push(b),
+            (None, Some(u)) => added.push(u),
+            (None, None) => {}
         }
     }
-    for g in &upd.groups {
-        if base.group(&g.key).is_none() {
-            functions.push(group_entry(&g.key, None, Some(g), Status::Added, None));
+    // Compiler clones of the baseline that the update lacks: their callers
+    // are recorded during the comparison.
+    let mut vanished: Vec<(Key<'_>, &str)> = Vec::new();
+    for &(b, u) in &pairs {
+        let uparts = upd.parts(u);
+        for p in base.parts(b) {
+            if p.entry
+                && !p.signature.is_empty()
+                && !uparts.iter().any(|q| q.signature == p.signature)
+            {
+                vanished.push((base.groups[b].key, &*p.signature));
+            }
         }
     }
+    vanished.sort_unstable();
+    vanished.dedup();
 
-    let compared: Vec<Compared> = pairs
-        .par_iter()
-        .map(|&(b, u)| compare(&base, b, &upd, u))
-        .collect();
+    // Compare every matched function, in parallel. The same decode finds the
+    // anchors that fix the anonymous blocks (pass 1), so references to
+    // anonymous data are compared once the blocks are known, below.
+    let chunks: Vec<ChunkOut<'_>> = {
+        let (base, upd, vanished) = (&base, &upd, &vanished);
+        pairs
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut scratch = Scratch::default();
+                let mut out = ChunkOut::default();
+                for (i, &(b, u)) in chunk.iter().enumerate() {
+                    let pair = c * CHUNK + i;
+                    compare(base, b, upd, u, pair, vanished, &mut scratch, &mut out);
+                }
+                for a in [&mut out.anchors.0, &mut out.anchors.1] {
+                    a.sort_unstable();
+                    a.dedup();
+                }
+                out
+            })
+            .collect()
+    };
+    let (mut base_anchors, mut upd_anchors) =
+        rayon::join(|| references(&base, &removed), || references(&upd, &added));
+    for c in &chunks {
+        base_anchors.extend(&c.anchors.0);
+        upd_anchors.extend(&c.anchors.1);
+    }
+    rayon::join(|| base.finish(base_anchors), || upd.finish(upd_anchors));
+    let (base, upd) = (&base, &upd);
 
     // Data objects.
     let is_program_data = |idx: &ImageIndex<'_, '_>, d: usize| {
@@ -462,81 +692,104 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
         !LOADER_SECTIONS.contains(&o.section.as_str())
             && !matches!(o.name.as_str(), "_DYNAMIC" | "_GLOBAL_OFFSET_TABLE_")
     };
-    let mut data: Vec<Entry> = Vec::new();
-    let mut changed_rodata: BTreeSet<Key> = BTreeSet::new();
-    let mut writable_changes: Vec<(Key, BlockerKind, String)> = Vec::new();
-    for (bd, entry) in base.data.iter().enumerate() {
-        if !is_program_data(&base, bd) {
-            continue;
-        }
-        let bo = &baseline.data[entry.object];
-        let Some(ud) = upd.data_entry(&entry.key) else {
-            data.push(data_entry(
-                &entry.key,
-                Some(bo),
-                None,
-                Status::Removed,
-                None,
-            ));
-            continue;
-        };
-        let uo = &updated.data[upd.data[ud].object];
-        let reason = compare_data(&base, bd, &upd, ud);
-        let status = if reason.is_some() {
-            Status::Changed
-        } else {
-            Status::Unchanged
-        };
-        if let Some(r) = &reason {
-            let writable = baseline.section_at(bo.rva).is_some_and(|s| s.perms.write);
-            if writable {
-                let kind = if bo.size != uo.size {
-                    BlockerKind::WritableDataResized
+    let mut data: Vec<Entry<'_>> = Vec::new();
+    let mut changed_rodata: BTreeSet<Key<'_>> = BTreeSet::new();
+    let mut writable_changes: Vec<(Key<'_>, BlockerKind, String)> = Vec::new();
+    for m in merge_by_key(&base.data, &upd.data, |d| &d.key) {
+        match m {
+            (Some(bd), Some(ud)) if is_program_data(base, bd) => {
+                let key = base.data[bd].key;
+                let bo = &baseline.data[base.data[bd].object];
+                let uo = &updated.data[upd.data[ud].object];
+                let reason = compare_data(base, bd, upd, ud);
+                let status = if reason.is_some() {
+                    Status::Changed
                 } else {
-                    BlockerKind::WritableDataChanged
+                    Status::Unchanged
                 };
-                writable_changes.push((entry.key.clone(), kind, r.clone()));
-            } else {
-                changed_rodata.insert(entry.key.clone());
+                if let Some(r) = &reason {
+                    let writable = baseline.section_at(bo.rva).is_some_and(|s| s.perms.write);
+                    if writable {
+                        let kind = if bo.size != uo.size {
+                            BlockerKind::WritableDataResized
+                        } else {
+                            BlockerKind::WritableDataChanged
+                        };
+                        writable_changes.push((key, kind, r.clone()));
+                    } else {
+                        changed_rodata.insert(key);
+                    }
+                }
+                data.push(data_entry(key, Some(bo), Some(uo), status, reason));
             }
+            (Some(bd), None) if is_program_data(base, bd) => {
+                let e = &base.data[bd];
+                let bo = &baseline.data[e.object];
+                data.push(data_entry(e.key, Some(bo), None, Status::Removed, None));
+            }
+            (None, Some(ud)) if is_program_data(upd, ud) => {
+                let e = &upd.data[ud];
+                let uo = &updated.data[e.object];
+                data.push(data_entry(e.key, None, Some(uo), Status::Added, None));
+            }
+            _ => {}
         }
-        data.push(data_entry(&entry.key, Some(bo), Some(uo), status, reason));
     }
-    for (ud, entry) in upd.data.iter().enumerate() {
-        if is_program_data(&upd, ud) && base.data_entry(&entry.key).is_none() {
-            let uo = &updated.data[entry.object];
-            data.push(data_entry(&entry.key, None, Some(uo), Status::Added, None));
+
+    // Users of the changed data objects: the first changed read-only object
+    // each matched function refers to, and every user of changed writable
+    // data (for its blocker).
+    let writable_keys: BTreeSet<Key<'_>> = writable_changes.iter().map(|w| w.0).collect();
+    let mut rodata_use: Vec<Option<Key<'_>>> = vec![None; pairs.len()];
+    let mut users: HashMap<Key<'_>, Vec<Key<'_>>> = HashMap::new();
+    for c in &chunks {
+        for &(pair, key) in &c.data_refs {
+            if changed_rodata.contains(&key) {
+                let first = &mut rodata_use[pair];
+                if first.is_none_or(|f| key < f) {
+                    *first = Some(key);
+                }
+            }
+            if writable_keys.contains(&key) {
+                users
+                    .entry(key)
+                    .or_default()
+                    .push(base.groups[pairs[pair].0].key);
+            }
         }
     }
 
     // Matched functions: changed if their code differs, or if they use a
     // changed read-only object (the package carries its new copy).
-    let mut changed_keys: HashSet<&Key> = HashSet::new();
-    let mut users: HashMap<&Key, Vec<&Key>> = HashMap::new();
-    for (&(b, u), c) in pairs.iter().zip(&compared) {
-        let g = &base.groups[b];
-        for &k in &c.data_refs {
-            users.entry(k).or_default().push(&g.key);
-        }
-        let reason = c.reason.clone().or_else(|| {
-            c.data_refs
-                .iter()
-                .find(|k| changed_rodata.contains(*k))
-                .map(|k| format!("references changed read-only object `{k}`"))
-        });
+    let compared = chunks
+        .iter()
+        .flat_map(|c| c.compared.iter().map(move |x| (x, c)));
+    let reasons: Vec<Option<String>> = pairs
+        .par_iter()
+        .zip(compared.collect::<Vec<_>>())
+        .zip(&rodata_use)
+        .map(|((&(b, u), (c, chunk)), rodata)| {
+            settle(base, b, upd, u, c, chunk)
+                .or_else(|| rodata.map(|k| format!("references changed read-only object `{k}`")))
+        })
+        .collect();
+    let mut functions: Vec<Entry<'_>> =
+        Vec::with_capacity(pairs.len() + added.len() + removed.len());
+    for &b in &removed {
+        functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
+    }
+    for &u in &added {
+        functions.push(group_entry(base, None, upd, Some(u), Status::Added, None));
+    }
+    let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
+    for (&(b, u), reason) in pairs.iter().zip(reasons) {
         let status = if reason.is_some() {
-            changed_keys.insert(&g.key);
+            changed_keys.insert(base.groups[b].key);
             Status::Changed
         } else {
             Status::Unchanged
         };
-        functions.push(group_entry(
-            &g.key,
-            Some(g),
-            Some(&upd.groups[u]),
-            status,
-            reason,
-        ));
+        functions.push(group_entry(base, Some(b), upd, Some(u), status, reason));
     }
 
     // Blockers.
@@ -546,7 +799,7 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
             .remove(&key)
             .unwrap_or_default()
             .into_iter()
-            .map(Key::to_string)
+            .map(|k| k.to_string())
             .collect();
         fns.sort();
         fns.dedup();
@@ -564,11 +817,14 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
             functions: fns,
         });
     }
-    // Callers of each baseline function part, for the clone check.
-    let mut callers: HashMap<(&Key, &str), Vec<&Key>> = HashMap::new();
-    for (&(b, _), c) in pairs.iter().zip(&compared) {
-        for &(k, s) in &c.base_calls {
-            callers.entry((k, s)).or_default().push(&base.groups[b].key);
+    // Baseline callers of each vanished clone.
+    let mut callers: HashMap<(Key<'_>, &str), Vec<Key<'_>>> = HashMap::new();
+    for c in &chunks {
+        for &(pair, k, s) in &c.clone_calls {
+            callers
+                .entry((k, s))
+                .or_default()
+                .push(base.groups[pairs[pair].0].key);
         }
     }
     for &(b, u) in &pairs {
@@ -576,9 +832,9 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
         if !changed_keys.contains(&g.key) {
             continue;
         }
-        let ug = &upd.groups[u];
-        for part in g.parts.iter().filter(|p| p.entry) {
-            match entry_scheme(&base, part.rva, part.size) {
+        let uparts = upd.parts(u);
+        for part in base.parts(b).iter().filter(|p| p.entry) {
+            match entry_scheme(base, part.rva, part.size) {
                 EntryScheme::TooSmall { needed } => blockers.push(Blocker {
                     object: g.key.to_string(),
                     kind: BlockerKind::FunctionTooSmall,
@@ -593,13 +849,13 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
                 }),
                 EntryScheme::Fits(_) => {}
             }
-            if part.signature.is_empty() || ug.parts.iter().any(|p| p.signature == part.signature) {
+            if part.signature.is_empty() || uparts.iter().any(|p| p.signature == part.signature) {
                 continue;
             }
             // A clone with its own calling convention disappears: only safe
             // if every caller is replaced too.
             let mut unchanged: Vec<String> = callers
-                .get(&(&g.key, part.signature.as_str()))
+                .get(&(g.key, &*part.signature))
                 .into_iter()
                 .flatten()
                 .filter(|k| !changed_keys.contains(*k))
@@ -622,9 +878,10 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
         }
     }
 
+    // Every name appears once per status, so the order is total.
     let order =
-        |a: &Entry, b: &Entry| (a.status, &a.name, &a.unit).cmp(&(b.status, &b.name, &b.unit));
-    functions.sort_by(order);
+        |a: &Entry<'_>, b: &Entry<'_>| (a.status, a.name, a.unit).cmp(&(b.status, b.name, b.unit));
+    functions.par_sort_unstable_by(order);
     data.sort_by(order);
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
     Ok(Diff {
@@ -635,35 +892,81 @@ pub fn diff(baseline: &Image<'_>, updated: &Image<'_>) -> Result<Diff, Error> {
     })
 }
 
-fn group_entry(
-    key: &Key,
-    b: Option<&Group>,
-    u: Option<&Group>,
+/// Walk two lists sorted by key together: `(Some(a), Some(b))` for a key in
+/// both, `(Some(a), None)` or `(None, Some(b))` for a key in one.
+fn merge_by_key<'k, 'n: 'k, T>(
+    a: &'k [T],
+    b: &'k [T],
+    key: impl Fn(&'k T) -> &'k Key<'n> + 'k,
+) -> impl Iterator<Item = (Option<usize>, Option<usize>)> + 'k {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(x), Some(y)) => Some(match key(x).cmp(key(y)) {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                (Some(i - 1), None)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (None, Some(j - 1))
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+                (Some(i - 1), Some(j - 1))
+            }
+        }),
+        (Some(_), None) => {
+            i += 1;
+            Some((Some(i - 1), None))
+        }
+        (None, Some(_)) => {
+            j += 1;
+            Some((None, Some(j - 1)))
+        }
+        (None, None) => None,
+    })
+}
+
+/// The report entry of a function group: `b` in the baseline, `u` in the update.
+fn group_entry<'i>(
+    base: &ImageIndex<'i, '_>,
+    b: Option<usize>,
+    upd: &ImageIndex<'i, '_>,
+    u: Option<usize>,
     status: Status,
     reason: Option<String>,
-) -> Entry {
+) -> Entry<'i> {
+    let key = match (b, u) {
+        (Some(b), _) => base.groups[b].key,
+        (None, Some(u)) => upd.groups[u].key,
+        (None, None) => Key {
+            name: "",
+            unit: None,
+        },
+    };
     Entry {
-        name: key.name.clone(),
-        unit: key.unit.clone(),
+        name: key.name,
+        unit: key.unit,
         status,
-        baseline_rva: b.and_then(Group::primary).map(|p| p.rva),
-        updated_rva: u.and_then(Group::primary).map(|p| p.rva),
-        baseline_size: b.map(Group::size),
-        updated_size: u.map(Group::size),
+        baseline_rva: b.and_then(|b| base.primary(b)).map(|p| p.rva),
+        updated_rva: u.and_then(|u| upd.primary(u)).map(|p| p.rva),
+        baseline_size: b.map(|b| base.group_size(b)),
+        updated_size: u.map(|u| upd.group_size(u)),
         reason,
     }
 }
 
-fn data_entry(
-    key: &Key,
+fn data_entry<'i>(
+    key: Key<'i>,
     b: Option<&hotpatch_formats::DataObject>,
     u: Option<&hotpatch_formats::DataObject>,
     status: Status,
     reason: Option<String>,
-) -> Entry {
+) -> Entry<'i> {
     Entry {
-        name: key.name.clone(),
-        unit: key.unit.clone(),
+        name: key.name,
+        unit: key.unit,
         status,
         baseline_rva: b.map(|o| o.rva),
         updated_rva: u.map(|o| o.rva),
@@ -677,6 +980,186 @@ fn data_entry(
 mod tests {
     use super::*;
     use crate::norm::NormInsn;
+    use crate::testutil::{corpus, image, read, section};
+    use hotpatch_formats::{read::parse, Arch, Format};
+
+    /// A function with a switch of `entries` table entries over `cases`
+    /// (offsets of the case bodies in the function, each `mov eax, n; ret`,
+    /// with `extra` bytes of `add eax, eax` in the first), at `at`, whose
+    /// table of 32-bit entries relative to the table lies at `table`:
+    /// `cmp edi, N; ja default; lea rdx, [rip+table]; movsxd rax,
+    /// [rdx+rdi*4]; add rax, rdx; jmp rax`.
+    fn switch_function(at: u64, table: u64, entries: u8, extra: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut code = vec![0x83, 0xff, entries - 1, 0x77, 0x00];
+        code.extend_from_slice(&[0x48, 0x8d, 0x15]);
+        let rel = table as i64 - (at as i64 + code.len() as i64 + 4);
+        code.extend_from_slice(&(rel as i32).to_le_bytes());
+        code.extend_from_slice(&[0x48, 0x63, 0x04, 0xba, 0x48, 0x01, 0xd0, 0xff, 0xe0]);
+        let mut cases = Vec::new();
+        for n in 0..3u8 {
+            cases.push(code.len());
+            code.extend_from_slice(&[0xb8, n + 1, 0, 0, 0]);
+            if n == 0 {
+                for _ in 0..extra {
+                    code.extend_from_slice(&[0x01, 0xc0]);
+                }
+            }
+            code.push(0xc3);
+        }
+        let default = code.len();
+        code[4] = (default - 5) as u8;
+        code.extend_from_slice(&[0x31, 0xc0, 0xc3]);
+        let mut entries_bytes = Vec::new();
+        for k in 0..entries as usize {
+            let case = at + cases[k % 3] as u64;
+            entries_bytes.extend_from_slice(&((case as i64 - table as i64) as i32).to_le_bytes());
+        }
+        (code, entries_bytes)
+    }
+
+    /// `f`'s jump table is followed in `.rodata` by `g`'s, and `g` follows
+    /// `f` in `.text`, so that `g`'s entries, read as if they were `f`'s,
+    /// land in `f`'s last bytes. Only `g`'s own reference ends `f`'s table
+    /// there; the comparison measures `f`'s table before it has seen `g`'s
+    /// code, so the measure must be checked again once every anchor is
+    /// known. `g` grows in the update: `f` is unchanged all the same.
+    #[test]
+    fn jump_table_followed_by_another_functions_table_is_measured_again() {
+        let build = |extra: usize| {
+            let (rodata, f_at) = (0x3000u64, 0x1000u64);
+            let (f, f_table) = switch_function(f_at, rodata, 8, 0);
+            let g_at = f_at + f.len() as u64;
+            let (g, g_table) = switch_function(g_at, rodata + 32, 3, extra);
+            let text = [f.clone(), g.clone()].concat();
+            let ro = [f_table, g_table].concat();
+            (text, ro, f.len() as u64, g.len() as u64)
+        };
+        let (text_a, ro_a, f_a, g_a) = build(0);
+        let (text_b, ro_b, f_b, g_b) = build(3);
+        let img = |text, ro, f: u64, g: u64| {
+            image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![
+                    section(".text", 0x1000, text, false, true),
+                    section(".rodata", 0x3000, ro, false, false),
+                ],
+                &[("f", 0x1000, f), ("g", 0x1000 + f, g)],
+            )
+        };
+        let (a, b) = (img(&text_a, &ro_a, f_a, g_a), img(&text_b, &ro_b, f_b, g_b));
+        // The misread really happens before the blocks are fixed: `g`'s
+        // first entries, taken relative to `f`'s table, land in `f`.
+        let idx = ImageIndex::new(&a);
+        let (f_group, _) = idx.function_at(0x1000).unwrap();
+        assert!(crate::norm::table_len(&idx, f_group, 0x3000) > 8);
+        let d = diff(&a, &b).unwrap();
+        let changed: Vec<&str> = d.functions_with(Status::Changed).map(|e| e.name).collect();
+        assert_eq!(changed, ["g"]);
+        assert_eq!(d.functions_with(Status::Unchanged).count(), 1);
+    }
+
+    /// `f` and `h` each load a string literal (anonymous `.rodata`, cut into
+    /// blocks by the references themselves) and then differ in nothing else.
+    /// `f`'s string changes in the update, `h`'s does not: only `f` changes,
+    /// and the reason points at its `lea`, found once the blocks are fixed.
+    #[test]
+    fn changed_string_literal_is_found_after_the_blocks_are_fixed() {
+        let build = |first: &'static [u8]| {
+            // f: lea rdi, [rip+S1]; jmp h   h: lea rdi, [rip+S2]; ret
+            let mut text = vec![0x48, 0x8d, 0x3d];
+            text.extend_from_slice(&((0x3000i64 - 0x1007) as i32).to_le_bytes());
+            text.extend_from_slice(&[0xeb, 0x00]);
+            text.extend_from_slice(&[0x48, 0x8d, 0x3d]);
+            text.extend_from_slice(&((0x3008i64 - 0x1010) as i32).to_le_bytes());
+            text.push(0xc3);
+            let ro = [first, b"second\0\0"].concat();
+            (text, ro)
+        };
+        let (text_a, ro_a) = build(b"first\0\0\0");
+        let (text_b, ro_b) = build(b"FIRST\0\0\0");
+        let img = |text, ro| {
+            image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![
+                    section(".text", 0x1000, text, false, true),
+                    section(".rodata", 0x3000, ro, false, false),
+                ],
+                &[("f", 0x1000, 9), ("h", 0x1009, 8)],
+            )
+        };
+        let (a, b) = (img(&text_a, &ro_a), img(&text_b, &ro_b));
+        let d = diff(&a, &b).unwrap();
+        let changed: Vec<(&str, Option<&str>)> = d
+            .functions_with(Status::Changed)
+            .map(|e| (e.name, e.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            changed,
+            [(
+                "f",
+                Some("different instruction at +0x0: `lea rdi,[3000h]` → `lea rdi,[3000h]`")
+            )]
+        );
+    }
+
+    /// The comparison resolves references to anonymous data after the fact
+    /// (and measures jump tables provisionally). On every corpus scenario,
+    /// update and target it must give exactly what comparing against
+    /// finished indexes gives: the same changed set, for the same reasons.
+    #[test]
+    fn deferred_comparison_equals_comparison_after_finish() {
+        let mut pairs = 0;
+        for scenario in std::fs::read_dir(corpus()).unwrap() {
+            let bin = scenario.unwrap().path().join("bin");
+            let Ok(targets) = std::fs::read_dir(&bin) else {
+                continue;
+            };
+            for target in targets {
+                let dir = target.unwrap().path();
+                let mut versions: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        matches!(p.extension().and_then(|e| e.to_str()), Some("so" | "dll"))
+                    })
+                    .collect();
+                versions.sort();
+                let (base_bytes, base_opts) = read(&versions[0]);
+                let baseline = parse(&base_bytes, &base_opts).unwrap();
+                let base = index(&baseline);
+                for v in &versions {
+                    let (bytes, opts) = read(v);
+                    let updated = parse(&bytes, &opts).unwrap();
+                    let upd = index(&updated);
+                    let d = diff(&baseline, &updated).unwrap();
+                    for e in &d.functions {
+                        let key = Key {
+                            name: e.name,
+                            unit: e.unit,
+                        };
+                        let (Some(bg), Some(ug)) = (base.group(&key), upd.group(&key)) else {
+                            continue;
+                        };
+                        let (mut bn, mut un) = (Vec::new(), Vec::new());
+                        norm::normalize_group(&base, bg, &mut bn);
+                        norm::normalize_group(&upd, ug, &mut un);
+                        let expected = parts_differ(base.parts(bg), upd.parts(ug)).or_else(|| {
+                            first_group_difference(&base, bg, &upd, ug, &bn, &un).map(|d| d.reason)
+                        });
+                        let got = e
+                            .reason
+                            .clone()
+                            .filter(|r| !r.starts_with("references changed read-only"));
+                        assert_eq!(got, expected, "{} {key}", v.display());
+                        pairs += 1;
+                    }
+                }
+            }
+        }
+        assert!(pairs > 400, "{pairs}");
+    }
 
     fn stream(hashes: &[u64]) -> Normalized<'static> {
         let mut n = Normalized::default();
@@ -698,15 +1181,21 @@ mod tests {
         assert_eq!(first_difference(&a, &a), None);
         assert_eq!(
             first_difference(&a, &b),
-            Some(("baseline has 1 more instructions from +0x8".into(), None))
+            Some((
+                2,
+                Mismatch::Extra("baseline has 1 more instructions from +0x8".into())
+            ))
         );
         assert_eq!(
             first_difference(&b, &a),
-            Some(("update has 1 more instructions from +0x8".into(), None))
+            Some((
+                2,
+                Mismatch::Extra("update has 1 more instructions from +0x8".into())
+            ))
         );
         assert_eq!(
             first_difference(&a, &stream(&[1, 9, 3])),
-            Some(("different instruction at +0x4".into(), Some((4, 4))))
+            Some((1, Mismatch::Instruction((4, 4))))
         );
     }
 }

@@ -2,22 +2,23 @@
 //! and the anonymous data blocks between them, so that any address the code
 //! refers to can be turned into an address-independent [`SymRef`].
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 use hotpatch_formats::{Image, RelocTarget, Relocation, Visibility};
-use serde::Serialize;
+use rayon::prelude::*;
 
 use crate::key::{is_split_part, split_clone, unit_stem, Key};
 
 /// One symbol of a function group: the function itself, or one of its GCC
 /// clones or split parts.
-#[derive(Clone, Debug, Serialize)]
-pub struct Part {
+#[derive(Clone, Debug)]
+pub struct Part<'i> {
     /// The clone signature (`""` for the plain function, `"cold"`, `"isra"`, ...).
-    pub signature: String,
+    pub signature: Cow<'i, str>,
     /// The full symbol name.
-    pub symbol: String,
+    pub symbol: &'i str,
     /// RVA of the first byte.
     pub rva: u64,
     /// Size in bytes.
@@ -27,34 +28,22 @@ pub struct Part {
 }
 
 /// A source-level function: every symbol whose name folds to one [`Key`].
-#[derive(Clone, Debug, Serialize)]
-pub struct Group {
+/// Its parts are [`ImageIndex::parts`].
+#[derive(Clone, Debug)]
+pub struct Group<'i> {
     /// The key.
-    pub key: Key,
-    /// Its parts, sorted by signature then RVA.
-    pub parts: Vec<Part>,
-}
-
-impl Group {
-    /// The part callers enter first: the plain function, else the first entry clone.
-    pub fn primary(&self) -> Option<&Part> {
-        self.parts
-            .iter()
-            .find(|p| p.signature.is_empty())
-            .or_else(|| self.parts.iter().find(|p| p.entry))
-    }
-
-    /// Total code size of all parts.
-    pub fn size(&self) -> u64 {
-        self.parts.iter().map(|p| p.size).sum()
-    }
+    pub key: Key<'i>,
+    /// Where its parts lie in the index's flat list of parts.
+    first: u32,
+    /// How many parts it has.
+    count: u32,
 }
 
 /// A data object with its key.
 #[derive(Clone, Debug)]
-pub struct DataEntry {
+pub struct DataEntry<'i> {
     /// The key.
-    pub key: Key,
+    pub key: Key<'i>,
     /// Index into [`Image::data`].
     pub object: usize,
 }
@@ -63,7 +52,11 @@ pub struct DataEntry {
 ///
 /// Two instructions of two builds that refer to "the same thing" produce equal
 /// `SymRef`s, however far that thing moved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Hashing one reads no names: functions and data objects hash by their
+/// [`fingerprint`], which the index computes once per symbol. Equality
+/// compares the keys themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SymRef<'a> {
     /// Inside the function being normalised: which part, and the offset in it.
     Local {
@@ -76,18 +69,23 @@ pub enum SymRef<'a> {
     /// Another function: its key, the part's clone signature, and the offset.
     Function {
         /// The function's key.
-        key: &'a Key,
+        key: &'a Key<'a>,
         /// The clone signature of the part referred to.
         part: &'a str,
         /// Offset from the part's start.
         offset: u64,
+        /// Digest of `key` and `part` (see [`fingerprint`]), which is what
+        /// hashing a `SymRef` reads instead of the names.
+        fingerprint: u64,
     },
     /// A named data object and the offset in it.
     Data {
         /// The object's key.
-        key: &'a Key,
+        key: &'a Key<'a>,
         /// Offset from the object's start.
         offset: u64,
+        /// Digest of `key` (see [`fingerprint`]).
+        fingerprint: u64,
     },
     /// Anonymous bytes (string literal, jump table, literal pool, constant):
     /// identified by the digest of the block's normalised contents.
@@ -108,6 +106,50 @@ pub enum SymRef<'a> {
     /// An address outside every mapped section. It cannot be made
     /// address-independent, so it compares by value.
     Unmapped(u64),
+    /// Anonymous bytes at this RVA, met before the anonymous blocks are
+    /// fixed ([`ImageIndex::finish`]). The normalisers hash only the fact that
+    /// there is one and record the RVA (see
+    /// [`Normalized::deferred`](crate::norm::Normalized::deferred)); the
+    /// diff resolves it to [`SymRef::Anon`] once every block is known.
+    Deferred(u64),
+}
+
+impl Hash for SymRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match *self {
+            SymRef::Local { part, offset } => (0u8, part, offset).hash(h),
+            SymRef::Function {
+                fingerprint,
+                offset,
+                ..
+            } => (1u8, fingerprint, offset).hash(h),
+            SymRef::Data {
+                fingerprint,
+                offset,
+                ..
+            } => (2u8, fingerprint, offset).hash(h),
+            SymRef::Anon { digest, offset } => (3u8, digest, offset).hash(h),
+            SymRef::External { name, addend } => (4u8, name, addend).hash(h),
+            SymRef::Unmapped(rva) => (5u8, rva).hash(h),
+            SymRef::Deferred(rva) => (6u8, rva).hash(h),
+        }
+    }
+}
+
+/// The digest of a function part's or data object's identity: its key and
+/// (for functions) the part's clone signature. Equal identities give equal
+/// fingerprints in any image, so [`SymRef`]s hash without reading names.
+pub fn fingerprint(key: &Key<'_>, part: Option<&str>) -> u64 {
+    let mut h = crate::norm::InsnHasher::default();
+    (key, part).hash(&mut h);
+    h.finish()
+}
+
+impl SymRef<'_> {
+    /// Whether this is anonymous bytes, resolved or not yet.
+    pub fn is_anon(&self) -> bool {
+        matches!(self, SymRef::Anon { .. } | SymRef::Deferred(_))
+    }
 }
 
 /// A resolved anonymous block: `[start, end)` and its initialised bytes.
@@ -125,12 +167,92 @@ pub struct Block<'d> {
     pub writable: bool,
 }
 
+/// Sorted addresses with a table of buckets, so that "how many are at or
+/// below `rva`" costs one or two cache lines instead of a binary search over
+/// the whole list (resolving addresses is the normalisers' inner loop).
+#[derive(Debug, Default)]
+struct Sorted {
+    /// The addresses, sorted (duplicates allowed).
+    addrs: Vec<u64>,
+    /// The first address.
+    base: u64,
+    /// log2 of a bucket's width in bytes.
+    shift: u32,
+    /// For bucket `k` (addresses from `base + (k << shift)`), the index of
+    /// the first address in it or after it.
+    buckets: Vec<u32>,
+}
+
+impl Sorted {
+    /// Index sorted `addrs`.
+    fn new(addrs: Vec<u64>) -> Self {
+        let (Some(&base), Some(&last)) = (addrs.first(), addrs.last()) else {
+            return Sorted::default();
+        };
+        // About one address per bucket.
+        let span = last - base;
+        let mut shift = 0;
+        while (span >> shift) as usize >= addrs.len().max(1) {
+            shift += 1;
+        }
+        let count = (span >> shift) as usize + 2;
+        let mut buckets = Vec::with_capacity(count);
+        let mut i = 0usize;
+        for k in 0..count as u64 {
+            let begin = base.saturating_add(k << shift);
+            while addrs.get(i).is_some_and(|&a| a < begin) {
+                i += 1;
+            }
+            buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        Sorted {
+            addrs,
+            base,
+            shift,
+            buckets,
+        }
+    }
+
+    /// How many addresses are at or below `rva` (`partition_point(<= rva)`).
+    #[inline]
+    fn upto(&self, rva: u64) -> usize {
+        if rva < self.base || self.addrs.is_empty() {
+            return 0;
+        }
+        let k = ((rva - self.base) >> self.shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.buckets.get(k), self.buckets.get(k + 1)) else {
+            return self.addrs.len();
+        };
+        let (lo, hi) = (lo as usize, (hi as usize).min(self.addrs.len()));
+        lo + self
+            .addrs
+            .get(lo..hi)
+            .map_or(0, |s| s.partition_point(|&a| a <= rva))
+    }
+}
+
+/// A function part's extent, in the order of [`ImageIndex::range_starts`].
 #[derive(Clone, Copy, Debug)]
 struct Range {
-    start: u64,
+    /// One past its last byte.
     end: u64,
+    /// Its [`fingerprint`].
+    fingerprint: u64,
+    /// Its group.
     group: u32,
-    part: u32,
+    /// Its position in the index's flat list of parts.
+    flat: u32,
+}
+
+/// A data object's extent, in the order of [`ImageIndex::data_starts`].
+#[derive(Clone, Copy, Debug)]
+struct DataRange {
+    /// One past its last byte.
+    end: u64,
+    /// Its [`fingerprint`].
+    fingerprint: u64,
+    /// Its index in [`ImageIndex::data`].
+    entry: usize,
 }
 
 /// The index of one image. Build it with [`ImageIndex::new`], add the anchors
@@ -140,24 +262,42 @@ pub struct ImageIndex<'i, 'd> {
     /// The image.
     pub image: &'i Image<'d>,
     /// Function groups, sorted by key.
-    pub groups: Vec<Group>,
+    pub groups: Vec<Group<'i>>,
+    /// Every group's parts, group after group, each group's sorted by
+    /// signature then RVA.
+    parts: Vec<Part<'i>>,
     /// Data objects with their keys, sorted by key.
-    pub data: Vec<DataEntry>,
+    pub data: Vec<DataEntry<'i>>,
+    /// Starts of the function parts, sorted; `ranges` runs parallel.
+    range_starts: Sorted,
     ranges: Vec<Range>,
-    /// (start, end, index into `data`), sorted by start.
-    data_ranges: Vec<(u64, u64, usize)>,
-    /// Sorted, deduplicated starts of anonymous blocks and of everything
-    /// named, so that a block ends where the next thing starts.
-    anchors: Vec<u64>,
-    digests: HashMap<u64, u64>,
+    /// Starts of the data objects, sorted; `data_ranges` runs parallel.
+    data_starts: Sorted,
+    data_ranges: Vec<DataRange>,
+    /// Starts and ends of everything named (sections, functions, data,
+    /// linker pieces, relocation targets), sorted and deduplicated: the
+    /// anchors known before pass 1.
+    named: Sorted,
+    /// The anonymous blocks, once [`ImageIndex::finish`] has fixed them.
+    blocks: OnceLock<Blocks>,
+}
+
+/// The anonymous blocks of a finished index.
+#[derive(Debug)]
+struct Blocks {
+    /// Starts of anonymous blocks and of everything named, so that a block
+    /// ends where the next thing starts (sorted, deduplicated).
+    anchors: Sorted,
+    /// Digest of the block at each anchor (0 where none starts).
+    digests: Vec<u64>,
 }
 
 /// The key of a symbol: local symbols carry their unit's stem.
-fn key_for(name: &str, unit: Option<&str>, visibility: Visibility) -> Key {
+fn key_for<'i>(name: &'i str, unit: Option<&'i str>, visibility: Visibility) -> Key<'i> {
     Key {
-        name: name.to_string(),
+        name,
         unit: match visibility {
-            Visibility::Local => unit.map(|u| unit_stem(u).to_string()),
+            Visibility::Local => unit.map(unit_stem),
             _ => None,
         },
     }
@@ -168,63 +308,79 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     pub fn new(image: &'i Image<'d>) -> Self {
         // Functions: fold clones into their parent. A local clone of a global
         // parent (GCC emits `parse.cold` as a local) joins the global group.
-        let globals: std::collections::HashSet<&str> = image
+        let mut globals: Vec<&str> = image
             .functions
             .iter()
             .filter(|f| f.visibility != Visibility::Local)
             .map(|f| split_clone(&f.name).0)
             .collect();
-        let mut groups: Vec<Group> = Vec::new();
-        let mut group_by_key: HashMap<Key, usize> = HashMap::new();
-        for f in &image.functions {
-            let (base, signature) = split_clone(&f.name);
-            let mut key = key_for(base, f.unit.as_deref(), f.visibility);
-            if key.unit.is_some() && !signature.is_empty() && globals.contains(base) {
-                key.unit = None;
-            }
-            let g = *group_by_key.entry(key.clone()).or_insert_with(|| {
-                groups.push(Group {
+        globals.sort_unstable();
+        globals.dedup();
+        let mut items: Vec<(Key<'i>, Part<'i>)> = image
+            .functions
+            .iter()
+            .map(|f| {
+                let (base, signature) = split_clone(&f.name);
+                let mut key = key_for(base, f.unit.as_deref(), f.visibility);
+                if key.unit.is_some()
+                    && !signature.is_empty()
+                    && globals.binary_search(&base).is_ok()
+                {
+                    key.unit = None;
+                }
+                let entry = !is_split_part(&signature);
+                let part = Part {
+                    signature,
+                    symbol: &f.name,
+                    rva: f.rva,
+                    size: f.size,
+                    entry,
+                };
+                (key, part)
+            })
+            .collect();
+        drop(globals);
+        items.sort_unstable_by(|(ka, a), (kb, b)| {
+            (ka, &a.signature, a.rva, a.symbol).cmp(&(kb, &b.signature, b.rva, b.symbol))
+        });
+        // Aliases (two names, one address) are one part.
+        items.dedup_by(|(kb, b), (ka, a)| ka == kb && a.rva == b.rva && a.signature == b.signature);
+        let mut groups: Vec<Group<'i>> = Vec::new();
+        let mut parts: Vec<Part<'i>> = Vec::with_capacity(items.len());
+        for (key, part) in items {
+            let at = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+            match groups.last_mut() {
+                Some(g) if g.key == key => g.count += 1,
+                _ => groups.push(Group {
                     key,
-                    parts: Vec::new(),
-                });
-                groups.len() - 1
-            });
-            let entry = !is_split_part(&signature);
-            groups[g].parts.push(Part {
-                signature,
-                symbol: f.name.clone(),
-                rva: f.rva,
-                size: f.size,
-                entry,
-            });
+                    first: at,
+                    count: 1,
+                }),
+            }
+            parts.push(part);
         }
-        for g in &mut groups {
-            g.parts
-                .sort_by(|a, b| (&a.signature, a.rva).cmp(&(&b.signature, b.rva)));
-            // Aliases (two names, one address) are one part.
-            g.parts
-                .dedup_by(|a, b| a.rva == b.rva && a.signature == b.signature);
-            // Nearly every group has one part; don't keep the growth slack.
-            g.parts.shrink_to_fit();
-        }
-        drop(group_by_key);
-        groups.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut ranges: Vec<Range> = Vec::new();
+        let mut ranges: Vec<(u64, Range)> = Vec::with_capacity(parts.len());
         for (gi, g) in groups.iter().enumerate() {
-            for (pi, p) in g.parts.iter().enumerate() {
+            for flat in g.first..g.first + g.count {
+                let Some(p) = parts.get(flat as usize) else {
+                    continue;
+                };
                 if p.size > 0 {
-                    ranges.push(Range {
-                        start: p.rva,
-                        end: p.rva.saturating_add(p.size),
-                        group: gi as u32,
-                        part: pi as u32,
-                    });
+                    ranges.push((
+                        p.rva,
+                        Range {
+                            end: p.rva.saturating_add(p.size),
+                            fingerprint: fingerprint(&g.key, Some(&p.signature)),
+                            group: gi as u32,
+                            flat,
+                        },
+                    ));
                 }
             }
         }
-        ranges.sort_by_key(|r| (r.start, r.end));
+        ranges.sort_unstable_by_key(|(start, r)| (*start, r.end, r.group, r.flat));
 
-        let mut data: Vec<DataEntry> = image
+        let mut data: Vec<DataEntry<'i>> = image
             .data
             .iter()
             .enumerate()
@@ -245,11 +401,12 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             })
             .collect();
         data_ranges.sort_unstable();
+        let data_fingerprints: Vec<u64> = data.iter().map(|d| fingerprint(&d.key, None)).collect();
 
         let mut anchors: Vec<u64> = Vec::new();
         anchors.extend(image.sections.iter().map(|s| s.rva));
         anchors.extend(image.sections.iter().map(|s| s.rva.saturating_add(s.size)));
-        anchors.extend(ranges.iter().flat_map(|r| [r.start, r.end]));
+        anchors.extend(ranges.iter().flat_map(|(s, r)| [*s, r.end]));
         anchors.extend(data_ranges.iter().flat_map(|r| [r.0, r.1]));
         anchors.extend(image.boundaries.iter().copied());
         for r in &image.relocations {
@@ -257,83 +414,161 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 anchors.push(t);
             }
         }
+        anchors.sort_unstable();
+        anchors.dedup();
+        let range_starts = Sorted::new(ranges.iter().map(|r| r.0).collect());
+        let data_starts = Sorted::new(data_ranges.iter().map(|r| r.0).collect());
         ImageIndex {
             image,
             groups,
+            parts,
             data,
-            ranges,
-            data_ranges,
-            anchors,
-            digests: HashMap::new(),
+            range_starts,
+            ranges: ranges.into_iter().map(|r| r.1).collect(),
+            data_starts,
+            data_ranges: data_ranges
+                .into_iter()
+                .map(|(_, end, entry)| DataRange {
+                    end,
+                    fingerprint: data_fingerprints.get(entry).copied().unwrap_or(0),
+                    entry,
+                })
+                .collect(),
+            named: Sorted::new(anchors),
+            blocks: OnceLock::new(),
         }
     }
 
     /// Add the addresses that code refers to (pass 1), fix the anonymous
-    /// blocks, and compute their digests.
-    pub fn finish(&mut self, referenced: impl IntoIterator<Item = u64>) {
-        self.anchors.extend(referenced);
-        self.anchors.sort_unstable();
-        self.anchors.dedup();
-        let mut digests = HashMap::new();
-        for &a in &self.anchors {
-            if self.function_at(a).is_some() || self.data_at(a).is_some() {
-                continue;
-            }
-            if let Some(block) = self.block(a) {
-                digests.insert(block.start, self.compute_digest(&block));
-            }
+    /// blocks, and compute their digests (in parallel). Only the first call
+    /// counts: the blocks never change once fixed.
+    pub fn finish(&self, referenced: impl IntoIterator<Item = u64>) {
+        if self.blocks.get().is_some() {
+            return;
         }
-        self.digests = digests;
+        let mut anchors = self.named.addrs.clone();
+        anchors.extend(referenced);
+        anchors.par_sort_unstable();
+        anchors.dedup();
+        let anchors = Sorted::new(anchors);
+        let digests: Vec<u64> = anchors
+            .addrs
+            .par_iter()
+            .map(|&a| {
+                if self.function_at(a).is_some() || self.data_at(a).is_some() {
+                    return 0;
+                }
+                match self.block_in(&anchors, a) {
+                    Some((block, _)) if block.start == a => self.compute_digest(&block, &anchors),
+                    _ => 0,
+                }
+            })
+            .collect();
+        // A concurrent caller may have won; its blocks are the same.
+        let _ = self.blocks.set(Blocks { anchors, digests });
+    }
+
+    /// Whether [`ImageIndex::finish`] has fixed the anonymous blocks.
+    pub fn is_finished(&self) -> bool {
+        self.blocks.get().is_some()
+    }
+
+    /// The anchors that cut anonymous data: all of them once finished, the
+    /// named ones before.
+    fn anchors(&self) -> &Sorted {
+        self.blocks.get().map_or(&self.named, |b| &b.anchors)
     }
 
     /// The group with this key.
-    pub fn group(&self, key: &Key) -> Option<usize> {
+    pub fn group(&self, key: &Key<'_>) -> Option<usize> {
         self.groups.binary_search_by(|g| g.key.cmp(key)).ok()
     }
 
+    /// The parts of group `group` (empty for an index out of range).
+    pub fn parts(&self, group: usize) -> &[Part<'i>] {
+        self.groups
+            .get(group)
+            .and_then(|g| self.parts.get(g.first as usize..)?.get(..g.count as usize))
+            .unwrap_or(&[])
+    }
+
+    /// The part callers of group `group` enter first: the plain function,
+    /// else the first entry clone.
+    pub fn primary(&self, group: usize) -> Option<&Part<'i>> {
+        let parts = self.parts(group);
+        parts
+            .iter()
+            .find(|p| p.signature.is_empty())
+            .or_else(|| parts.iter().find(|p| p.entry))
+    }
+
+    /// Total code size of all parts of group `group`.
+    pub fn group_size(&self, group: usize) -> u64 {
+        self.parts(group).iter().map(|p| p.size).sum()
+    }
+
     /// The data entry with this key.
-    pub fn data_entry(&self, key: &Key) -> Option<usize> {
+    pub fn data_entry(&self, key: &Key<'_>) -> Option<usize> {
         self.data.binary_search_by(|d| d.key.cmp(key)).ok()
     }
 
     /// (group, part) of the function part containing `rva`.
+    #[inline]
     pub fn function_at(&self, rva: u64) -> Option<(usize, usize)> {
-        let i = self.ranges.partition_point(|r| r.start <= rva);
+        let (_, r) = self.range_at(rva)?;
+        let first = self.groups.get(r.group as usize)?.first;
+        Some((r.group as usize, (r.flat - first) as usize))
+    }
+
+    /// The start and [`Range`] of the function part containing `rva`.
+    #[inline]
+    fn range_at(&self, rva: u64) -> Option<(u64, &Range)> {
+        let i = self.range_starts.upto(rva);
         // Search back over parts that start at or before `rva`: the nearest
         // one may be a short part that ends before `rva` while an earlier one
         // (a function containing a nested alias) covers it.
-        self.ranges[..i]
-            .iter()
+        let k = (i.saturating_sub(4)..i)
             .rev()
-            .take(4)
-            .find(|r| rva < r.end)
-            .map(|r| (r.group as usize, r.part as usize))
+            .find(|&k| self.ranges.get(k).is_some_and(|r| rva < r.end))?;
+        Some((*self.range_starts.addrs.get(k)?, self.ranges.get(k)?))
+    }
+
+    /// The start and [`DataRange`] of the data object containing `rva`.
+    #[inline]
+    fn data_range_at(&self, rva: u64) -> Option<(u64, &DataRange)> {
+        let i = self.data_starts.upto(rva);
+        let k = (i.saturating_sub(4)..i)
+            .rev()
+            .find(|&k| self.data_ranges.get(k).is_some_and(|r| rva < r.end))?;
+        Some((*self.data_starts.addrs.get(k)?, self.data_ranges.get(k)?))
     }
 
     /// Index into [`ImageIndex::data`] of the data object containing `rva`.
+    #[inline]
     pub fn data_at(&self, rva: u64) -> Option<usize> {
-        let i = self.data_ranges.partition_point(|r| r.0 <= rva);
-        self.data_ranges[..i]
-            .iter()
-            .rev()
-            .take(4)
-            .find(|r| rva < r.1)
-            .map(|r| r.2)
+        self.data_range_at(rva).map(|(_, r)| r.entry)
     }
 
     /// The anonymous block containing `rva`: from the nearest anchor at or
     /// before it to the next anchor, inside one section.
+    /// Before [`ImageIndex::finish`], only named things cut blocks.
     pub fn block(&self, rva: u64) -> Option<Block<'d>> {
+        self.block_in(self.anchors(), rva).map(|(b, _)| b)
+    }
+
+    /// The block containing `rva` between `anchors`, with the index of the
+    /// anchor it starts at (`usize::MAX` when it starts at its section's
+    /// start instead).
+    fn block_in(&self, anchors: &Sorted, rva: u64) -> Option<(Block<'d>, usize)> {
         let section = self.image.section_at(rva)?;
-        let i = self.anchors.partition_point(|&a| a <= rva);
-        let start = if i == 0 {
-            section.rva
-        } else {
-            self.anchors[i - 1].max(section.rva)
+        let i = anchors.upto(rva);
+        let anchors = &anchors.addrs;
+        let (start, at) = match i.checked_sub(1).and_then(|k| Some((anchors.get(k)?, k))) {
+            Some((&a, k)) if a >= section.rva => (a, k),
+            _ => (section.rva, usize::MAX),
         };
         let section_end = section.rva.saturating_add(section.size);
-        let end = self
-            .anchors
+        let end = anchors
             .get(i)
             .copied()
             .unwrap_or(section_end)
@@ -344,13 +579,16 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .data
             .get(from.min(section.data.len())..to.min(section.data.len()))
             .unwrap_or(&[]);
-        Some(Block {
-            start,
-            end,
-            bytes,
-            executable: section.perms.execute,
-            writable: section.perms.write,
-        })
+        Some((
+            Block {
+                start,
+                end,
+                bytes,
+                executable: section.perms.execute,
+                writable: section.perms.write,
+            },
+            at,
+        ))
     }
 
     /// The relocation whose patched bytes start inside `[rva, rva + len)`.
@@ -371,31 +609,44 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// Turn an address into a [`SymRef`]. `current` is the group being
     /// normalised: references into any of its parts become [`SymRef::Local`].
     pub fn resolve(&self, rva: u64, current: Option<usize>) -> SymRef<'_> {
-        if let Some((g, p)) = self.function_at(rva) {
-            let part = &self.groups[g].parts[p];
-            let offset = rva - part.rva;
+        if let Some((start, r)) = self.range_at(rva) {
+            let g = r.group as usize;
+            let offset = rva - start;
             if Some(g) == current {
+                let first = self.groups.get(g).map_or(0, |g| g.first);
                 return SymRef::Local {
-                    part: p as u32,
+                    part: r.flat - first,
                     offset,
                 };
             }
-            return SymRef::Function {
-                key: &self.groups[g].key,
-                part: &part.signature,
-                offset,
-            };
+            if let (Some(group), Some(part)) = (self.groups.get(g), self.parts.get(r.flat as usize))
+            {
+                return SymRef::Function {
+                    key: &group.key,
+                    part: &part.signature,
+                    offset,
+                    fingerprint: r.fingerprint,
+                };
+            }
         }
-        if let Some(d) = self.data_at(rva) {
-            let entry = &self.data[d];
-            return SymRef::Data {
-                key: &entry.key,
-                offset: rva - self.image.data[entry.object].rva,
-            };
+        if let Some((start, r)) = self.data_range_at(rva) {
+            if let Some(entry) = self.data.get(r.entry) {
+                return SymRef::Data {
+                    key: &entry.key,
+                    offset: rva - start,
+                    fingerprint: r.fingerprint,
+                };
+            }
         }
-        match self.block(rva) {
-            Some(b) => SymRef::Anon {
-                digest: self.block_digest(b.start),
+        let Some(blocks) = self.blocks.get() else {
+            return match self.image.section_at(rva) {
+                Some(_) => SymRef::Deferred(rva),
+                None => SymRef::Unmapped(rva),
+            };
+        };
+        match self.block_in(&blocks.anchors, rva) {
+            Some((b, at)) => SymRef::Anon {
+                digest: blocks.digests.get(at).copied().unwrap_or(0),
                 offset: rva - b.start,
             },
             None => SymRef::Unmapped(rva),
@@ -416,15 +667,24 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// The digest of the anonymous block starting at `start` (0 for an
     /// address that starts no block).
     pub fn block_digest(&self, start: u64) -> u64 {
-        self.digests.get(&start).copied().unwrap_or(0)
+        let Some(blocks) = self.blocks.get() else {
+            return 0;
+        };
+        let i = blocks.anchors.upto(start);
+        match i.checked_sub(1) {
+            Some(k) if blocks.anchors.addrs.get(k) == Some(&start) => {
+                blocks.digests.get(k).copied().unwrap_or(0)
+            }
+            _ => 0,
+        }
     }
 
     /// Digest of a block's contents, with each relocated pointer replaced by
     /// what it points at. A pointer to another anonymous block is taken by
     /// its position in that block and the block's length, not by the block's
     /// contents, so digests never recurse.
-    fn compute_digest(&self, block: &Block<'_>) -> u64 {
-        let mut h = std::hash::DefaultHasher::new();
+    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted) -> u64 {
+        let mut h = crate::norm::InsnHasher::default();
         (block.end - block.start).hash(&mut h);
         let mut pos = block.start;
         for r in self.relocations_in(block.start, block.end - block.start) {
@@ -437,12 +697,12 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             match &r.target {
                 RelocTarget::Rva(t) => {
                     if let Some((g, p)) = self.function_at(*t) {
-                        let part = &self.groups[g].parts[p];
+                        let part = &self.parts(g)[p];
                         (0u8, &self.groups[g].key, &part.signature, t - part.rva).hash(&mut h);
                     } else if let Some(d) = self.data_at(*t) {
                         let e = &self.data[d];
                         (1u8, &e.key, t - self.image.data[e.object].rva).hash(&mut h);
-                    } else if let Some(b) = self.block(*t) {
+                    } else if let Some((b, _)) = self.block_in(anchors, *t) {
                         (2u8, t - b.start, b.end - b.start).hash(&mut h);
                     } else {
                         (3u8, *t).hash(&mut h);
@@ -484,7 +744,7 @@ mod tests {
         let b = b"hotpatch-name\0\0\0GUID-build-two!!";
         let digest = |bytes: &'static [u8], boundaries: Vec<u64>| {
             let img = image(bytes, boundaries);
-            let mut idx = ImageIndex::new(&img);
+            let idx = ImageIndex::new(&img);
             idx.finish([0x2000]);
             match idx.resolve(0x2000, None) {
                 SymRef::Anon { digest, offset: 0 } => digest,

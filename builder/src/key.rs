@@ -6,25 +6,29 @@
 //! apart. GCC clone suffixes (`.part.N`, `.isra.N`, `.constprop.N`, `.cold`,
 //! and combinations) are folded: `parse.isra.0.cold` belongs to `parse`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
 
 /// The identity of a function or data object across two builds.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Key {
+///
+/// Keys borrow their text from the [`Image`](hotpatch_formats::Image) they
+/// were made from: an index of fifty thousand functions makes no copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Key<'a> {
     /// Source-level name, clone suffixes removed.
-    pub name: String,
+    pub name: &'a str,
     /// Translation unit (file stem, e.g. `b` for `b.c` or `b.obj`) for local
     /// symbols; `None` for global ones, whose names are unique in an image.
-    pub unit: Option<String>,
+    pub unit: Option<&'a str>,
 }
 
-impl fmt::Display for Key {
+impl fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.unit {
             Some(u) => write!(f, "{u}:{}", self.name),
-            None => f.write_str(&self.name),
+            None => f.write_str(self.name),
         }
     }
 }
@@ -43,37 +47,46 @@ const CLONE_SUFFIXES: [&str; 7] = [
 /// Split a symbol name into its source-level name and its clone signature:
 /// the suffix families in order, numbers dropped (`"isra.cold"`), or `""` for
 /// the plain function. Names with an unknown dotted suffix are kept whole.
+/// The signature borrows from `symbol` unless numbers had to be dropped.
 ///
 /// ```
 /// use hotpatch_builder::key::split_clone;
-/// assert_eq!(split_clone("parse"), ("parse", String::new()));
-/// assert_eq!(split_clone("parse.cold"), ("parse", "cold".to_string()));
-/// assert_eq!(split_clone("parse.isra.0.cold"), ("parse", "isra.cold".to_string()));
-/// assert_eq!(split_clone("copy.constprop.12"), ("copy", "constprop".to_string()));
-/// assert_eq!(split_clone("weird.name"), ("weird.name", String::new()));
+/// assert_eq!(split_clone("parse"), ("parse", "".into()));
+/// assert_eq!(split_clone("parse.cold"), ("parse", "cold".into()));
+/// assert_eq!(split_clone("parse.isra.0.cold"), ("parse", "isra.cold".into()));
+/// assert_eq!(split_clone("copy.constprop.12"), ("copy", "constprop".into()));
+/// assert_eq!(split_clone("weird.name"), ("weird.name", "".into()));
 /// ```
-pub fn split_clone(symbol: &str) -> (&str, String) {
+pub fn split_clone(symbol: &str) -> (&str, Cow<'_, str>) {
+    let plain = (symbol, Cow::Borrowed(""));
     let Some((base, rest)) = symbol.split_once('.') else {
-        return (symbol, String::new());
+        return plain;
     };
     if base.is_empty() {
-        return (symbol, String::new());
+        return plain;
     }
-    let mut families = Vec::new();
+    let mut families = 0;
+    let mut numbers = false;
     for part in rest.split('.') {
         if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() {
-            continue;
-        }
-        if CLONE_SUFFIXES.contains(&part) {
-            families.push(part);
+            numbers = true;
+        } else if CLONE_SUFFIXES.contains(&part) {
+            families += 1;
         } else {
-            return (symbol, String::new());
+            return plain;
         }
     }
-    if families.is_empty() {
-        return (symbol, String::new());
+    if families == 0 {
+        return plain;
     }
-    (base, families.join("."))
+    if !numbers {
+        return (base, Cow::Borrowed(rest));
+    }
+    let folded: Vec<&str> = rest
+        .split('.')
+        .filter(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    (base, Cow::Owned(folded.join(".")))
 }
 
 /// Whether a clone signature names a part that is entered only by jumps from
@@ -118,7 +131,7 @@ mod tests {
 
     #[test]
     fn leading_dot_and_numeric_only_suffixes_are_kept() {
-        assert_eq!(split_clone(".L123"), (".L123", String::new()));
-        assert_eq!(split_clone("f.123"), ("f.123", String::new()));
+        assert_eq!(split_clone(".L123"), (".L123", "".into()));
+        assert_eq!(split_clone("f.123"), ("f.123", "".into()));
     }
 }

@@ -1065,9 +1065,9 @@ pub(crate) fn normalize<'a>(
     }
     // References into this very part are local without a look-up.
     let this_part = index
-        .groups
-        .get(group)
-        .and_then(|g| g.parts.iter().position(|p| p.rva == rva))
+        .parts(group)
+        .iter()
+        .position(|p| p.rva == rva)
         .map(|p| p as u32);
     let resolve = |t: u64| match this_part {
         Some(part) if t >= rva && t < end => SymRef::Local {
@@ -1105,12 +1105,17 @@ pub(crate) fn normalize<'a>(
                 load,
             } => {
                 (tag, masked).hash(&mut h);
+                let outside = target < rva || target >= end;
                 let r = if target >= rva && target < end && load == 0 {
                     (0, resolve(target))
                 } else if tag == TAG_BRANCH {
                     resolve_branch(index, group, target)
                 } else if load > 0 {
                     if let Some(value) = constant_value(index, target, load) {
+                        // Anonymous bytes: an anchor (see below).
+                        if outside {
+                            out.anchors.push(target);
+                        }
                         (VIA_VALUE, value).hash(&mut h);
                         out.push(off, 4, h);
                         return;
@@ -1119,6 +1124,15 @@ pub(crate) fn normalize<'a>(
                 } else {
                     (0, index.resolve(target, Some(group)))
                 };
+                // What pass 1 finds: every address outside this part and
+                // outside every function cuts anonymous data.
+                let in_function = match r {
+                    (0, SymRef::Function { .. } | SymRef::Local { .. }) => true,
+                    _ => index.function_at(target).is_some(),
+                };
+                if outside && !in_function {
+                    out.anchors.push(target);
+                }
                 r.0.hash(&mut h);
                 hash_ref(&r.1, &mut h, out);
                 out.note(&r.1);
@@ -1141,6 +1155,9 @@ pub(crate) fn normalize<'a>(
                 );
             }
             Event::JumpTable { word, table } => {
+                out.anchors.push(table.entry.table);
+                out.anchors
+                    .push(table.entry.table.wrapping_add(table.len()));
                 (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(&mut h);
                 let size = u64::from(table.entry.size);
                 match index.image.bytes_at(table.entry.table, table.len()) {
@@ -1263,7 +1280,10 @@ fn resolve_loaded<'a>(
     target: u64,
 ) -> (u8, SymRef<'a>) {
     let r = index.resolve(target, Some(group));
-    if matches!(r, SymRef::Anon { .. } | SymRef::Unmapped(_)) {
+    if matches!(
+        r,
+        SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_)
+    ) {
         if let Some(rel) = index.relocation_in(target, 1) {
             return (VIA_RELOC, index.resolve_reloc(rel, Some(group)));
         }
@@ -1279,7 +1299,10 @@ fn resolve_branch<'a>(
     target: u64,
 ) -> (u8, SymRef<'a>) {
     let r = index.resolve(target, Some(group));
-    if !matches!(r, SymRef::Anon { .. } | SymRef::Unmapped(_)) {
+    if !matches!(
+        r,
+        SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_)
+    ) {
         return r_plain(r);
     }
     let Some(stub) = index.image.bytes_at(target, 16) else {

@@ -2,13 +2,27 @@
 //! operand with a [`SymRef`], so that two builds of unchanged code compare
 //! equal however far it moved.
 //!
-//! Two passes per image:
-//! 1. [`references`] lists every address the code refers to. The index uses
-//!    them as anchors that cut anonymous data (string literals, jump tables,
-//!    literal pools) into blocks.
-//! 2. [`normalize_group`] (or [`normalize_part`] for one part alone) turns
-//!    each part of a function into a stream of [`NormInsn`]: one per
-//!    instruction, with a hash of the instruction's address-independent form.
+//! [`normalize_group`] (or [`normalize_part`] for one part alone) turns each
+//! part of a function into a stream of [`NormInsn`]: one per instruction,
+//! with a hash of the instruction's address-independent form.
+//!
+//! Anonymous data (string literals, jump tables, constants) is identified by
+//! the digest of its block, and the blocks are cut at every address any code
+//! refers to. Those addresses are only all known once all code is decoded,
+//! so one decode does both jobs:
+//!
+//! - Against an index not yet finished, a reference to anonymous bytes is a
+//!   [`SymRef::Deferred`]: the instruction hashes only that it has one, and
+//!   [`Normalized::deferred`] keeps the address. Every such address also
+//!   goes to [`Normalized::anchors`], which is what the index needs to fix
+//!   its blocks ([`ImageIndex::finish`]). The diff then compares the
+//!   deferred addresses of two streams pair by pair.
+//! - A jump table in anonymous data runs until its block ends, so it is
+//!   measured provisionally ([`Normalized::tables`]) and checked again once
+//!   the index is finished; only a part whose table measures differently
+//!   then is normalised again.
+//! - [`references`] finds the same addresses without normalising, for code
+//!   that is not compared (functions only one build has).
 //!
 //! Normalisation never fails: bytes that do not decode become opaque tokens
 //! of their raw value, so they still compare exactly.
@@ -297,6 +311,16 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// A reference to anonymous bytes whose block is not known yet
+/// ([`SymRef::Deferred`]), in the instruction that makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// Position in [`Normalized::insns`] of the referring instruction.
+    pub insn: u32,
+    /// The RVA referred to.
+    pub rva: u64,
+}
+
 /// The normalised form of one function part.
 #[derive(Clone, Debug, Default)]
 pub struct Normalized<'a> {
@@ -305,10 +329,23 @@ pub struct Normalized<'a> {
     /// The `NOP`s left out of [`Normalized::insns`], sorted by offset.
     pub nops: Vec<Skipped>,
     /// Every named data object the code refers to (duplicates allowed).
-    pub data_refs: Vec<&'a Key>,
+    pub data_refs: Vec<&'a Key<'a>>,
     /// Every other function part the code refers to: key and clone
     /// signature (duplicates allowed).
-    pub fn_refs: Vec<(&'a Key, &'a str)>,
+    pub fn_refs: Vec<(&'a Key<'a>, &'a str)>,
+    /// References to anonymous bytes made before the index was finished,
+    /// in the order hashed. Two streams with equal hashes are equal when
+    /// their deferred references resolve alike, pair by pair.
+    pub deferred: Vec<Deferred>,
+    /// Addresses of anonymous bytes the code refers to: the anchors that cut
+    /// anonymous data into blocks (what pass 1 would find in this part).
+    pub anchors: Vec<u64>,
+    /// Jump tables in anonymous data measured before the index was finished
+    /// (address, entries). A table runs until its entries leave the function
+    /// or its block ends, and blocks may end earlier once every anchor is
+    /// known: if [`table_len`] then measures one differently, this form is
+    /// stale and the part must be normalised again.
+    pub tables: Vec<(u64, usize)>,
     /// References into the group's code, in instruction order, until
     /// [`finish_parts`] folds them into the hashes.
     fixups: Vec<Fixup>,
@@ -321,7 +358,19 @@ impl<'a> Normalized<'a> {
         self.nops.clear();
         self.data_refs.clear();
         self.fn_refs.clear();
+        self.deferred.clear();
+        self.anchors.clear();
+        self.tables.clear();
         self.fixups.clear();
+    }
+
+    /// Record that the instruction about to be pushed refers to anonymous
+    /// bytes at `rva`, not yet resolved.
+    pub(crate) fn defer(&mut self, rva: u64) {
+        self.deferred.push(Deferred {
+            insn: u32::try_from(self.insns.len()).unwrap_or(u32::MAX),
+            rva,
+        });
     }
 
     /// Record a reference: data objects are remembered for the read-only
@@ -344,6 +393,19 @@ impl<'a> Normalized<'a> {
             part,
             offset,
         });
+    }
+
+    /// Record that instruction `insn` (already pushed) refers to byte
+    /// `offset` of part `part` of its own group, after the references of
+    /// every instruction up to it. Call [`Normalized::sort_fixups`] once done.
+    pub(crate) fn local_at(&mut self, insn: u32, part: u32, offset: u64) {
+        self.fixups.push(Fixup { insn, part, offset });
+    }
+
+    /// Put the local references recorded by [`Normalized::local_at`] in
+    /// instruction order (each instruction's in the order recorded).
+    pub(crate) fn sort_fixups(&mut self) {
+        self.fixups.sort_by_key(|f| f.insn);
     }
 
     /// How many local references are recorded, for [`Normalized::rollback`].
@@ -401,18 +463,28 @@ impl<'a> Normalized<'a> {
         if lo < hi {
             self.fixups.drain(lo..hi);
         }
+        let lo = self.deferred.partition_point(|d| d.insn < k);
+        let hi = self.deferred.partition_point(|d| d.insn <= k);
+        if lo < hi {
+            self.deferred.drain(lo..hi);
+        }
     }
 }
 
 /// Hash a reference for an instruction that is being built: a place in the
-/// group's own code is recorded with [`Normalized::local`] (and only its kind
-/// is hashed), anything else is hashed as itself.
+/// group's own code is recorded with [`Normalized::local`] and an unresolved
+/// anonymous one with [`Normalized::defer`] (only their kind is hashed),
+/// anything else is hashed as itself.
 #[inline]
 pub(crate) fn hash_ref<'a>(r: &SymRef<'a>, h: &mut InsnHasher, out: &mut Normalized<'a>) {
     match *r {
         SymRef::Local { part, offset } => {
             out.local(part, offset);
             LOCAL_MARK.hash(h);
+        }
+        SymRef::Deferred(rva) => {
+            out.defer(rva);
+            DEFERRED_MARK.hash(h);
         }
         _ => r.hash(h),
     }
@@ -421,6 +493,9 @@ pub(crate) fn hash_ref<'a>(r: &SymRef<'a>, h: &mut InsnHasher, out: &mut Normali
 /// What [`hash_ref`] hashes for a local reference; the place itself is
 /// folded in by [`finish_parts`].
 const LOCAL_MARK: u64 = 0x4c4f_4341_4c00_0000;
+
+/// What [`hash_ref`] hashes for a deferred reference.
+pub(crate) const DEFERRED_MARK: u64 = 0x4445_4645_5252_4544;
 
 /// Largest part, in bytes, for which [`finish_parts`] keeps a direct table
 /// from byte offset to position; references into larger ones are searched.
@@ -546,6 +621,17 @@ pub fn references(arch: Arch, code: &[u8], rva: u64, out: &mut Vec<u64>) {
     }
 }
 
+/// How many entries the jump table at `table` in anonymous data, used by
+/// group `group`, has with `index`'s blocks as they are now (see
+/// [`Normalized::tables`]).
+pub fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) -> usize {
+    match index.image.arch {
+        Arch::X86_64 => x86::table_len(index, group, table),
+        // AArch64 tables are measured by their bounds check, not their block.
+        Arch::Aarch64 => 0,
+    }
+}
+
 /// Pass 2 for one part: normalise part `part` of group `group` of `index`'s
 /// image into `out` (emptied first). References to other parts of the
 /// group keep their byte offset (see the module documentation); use
@@ -573,7 +659,7 @@ pub fn normalize_group<'a>(
     group: usize,
     out: &mut Vec<Normalized<'a>>,
 ) {
-    let n = index.groups.get(group).map_or(0, |g| g.parts.len());
+    let n = index.parts(group).len();
     out.truncate(n);
     out.resize_with(n, Normalized::default);
     for (p, o) in out.iter_mut().enumerate() {
@@ -590,7 +676,7 @@ fn decode_part<'a>(
     part: usize,
     out: &mut Normalized<'a>,
 ) {
-    let Some(p) = index.groups.get(group).and_then(|g| g.parts.get(part)) else {
+    let Some(p) = index.parts(group).get(part) else {
         return;
     };
     let Some(code) = index.image.bytes_at(p.rva, p.size) else {

@@ -51,7 +51,7 @@ use std::hash::{Hash, Hasher};
 use super::InsnHasher;
 
 use hotpatch_formats::Relocation;
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
 
 use super::{hash_ref, Normalized};
 use crate::index::{ImageIndex, SymRef};
@@ -96,6 +96,8 @@ mod tag {
     pub const PLT: u8 = 15;
     /// A load of anonymous read-only bytes, taken by the bytes it reads.
     pub const CONSTANT: u8 = 16;
+    /// An instruction with no address in it, taken by its bytes.
+    pub const PLAIN: u8 = 17;
 }
 
 /// Pass 1: push every address the code at `rva` refers to outside itself:
@@ -256,48 +258,29 @@ fn inline_table_in_part(insn: &Instruction, rva: u64, code: &[u8]) -> Option<Inl
     })
 }
 
-/// Collects the fields of one instruction as 64-bit words, hashed in one
-/// write at the end (SipHash is much faster on one long write than on many
-/// short ones). One buffer serves a whole function.
+/// Folds the fields of one instruction, as 64-bit words, into its hash.
 struct Acc {
-    /// Pending words, little-endian.
-    buf: [u8; ACC_BYTES],
-    /// How many bytes of `buf` are filled.
-    len: usize,
-    /// Words that did not fit in `buf` (never, for real instructions),
-    /// folded together.
-    overflow: Option<u64>,
+    /// The hash so far.
+    h: InsnHasher,
 }
-
-/// Capacity of [`Acc`]: a header, five operands of up to three words, a
-/// relocation.
-const ACC_BYTES: usize = 8 * 24;
 
 impl Acc {
     /// An empty accumulator.
     fn new() -> Self {
         Acc {
-            buf: [0; ACC_BYTES],
-            len: 0,
-            overflow: None,
+            h: InsnHasher::default(),
         }
     }
 
     /// Start a new instruction.
     fn clear(&mut self) {
-        self.len = 0;
-        self.overflow = None;
+        self.h = InsnHasher::default();
     }
 
     /// Append one 64-bit word.
+    #[inline]
     fn word(&mut self, w: u64) {
-        match self.buf.get_mut(self.len..self.len + 8) {
-            Some(dst) => {
-                dst.copy_from_slice(&w.to_le_bytes());
-                self.len += 8;
-            }
-            None => self.overflow = Some(self.overflow.unwrap_or(0).rotate_left(5) ^ w),
-        }
+        self.h.write_u64(w);
     }
 
     /// Append a reference, after `tag`. A place inside the function group
@@ -309,6 +292,10 @@ impl Acc {
                 out.local(part, offset);
                 self.word(u64::from(tag) | 0x100);
             }
+            SymRef::Deferred(rva) => {
+                out.defer(rva);
+                self.word(u64::from(tag) | 0x300);
+            }
             _ => {
                 self.word(u64::from(tag) | 0x200);
                 self.word(hash_of(s));
@@ -318,12 +305,7 @@ impl Acc {
 
     /// The hasher with everything written.
     fn hasher(&self) -> InsnHasher {
-        let mut h = InsnHasher::default();
-        h.write(self.buf.get(..self.len).unwrap_or(&[]));
-        if let Some(o) = self.overflow {
-            h.write_u64(o);
-        }
-        h
+        self.h
     }
 }
 
@@ -348,6 +330,43 @@ struct Context<'a, 'i, 'd, 'c> {
     code: &'c [u8],
     /// Jump tables found inside the part, not yet reached.
     inline_tables: InlineTables,
+    /// Jump tables in anonymous data, hashed once the part is decoded:
+    /// (position of the `lea` in the stream, address, whether measured
+    /// before the index was finished).
+    anon_tables: Vec<(u32, u64, bool)>,
+}
+
+/// How [`Context::jump_table`] hashed a table.
+enum TableHash {
+    /// Its hash, to go in the `lea`'s.
+    Now(u64),
+    /// Recorded, to be folded into the `lea`'s hash at the end of the part.
+    Later,
+}
+
+/// The bytes from `table` to the end of its anonymous read-only block, and
+/// how many of them belong to the block (the rest is not file-backed).
+fn anon_table_bytes<'d>(index: &ImageIndex<'_, 'd>, table: u64) -> Option<(&'d [u8], usize)> {
+    let block = index.block(table)?;
+    if block.executable || block.writable {
+        return None;
+    }
+    let off = usize::try_from(table.checked_sub(block.start)?).ok()?;
+    let len = usize::try_from(block.end.checked_sub(table)?).ok()?;
+    Some((block.bytes.get(off..)?, len))
+}
+
+/// How many 32-bit entries the jump table at `table`, in anonymous read-only
+/// data, has for group `group` with the index's blocks as they are now: what
+/// [`Context::jump_table`] measures.
+pub(crate) fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) -> usize {
+    let Some((bytes, limit)) = anon_table_bytes(index, table) else {
+        return 0;
+    };
+    let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
+    count_entries(table, usable, |t| {
+        index.function_at(t).is_some_and(|(g, _)| g == group)
+    })
 }
 
 /// Pass 2: normalise the code of one part (at `rva`) of function group
@@ -364,12 +383,11 @@ pub(crate) fn normalize<'a>(
 ) {
     let relocs = index.relocations_in(rva, code.len() as u64);
     let mut next_reloc = 0usize;
-    let part = index.groups.get(group).and_then(|g| {
-        g.parts
-            .iter()
-            .position(|p| p.rva == rva && p.size == code.len() as u64)
-            .and_then(|p| u32::try_from(p).ok())
-    });
+    let part = index
+        .parts(group)
+        .iter()
+        .position(|p| p.rva == rva && p.size == code.len() as u64)
+        .and_then(|p| u32::try_from(p).ok());
     let mut cx = Context {
         index,
         group,
@@ -377,6 +395,7 @@ pub(crate) fn normalize<'a>(
         rva,
         code,
         inline_tables: InlineTables::default(),
+        anon_tables: Vec::new(),
     };
     out.insns.reserve(code.len() / 4);
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
@@ -431,9 +450,19 @@ pub(crate) fn normalize<'a>(
         }
 
         acc.clear();
-        cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
+        if here.is_empty()
+            && insn.flow_control() == FlowControl::Next
+            && !insn.is_ip_rel_memory_operand()
+        {
+            // Nothing in it depends on where it is: its bytes are its form.
+            acc.word(u64::from(tag::PLAIN));
+            acc.h.write(code.get(pos..pos + len).unwrap_or(&[]));
+        } else {
+            cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
+        }
         out.push(pos, len, acc.hasher());
     }
+    cx.finish_anon_tables(out);
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
@@ -572,7 +601,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     /// Hash a near branch or call target.
     fn hash_branch(&self, target: u64, acc: &mut Acc, out: &mut Normalized<'a>) {
         let s = self.resolve(target);
-        if let SymRef::Anon { .. } = s {
+        if let SymRef::Deferred(rva) = s {
+            out.anchors.push(rva);
+        }
+        if s.is_anon() {
             if let Some(slot) = self.plt_slot(target) {
                 acc.sym(tag::PLT, &slot, out);
                 out.note(&slot);
@@ -622,14 +654,25 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         out: &mut Normalized<'a>,
     ) {
         let s = self.resolve(target);
+        if let SymRef::Deferred(rva) = s {
+            out.anchors.push(rva);
+        }
         if insn.code() == Code::Lea_r64_m {
-            if let Some(table) = self.jump_table(target, insn.next_ip(), &s, out) {
-                acc.word(u64::from(tag::JUMP_TABLE));
-                acc.word(table);
-                return;
+            match self.jump_table(target, insn.next_ip(), &s, out) {
+                Some(TableHash::Now(table)) => {
+                    acc.word(u64::from(tag::JUMP_TABLE));
+                    acc.word(table);
+                    return;
+                }
+                Some(TableHash::Later) => {
+                    // Folded in by `finish_anon_tables`.
+                    acc.word(u64::from(tag::JUMP_TABLE) | 0x100);
+                    return;
+                }
+                None => {}
             }
         }
-        if let SymRef::Anon { .. } | SymRef::Unmapped(_) = s {
+        if let SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_) = s {
             // An anonymous pointer slot (GOT entry): what it points at.
             if let Some(r) = self.index.relocation_in(target, 1) {
                 if r.rva == target {
@@ -641,7 +684,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 }
             }
         }
-        if let SymRef::Anon { .. } = s {
+        if s.is_anon() {
             // A load of an anonymous constant: the bytes it reads.
             if let Some(bytes) = self.constant_read(insn, target) {
                 acc.word(u64::from(tag::CONSTANT));
@@ -673,34 +716,41 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         self.index.image.bytes_at(target, size)
     }
 
-    /// If `table` (resolved to `s`) starts a jump table of this function, the
-    /// hash of its entries (each a [`SymRef::Local`], recorded in `out` for
-    /// the `lea` being hashed, see [`Normalized::local`]): a 4-aligned run of
-    /// at least [`MIN_TABLE_ENTRIES`] 32-bit entries relative to the table
-    /// that land in this function group, in anonymous read-only data (up to
-    /// the end of its block) or inside this part's own code after the `lea`
-    /// (`next_ip`); such a table is remembered so that the decoder skips it.
+    /// If `table` (resolved to `s`) starts a jump table of this function: a
+    /// 4-aligned run of at least [`MIN_TABLE_ENTRIES`] 32-bit entries
+    /// relative to the table that land in this function group, in anonymous
+    /// read-only data or inside this part's own code after the `lea`
+    /// (`next_ip`).
+    ///
+    /// A table in the code is hashed at once (its entries, each a
+    /// [`SymRef::Local`] recorded in `out` for the `lea` being hashed, see
+    /// [`Normalized::local`]) and remembered so that the decoder skips it.
+    /// A table in anonymous data is only recorded here: it runs until its
+    /// entries leave the function or its block ends, and the other tables
+    /// and constants this part refers to end it too, which are known only
+    /// once the whole part is decoded ([`Context::finish_anon_tables`]).
     fn jump_table(
         &mut self,
         table: u64,
         next_ip: u64,
         s: &SymRef<'_>,
         out: &mut Normalized<'a>,
-    ) -> Option<u64> {
+    ) -> Option<TableHash> {
         // Compilers align tables of 32-bit entries to 4.
         if table % 4 != 0 {
             return None;
         }
-        let (bytes, limit) = match s {
-            SymRef::Anon { .. } => {
-                let block = self.index.block(table)?;
-                if block.executable || block.writable {
+        match s {
+            SymRef::Anon { .. } | SymRef::Deferred(_) => {
+                let (bytes, limit) = anon_table_bytes(self.index, table)?;
+                let n = self.table_entries(table, bytes, limit, |_| {});
+                if n < MIN_TABLE_ENTRIES {
                     return None;
                 }
-                let off = usize::try_from(table.checked_sub(block.start)?).ok()?;
-                let len = usize::try_from(block.end.checked_sub(table)?).ok()?;
-                let bytes = block.bytes.get(off..)?;
-                (bytes, len)
+                let insn = u32::try_from(out.insns.len()).unwrap_or(u32::MAX);
+                self.anon_tables
+                    .push((insn, table, matches!(s, SymRef::Deferred(_))));
+                Some(TableHash::Later)
             }
             SymRef::Local { part, .. } if Some(*part) == self.part => {
                 // Only a table inside this very part, after the `lea`.
@@ -709,30 +759,64 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     return None;
                 }
                 let bytes = self.code.get(off..)?;
-                (bytes, bytes.len())
-            }
-            _ => return None,
-        };
-        let mut h = InsnHasher::default();
-        let mark = out.mark();
-        let n = self.table_entries(table, bytes, limit, |s| hash_ref(&s, &mut h, out));
-        if n < MIN_TABLE_ENTRIES {
-            out.rollback(mark);
-            return None;
-        }
-        n.hash(&mut h);
-        if let SymRef::Local { .. } = s {
-            if let Some(start) = table
-                .checked_sub(self.rva)
-                .and_then(|o| usize::try_from(o).ok())
-            {
+                let mut h = InsnHasher::default();
+                let mark = out.mark();
+                let n =
+                    self.table_entries(table, bytes, bytes.len(), |s| hash_ref(&s, &mut h, out));
+                if n < MIN_TABLE_ENTRIES {
+                    out.rollback(mark);
+                    return None;
+                }
+                n.hash(&mut h);
                 self.inline_tables.add(InlineTable {
-                    start,
-                    end: start + 4 * n,
+                    start: off,
+                    end: off + 4 * n,
                 });
+                Some(TableHash::Now(h.finish()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Hash the jump tables in anonymous data that [`Context::jump_table`]
+    /// recorded into their `lea`s, now that the part is decoded: each ends
+    /// at its block's end or at the next address this part refers to,
+    /// whichever comes first. A table measured before the index is finished
+    /// goes to [`Normalized::tables`], to be measured again after.
+    fn finish_anon_tables(&mut self, out: &mut Normalized<'a>) {
+        if self.anon_tables.is_empty() {
+            return;
+        }
+        let tables = std::mem::take(&mut self.anon_tables);
+        for &(insn, table, provisional) in &tables {
+            let Some((bytes, limit)) = anon_table_bytes(self.index, table) else {
+                continue;
+            };
+            let next = out
+                .anchors
+                .iter()
+                .filter(|&&a| a > table)
+                .min()
+                .map_or(limit, |&a| usize::try_from(a - table).unwrap_or(usize::MAX));
+            let mut h = InsnHasher::default();
+            let n = self.table_entries(table, bytes, limit.min(next), |s| match s {
+                SymRef::Local { part, offset } => out.local_at(insn, part, offset),
+                other => other.hash(&mut h),
+            });
+            if provisional {
+                // Fewer than a table's worth leaves the `lea` hashed as a
+                // table all the same: the final measure differs, so the
+                // part is normalised again.
+                out.tables.push((table, n));
+            }
+            n.hash(&mut h);
+            if let Some(i) = out.insns.get_mut(insn as usize) {
+                let mut folded = InsnHasher::default();
+                (i.hash, h.finish()).hash(&mut folded);
+                i.hash = folded.finish();
             }
         }
-        Some(h.finish())
+        out.sort_fixups();
     }
 
     /// Walk the 32-bit entries of the table at `table` (whose bytes are
@@ -817,10 +901,7 @@ mod tests {
 
     /// The hash sequence of the (global) function `name`.
     fn hashes_of(idx: &ImageIndex<'_, '_>, name: &str) -> Vec<Vec<u64>> {
-        let key = Key {
-            name: name.to_string(),
-            unit: None,
-        };
+        let key = Key { name, unit: None };
         let g = idx
             .group(&key)
             .unwrap_or_else(|| panic!("no function {name}"));
@@ -884,7 +965,7 @@ mod tests {
             for f in ["suite_allowed", "suite_pick"] {
                 let g = idx
                     .group(&Key {
-                        name: f.to_string(),
+                        name: f,
                         unit: None,
                     })
                     .unwrap();
@@ -1097,7 +1178,7 @@ mod tests {
         let idx = index(&img);
         let g = idx
             .group(&Key {
-                name: "sw".into(),
+                name: "sw",
                 unit: None,
             })
             .unwrap();
@@ -1149,18 +1230,14 @@ mod tests {
         let idx = index(&img);
         let g = idx
             .group(&Key {
-                name: "hb_echo".into(),
+                name: "hb_echo",
                 unit: None,
             })
             .unwrap();
-        let sigs: Vec<&str> = idx.groups[g]
-            .parts
-            .iter()
-            .map(|p| p.signature.as_str())
-            .collect();
+        let sigs: Vec<&str> = idx.parts(g).iter().map(|p| &*p.signature).collect();
         assert_eq!(sigs, ["", "cold"]);
-        let cold = &idx.groups[g].parts[1];
-        let main = &idx.groups[g].parts[0];
+        let cold = &idx.parts(g)[1];
+        let main = &idx.parts(g)[0];
         // The body really branches into the cold part.
         let code = img.bytes_at(main.rva, main.size).unwrap();
         let branches_to_cold = Decoder::with_ip(64, code, main.rva, DecoderOptions::NONE)
@@ -1488,7 +1565,7 @@ mod tests {
             let group = hashes_of(&idx, "f");
             let g = idx
                 .group(&Key {
-                    name: "f".into(),
+                    name: "f",
                     unit: None,
                 })
                 .unwrap();
@@ -1527,7 +1604,7 @@ mod tests {
         let idx = index(&img);
         let g = idx
             .group(&Key {
-                name: "f".into(),
+                name: "f",
                 unit: None,
             })
             .unwrap();
