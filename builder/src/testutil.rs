@@ -65,6 +65,7 @@ pub fn image<'d>(
     functions: &[(&str, u64, u64)],
 ) -> Image<'d> {
     Image {
+        file: &[],
         format,
         arch,
         preferred_base: 0,
@@ -83,7 +84,6 @@ pub fn image<'d>(
         exports: Vec::new(),
         relocations: Vec::new(),
         identity: Identity {
-            sha256: [0; 32],
             format: match format {
                 Format::Elf => FormatIdentity::Elf { build_id: None },
                 Format::Pe => FormatIdentity::Pe {

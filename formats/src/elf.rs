@@ -18,7 +18,7 @@ use crate::image::{
     Arch, DataObject, Export, Format, FormatIdentity, Function, Identity, Image, Permissions,
     RelocTarget, Relocation, Section, Visibility,
 };
-use crate::read::{sha256, ReadOptions};
+use crate::read::ReadOptions;
 
 /// Offset of the class byte (32/64-bit) in `e_ident`.
 const EI_CLASS: usize = 4;
@@ -340,6 +340,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     let build_id = gnu_build_id(data, endian, &sections, opts)?;
 
     Ok(Image {
+        file: data,
         format: Format::Elf,
         arch,
         preferred_base: base,
@@ -349,7 +350,6 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         exports,
         relocations,
         identity: Identity {
-            sha256: sha256(data),
             format: FormatIdentity::Elf { build_id },
         },
         boundaries: Vec::new(),

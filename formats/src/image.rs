@@ -250,11 +250,10 @@ pub enum FormatIdentity {
     },
 }
 
-/// Everything that identifies one exact build of an image.
+/// What the format records to identify one exact build of an image. The
+/// file's own digest is [`Image::sha256`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Identity {
-    /// SHA-256 of the whole file.
-    pub sha256: [u8; 32],
     /// Format-specific fields.
     pub format: FormatIdentity,
 }
@@ -266,6 +265,8 @@ pub struct Identity {
 /// by name), so that the same input always gives the same model.
 #[derive(Clone, Debug)]
 pub struct Image<'data> {
+    /// The whole file, as read.
+    pub file: &'data [u8],
     /// Container format.
     pub format: Format,
     /// Architecture.
@@ -296,6 +297,12 @@ pub struct Image<'data> {
 }
 
 impl<'data> Image<'data> {
+    /// SHA-256 of the whole file, computed on each call (it reads every
+    /// byte; the diff never needs it, a package binds to it once).
+    pub fn sha256(&self) -> [u8; 32] {
+        crate::read::sha256(self.file)
+    }
+
     /// The section that contains `rva`, if any.
     pub fn section_at(&self, rva: u64) -> Option<&Section<'data>> {
         self.sections.iter().find(|s| s.contains(rva))

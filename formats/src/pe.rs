@@ -532,6 +532,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     boundaries.extend(directory_boundaries(&file));
     let file_header = nt.file_header();
     Ok(Image {
+        file: data,
         format: Format::Pe,
         arch,
         preferred_base: image_base,
@@ -541,7 +542,6 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         exports,
         relocations,
         identity: Identity {
-            sha256: crate::read::sha256(data),
             format: FormatIdentity::Pe {
                 time_date_stamp: file_header.time_date_stamp.get(object::LittleEndian),
                 size_of_image: optional.size_of_image(),
