@@ -662,12 +662,11 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         pairs
             .par_chunks(CHUNK)
             .enumerate()
-            .map(|(c, chunk)| {
-                let mut scratch = Scratch::default();
+            .map_init(Scratch::default, |scratch, (c, chunk)| {
                 let mut out = ChunkOut::default();
                 for (i, &(b, u)) in chunk.iter().enumerate() {
                     let pair = c * CHUNK + i;
-                    compare(base, b, upd, u, pair, vanished, &mut scratch, &mut out);
+                    compare(base, b, upd, u, pair, vanished, scratch, &mut out);
                 }
                 for a in [&mut out.anchors.0, &mut out.anchors.1] {
                     a.sort_unstable();
@@ -878,11 +877,12 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         }
     }
 
-    // Every name appears once per status, so the order is total.
-    let order =
-        |a: &Entry<'_>, b: &Entry<'_>| (a.status, a.name, a.unit).cmp(&(b.status, b.name, b.unit));
-    functions.par_sort_unstable_by(order);
-    data.sort_by(order);
+    // Entries were made in key order (the indexes' order), so grouping them
+    // by status keeps them sorted by status, then name and unit.
+    let functions = by_status(functions);
+    let data = by_status(data);
+    debug_assert!(functions.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
+    debug_assert!(data.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
     Ok(Diff {
         hotpatchable: blockers.is_empty(),
@@ -892,16 +892,32 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     })
 }
 
-/// Walk two lists sorted by key together: `(Some(a), Some(b))` for a key in
-/// both, `(Some(a), None)` or `(None, Some(b))` for a key in one.
-fn merge_by_key<'k, 'n: 'k, T>(
+/// `entries` grouped by status, in [`Status`] order, keeping their order
+/// within each status.
+fn by_status(entries: Vec<Entry<'_>>) -> Vec<Entry<'_>> {
+    let mut buckets: [Vec<Entry<'_>>; 4] = Default::default();
+    for e in entries {
+        let b = match e.status {
+            Status::Changed => 0,
+            Status::Added => 1,
+            Status::Removed => 2,
+            Status::Unchanged => 3,
+        };
+        buckets[b].push(e);
+    }
+    buckets.into_iter().flatten().collect()
+}
+
+/// Walk two lists sorted by `key` together: `(Some(a), Some(b))` for a key
+/// in both, `(Some(a), None)` or `(None, Some(b))` for a key in one.
+fn merge_by_key<'k, T, K: Ord>(
     a: &'k [T],
     b: &'k [T],
-    key: impl Fn(&'k T) -> &'k Key<'n> + 'k,
+    key: impl Fn(&'k T) -> K + 'k,
 ) -> impl Iterator<Item = (Option<usize>, Option<usize>)> + 'k {
     let (mut i, mut j) = (0, 0);
     std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(x), Some(y)) => Some(match key(x).cmp(key(y)) {
+        (Some(x), Some(y)) => Some(match key(x).cmp(&key(y)) {
             std::cmp::Ordering::Less => {
                 i += 1;
                 (Some(i - 1), None)

@@ -167,73 +167,113 @@ pub struct Block<'d> {
     pub writable: bool,
 }
 
-/// Sorted addresses with a table of buckets, so that "how many are at or
-/// below `rva`" costs one or two cache lines instead of a binary search over
-/// the whole list (resolving addresses is the normalisers' inner loop).
-#[derive(Debug, Default)]
-struct Sorted {
-    /// The addresses, sorted (duplicates allowed).
-    addrs: Vec<u64>,
-    /// The first address.
+/// Something with a start address, kept in a [`Sorted`] list.
+trait Start {
+    /// The address the list is sorted by.
+    fn start(&self) -> u64;
+}
+
+impl Start for u64 {
+    fn start(&self) -> u64 {
+        *self
+    }
+}
+
+/// Items sorted by start address, with a table of buckets, so that "how many
+/// start at or below `rva`" costs one or two cache lines instead of a binary
+/// search over the whole list (resolving addresses is the normalisers' inner
+/// loop).
+#[derive(Debug)]
+struct Sorted<T> {
+    /// The items, sorted by start (equal starts allowed).
+    items: Vec<T>,
+    /// The first start.
     base: u64,
     /// log2 of a bucket's width in bytes.
     shift: u32,
-    /// For bucket `k` (addresses from `base + (k << shift)`), the index of
-    /// the first address in it or after it.
+    /// For bucket `k` (starts from `base + (k << shift)`), the index of the
+    /// first item that starts in it or after it.
     buckets: Vec<u32>,
 }
 
-impl Sorted {
-    /// Index sorted `addrs`.
-    fn new(addrs: Vec<u64>) -> Self {
-        let (Some(&base), Some(&last)) = (addrs.first(), addrs.last()) else {
+impl<T> Default for Sorted<T> {
+    fn default() -> Self {
+        Sorted {
+            items: Vec::new(),
+            base: 0,
+            shift: 0,
+            buckets: Vec::new(),
+        }
+    }
+}
+
+impl<T: Start> Sorted<T> {
+    /// Index `items`, sorted by start.
+    fn new(items: Vec<T>) -> Self {
+        let (Some(base), Some(last)) = (items.first().map(T::start), items.last().map(T::start))
+        else {
             return Sorted::default();
         };
-        // About one address per bucket.
+        // About one item per bucket.
         let span = last - base;
         let mut shift = 0;
-        while (span >> shift) as usize >= addrs.len().max(1) {
+        while (span >> shift) as usize >= items.len() {
             shift += 1;
         }
         let count = (span >> shift) as usize + 2;
         let mut buckets = Vec::with_capacity(count);
         let mut i = 0usize;
-        for k in 0..count as u64 {
-            let begin = base.saturating_add(k << shift);
-            while addrs.get(i).is_some_and(|&a| a < begin) {
+        for k in 0..count as u128 {
+            // Wide arithmetic: the last buckets may begin past `u64::MAX`.
+            let begin = u128::from(base) + (k << shift);
+            while items.get(i).is_some_and(|x| u128::from(x.start()) < begin) {
                 i += 1;
             }
             buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
         Sorted {
-            addrs,
+            items,
             base,
             shift,
             buckets,
         }
     }
 
-    /// How many addresses are at or below `rva` (`partition_point(<= rva)`).
+    /// How many items start at or below `rva`.
     #[inline]
     fn upto(&self, rva: u64) -> usize {
-        if rva < self.base || self.addrs.is_empty() {
+        if rva < self.base || self.items.is_empty() {
             return 0;
         }
         let k = ((rva - self.base) >> self.shift) as usize;
         let (Some(&lo), Some(&hi)) = (self.buckets.get(k), self.buckets.get(k + 1)) else {
-            return self.addrs.len();
+            return self.items.len();
         };
-        let (lo, hi) = (lo as usize, (hi as usize).min(self.addrs.len()));
+        let (lo, hi) = (lo as usize, (hi as usize).min(self.items.len()));
         lo + self
-            .addrs
+            .items
             .get(lo..hi)
-            .map_or(0, |s| s.partition_point(|&a| a <= rva))
+            .map_or(0, |s| s.partition_point(|x| x.start() <= rva))
+    }
+
+    /// The last of the (at most `back`) items starting at or below `rva`
+    /// that `covers` accepts, searching backwards.
+    #[inline]
+    fn find_back(&self, rva: u64, back: usize, covers: impl Fn(&T) -> bool) -> Option<&T> {
+        let i = self.upto(rva);
+        self.items
+            .get(i.saturating_sub(back)..i)?
+            .iter()
+            .rev()
+            .find(|x| covers(x))
     }
 }
 
-/// A function part's extent, in the order of [`ImageIndex::range_starts`].
+/// A function part's extent.
 #[derive(Clone, Copy, Debug)]
 struct Range {
+    /// Its first byte.
+    start: u64,
     /// One past its last byte.
     end: u64,
     /// Its [`fingerprint`].
@@ -244,15 +284,29 @@ struct Range {
     flat: u32,
 }
 
-/// A data object's extent, in the order of [`ImageIndex::data_starts`].
+impl Start for Range {
+    fn start(&self) -> u64 {
+        self.start
+    }
+}
+
+/// A data object's extent.
 #[derive(Clone, Copy, Debug)]
 struct DataRange {
+    /// Its first byte.
+    start: u64,
     /// One past its last byte.
     end: u64,
     /// Its [`fingerprint`].
     fingerprint: u64,
     /// Its index in [`ImageIndex::data`].
     entry: usize,
+}
+
+impl Start for DataRange {
+    fn start(&self) -> u64 {
+        self.start
+    }
 }
 
 /// The index of one image. Build it with [`ImageIndex::new`], add the anchors
@@ -268,16 +322,14 @@ pub struct ImageIndex<'i, 'd> {
     parts: Vec<Part<'i>>,
     /// Data objects with their keys, sorted by key.
     pub data: Vec<DataEntry<'i>>,
-    /// Starts of the function parts, sorted; `ranges` runs parallel.
-    range_starts: Sorted,
-    ranges: Vec<Range>,
-    /// Starts of the data objects, sorted; `data_ranges` runs parallel.
-    data_starts: Sorted,
-    data_ranges: Vec<DataRange>,
+    /// The function parts' extents.
+    ranges: Sorted<Range>,
+    /// The data objects' extents.
+    data_ranges: Sorted<DataRange>,
     /// Starts and ends of everything named (sections, functions, data,
     /// linker pieces, relocation targets), sorted and deduplicated: the
     /// anchors known before pass 1.
-    named: Sorted,
+    named: Sorted<u64>,
     /// The anonymous blocks, once [`ImageIndex::finish`] has fixed them.
     blocks: OnceLock<Blocks>,
 }
@@ -287,9 +339,39 @@ pub struct ImageIndex<'i, 'd> {
 struct Blocks {
     /// Starts of anonymous blocks and of everything named, so that a block
     /// ends where the next thing starts (sorted, deduplicated).
-    anchors: Sorted,
+    anchors: Sorted<u64>,
     /// Digest of the block at each anchor (0 where none starts).
     digests: Vec<u64>,
+}
+
+/// The order of `items` under `cmp`, which must order first by `name`
+/// (bytewise). Most comparisons are settled by the names' first sixteen
+/// bytes, compared as one number, without touching the items.
+fn sorted_order<T>(
+    items: &[T],
+    name: impl Fn(&T) -> &str,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<u32> {
+    let mut order: Vec<(u128, u32)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let mut prefix = [0u8; 16];
+            let n = name(x).as_bytes();
+            let len = n.len().min(16);
+            prefix[..len].copy_from_slice(&n[..len]);
+            (u128::from_be_bytes(prefix), i as u32)
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(
+            || match (items.get(a.1 as usize), items.get(b.1 as usize)) {
+                (Some(x), Some(y)) => cmp(x, y),
+                _ => a.1.cmp(&b.1),
+            },
+        )
+    });
+    order.into_iter().map(|(_, i)| i).collect()
 }
 
 /// The key of a symbol: local symbols carry their unit's stem.
@@ -308,26 +390,12 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     pub fn new(image: &'i Image<'d>) -> Self {
         // Functions: fold clones into their parent. A local clone of a global
         // parent (GCC emits `parse.cold` as a local) joins the global group.
-        let mut globals: Vec<&str> = image
-            .functions
-            .iter()
-            .filter(|f| f.visibility != Visibility::Local)
-            .map(|f| split_clone(&f.name).0)
-            .collect();
-        globals.sort_unstable();
-        globals.dedup();
         let mut items: Vec<(Key<'i>, Part<'i>)> = image
             .functions
             .iter()
             .map(|f| {
                 let (base, signature) = split_clone(&f.name);
-                let mut key = key_for(base, f.unit.as_deref(), f.visibility);
-                if key.unit.is_some()
-                    && !signature.is_empty()
-                    && globals.binary_search(&base).is_ok()
-                {
-                    key.unit = None;
-                }
+                let key = key_for(base, f.unit.as_deref(), f.visibility);
                 let entry = !is_split_part(&signature);
                 let part = Part {
                     signature,
@@ -339,48 +407,76 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 (key, part)
             })
             .collect();
+        let mut globals: Vec<&str> = items
+            .iter()
+            .zip(&image.functions)
+            .filter(|(_, f)| f.visibility != Visibility::Local)
+            .map(|((k, _), _)| k.name)
+            .collect();
+        globals.sort_unstable();
+        globals.dedup();
+        for (key, part) in &mut items {
+            if key.unit.is_some()
+                && !part.signature.is_empty()
+                && globals.binary_search(&key.name).is_ok()
+            {
+                key.unit = None;
+            }
+        }
         drop(globals);
-        items.sort_unstable_by(|(ka, a), (kb, b)| {
-            (ka, &a.signature, a.rva, a.symbol).cmp(&(kb, &b.signature, b.rva, b.symbol))
-        });
-        // Aliases (two names, one address) are one part.
-        items.dedup_by(|(kb, b), (ka, a)| ka == kb && a.rva == b.rva && a.signature == b.signature);
+        let order = sorted_order(
+            &items,
+            |(k, _)| k.name,
+            |(ka, a), (kb, b)| {
+                (ka, &a.signature, a.rva, a.symbol).cmp(&(kb, &b.signature, b.rva, b.symbol))
+            },
+        );
         let mut groups: Vec<Group<'i>> = Vec::new();
         let mut parts: Vec<Part<'i>> = Vec::with_capacity(items.len());
-        for (key, part) in items {
+        let mut last: Option<&(Key<'i>, Part<'i>)> = None;
+        for &i in &order {
+            let Some(item @ (key, part)) = items.get(i as usize) else {
+                continue;
+            };
+            // Aliases (two names, one address) are one part.
+            if last.is_some_and(|(k, p)| {
+                k == key && p.rva == part.rva && p.signature == part.signature
+            }) {
+                continue;
+            }
+            last = Some(item);
             let at = u32::try_from(parts.len()).unwrap_or(u32::MAX);
             match groups.last_mut() {
-                Some(g) if g.key == key => g.count += 1,
+                Some(g) if g.key == *key => g.count += 1,
                 _ => groups.push(Group {
-                    key,
+                    key: *key,
                     first: at,
                     count: 1,
                 }),
             }
-            parts.push(part);
+            parts.push(part.clone());
         }
-        let mut ranges: Vec<(u64, Range)> = Vec::with_capacity(parts.len());
+        drop(items);
+        let mut ranges: Vec<Range> = Vec::with_capacity(parts.len());
         for (gi, g) in groups.iter().enumerate() {
             for flat in g.first..g.first + g.count {
                 let Some(p) = parts.get(flat as usize) else {
                     continue;
                 };
                 if p.size > 0 {
-                    ranges.push((
-                        p.rva,
-                        Range {
-                            end: p.rva.saturating_add(p.size),
-                            fingerprint: fingerprint(&g.key, Some(&p.signature)),
-                            group: gi as u32,
-                            flat,
-                        },
-                    ));
+                    ranges.push(Range {
+                        start: p.rva,
+                        end: p.rva.saturating_add(p.size),
+                        fingerprint: fingerprint(&g.key, Some(&p.signature)),
+                        group: gi as u32,
+                        flat,
+                    });
                 }
             }
         }
-        ranges.sort_unstable_by_key(|(start, r)| (*start, r.end, r.group, r.flat));
+        ranges.sort_unstable_by_key(|r| (r.start, r.end, r.group, r.flat));
 
-        let mut data: Vec<DataEntry<'i>> = image
+        let all: Vec<DataEntry<'i>> = image
             .data
             .iter()
             .enumerate()
@@ -389,25 +485,38 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 object: i,
             })
             .collect();
-        data.sort_by(|a, b| a.key.cmp(&b.key));
+        let order = sorted_order(
+            &all,
+            |d| d.key.name,
+            |a, b| (a.key, a.object).cmp(&(b.key, b.object)),
+        );
+        let mut data: Vec<DataEntry<'i>> = order
+            .iter()
+            .filter_map(|&i| all.get(i as usize).cloned())
+            .collect();
+        drop(all);
         // Duplicate keys (aliases) keep the first.
         data.dedup_by(|a, b| a.key == b.key);
-        let mut data_ranges: Vec<(u64, u64, usize)> = data
+        let mut data_ranges: Vec<DataRange> = data
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| {
+            .filter_map(|(entry, d)| {
                 let o = &image.data[d.object];
-                (o.size > 0).then(|| (o.rva, o.rva.saturating_add(o.size), i))
+                (o.size > 0).then(|| DataRange {
+                    start: o.rva,
+                    end: o.rva.saturating_add(o.size),
+                    fingerprint: fingerprint(&d.key, None),
+                    entry,
+                })
             })
             .collect();
-        data_ranges.sort_unstable();
-        let data_fingerprints: Vec<u64> = data.iter().map(|d| fingerprint(&d.key, None)).collect();
+        data_ranges.sort_unstable_by_key(|r| (r.start, r.end, r.entry));
 
         let mut anchors: Vec<u64> = Vec::new();
         anchors.extend(image.sections.iter().map(|s| s.rva));
         anchors.extend(image.sections.iter().map(|s| s.rva.saturating_add(s.size)));
-        anchors.extend(ranges.iter().flat_map(|(s, r)| [*s, r.end]));
-        anchors.extend(data_ranges.iter().flat_map(|r| [r.0, r.1]));
+        anchors.extend(ranges.iter().flat_map(|r| [r.start, r.end]));
+        anchors.extend(data_ranges.iter().flat_map(|r| [r.start, r.end]));
         anchors.extend(image.boundaries.iter().copied());
         for r in &image.relocations {
             if let RelocTarget::Rva(t) = r.target {
@@ -416,24 +525,13 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         anchors.sort_unstable();
         anchors.dedup();
-        let range_starts = Sorted::new(ranges.iter().map(|r| r.0).collect());
-        let data_starts = Sorted::new(data_ranges.iter().map(|r| r.0).collect());
         ImageIndex {
             image,
             groups,
             parts,
             data,
-            range_starts,
-            ranges: ranges.into_iter().map(|r| r.1).collect(),
-            data_starts,
-            data_ranges: data_ranges
-                .into_iter()
-                .map(|(_, end, entry)| DataRange {
-                    end,
-                    fingerprint: data_fingerprints.get(entry).copied().unwrap_or(0),
-                    entry,
-                })
-                .collect(),
+            ranges: Sorted::new(ranges),
+            data_ranges: Sorted::new(data_ranges),
             named: Sorted::new(anchors),
             blocks: OnceLock::new(),
         }
@@ -446,13 +544,13 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         if self.blocks.get().is_some() {
             return;
         }
-        let mut anchors = self.named.addrs.clone();
+        let mut anchors = self.named.items.clone();
         anchors.extend(referenced);
         anchors.par_sort_unstable();
         anchors.dedup();
         let anchors = Sorted::new(anchors);
         let digests: Vec<u64> = anchors
-            .addrs
+            .items
             .par_iter()
             .map(|&a| {
                 if self.function_at(a).is_some() || self.data_at(a).is_some() {
@@ -475,7 +573,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
 
     /// The anchors that cut anonymous data: all of them once finished, the
     /// named ones before.
-    fn anchors(&self) -> &Sorted {
+    fn anchors(&self) -> &Sorted<u64> {
         self.blocks.get().map_or(&self.named, |b| &b.anchors)
     }
 
@@ -515,38 +613,30 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// (group, part) of the function part containing `rva`.
     #[inline]
     pub fn function_at(&self, rva: u64) -> Option<(usize, usize)> {
-        let (_, r) = self.range_at(rva)?;
+        let r = self.range_at(rva)?;
         let first = self.groups.get(r.group as usize)?.first;
         Some((r.group as usize, (r.flat - first) as usize))
     }
 
-    /// The start and [`Range`] of the function part containing `rva`.
+    /// The [`Range`] of the function part containing `rva`. Parts that
+    /// start at or before `rva` are searched backwards: the nearest one may
+    /// be a short part that ends before `rva` while an earlier one (a
+    /// function containing a nested alias) covers it.
     #[inline]
-    fn range_at(&self, rva: u64) -> Option<(u64, &Range)> {
-        let i = self.range_starts.upto(rva);
-        // Search back over parts that start at or before `rva`: the nearest
-        // one may be a short part that ends before `rva` while an earlier one
-        // (a function containing a nested alias) covers it.
-        let k = (i.saturating_sub(4)..i)
-            .rev()
-            .find(|&k| self.ranges.get(k).is_some_and(|r| rva < r.end))?;
-        Some((*self.range_starts.addrs.get(k)?, self.ranges.get(k)?))
+    fn range_at(&self, rva: u64) -> Option<&Range> {
+        self.ranges.find_back(rva, 4, |r| rva < r.end)
     }
 
-    /// The start and [`DataRange`] of the data object containing `rva`.
+    /// The [`DataRange`] of the data object containing `rva`.
     #[inline]
-    fn data_range_at(&self, rva: u64) -> Option<(u64, &DataRange)> {
-        let i = self.data_starts.upto(rva);
-        let k = (i.saturating_sub(4)..i)
-            .rev()
-            .find(|&k| self.data_ranges.get(k).is_some_and(|r| rva < r.end))?;
-        Some((*self.data_starts.addrs.get(k)?, self.data_ranges.get(k)?))
+    fn data_range_at(&self, rva: u64) -> Option<&DataRange> {
+        self.data_ranges.find_back(rva, 4, |r| rva < r.end)
     }
 
     /// Index into [`ImageIndex::data`] of the data object containing `rva`.
     #[inline]
     pub fn data_at(&self, rva: u64) -> Option<usize> {
-        self.data_range_at(rva).map(|(_, r)| r.entry)
+        self.data_range_at(rva).map(|r| r.entry)
     }
 
     /// The anonymous block containing `rva`: from the nearest anchor at or
@@ -559,10 +649,10 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// The block containing `rva` between `anchors`, with the index of the
     /// anchor it starts at (`usize::MAX` when it starts at its section's
     /// start instead).
-    fn block_in(&self, anchors: &Sorted, rva: u64) -> Option<(Block<'d>, usize)> {
+    fn block_in(&self, anchors: &Sorted<u64>, rva: u64) -> Option<(Block<'d>, usize)> {
         let section = self.image.section_at(rva)?;
         let i = anchors.upto(rva);
-        let anchors = &anchors.addrs;
+        let anchors = &anchors.items;
         let (start, at) = match i.checked_sub(1).and_then(|k| Some((anchors.get(k)?, k))) {
             Some((&a, k)) if a >= section.rva => (a, k),
             _ => (section.rva, usize::MAX),
@@ -609,9 +699,9 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// Turn an address into a [`SymRef`]. `current` is the group being
     /// normalised: references into any of its parts become [`SymRef::Local`].
     pub fn resolve(&self, rva: u64, current: Option<usize>) -> SymRef<'_> {
-        if let Some((start, r)) = self.range_at(rva) {
+        if let Some(r) = self.range_at(rva) {
             let g = r.group as usize;
-            let offset = rva - start;
+            let offset = rva - r.start;
             if Some(g) == current {
                 let first = self.groups.get(g).map_or(0, |g| g.first);
                 return SymRef::Local {
@@ -629,11 +719,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 };
             }
         }
-        if let Some((start, r)) = self.data_range_at(rva) {
+        if let Some(r) = self.data_range_at(rva) {
             if let Some(entry) = self.data.get(r.entry) {
                 return SymRef::Data {
                     key: &entry.key,
-                    offset: rva - start,
+                    offset: rva - r.start,
                     fingerprint: r.fingerprint,
                 };
             }
@@ -672,7 +762,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         };
         let i = blocks.anchors.upto(start);
         match i.checked_sub(1) {
-            Some(k) if blocks.anchors.addrs.get(k) == Some(&start) => {
+            Some(k) if blocks.anchors.items.get(k) == Some(&start) => {
                 blocks.digests.get(k).copied().unwrap_or(0)
             }
             _ => 0,
@@ -683,7 +773,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// what it points at. A pointer to another anonymous block is taken by
     /// its position in that block and the block's length, not by the block's
     /// contents, so digests never recurse.
-    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted) -> u64 {
+    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> u64 {
         let mut h = crate::norm::InsnHasher::default();
         (block.end - block.start).hash(&mut h);
         let mut pos = block.start;

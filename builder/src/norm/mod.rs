@@ -395,17 +395,17 @@ impl<'a> Normalized<'a> {
         });
     }
 
-    /// Record that instruction `insn` (already pushed) refers to byte
-    /// `offset` of part `part` of its own group, after the references of
-    /// every instruction up to it. Call [`Normalized::sort_fixups`] once done.
-    pub(crate) fn local_at(&mut self, insn: u32, part: u32, offset: u64) {
-        self.fixups.push(Fixup { insn, part, offset });
-    }
-
-    /// Put the local references recorded by [`Normalized::local_at`] in
-    /// instruction order (each instruction's in the order recorded).
-    pub(crate) fn sort_fixups(&mut self) {
-        self.fixups.sort_by_key(|f| f.insn);
+    /// Record that instruction `insn` (already pushed) refers to `places`
+    /// (part, byte offset) of its own group, after the references it
+    /// already recorded.
+    pub(crate) fn locals_at(&mut self, insn: u32, places: &[(u32, u64)]) {
+        let at = self.fixups.partition_point(|f| f.insn <= insn);
+        self.fixups.splice(
+            at..at,
+            places
+                .iter()
+                .map(|&(part, offset)| Fixup { insn, part, offset }),
+        );
     }
 
     /// How many local references are recorded, for [`Normalized::rollback`].

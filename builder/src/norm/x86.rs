@@ -149,6 +149,31 @@ pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
     }
 }
 
+/// The `len` (at most 16) bytes at `pos` of `code`, zero-padded, as two
+/// little-endian words. A fixed 16-byte load where the code allows it, so
+/// that the common case copies no variable-length slice.
+#[inline]
+fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
+    let v = match code.get(pos..pos + 16) {
+        Some(window) => {
+            let mut w = [0u8; 16];
+            w.copy_from_slice(window);
+            let mask = match len {
+                16.. => u128::MAX,
+                n => (1u128 << (8 * n)) - 1,
+            };
+            u128::from_le_bytes(w) & mask
+        }
+        None => code
+            .iter()
+            .skip(pos)
+            .take(len.min(16))
+            .enumerate()
+            .fold(0u128, |v, (i, &b)| v | u128::from(b) << (8 * i)),
+    };
+    [v as u64, (v >> 64) as u64]
+}
+
 /// Whether `insn` is a `NOP` that only pads: `nop` (`90`, `66 90`, `REX.W 90`)
 /// or `nop r/m` (`0F 1F /0`), without a `lock` prefix (which makes it
 /// invalid). `F3 90` decodes as `pause`, `41 90` as `xchg r8d,eax`, and the
@@ -455,8 +480,12 @@ pub(crate) fn normalize<'a>(
             && !insn.is_ip_rel_memory_operand()
         {
             // Nothing in it depends on where it is: its bytes are its form.
-            acc.word(u64::from(tag::PLAIN));
-            acc.h.write(code.get(pos..pos + len).unwrap_or(&[]));
+            let [lo, hi] = insn_words(code, pos, len);
+            acc.word(u64::from(tag::PLAIN) | (len as u64) << 8);
+            acc.word(lo);
+            if len > 8 {
+                acc.word(hi);
+            }
         } else {
             cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
         }
@@ -742,8 +771,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
         match s {
             SymRef::Anon { .. } | SymRef::Deferred(_) => {
+                // Whether it is a table at all shows in its first entries.
                 let (bytes, limit) = anon_table_bytes(self.index, table)?;
-                let n = self.table_entries(table, bytes, limit, |_| {});
+                let first = bytes.get(..bytes.len().min(4 * MIN_TABLE_ENTRIES))?;
+                let n = self.table_entries(table, first, limit, |_| {});
                 if n < MIN_TABLE_ENTRIES {
                     return None;
                 }
@@ -799,10 +830,12 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 .min()
                 .map_or(limit, |&a| usize::try_from(a - table).unwrap_or(usize::MAX));
             let mut h = InsnHasher::default();
+            let mut places = Vec::new();
             let n = self.table_entries(table, bytes, limit.min(next), |s| match s {
-                SymRef::Local { part, offset } => out.local_at(insn, part, offset),
+                SymRef::Local { part, offset } => places.push((part, offset)),
                 other => other.hash(&mut h),
             });
+            out.locals_at(insn, &places);
             if provisional {
                 // Fewer than a table's worth leaves the `lea` hashed as a
                 // table all the same: the final measure differs, so the
@@ -816,7 +849,6 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 i.hash = folded.finish();
             }
         }
-        out.sort_fixups();
     }
 
     /// Walk the 32-bit entries of the table at `table` (whose bytes are
@@ -1526,6 +1558,23 @@ mod tests {
     /// Jump-table entries are places inside the function too: padding before
     /// a case moves the case and rewrites the table, and still compares
     /// equal; exchanging two cases does not.
+    /// An instruction's bytes as words are the same whether or not 16 bytes
+    /// of code follow it.
+    #[test]
+    fn insn_words_read_the_same_at_the_end_of_code() {
+        let code: Vec<u8> = (1..=40).collect();
+        for pos in 0..24 {
+            for len in 1..=15 {
+                let tail = &code[..pos + len];
+                assert_eq!(insn_words(&code, pos, len), insn_words(tail, pos, len));
+                let mut w = [0u8; 16];
+                w[..len].copy_from_slice(&code[pos..pos + len]);
+                let v = u128::from_le_bytes(w);
+                assert_eq!(insn_words(&code, pos, len), [v as u64, (v >> 64) as u64]);
+            }
+        }
+    }
+
     #[test]
     fn jump_table_entries_compare_by_position_across_padding() {
         let plain = switch_image(&[], false, 0x1000);
