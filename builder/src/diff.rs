@@ -381,6 +381,7 @@ fn compare<'a>(
         let from = out.clone_calls.len();
         for n in bn.iter() {
             for &(k, sig) in &n.fn_refs {
+                let sig: &str = sig;
                 if vanished.binary_search(&(*k, sig)).is_ok() {
                     out.clone_calls.push((pair, *k, sig));
                 }

@@ -70,8 +70,9 @@ pub enum SymRef<'a> {
     Function {
         /// The function's key.
         key: &'a Key<'a>,
-        /// The clone signature of the part referred to.
-        part: &'a str,
+        /// The clone signature of the part referred to (borrowed as it is
+        /// stored, so that making the reference reads nothing).
+        part: &'a Cow<'a, str>,
         /// Offset from the part's start.
         offset: u64,
         /// Digest of `key` and `part` (see [`fingerprint`]), which is what
@@ -179,40 +180,33 @@ impl Start for u64 {
     }
 }
 
-/// Items sorted by start address, with a table of buckets, so that "how many
-/// start at or below `rva`" costs one or two cache lines instead of a binary
-/// search over the whole list (resolving addresses is the normalisers' inner
-/// loop).
-#[derive(Debug)]
-struct Sorted<T> {
-    /// The items, sorted by start (equal starts allowed).
-    items: Vec<T>,
+impl Start for Relocation {
+    fn start(&self) -> u64 {
+        self.rva
+    }
+}
+
+/// A table of buckets over a list sorted by start address, so that "how
+/// many start at or below `rva`" costs one or two cache lines instead of a
+/// binary search over the whole list (resolving addresses is the
+/// normalisers' inner loop).
+#[derive(Debug, Default)]
+struct Buckets {
     /// The first start.
     base: u64,
     /// log2 of a bucket's width in bytes.
     shift: u32,
     /// For bucket `k` (starts from `base + (k << shift)`), the index of the
     /// first item that starts in it or after it.
-    buckets: Vec<u32>,
+    table: Vec<u32>,
 }
 
-impl<T> Default for Sorted<T> {
-    fn default() -> Self {
-        Sorted {
-            items: Vec::new(),
-            base: 0,
-            shift: 0,
-            buckets: Vec::new(),
-        }
-    }
-}
-
-impl<T: Start> Sorted<T> {
-    /// Index `items`, sorted by start.
-    fn new(items: Vec<T>) -> Self {
+impl Buckets {
+    /// Buckets over `items`, sorted by start.
+    fn new<T: Start>(items: &[T]) -> Self {
         let (Some(base), Some(last)) = (items.first().map(T::start), items.last().map(T::start))
         else {
-            return Sorted::default();
+            return Buckets::default();
         };
         // About one item per bucket.
         let span = last - base;
@@ -221,7 +215,7 @@ impl<T: Start> Sorted<T> {
             shift += 1;
         }
         let count = (span >> shift) as usize + 2;
-        let mut buckets = Vec::with_capacity(count);
+        let mut table = Vec::with_capacity(count);
         let mut i = 0usize;
         for k in 0..count as u128 {
             // Wide arithmetic: the last buckets may begin past `u64::MAX`.
@@ -229,31 +223,64 @@ impl<T: Start> Sorted<T> {
             while items.get(i).is_some_and(|x| u128::from(x.start()) < begin) {
                 i += 1;
             }
-            buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
+            table.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
+        Buckets { base, shift, table }
+    }
+
+    /// How many of `items` (those the buckets were made from) start at or
+    /// below `rva`.
+    #[inline]
+    fn upto<T: Start>(&self, items: &[T], rva: u64) -> usize {
+        if rva < self.base || items.is_empty() {
+            return 0;
+        }
+        let k = ((rva - self.base) >> self.shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k + 1)) else {
+            return items.len();
+        };
+        let (lo, hi) = (lo as usize, (hi as usize).min(items.len()));
+        lo + items
+            .get(lo..hi)
+            .map_or(0, |s| s.partition_point(|x| x.start() <= rva))
+    }
+
+    /// How many of `items` start below `rva`.
+    #[inline]
+    fn below<T: Start>(&self, items: &[T], rva: u64) -> usize {
+        rva.checked_sub(1).map_or(0, |r| self.upto(items, r))
+    }
+}
+
+/// Items sorted by start address, with their [`Buckets`].
+#[derive(Debug)]
+struct Sorted<T> {
+    /// The items, sorted by start (equal starts allowed).
+    items: Vec<T>,
+    /// Buckets over `items`.
+    buckets: Buckets,
+}
+
+impl<T> Default for Sorted<T> {
+    fn default() -> Self {
         Sorted {
-            items,
-            base,
-            shift,
-            buckets,
+            items: Vec::new(),
+            buckets: Buckets::default(),
         }
+    }
+}
+
+impl<T: Start> Sorted<T> {
+    /// Index `items`, sorted by start.
+    fn new(items: Vec<T>) -> Self {
+        let buckets = Buckets::new(&items);
+        Sorted { items, buckets }
     }
 
     /// How many items start at or below `rva`.
     #[inline]
     fn upto(&self, rva: u64) -> usize {
-        if rva < self.base || self.items.is_empty() {
-            return 0;
-        }
-        let k = ((rva - self.base) >> self.shift) as usize;
-        let (Some(&lo), Some(&hi)) = (self.buckets.get(k), self.buckets.get(k + 1)) else {
-            return self.items.len();
-        };
-        let (lo, hi) = (lo as usize, (hi as usize).min(self.items.len()));
-        lo + self
-            .items
-            .get(lo..hi)
-            .map_or(0, |s| s.partition_point(|x| x.start() <= rva))
+        self.buckets.upto(&self.items, rva)
     }
 
     /// The last of the (at most `back`) items starting at or below `rva`
@@ -332,6 +359,8 @@ pub struct ImageIndex<'i, 'd> {
     named: Sorted<u64>,
     /// The anonymous blocks, once [`ImageIndex::finish`] has fixed them.
     blocks: OnceLock<Blocks>,
+    /// Buckets over the image's relocations (sorted by RVA).
+    relocs: Buckets,
 }
 
 /// The anonymous blocks of a finished index.
@@ -534,6 +563,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             data_ranges: Sorted::new(data_ranges),
             named: Sorted::new(anchors),
             blocks: OnceLock::new(),
+            relocs: Buckets::new(&image.relocations),
         }
     }
 
@@ -684,16 +714,16 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// The relocation whose patched bytes start inside `[rva, rva + len)`.
     pub fn relocation_in(&self, rva: u64, len: u64) -> Option<&'i Relocation> {
         let relocs = &self.image.relocations;
-        let i = relocs.partition_point(|r| r.rva < rva);
+        let i = self.relocs.below(relocs, rva);
         relocs.get(i).filter(|r| r.rva < rva.saturating_add(len))
     }
 
     /// Every relocation whose patched bytes start inside `[rva, rva + len)`.
     pub fn relocations_in(&self, rva: u64, len: u64) -> &'i [Relocation] {
         let relocs = &self.image.relocations;
-        let a = relocs.partition_point(|r| r.rva < rva);
-        let b = relocs.partition_point(|r| r.rva < rva.saturating_add(len));
-        &relocs[a..b]
+        let a = self.relocs.below(relocs, rva);
+        let b = self.relocs.below(relocs, rva.saturating_add(len)).max(a);
+        relocs.get(a..b).unwrap_or(&[])
     }
 
     /// Turn an address into a [`SymRef`]. `current` is the group being

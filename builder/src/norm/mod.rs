@@ -54,6 +54,7 @@
 //! the part and byte offset; [`normalize_group`] resolves those by position
 //! too. Both sides of a comparison must use the same function.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 
@@ -332,7 +333,7 @@ pub struct Normalized<'a> {
     pub data_refs: Vec<&'a Key<'a>>,
     /// Every other function part the code refers to: key and clone
     /// signature (duplicates allowed).
-    pub fn_refs: Vec<(&'a Key<'a>, &'a str)>,
+    pub fn_refs: Vec<(&'a Key<'a>, &'a Cow<'a, str>)>,
     /// References to anonymous bytes made before the index was finished,
     /// in the order hashed. Two streams with equal hashes are equal when
     /// their deferred references resolve alike, pair by pair.

@@ -51,7 +51,7 @@ use std::hash::{Hash, Hasher};
 use super::InsnHasher;
 
 use hotpatch_formats::Relocation;
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
 use super::{hash_ref, Normalized};
 use crate::index::{ImageIndex, SymRef};
@@ -476,8 +476,15 @@ pub(crate) fn normalize<'a>(
 
         acc.clear();
         if here.is_empty()
-            && insn.flow_control() == FlowControl::Next
             && !insn.is_ip_rel_memory_operand()
+            && !matches!(
+                insn.op0_kind(),
+                OpKind::NearBranch16
+                    | OpKind::NearBranch32
+                    | OpKind::NearBranch64
+                    | OpKind::FarBranch16
+                    | OpKind::FarBranch32
+            )
         {
             // Nothing in it depends on where it is: its bytes are its form.
             let [lo, hi] = insn_words(code, pos, len);
