@@ -1000,6 +1000,24 @@ mod tests {
     use crate::testutil::{corpus, image, read, section};
     use hotpatch_formats::{read::parse, Arch, Format};
 
+    /// An x86-64 ELF image with `text` at 0x1000 and read-only `rodata` at
+    /// 0x3000.
+    fn code_and_rodata<'d>(
+        text: &'d [u8],
+        rodata: &'d [u8],
+        functions: &[(&str, u64, u64)],
+    ) -> Image<'d> {
+        image(
+            Format::Elf,
+            Arch::X86_64,
+            vec![
+                section(".text", 0x1000, text, false, true),
+                section(".rodata", 0x3000, rodata, false, false),
+            ],
+            functions,
+        )
+    }
+
     /// A function with a switch of `entries` table entries over `cases`
     /// (offsets of the case bodies in the function, each `mov eax, n; ret`,
     /// with `extra` bytes of `add eax, eax` in the first), at `at`, whose
@@ -1053,18 +1071,16 @@ mod tests {
         };
         let (text_a, ro_a, f_a, g_a) = build(0);
         let (text_b, ro_b, f_b, g_b) = build(3);
-        let img = |text, ro, f: u64, g: u64| {
-            image(
-                Format::Elf,
-                Arch::X86_64,
-                vec![
-                    section(".text", 0x1000, text, false, true),
-                    section(".rodata", 0x3000, ro, false, false),
-                ],
-                &[("f", 0x1000, f), ("g", 0x1000 + f, g)],
-            )
-        };
-        let (a, b) = (img(&text_a, &ro_a, f_a, g_a), img(&text_b, &ro_b, f_b, g_b));
+        let a = code_and_rodata(
+            &text_a,
+            &ro_a,
+            &[("f", 0x1000, f_a), ("g", 0x1000 + f_a, g_a)],
+        );
+        let b = code_and_rodata(
+            &text_b,
+            &ro_b,
+            &[("f", 0x1000, f_b), ("g", 0x1000 + f_b, g_b)],
+        );
         // The misread really happens before the blocks are fixed: `g`'s
         // first entries, taken relative to `f`'s table, land in `f`.
         let idx = ImageIndex::new(&a);
@@ -1095,18 +1111,9 @@ mod tests {
         };
         let (text_a, ro_a) = build(b"first\0\0\0");
         let (text_b, ro_b) = build(b"FIRST\0\0\0");
-        let img = |text, ro| {
-            image(
-                Format::Elf,
-                Arch::X86_64,
-                vec![
-                    section(".text", 0x1000, text, false, true),
-                    section(".rodata", 0x3000, ro, false, false),
-                ],
-                &[("f", 0x1000, 9), ("h", 0x1009, 8)],
-            )
-        };
-        let (a, b) = (img(&text_a, &ro_a), img(&text_b, &ro_b));
+        let functions = [("f", 0x1000, 9), ("h", 0x1009, 8)];
+        let a = code_and_rodata(&text_a, &ro_a, &functions);
+        let b = code_and_rodata(&text_b, &ro_b, &functions);
         let d = diff(&a, &b).unwrap();
         let changed: Vec<(&str, Option<&str>)> = d
             .functions_with(Status::Changed)
