@@ -175,7 +175,7 @@ fn references(idx: &ImageIndex<'_, '_>, groups: &[usize]) -> Vec<u64> {
                     continue;
                 };
                 let from = acc.len();
-                norm::references(image.arch, code, p.rva, &mut acc);
+                norm::references(image, code, p.rva, &mut acc);
                 // Only addresses outside functions cut anonymous data; the
                 // many branch and call targets inside them do not.
                 let mut keep = from;

@@ -57,9 +57,12 @@
 //! Register tracking is a single linear pass over the part, with one piece
 //! of control flow: a forward branch records the pages its target inherits,
 //! and code after an instruction that never falls through (`B`, `BR`, `RET`)
-//! starts from those (or, for jump-table cases, from the pages held at the
-//! `BR`) instead of the state the textually previous path left (a forward
-//! branch taken while no register holds a page records that too). Values
+//! starts from those instead of the state the textually previous path left
+//! (a forward branch taken while no register holds a page records that too).
+//! A recognised jump table's dispatch records the same for each of its
+//! cases, so that the cases of two switches each start from their own
+//! dispatch; code reached by neither starts from the pages held at the last
+//! `BR`. Values
 //! survive calls, as callee-saved page registers do. On the corpus and on
 //! generated images this finds exactly the instructions that carry an
 //! `:lo12:` relocation in the object files (GCC and clang alike).
@@ -72,6 +75,8 @@ use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
 
 use super::{hash_ref, Normalized};
+use hotpatch_formats::Image;
+
 use crate::index::{ImageIndex, SymRef};
 
 /// Hash tag of a direct branch (`B`, `BL`, `B.cond`, `CBZ`, `TBZ`...).
@@ -426,6 +431,9 @@ const MAX_SNAPSHOTS: usize = 1024;
 
 /// Linear scanner state of one part.
 struct Scanner<'c> {
+    /// The image, for the entries of the jump tables the part dispatches
+    /// through.
+    image: &'c Image<'c>,
     /// The part's bytes.
     code: &'c [u8],
     /// RVA of the part.
@@ -463,7 +471,7 @@ struct Scanner<'c> {
 impl<'c> Scanner<'c> {
     /// A scanner over `code` at `rva`. `extra_data` lists further word
     /// indexes to treat as data (relocated words).
-    fn new(code: &'c [u8], rva: u64, extra_data: Vec<u32>) -> Self {
+    fn new(image: &'c Image<'c>, code: &'c [u8], rva: u64, extra_data: Vec<u32>) -> Self {
         let mut data = extra_data;
         let end = rva.saturating_add(code.len() as u64);
         for (i, chunk) in code.chunks_exact(4).enumerate() {
@@ -485,6 +493,7 @@ impl<'c> Scanner<'c> {
         data.sort_unstable();
         data.dedup();
         Scanner {
+            image,
             code,
             rva,
             regs: [Reg::Unknown; 32],
@@ -778,6 +787,7 @@ impl<'c> Scanner<'c> {
         } else if let Some(ev) = self.table_access(w, &mut new_state) {
             if let Event::JumpTable { table, .. } = ev {
                 self.table_in_code(i, &table);
+                self.table_cases(pc, &table);
             }
             ev
         } else {
@@ -959,6 +969,23 @@ impl<'c> Scanner<'c> {
         }
     }
 
+    /// Record the pages held at a jump table's dispatch (at `pc`) for each
+    /// of its cases, as for a forward branch to each: a case is entered in
+    /// the state of its own dispatch, not of whichever indirect branch comes
+    /// last before it (a function with two switches has two).
+    fn table_cases(&mut self, pc: u64, table: &JumpTable) {
+        let size = usize::from(table.entry.size);
+        let Some(bytes) = self.image.bytes_at(table.entry.table, table.len()) else {
+            return;
+        };
+        for raw in bytes.chunks_exact(size.max(1)) {
+            let target = table.target(raw);
+            if (target.wrapping_sub(self.rva)) % 4 == 0 {
+                self.snapshot(pc, target);
+            }
+        }
+    }
+
     /// Jump table entry loads and dispatches.
     fn table_access(&self, w: u32, new_state: &mut Option<(u32, Reg)>) -> Option<Event> {
         let rn = ((w >> 5) & 31) as usize;
@@ -1025,8 +1052,8 @@ impl<'c> Scanner<'c> {
 /// Pass 1: push every address the code at `rva` refers to (see the module
 /// documentation); targets inside the code itself are left out, except the
 /// ends of jump tables.
-pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
-    let mut scanner = Scanner::new(code, rva, Vec::new());
+pub(crate) fn references(image: &Image<'_>, code: &[u8], rva: u64, out: &mut Vec<u64>) {
+    let mut scanner = Scanner::new(image, code, rva, Vec::new());
     let end = rva.saturating_add(code.len() as u64);
     let outside = |t: u64| t < rva || t >= end;
     scanner.run(|_, ev| match ev {
@@ -1078,7 +1105,7 @@ pub(crate) fn normalize<'a>(
     };
     out.insns.reserve(code.len().div_ceil(4));
     let mut rewrites: Vec<usize> = Vec::new();
-    let mut scanner = Scanner::new(code, rva, extra);
+    let mut scanner = Scanner::new(index.image, code, rva, extra);
     scanner.run(|i, ev| {
         let off = 4 * i as usize;
         let mut h = InsnHasher::default();
@@ -1529,7 +1556,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name}"));
         let code = img.function_bytes(f).unwrap_or_default();
         let mut out = Vec::new();
-        references(img.arch, code, f.rva, &mut out);
+        references(&img, code, f.rva, &mut out);
         out
     }
 
@@ -1793,6 +1820,60 @@ mod tests {
         );
     }
 
+    /// Two switches: a case of the first is entered in the state of the
+    /// first's dispatch, where `x2` holds no page, even though the second's
+    /// dispatch (the last indirect branch before it) holds one in `x2`
+    /// (GCC 12, generated aarch64 `log_hash_18590`: the first table's case
+    /// `add x2, x2, #0x67` was taken for an `:lo12:` of the second path's
+    /// page, and the function compared as changed whenever that page moved).
+    /// A case of the second table still resolves `x2`'s page.
+    #[test]
+    fn jump_table_cases_enter_with_their_own_dispatch_state() {
+        let build = |f: u64, obj: u64, t1: u64, t2: u64| {
+            let mut s = Synth::new(0x1000, 0x8000, 0xc000);
+            put_data(&mut s, "table", obj, 0x100);
+            // Case offsets from the anchor (word 19), in words: case A at
+            // 0, case B at 2.
+            put_ro(&mut s, t1, &[0, 0]);
+            put_ro(&mut s, t2, &[2, 2]);
+            place(&mut s, "f", f, move |pc| {
+                let w = |k: u64| pc + 4 * k;
+                vec![
+                    adrp(2, w(0), obj),         // 0: x2 = page of `table`
+                    0x7100_041f,                // 1: cmp w0, #1
+                    bcond(9, w(2), w(13)),      // 2: b.ls D2 (x2 a page)
+                    movz(2, 5),                 // 3: x2 = 5
+                    0x7100_047f,                // 4: cmp w3, #1
+                    bcond(9, w(5), w(7)),       // 5: b.ls D1 (no page)
+                    RET,                        // 6
+                    adrp(1, w(7), t1),          // 7: D1
+                    add_imm(1, 1, t1 & 0xfff),  // 8
+                    0x3863_4821,                // 9: ldrb w1, [x1, w3, uxtw]
+                    adr(4, w(10), w(19)),       // 10: adr x4, cases
+                    0x8b21_8881,                // 11: add x1, x4, w1, sxtb #2
+                    0xd61f_0020,                // 12: br x1
+                    adrp(5, w(13), t2),         // 13: D2
+                    add_imm(5, 5, t2 & 0xfff),  // 14
+                    0x3860_48a5,                // 15: ldrb w5, [x5, w0, uxtw]
+                    adr(4, w(16), w(19)),       // 16: adr x4, cases
+                    0x8b25_8885,                // 17: add x5, x4, w5, sxtb #2
+                    0xd61f_00a0,                // 18: br x5
+                    add_imm(2, 2, 0x67),        // 19: case A: x2 += 0x67
+                    RET,                        // 20
+                    add_imm(3, 2, obj & 0xfff), // 21: case B: x3 = &table
+                    RET,                        // 22
+                ]
+            });
+            s
+        };
+        let a = norm(&build(0x1000, 0xc010, 0x8100, 0x8200), "f");
+        let b = norm(&build(0x1404, 0xdff0, 0x8f00, 0x8a00), "f");
+        assert_eq!(a.0, b.0);
+        // Case B's consumer is `table` itself (by name, in both builds).
+        assert_eq!(a.1, ["table"]);
+        assert_eq!(b.1, ["table"]);
+    }
+
     /// A register overwritten after its `ADRP` is no longer a page: an
     /// immediate offset from it is compared as written.
     #[test]
@@ -2027,7 +2108,7 @@ mod tests {
         // Pass 1 at the very top of the address space wraps, never overflows.
         let mut refs = Vec::new();
         for rva in [0, u64::MAX - 8, !3u64] {
-            references(hotpatch_formats::Arch::Aarch64, &text, rva, &mut refs);
+            references(&img, &text, rva, &mut refs);
         }
         assert!(!refs.is_empty());
         assert_eq!(out.insns.last().map(|i| i.len), Some(2));

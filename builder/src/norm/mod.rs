@@ -58,7 +58,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 
-use hotpatch_formats::Arch;
+use hotpatch_formats::{Arch, Image};
 
 use crate::index::{ImageIndex, SymRef};
 use crate::key::Key;
@@ -612,13 +612,13 @@ pub fn render(arch: Arch, code: &[u8], rva: u64) -> Option<String> {
     }
 }
 
-/// Pass 1: append to `out` every address (RVA) that the code at `rva`
-/// refers to outside itself: branch and call targets, RIP-relative and
-/// ADRP/ADR/literal addresses, and the tables those lead to.
-pub fn references(arch: Arch, code: &[u8], rva: u64, out: &mut Vec<u64>) {
-    match arch {
+/// Pass 1: append to `out` every address (RVA) that the code at `rva` of
+/// `image` refers to outside itself: branch and call targets, RIP-relative
+/// and ADRP/ADR/literal addresses, and the tables those lead to.
+pub fn references(image: &Image<'_>, code: &[u8], rva: u64, out: &mut Vec<u64>) {
+    match image.arch {
         Arch::X86_64 => x86::references(code, rva, out),
-        Arch::Aarch64 => arm64::references(code, rva, out),
+        Arch::Aarch64 => arm64::references(image, code, rva, out),
     }
 }
 
