@@ -107,7 +107,7 @@ impl<'data> Section<'data> {
 }
 
 /// Symbol visibility, unified over PE and ELF.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Local to its translation unit (C `static`; ELF `STB_LOCAL`; PDB `S_LPROC32`/`S_LDATA32`).
@@ -323,12 +323,27 @@ impl<'data> Image<'data> {
     pub(crate) fn canonicalise(&mut self) {
         self.sections
             .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
-        self.functions.sort_by(|a, b| {
-            (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
+        // Every field takes part in the order, so an unstable sort gives
+        // one result whatever the input order.
+        self.functions.sort_unstable_by(|a, b| {
+            (a.rva, &a.name, &a.unit, a.size, a.visibility).cmp(&(
+                b.rva,
+                &b.name,
+                &b.unit,
+                b.size,
+                b.visibility,
+            ))
         });
         self.functions.dedup();
-        self.data.sort_by(|a, b| {
-            (a.rva, &a.name, &a.unit, a.size).cmp(&(b.rva, &b.name, &b.unit, b.size))
+        self.data.sort_unstable_by(|a, b| {
+            (a.rva, &a.name, &a.unit, a.size, &a.section, a.visibility).cmp(&(
+                b.rva,
+                &b.name,
+                &b.unit,
+                b.size,
+                &b.section,
+                b.visibility,
+            ))
         });
         self.data.dedup();
         self.exports
