@@ -773,23 +773,33 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                 .or_else(|| rodata.map(|k| format!("references changed read-only object `{k}`")))
         })
         .collect();
+    // In report order: by status, each in key order (the indexes' order).
     let mut functions: Vec<Entry<'_>> =
         Vec::with_capacity(pairs.len() + added.len() + removed.len());
-    for &b in &removed {
-        functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
+    let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
+    let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    for (&(b, u), reason) in pairs.iter().zip(reasons) {
+        if let Some(reason) = reason {
+            changed_keys.insert(base.groups[b].key);
+            let e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            functions.push(e);
+        }
     }
     for &u in &added {
         functions.push(group_entry(base, None, upd, Some(u), Status::Added, None));
     }
-    let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
-    for (&(b, u), reason) in pairs.iter().zip(reasons) {
-        let status = if reason.is_some() {
-            changed_keys.insert(base.groups[b].key);
-            Status::Changed
-        } else {
-            Status::Unchanged
-        };
-        functions.push(group_entry(base, Some(b), upd, Some(u), status, reason));
+    for &b in &removed {
+        functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
+    }
+    for (&(b, u), _) in pairs.iter().zip(&changed).filter(|(_, &c)| !c) {
+        functions.push(group_entry(
+            base,
+            Some(b),
+            upd,
+            Some(u),
+            Status::Unchanged,
+            None,
+        ));
     }
 
     // Blockers.
@@ -878,9 +888,8 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         }
     }
 
-    // Entries were made in key order (the indexes' order), so grouping them
-    // by status keeps them sorted by status, then name and unit.
-    let functions = by_status(functions);
+    // Data entries were made in key order, so grouping them by status keeps
+    // them sorted by status, then name and unit.
     let data = by_status(data);
     debug_assert!(functions.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
     debug_assert!(data.is_sorted_by_key(|e| (e.status, e.name, e.unit)));

@@ -369,8 +369,9 @@ struct Blocks {
     /// Starts of anonymous blocks and of everything named, so that a block
     /// ends where the next thing starts (sorted, deduplicated).
     anchors: Sorted<u64>,
-    /// Digest of the block at each anchor (0 where none starts).
-    digests: Vec<u64>,
+    /// Digest of the block at each anchor (0 where none starts), computed
+    /// when first asked for: few blocks are ever compared.
+    digests: Vec<OnceLock<u64>>,
 }
 
 /// The order of `items` under `cmp`, which must order first by `name`
@@ -567,9 +568,9 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
     }
 
-    /// Add the addresses that code refers to (pass 1), fix the anonymous
-    /// blocks, and compute their digests (in parallel). Only the first call
-    /// counts: the blocks never change once fixed.
+    /// Add the addresses that code refers to (pass 1) and fix the anonymous
+    /// blocks (their digests are computed when first needed). Only the first
+    /// call counts: the blocks never change once fixed.
     pub fn finish(&self, referenced: impl IntoIterator<Item = u64>) {
         if self.blocks.get().is_some() {
             return;
@@ -579,18 +580,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         anchors.par_sort_unstable();
         anchors.dedup();
         let anchors = Sorted::new(anchors);
-        let digests: Vec<u64> = anchors
-            .items
-            .par_iter()
-            .map(|&a| {
-                if self.function_at(a).is_some() || self.data_at(a).is_some() {
-                    return 0;
-                }
-                match self.block_in(&anchors, a) {
-                    Some((block, _)) if block.start == a => self.compute_digest(&block, &anchors),
-                    _ => 0,
-                }
-            })
+        let digests = std::iter::repeat_with(OnceLock::new)
+            .take(anchors.items.len())
             .collect();
         // A concurrent caller may have won; its blocks are the same.
         let _ = self.blocks.set(Blocks { anchors, digests });
@@ -766,11 +757,30 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         };
         match self.block_in(&blocks.anchors, rva) {
             Some((b, at)) => SymRef::Anon {
-                digest: blocks.digests.get(at).copied().unwrap_or(0),
+                digest: self.digest_at(blocks, at),
                 offset: rva - b.start,
             },
             None => SymRef::Unmapped(rva),
         }
+    }
+
+    /// The digest of the block at anchor `at` of `blocks` (0 for an anchor
+    /// inside a function or data object, or past the end).
+    fn digest_at(&self, blocks: &Blocks, at: usize) -> u64 {
+        let (Some(cell), Some(&a)) = (blocks.digests.get(at), blocks.anchors.items.get(at)) else {
+            return 0;
+        };
+        *cell.get_or_init(|| {
+            if self.function_at(a).is_some() || self.data_at(a).is_some() {
+                return 0;
+            }
+            match self.block_in(&blocks.anchors, a) {
+                Some((block, _)) if block.start == a => {
+                    self.compute_digest(&block, &blocks.anchors)
+                }
+                _ => 0,
+            }
+        })
     }
 
     /// Resolve the target of a relocation.
@@ -792,9 +802,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         };
         let i = blocks.anchors.upto(start);
         match i.checked_sub(1) {
-            Some(k) if blocks.anchors.items.get(k) == Some(&start) => {
-                blocks.digests.get(k).copied().unwrap_or(0)
-            }
+            Some(k) if blocks.anchors.items.get(k) == Some(&start) => self.digest_at(blocks, k),
             _ => 0,
         }
     }

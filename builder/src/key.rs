@@ -59,7 +59,11 @@ const CLONE_SUFFIXES: [&str; 7] = [
 /// ```
 pub fn split_clone(symbol: &str) -> (&str, Cow<'_, str>) {
     let plain = (symbol, Cow::Borrowed(""));
-    let Some((base, rest)) = symbol.split_once('.') else {
+    // A byte scan: names are short, and most have no dot at all.
+    let Some(dot) = symbol.bytes().position(|b| b == b'.') else {
+        return plain;
+    };
+    let (Some(base), Some(rest)) = (symbol.get(..dot), symbol.get(dot + 1..)) else {
         return plain;
     };
     if base.is_empty() {
