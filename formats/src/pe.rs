@@ -1,7 +1,8 @@
 //! The PE reader: a PE32+ image (x86-64 or ARM64) together with its PDB.
 //!
-//! The image itself gives the sections, the exports, the base relocations and
-//! the identity (header fields and the CodeView record). Functions and data
+//! The image itself gives the sections, the exports, the base relocations, the
+//! import address table and the identity (header fields and the CodeView
+//! record). Functions and data
 //! objects come from the PDB that matches the image's CodeView GUID and age;
 //! see [`symbols`] for that part and [`types`] for the data sizes.
 //!
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use object::pe;
-use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, Import, PeFile64};
 use object::{Object, ObjectSection};
 
 use crate::error::{Error, Result};
@@ -362,6 +363,47 @@ fn read_exports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Export>> {
     Ok(out)
 }
 
+/// Every slot of the import address table, as a relocation against the
+/// symbol the loader puts there: `dll!name`, or `dll!#ordinal` for an import
+/// by ordinal. Code that calls or loads through a slot then compares by what
+/// it imports, not by where the slot or its hint/name entry happens to lie.
+/// (Delay-load imports are not read: their slots hold base-relocated
+/// pointers to loader thunks until first use.)
+fn read_imports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Relocation>> {
+    let bad = |e: object::Error| malformed(path, format!("import directory: {e}"));
+    let Some(table) = file.import_table().map_err(bad)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut descriptors = table.descriptors().map_err(bad)?;
+    while let Some(d) = descriptors.next().map_err(bad)? {
+        let dll =
+            String::from_utf8_lossy(table.name(d.name.get(object::LittleEndian)).map_err(bad)?);
+        let iat = u64::from(d.first_thunk.get(object::LittleEndian));
+        let lookup = match d.original_first_thunk.get(object::LittleEndian) {
+            0 => d.first_thunk.get(object::LittleEndian),
+            rva => rva,
+        };
+        let mut thunks = table.thunks(lookup).map_err(bad)?;
+        let mut slot = iat;
+        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(bad)? {
+            let name = match table.import::<pe::ImageNtHeaders64>(thunk).map_err(bad)? {
+                Import::Name(_, name) => format!("{dll}!{}", String::from_utf8_lossy(name)),
+                Import::Ordinal(ordinal) => format!("{dll}!#{ordinal}"),
+            };
+            out.push(Relocation {
+                rva: slot,
+                width: 8,
+                target: RelocTarget::Symbol { name, addend: 0 },
+            });
+            slot = slot.checked_add(8).ok_or_else(|| {
+                malformed(path, "import address table runs past the address space")
+            })?;
+        }
+    }
+    Ok(out)
+}
+
 /// Every base relocation, with the RVA it points at once loaded.
 fn read_relocations(
     file: &PeFile64<'_>,
@@ -482,7 +524,8 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     let sections = read_sections(&file, data, path)?;
     check_hybrid(&file, &sections, machine, path)?;
     let exports = read_exports(&file, path)?;
-    let relocations = read_relocations(&file, data, &sections, image_base, path)?;
+    let mut relocations = read_relocations(&file, data, &sections, image_base, path)?;
+    relocations.extend(read_imports(&file, path)?);
     let codeview = read_codeview(&file, path)?;
 
     let arch = if machine == pe::IMAGE_FILE_MACHINE_ARM64 {

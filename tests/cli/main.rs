@@ -7,6 +7,7 @@ mod common;
 mod corpus;
 mod diff;
 mod generated;
+mod imports;
 mod stripped;
 mod symbols;
 mod vectors;
