@@ -56,13 +56,21 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// Run an external tool and return its stdout, failing the test on error.
 pub fn run_tool(name: &str, args: &[&str]) -> String {
+    run_tool_in(&root(), name, args)
+}
+
+/// Run an external tool in `dir` and return its stdout, failing the test on
+/// error.
+pub fn run_tool_in(dir: &Path, name: &str, args: &[&str]) -> String {
     let out = Command::new(tool(name))
         .args(args)
+        .current_dir(dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     assert!(
         out.status.success(),
-        "{name} {args:?} failed: {}",
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

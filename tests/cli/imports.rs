@@ -7,11 +7,10 @@
 //! toolchains: the corpus is freestanding and imports nothing.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{hotpatch_ok, tool, TARGETS};
+use crate::common::{hotpatch_ok, run_tool_in, TARGETS};
 
 /// The library imported from.
 const DEP: &str = r#"
@@ -55,17 +54,7 @@ EXPORT int fixed(int x) {{ return x > 10 ? {call} : x; }}
 
 /// Run a build step in `dir`, failing the test with its output.
 fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(tool(program))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_tool_in(dir, program, args);
 }
 
 /// Build `dep`, `v1` and `v2` for `target` in `dir`; returns the image
