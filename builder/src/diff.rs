@@ -377,8 +377,8 @@ fn compare<'a>(
     keys.sort_unstable();
     keys.dedup();
     out.data_refs.extend(keys.iter().map(|&k| (pair, k)));
+    // Repeated calls repeat the caller; the blocker deduplicates callers.
     if !vanished.is_empty() {
-        let from = out.clone_calls.len();
         for n in bn.iter() {
             for &(k, sig) in &n.fn_refs {
                 let sig: &str = sig;
@@ -387,10 +387,6 @@ fn compare<'a>(
                 }
             }
         }
-        out.clone_calls[from..].sort_unstable();
-        let mut tail = out.clone_calls.split_off(from);
-        tail.dedup();
-        out.clone_calls.append(&mut tail);
     }
     let first_table = out.tables.len();
     for (update, side) in [(false, &*bn), (true, &*un)] {
@@ -431,6 +427,22 @@ fn compare<'a>(
     });
 }
 
+/// Why groups `bg` of `base` and `ug` of `upd` differ, normalising both
+/// against their finished indexes (no reference left deferred).
+fn finished_reason(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+) -> Option<String> {
+    parts_differ(base.parts(bg), upd.parts(ug)).or_else(|| {
+        let (mut bn, mut un) = (Vec::new(), Vec::new());
+        norm::normalize_group(base, bg, &mut bn);
+        norm::normalize_group(upd, ug, &mut un);
+        first_group_difference(base, bg, upd, ug, &bn, &un).map(|d| d.reason)
+    })
+}
+
 /// The reason a matched function differs, once both indexes are finished.
 fn settle(
     base: &ImageIndex<'_, '_>,
@@ -452,14 +464,7 @@ fn settle(
             norm::table_len(idx, g, table) != len
         });
     if stale {
-        // Normalise again, now that the blocks are known.
-        let (mut bn, mut un) = (Vec::new(), Vec::new());
-        norm::normalize_group(base, bg, &mut bn);
-        norm::normalize_group(upd, ug, &mut un);
-        return match parts_differ(base.parts(bg), upd.parts(ug)) {
-            Some(reason) => Some(reason),
-            None => first_group_difference(base, bg, upd, ug, &bn, &un).map(|d| d.reason),
-        };
+        return finished_reason(base, bg, upd, ug);
     }
     // The first pending pair that resolves differently comes before the
     // first other difference.
@@ -837,12 +842,11 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                 .push(base.groups[pairs[pair].0].key);
         }
     }
-    for &(b, u) in &pairs {
+    for &(b, _) in &pairs {
         let g = &base.groups[b];
         if !changed_keys.contains(&g.key) {
             continue;
         }
-        let uparts = upd.parts(u);
         for part in base.parts(b).iter().filter(|p| p.entry) {
             match entry_scheme(base, part.rva, part.size) {
                 EntryScheme::TooSmall { needed } => blockers.push(Blocker {
@@ -859,7 +863,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                 }),
                 EntryScheme::Fits(_) => {}
             }
-            if part.signature.is_empty() || uparts.iter().any(|p| p.signature == part.signature) {
+            if vanished.binary_search(&(g.key, &*part.signature)).is_err() {
                 continue;
             }
             // A clone with its own calling convention disappears: only safe
@@ -1175,12 +1179,7 @@ mod tests {
                         let (Some(bg), Some(ug)) = (base.group(&key), upd.group(&key)) else {
                             continue;
                         };
-                        let (mut bn, mut un) = (Vec::new(), Vec::new());
-                        norm::normalize_group(&base, bg, &mut bn);
-                        norm::normalize_group(&upd, ug, &mut un);
-                        let expected = parts_differ(base.parts(bg), upd.parts(ug)).or_else(|| {
-                            first_group_difference(&base, bg, &upd, ug, &bn, &un).map(|d| d.reason)
-                        });
+                        let expected = finished_reason(&base, bg, &upd, ug);
                         let got = e
                             .reason
                             .clone()
