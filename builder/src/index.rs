@@ -91,7 +91,8 @@ pub enum SymRef<'a> {
     /// Anonymous bytes (string literal, jump table, literal pool, constant):
     /// identified by the digest of the block's normalised contents.
     Anon {
-        /// Digest of the block (see [`ImageIndex::block_digest`]).
+        /// Digest of the block's contents, pointers normalised (computed
+        /// by the index when first needed).
         digest: u64,
         /// Offset from the block's start.
         offset: u64,
@@ -587,11 +588,6 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         let _ = self.blocks.set(Blocks { anchors, digests });
     }
 
-    /// Whether [`ImageIndex::finish`] has fixed the anonymous blocks.
-    pub fn is_finished(&self) -> bool {
-        self.blocks.get().is_some()
-    }
-
     /// The anchors that cut anonymous data: all of them once finished, the
     /// named ones before.
     fn anchors(&self) -> &Sorted<u64> {
@@ -791,19 +787,6 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 name,
                 addend: *addend,
             },
-        }
-    }
-
-    /// The digest of the anonymous block starting at `start` (0 for an
-    /// address that starts no block).
-    pub fn block_digest(&self, start: u64) -> u64 {
-        let Some(blocks) = self.blocks.get() else {
-            return 0;
-        };
-        let i = blocks.anchors.upto(start);
-        match i.checked_sub(1) {
-            Some(k) if blocks.anchors.items.get(k) == Some(&start) => self.digest_at(blocks, k),
-            _ => 0,
         }
     }
 
