@@ -1152,11 +1152,10 @@ pub(crate) fn normalize<'a>(
                     (0, index.resolve(target, Some(group)))
                 };
                 // What pass 1 finds: every address outside this part and
-                // outside every function cuts anonymous data.
-                let in_function = match r {
-                    (0, SymRef::Function { .. } | SymRef::Local { .. }) => true,
-                    _ => index.function_at(target).is_some(),
-                };
+                // outside every function cuts anonymous data. The target is
+                // in a function exactly when it resolved to one directly (a
+                // stub or slot is followed only from anonymous bytes).
+                let in_function = matches!(r, (0, SymRef::Function { .. } | SymRef::Local { .. }));
                 if outside && !in_function {
                     out.anchors.push(target);
                 }
