@@ -74,7 +74,7 @@ use super::InsnHasher;
 use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
 
-use super::{hash_ref, Normalized};
+use super::{hash_ref, Normalized, Scope};
 use hotpatch_formats::Image;
 
 use crate::index::{ImageIndex, SymRef};
@@ -1070,13 +1070,8 @@ pub(crate) fn references(image: &Image<'_>, code: &[u8], rva: u64, out: &mut Vec
 /// pushing one [`super::NormInsn`] per 4-byte word (and one for a trailing
 /// partial word), except that `NOP`s go to [`Normalized::nops`]. References
 /// into the group's own code are recorded for [`super::normalize_group`].
-pub(crate) fn normalize<'a>(
-    index: &'a ImageIndex<'_, '_>,
-    group: usize,
-    rva: u64,
-    code: &[u8],
-    out: &mut Normalized<'a>,
-) {
+pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
+    let (index, group, rva) = (scope.index, scope.group, scope.rva);
     // Words that a load-time relocation patches are data.
     let relocs = index.relocations_in(rva.saturating_sub(7), code.len() as u64 + 7);
     let end = rva.saturating_add(code.len() as u64);
@@ -1090,19 +1085,6 @@ pub(crate) fn normalize<'a>(
             extra.extend((first..=last).map(|k| k as u32));
         }
     }
-    // References into this very part are local without a look-up.
-    let this_part = index
-        .parts(group)
-        .iter()
-        .position(|p| p.rva == rva)
-        .map(|p| p as u32);
-    let resolve = |t: u64| match this_part {
-        Some(part) if t >= rva && t < end => SymRef::Local {
-            part,
-            offset: t - rva,
-        },
-        _ => index.resolve(t, Some(group)),
-    };
     out.insns.reserve(code.len().div_ceil(4));
     let mut rewrites: Vec<usize> = Vec::new();
     let mut scanner = Scanner::new(index.image, code, rva, extra);
@@ -1134,7 +1116,7 @@ pub(crate) fn normalize<'a>(
                 (tag, masked).hash(&mut h);
                 let outside = target < rva || target >= end;
                 let r = if target >= rva && target < end && load == 0 {
-                    (0, resolve(target))
+                    (0, scope.resolve(target))
                 } else if tag == TAG_BRANCH {
                     resolve_branch(index, group, target)
                 } else if load > 0 {
@@ -1189,7 +1171,7 @@ pub(crate) fn normalize<'a>(
                 match index.image.bytes_at(table.entry.table, table.len()) {
                     Some(bytes) => {
                         for raw in bytes.chunks_exact(size as usize) {
-                            let r = resolve(table.target(raw));
+                            let r = scope.resolve(table.target(raw));
                             hash_ref(&r, &mut h, out);
                             out.note(&r);
                         }

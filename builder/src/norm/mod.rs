@@ -670,6 +670,38 @@ pub fn normalize_group<'a>(
     finish_parts(out, 0);
 }
 
+/// The part being normalised: where it is, and how an address resolves
+/// from inside it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scope<'a, 'i, 'd> {
+    /// The image's index.
+    pub index: &'a ImageIndex<'i, 'd>,
+    /// The function group being normalised.
+    pub group: usize,
+    /// The part's position in its group.
+    pub part: u32,
+    /// RVA of the part's first byte.
+    pub rva: u64,
+    /// The part's length in bytes.
+    pub len: u64,
+}
+
+impl<'a> Scope<'a, '_, '_> {
+    /// Resolve `target`: an address inside this part is
+    /// [`SymRef::Local`] without a look-up, anything else goes to the index.
+    #[inline]
+    pub fn resolve(&self, target: u64) -> SymRef<'a> {
+        let offset = target.wrapping_sub(self.rva);
+        if offset < self.len {
+            return SymRef::Local {
+                part: self.part,
+                offset,
+            };
+        }
+        self.index.resolve(target, Some(self.group))
+    }
+}
+
 /// Decode and hash one part, leaving its local references pending.
 fn decode_part<'a>(
     index: &'a ImageIndex<'_, '_>,
@@ -689,9 +721,16 @@ fn decode_part<'a>(
     // per 22 to 25 bytes of generated GCC code): one allocation, not a
     // string of reallocations.
     out.fixups.reserve(code.len() / 16);
+    let scope = Scope {
+        index,
+        group,
+        part: u32::try_from(part).unwrap_or(u32::MAX),
+        rva: p.rva,
+        len: code.len() as u64,
+    };
     match index.image.arch {
-        Arch::X86_64 => x86::normalize(index, group, p.rva, code, out),
-        Arch::Aarch64 => arm64::normalize(index, group, p.rva, code, out),
+        Arch::X86_64 => x86::normalize(scope, code, out),
+        Arch::Aarch64 => arm64::normalize(scope, code, out),
     }
 }
 

@@ -53,7 +53,7 @@ use super::InsnHasher;
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
-use super::{hash_ref, Normalized};
+use super::{hash_ref, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
 
 /// Longest x86 instruction, in bytes.
@@ -343,14 +343,8 @@ fn hash_of(v: impl Hash) -> u64 {
 
 /// What the normaliser needs to know about the function being normalised.
 struct Context<'a, 'i, 'd, 'c> {
-    /// The image's index.
-    index: &'a ImageIndex<'i, 'd>,
-    /// The function group being normalised.
-    group: usize,
-    /// Index of the part being normalised in its group, when it is known.
-    part: Option<u32>,
-    /// RVA of the part's first byte.
-    rva: u64,
+    /// The part being normalised.
+    scope: Scope<'a, 'i, 'd>,
     /// The part's bytes.
     code: &'c [u8],
     /// Jump tables found inside the part, not yet reached.
@@ -399,25 +393,12 @@ pub(crate) fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) ->
 /// `out` (`NOP`s to [`Normalized::nops`]), recording every reference into
 /// the group's code for [`super::normalize_group`] to resolve, and noting
 /// every other resolved reference.
-pub(crate) fn normalize<'a>(
-    index: &'a ImageIndex<'_, '_>,
-    group: usize,
-    rva: u64,
-    code: &[u8],
-    out: &mut Normalized<'a>,
-) {
-    let relocs = index.relocations_in(rva, code.len() as u64);
+pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
+    let rva = scope.rva;
+    let relocs = scope.index.relocations_in(rva, code.len() as u64);
     let mut next_reloc = 0usize;
-    let part = index
-        .parts(group)
-        .iter()
-        .position(|p| p.rva == rva && p.size == code.len() as u64)
-        .and_then(|p| u32::try_from(p).ok());
     let mut cx = Context {
-        index,
-        group,
-        part,
-        rva,
+        scope,
         code,
         inline_tables: InlineTables::default(),
         anon_tables: Vec::new(),
@@ -502,18 +483,6 @@ pub(crate) fn normalize<'a>(
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
-    /// Resolve `target`; addresses inside the part being normalised take a
-    /// shortcut to [`SymRef::Local`].
-    fn resolve(&self, target: u64) -> SymRef<'a> {
-        if let Some(part) = self.part {
-            let offset = target.wrapping_sub(self.rva);
-            if offset < self.code.len() as u64 {
-                return SymRef::Local { part, offset };
-            }
-        }
-        self.index.resolve(target, Some(self.group))
-    }
-
     /// Feed the address-independent form of `insn` to `acc`. `relocs` are
     /// the relocations whose patched bytes start inside it.
     fn hash_insn(
@@ -556,7 +525,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 } else if co.has_immediate() && at == co.immediate_offset() as u64 {
                     imm_reloc = Some(r);
                 } else {
-                    let s = self.index.resolve_reloc(r, Some(self.group));
+                    let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                     acc.word(u64::from(tag::OTHER_RELOC) | at << 8);
                     acc.sym(tag::OTHER_RELOC, &s, out);
                     out.note(&s);
@@ -590,7 +559,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 | OpKind::Immediate8to64
                 | OpKind::Immediate32to64 => match imm_reloc.take() {
                     Some(r) => {
-                        let s = self.index.resolve_reloc(r, Some(self.group));
+                        let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                         acc.sym(tag::IMMEDIATE_RELOC, &s, out);
                         out.note(&s);
                     }
@@ -612,7 +581,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                         let target = insn.ip_rel_memory_address();
                         self.hash_rip_target(insn, target, acc, out);
                     } else if let Some(r) = disp_reloc.take() {
-                        let s = self.index.resolve_reloc(r, Some(self.group));
+                        let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                         acc.sym(tag::DISP_RELOC, &s, out);
                         out.note(&s);
                     } else {
@@ -634,12 +603,20 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
     }
 
-    /// Hash a near branch or call target.
-    fn hash_branch(&self, target: u64, acc: &mut Acc, out: &mut Normalized<'a>) {
-        let s = self.resolve(target);
+    /// Resolve the address a branch or RIP-relative operand holds; anonymous
+    /// bytes it reaches before the index is finished are an anchor (what
+    /// pass 1 would find here).
+    fn resolve_operand(&self, target: u64, out: &mut Normalized<'a>) -> SymRef<'a> {
+        let s = self.scope.resolve(target);
         if let SymRef::Deferred(rva) = s {
             out.anchors.push(rva);
         }
+        s
+    }
+
+    /// Hash a near branch or call target.
+    fn hash_branch(&self, target: u64, acc: &mut Acc, out: &mut Normalized<'a>) {
+        let s = self.resolve_operand(target, out);
         if s.is_anon() {
             if let Some(slot) = self.plt_slot(target) {
                 acc.sym(tag::PLT, &slot, out);
@@ -654,7 +631,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     /// If `target` is an ELF PLT stub (`[endbr64;] [bnd] jmp [rip+slot]`) whose
     /// slot carries a relocation, what the slot points at.
     fn plt_slot(&self, target: u64) -> Option<SymRef<'a>> {
-        let block = self.index.block(target)?;
+        let block = self.scope.index.block(target)?;
         if !block.executable {
             return None;
         }
@@ -672,8 +649,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 Code::Endbr64 => continue,
                 Code::Jmp_rm64 if insn.is_ip_rel_memory_operand() => {
                     let slot = insn.ip_rel_memory_address();
-                    let r = self.index.relocation_in(slot, 1)?;
-                    return (r.rva == slot).then(|| self.index.resolve_reloc(r, Some(self.group)));
+                    let r = self.scope.index.relocation_in(slot, 1)?;
+                    return (r.rva == slot)
+                        .then(|| self.scope.index.resolve_reloc(r, Some(self.scope.group)));
                 }
                 _ => return None,
             }
@@ -689,10 +667,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         acc: &mut Acc,
         out: &mut Normalized<'a>,
     ) {
-        let s = self.resolve(target);
-        if let SymRef::Deferred(rva) = s {
-            out.anchors.push(rva);
-        }
+        let s = self.resolve_operand(target, out);
         if insn.code() == Code::Lea_r64_m {
             match self.jump_table(target, insn.next_ip(), &s, out) {
                 Some(TableHash::Now(table)) => {
@@ -710,9 +685,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
         if let SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_) = s {
             // An anonymous pointer slot (GOT entry): what it points at.
-            if let Some(r) = self.index.relocation_in(target, 1) {
+            if let Some(r) = self.scope.index.relocation_in(target, 1) {
                 if r.rva == target {
-                    let p = self.index.resolve_reloc(r, Some(self.group));
+                    let p = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                     acc.word(u64::from(tag::SLOT) | u64::from(r.width) << 8);
                     acc.sym(tag::SLOT, &p, out);
                     out.note(&p);
@@ -741,15 +716,15 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         if size == 0 || insn.code() == Code::Lea_r64_m {
             return None;
         }
-        let block = self.index.block(target)?;
+        let block = self.scope.index.block(target)?;
         if block.executable || block.writable {
             return None;
         }
         let size = size as u64;
-        if !self.index.relocations_in(target, size).is_empty() {
+        if !self.scope.index.relocations_in(target, size).is_empty() {
             return None;
         }
-        self.index.image.bytes_at(target, size)
+        self.scope.index.image.bytes_at(target, size)
     }
 
     /// If `table` (resolved to `s`) starts a jump table of this function: a
@@ -779,7 +754,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         match s {
             SymRef::Anon { .. } | SymRef::Deferred(_) => {
                 // Whether it is a table at all shows in its first entries.
-                let (bytes, limit) = anon_table_bytes(self.index, table)?;
+                let (bytes, limit) = anon_table_bytes(self.scope.index, table)?;
                 let first = bytes.get(..bytes.len().min(4 * MIN_TABLE_ENTRIES))?;
                 let n = self.table_entries(table, first, limit, |_| {});
                 if n < MIN_TABLE_ENTRIES {
@@ -790,9 +765,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     .push((insn, table, matches!(s, SymRef::Deferred(_))));
                 Some(TableHash::Later)
             }
-            SymRef::Local { part, .. } if Some(*part) == self.part => {
+            SymRef::Local { part, .. } if *part == self.scope.part => {
                 // Only a table inside this very part, after the `lea`.
-                let off = usize::try_from(table.checked_sub(self.rva)?).ok()?;
+                let off = usize::try_from(table.checked_sub(self.scope.rva)?).ok()?;
                 if table < next_ip {
                     return None;
                 }
@@ -827,7 +802,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
         let tables = std::mem::take(&mut self.anon_tables);
         for &(insn, table, provisional) in &tables {
-            let Some((bytes, limit)) = anon_table_bytes(self.index, table) else {
+            let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
                 continue;
             };
             let next = out
@@ -870,9 +845,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         mut each: impl FnMut(SymRef<'a>),
     ) -> usize {
         let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
-        count_entries(table, usable, |t| match self.index.function_at(t) {
-            Some((g, _)) if g == self.group => {
-                each(self.resolve(t));
+        count_entries(table, usable, |t| match self.scope.index.function_at(t) {
+            Some((g, _)) if g == self.scope.group => {
+                each(self.scope.resolve(t));
                 true
             }
             _ => false,
@@ -884,7 +859,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         let Some(bytes) = self.code.get(t.start..t.end) else {
             return;
         };
-        let table = self.rva.wrapping_add(t.start as u64);
+        let table = self.scope.rva.wrapping_add(t.start as u64);
         let mut done = 0;
         let mut acc = Acc::new();
         self.table_entries(table, bytes, bytes.len(), |s| {
