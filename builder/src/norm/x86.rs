@@ -382,9 +382,28 @@ pub(crate) fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) ->
     let Some((bytes, limit)) = anon_table_bytes(index, table) else {
         return 0;
     };
+    group_entries(index, group, table, bytes, limit, |_| {})
+}
+
+/// Walk the 32-bit entries of the table at `table` (whose bytes are `bytes`,
+/// at most `limit` of which belong to it), relative to the table, while they
+/// land inside function group `group`; call `each` with every entry's
+/// target and return how many there were.
+fn group_entries(
+    index: &ImageIndex<'_, '_>,
+    group: usize,
+    table: u64,
+    bytes: &[u8],
+    limit: usize,
+    mut each: impl FnMut(u64),
+) -> usize {
     let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
     count_entries(table, usable, |t| {
-        index.function_at(t).is_some_and(|(g, _)| g == group)
+        let lands = index.function_at(t).is_some_and(|(g, _)| g == group);
+        if lands {
+            each(t);
+        }
+        lands
     })
 }
 
@@ -833,10 +852,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
     }
 
-    /// Walk the 32-bit entries of the table at `table` (whose bytes are
-    /// `bytes`, at most `limit` of which belong to it), relative to the table,
-    /// while they land inside this function group; call `each` with every
-    /// resolved entry and return how many there were.
+    /// [`group_entries`] of this function group, each entry resolved.
     fn table_entries(
         &self,
         table: u64,
@@ -844,13 +860,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         limit: usize,
         mut each: impl FnMut(SymRef<'a>),
     ) -> usize {
-        let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
-        count_entries(table, usable, |t| match self.scope.index.function_at(t) {
-            Some((g, _)) if g == self.scope.group => {
-                each(self.scope.resolve(t));
-                true
-            }
-            _ => false,
+        let scope = self.scope;
+        group_entries(scope.index, scope.group, table, bytes, limit, |t| {
+            each(scope.resolve(t))
         })
     }
 
