@@ -163,46 +163,38 @@ fn describe(image: &Image<'_>) -> String {
     format!("{} {}", image.format.name(), image.arch.name())
 }
 
-/// Pass 1 over some groups' code: every address they refer to outside
-/// functions (anonymous data cut into blocks there), in parallel.
-fn references(idx: &ImageIndex<'_, '_>, groups: &[usize]) -> Vec<u64> {
-    let image = idx.image;
+/// The anchors of some groups' code: what the comparison collects from
+/// matched functions, for functions no comparison decodes. Their code is
+/// normalised against the unfinished index, in parallel, for the anchors
+/// alone. Must run before [`ImageIndex::finish`].
+fn anchors_of(idx: &ImageIndex<'_, '_>, groups: &[usize]) -> Vec<u64> {
     groups
         .par_iter()
-        .fold(Vec::new, |mut acc, &g| {
-            for p in idx.parts(g) {
-                let Some(code) = image.bytes_at(p.rva, p.size) else {
-                    continue;
-                };
-                let from = acc.len();
-                norm::references(image, code, p.rva, &mut acc);
-                // Only addresses outside functions cut anonymous data; the
-                // many branch and call targets inside them do not.
-                let mut keep = from;
-                for i in from..acc.len() {
-                    if idx.function_at(acc[i]).is_none() {
-                        acc[keep] = acc[i];
-                        keep += 1;
-                    }
+        .fold(
+            || (Vec::new(), Vec::new()),
+            |(mut acc, mut scratch), &g| {
+                norm::normalize_group(idx, g, &mut scratch);
+                for n in &scratch {
+                    acc.extend(&n.anchors);
                 }
-                acc.truncate(keep);
-            }
-            acc
-        })
+                (acc, scratch)
+            },
+        )
+        .map(|(acc, _)| acc)
         .reduce(Vec::new, |mut a, mut b| {
             a.append(&mut b);
             a
         })
 }
 
-/// Index an image, run pass 1 over all its code and finish the index: what
-/// [`diff`] does in one pass, step by step (for tests that normalise single
-/// functions against a finished index).
+/// Index an image, collect the anchors of all its code and finish the
+/// index: what [`diff`] does along the way, step by step (for tests that
+/// normalise single functions against a finished index).
 #[cfg(test)]
 pub(crate) fn index<'i, 'd>(image: &'i Image<'d>) -> ImageIndex<'i, 'd> {
     let idx = ImageIndex::new(image);
     let all: Vec<usize> = (0..idx.groups.len()).collect();
-    let refs = references(&idx, &all);
+    let refs = anchors_of(&idx, &all);
     idx.finish(refs);
     idx
 }
@@ -661,7 +653,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     vanished.dedup();
 
     // Compare every matched function, in parallel. The same decode finds the
-    // anchors that fix the anonymous blocks (pass 1), so references to
+    // anchors that fix the anonymous blocks, so references to
     // anonymous data are compared once the blocks are known, below.
     let chunks: Vec<ChunkOut<'_>> = {
         let (base, upd, vanished) = (&base, &upd, &vanished);
@@ -683,7 +675,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
             .collect()
     };
     let (mut base_anchors, mut upd_anchors) =
-        rayon::join(|| references(&base, &removed), || references(&upd, &added));
+        rayon::join(|| anchors_of(&base, &removed), || anchors_of(&upd, &added));
     for c in &chunks {
         base_anchors.extend(&c.anchors.0);
         upd_anchors.extend(&c.anchors.1);

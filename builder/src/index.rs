@@ -338,7 +338,7 @@ impl Start for DataRange {
 }
 
 /// The index of one image. Build it with [`ImageIndex::new`], add the anchors
-/// that pass 1 found with [`ImageIndex::finish`], then resolve addresses.
+/// that code refers to with [`ImageIndex::finish`], then resolve addresses.
 #[derive(Debug)]
 pub struct ImageIndex<'i, 'd> {
     /// The image.
@@ -356,7 +356,7 @@ pub struct ImageIndex<'i, 'd> {
     data_ranges: Sorted<DataRange>,
     /// Starts and ends of everything named (sections, functions, data,
     /// linker pieces, relocation targets), sorted and deduplicated: the
-    /// anchors known before pass 1.
+    /// anchors known before any code is decoded.
     named: Sorted<u64>,
     /// The anonymous blocks, once [`ImageIndex::finish`] has fixed them.
     blocks: OnceLock<Blocks>,
@@ -569,7 +569,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
     }
 
-    /// Add the addresses that code refers to (pass 1) and fix the anonymous
+    /// Add the addresses that code refers to (the normalisers'
+    /// [`Normalized::anchors`](crate::norm::Normalized::anchors)) and fix the anonymous
     /// blocks (their digests are computed when first needed). Only the first
     /// call counts: the blocks never change once fixed.
     pub fn finish(&self, referenced: impl IntoIterator<Item = u64>) {

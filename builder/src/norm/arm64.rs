@@ -22,8 +22,7 @@
 //!   hashed as data, not decoded as instructions.
 //! * Words inside the part that a load-time relocation patches (absolute
 //!   pointers in a PE literal pool) are data: the relocation's target is
-//!   hashed instead of their bytes. (Pass 1 has no relocations and decodes
-//!   such words; at worst that adds an anchor.)
+//!   hashed instead of their bytes.
 //! * A load (literal, or an `ADRP` user) from anonymous read-only data that
 //!   no relocation patches hashes the loaded bytes themselves: the constant's
 //!   value is what the code depends on, and it does not depend on where the
@@ -39,8 +38,9 @@
 //!   hashes every entry's target as a [`SymRef`] (normally a
 //!   [`SymRef::Local`] offset), and the `ADD` that formed the table address
 //!   hashes only the fact that it is a jump table, so the table's own address
-//!   and the distance to it never matter. Pass 1 anchors both ends of the
-//!   table so that its anonymous block is exactly the table. A table placed
+//!   and the distance to it never matter. Both ends of the table are anchors
+//!   (see [`Normalized::anchors`]) so that its anonymous block is exactly
+//!   the table. A table placed
 //!   inside the code after its dispatch is treated as data.
 //!
 //! `NOP` (`0xd503201f`) words are left out of the stream (see [`super`]):
@@ -1049,24 +1049,7 @@ impl<'c> Scanner<'c> {
     }
 }
 
-/// Pass 1: push every address the code at `rva` refers to (see the module
-/// documentation); targets inside the code itself are left out, except the
-/// ends of jump tables.
-pub(crate) fn references(image: &Image<'_>, code: &[u8], rva: u64, out: &mut Vec<u64>) {
-    let mut scanner = Scanner::new(image, code, rva, Vec::new());
-    let end = rva.saturating_add(code.len() as u64);
-    let outside = |t: u64| t < rva || t >= end;
-    scanner.run(|_, ev| match ev {
-        Event::Target { target, .. } if outside(target) => out.push(target),
-        Event::JumpTable { table, .. } => {
-            out.push(table.entry.table);
-            out.push(table.entry.table.wrapping_add(table.len()));
-        }
-        _ => {}
-    });
-}
-
-/// Pass 2: normalise the part at `rva` (bytes `code`) of group `group`,
+/// Normalise the part at `rva` (bytes `code`) of group `group`,
 /// pushing one [`super::NormInsn`] per 4-byte word (and one for a trailing
 /// partial word), except that `NOP`s go to [`Normalized::nops`]. References
 /// into the group's own code are recorded for [`super::normalize_group`].
@@ -1133,8 +1116,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 } else {
                     (0, index.resolve(target, Some(group)))
                 };
-                // What pass 1 finds: every address outside this part and
-                // outside every function cuts anonymous data. The target is
+                // The anchors: every address outside this part and outside
+                // every function cuts anonymous data. The target is
                 // in a function exactly when it resolved to one directly (a
                 // stub or slot is followed only from anonymous bytes).
                 let in_function = matches!(r, (0, SymRef::Function { .. } | SymRef::Local { .. }));
@@ -1521,30 +1504,31 @@ mod synth {
 #[cfg(test)]
 mod tests {
     use super::synth::*;
-    use crate::norm::references;
+    use super::{Event, Scanner};
     use crate::testutil::{corpus, read};
     use hotpatch_formats::read::{load_file, parse};
     use hotpatch_formats::RelocTarget;
 
-    /// Pass 1 over one function of a corpus image.
+    /// The anchors one function of a corpus image contributes: normalised
+    /// against an unfinished index.
     fn refs_of(path: &std::path::Path, name: &str) -> Vec<u64> {
         let (bytes, opts) = read(path);
         let img = parse(&bytes, &opts).unwrap_or_else(|e| panic!("{e}"));
-        let f = img
-            .functions
+        let idx = crate::index::ImageIndex::new(&img);
+        let g = idx
+            .groups
             .iter()
-            .find(|f| f.name == name)
+            .position(|g| g.key.name == name)
             .unwrap_or_else(|| panic!("no {name}"));
-        let code = img.function_bytes(f).unwrap_or_default();
         let mut out = Vec::new();
-        references(&img, code, f.rva, &mut out);
-        out
+        crate::norm::normalize_group(&idx, g, &mut out);
+        out.iter().flat_map(|n| n.anchors.iter().copied()).collect()
     }
 
     /// gcc 12 aarch64 (05-jump-table, ELF): `cmp w0, #0xd; b.ls` guards
     /// `adrp; add; ldrb w3, [x3, w0, uxtw]; adr; add x3, x0, w3, sxtb #2;
-    /// br x3`. The table (14 byte entries at .rodata 0x47c) is bounded in
-    /// pass 1 by both of its ends.
+    /// br x3`. The table (14 byte entries at .rodata 0x47c) is bounded by
+    /// anchors at both of its ends.
     #[test]
     fn jump_table_gcc_elf_byte_entries() {
         let dir = corpus().join("05-jump-table/bin/aarch64-linux");
@@ -2086,10 +2070,15 @@ mod tests {
         let mut out = crate::norm::Normalized::default();
         crate::norm::normalize_part(&ix, 0, 0, &mut out);
         assert_eq!(out.insns.len(), 20_001);
-        // Pass 1 at the very top of the address space wraps, never overflows.
+        // Scanning at the very top of the address space wraps, never
+        // overflows.
         let mut refs = Vec::new();
         for rva in [0, u64::MAX - 8, !3u64] {
-            references(&img, &text, rva, &mut refs);
+            Scanner::new(&img, &text, rva, Vec::new()).run(|_, ev| {
+                if let Event::Target { target, .. } = ev {
+                    refs.push(target);
+                }
+            });
         }
         assert!(!refs.is_empty());
         assert_eq!(out.insns.last().map(|i| i.len), Some(2));

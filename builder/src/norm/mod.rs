@@ -21,8 +21,8 @@
 //!   measured provisionally ([`Normalized::tables`]) and checked again once
 //!   the index is finished; only a part whose table measures differently
 //!   then is normalised again.
-//! - [`references`] finds the same addresses without normalising, for code
-//!   that is not compared (functions only one build has).
+//! - Code that is not compared (functions only one build has) is normalised
+//!   the same way, for its anchors alone.
 //!
 //! Normalisation never fails: bytes that do not decode become opaque tokens
 //! of their raw value, so they still compare exactly.
@@ -58,7 +58,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 
-use hotpatch_formats::{Arch, Image};
+use hotpatch_formats::Arch;
 
 use crate::index::{ImageIndex, SymRef};
 use crate::key::Key;
@@ -339,7 +339,7 @@ pub struct Normalized<'a> {
     /// their deferred references resolve alike, pair by pair.
     pub deferred: Vec<Deferred>,
     /// Addresses of anonymous bytes the code refers to: the anchors that cut
-    /// anonymous data into blocks (what pass 1 would find in this part).
+    /// anonymous data into blocks.
     pub anchors: Vec<u64>,
     /// Jump tables in anonymous data measured before the index was finished
     /// (address, entries). A table runs until its entries leave the function
@@ -609,16 +609,6 @@ pub fn render(arch: Arch, code: &[u8], rva: u64) -> Option<String> {
                 .ok()?;
             Some(insn.to_string())
         }
-    }
-}
-
-/// Pass 1: append to `out` every address (RVA) that the code at `rva` of
-/// `image` refers to outside itself: branch and call targets, RIP-relative
-/// and ADRP/ADR/literal addresses, and the tables those lead to.
-pub fn references(image: &Image<'_>, code: &[u8], rva: u64, out: &mut Vec<u64>) {
-    match image.arch {
-        Arch::X86_64 => x86::references(code, rva, out),
-        Arch::Aarch64 => arm64::references(image, code, rva, out),
     }
 }
 

@@ -100,55 +100,6 @@ mod tag {
     pub const PLAIN: u8 = 17;
 }
 
-/// Pass 1: push every address the code at `rva` refers to outside itself:
-/// near branch and call targets and RIP-relative memory targets. Targets
-/// inside `[rva, rva + code.len())` are left out: they cut no anonymous data.
-pub(crate) fn references(code: &[u8], rva: u64, out: &mut Vec<u64>) {
-    let end = rva.saturating_add(code.len() as u64);
-    let outside = |t: u64| t < rva || t >= end;
-    let mut tables = InlineTables::default();
-    let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
-    let mut insn = Instruction::default();
-    while decoder.can_decode() {
-        let pos = decoder.position();
-        if let Step::Table(t) = tables.at(pos) {
-            // A jump table inside the code: data, not instructions.
-            if !resync(&mut decoder, rva, t.end) {
-                break;
-            }
-            continue;
-        }
-        decoder.decode_out(&mut insn);
-        if insn.is_invalid() {
-            if !resync(&mut decoder, rva, pos + 1) {
-                break;
-            }
-            continue;
-        }
-        if let Some(stop) = tables.cut(pos, insn.len()) {
-            if !resync(&mut decoder, rva, stop) {
-                break;
-            }
-            continue;
-        }
-        if let Some(t) = inline_table_in_part(&insn, rva, code) {
-            tables.add(t);
-        }
-        for i in 0..insn.op_count() {
-            let target = match insn.op_kind(i) {
-                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                    insn.near_branch_target()
-                }
-                OpKind::Memory if insn.is_ip_rel_memory_operand() => insn.ip_rel_memory_address(),
-                _ => continue,
-            };
-            if outside(target) {
-                out.push(target);
-            }
-        }
-    }
-}
-
 /// The `len` (at most 16) bytes at `pos` of `code`, zero-padded, as two
 /// little-endian words. A fixed 16-byte load where the code allows it, so
 /// that the common case copies no variable-length slice.
@@ -261,26 +212,6 @@ fn count_entries(table: u64, bytes: &[u8], mut lands: impl FnMut(u64) -> bool) -
         .map(|raw| table.wrapping_add_signed(i64::from(i32::from_le_bytes(raw))))
         .take_while(|&t| lands(t))
         .count()
-}
-
-/// If the `lea` `insn` of the part `[rva, rva + code.len())` loads a jump
-/// table that lies inside that part after it, the table (entries that
-/// land in the part).
-fn inline_table_in_part(insn: &Instruction, rva: u64, code: &[u8]) -> Option<InlineTable> {
-    if insn.code() != Code::Lea_r64_m || !insn.is_ip_rel_memory_operand() {
-        return None;
-    }
-    let table = insn.ip_rel_memory_address();
-    let end = rva.saturating_add(code.len() as u64);
-    if table < insn.next_ip() || table >= end || table % 4 != 0 {
-        return None;
-    }
-    let start = usize::try_from(table - rva).ok()?;
-    let n = count_entries(table, code.get(start..)?, |t| t >= rva && t < end);
-    (n >= MIN_TABLE_ENTRIES).then_some(InlineTable {
-        start,
-        end: start + 4 * n,
-    })
 }
 
 /// Folds the fields of one instruction, as 64-bit words, into its hash.
@@ -623,8 +554,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     }
 
     /// Resolve the address a branch or RIP-relative operand holds; anonymous
-    /// bytes it reaches before the index is finished are an anchor (what
-    /// pass 1 would find here).
+    /// bytes it reaches before the index is finished are an anchor.
     fn resolve_operand(&self, target: u64, out: &mut Normalized<'a>) -> SymRef<'a> {
         let s = self.scope.resolve(target);
         if let SymRef::Deferred(rva) = s {
@@ -1626,7 +1556,7 @@ mod tests {
 
     /// Undecodable bytes never stop the normaliser: every byte of any input
     /// is covered exactly once, in order, by an instruction or a dropped
-    /// `NOP`, and pass 1 terminates too.
+    /// `NOP`.
     #[test]
     fn any_bytes_are_covered() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
