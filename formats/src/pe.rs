@@ -18,6 +18,18 @@
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects
 )]
+// The unit tests build hostile input on purpose and index and unwrap freely;
+// the library target is still linted as above.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod source;
 mod symbols;
@@ -613,13 +625,6 @@ fn directory_boundaries(file: &PeFile64<'_>) -> Vec<u64> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

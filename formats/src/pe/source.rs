@@ -113,11 +113,6 @@ impl<'s> pdb::Source<'s> for MemSource<'s> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use pdb::Source;
