@@ -46,24 +46,17 @@ fn section(out: &mut dyn Write, title: &str, entries: &[&Entry]) -> io::Result<(
 /// with its size delta and the reason it differs, then data, then blockers,
 /// then the verdict.
 pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
-    let count = |s: Status| d.functions_with(s).count();
-    let dcount = |s: Status| d.data_with(s).count();
-    writeln!(
-        out,
-        "functions: {} changed, {} added, {} removed, {} unchanged",
-        count(Status::Changed),
-        count(Status::Added),
-        count(Status::Removed),
-        count(Status::Unchanged)
-    )?;
-    writeln!(
-        out,
-        "data:      {} changed, {} added, {} removed, {} unchanged",
-        dcount(Status::Changed),
-        dcount(Status::Added),
-        dcount(Status::Removed),
-        dcount(Status::Unchanged)
-    )?;
+    for (label, entries) in [("functions:", &d.functions), ("data:     ", &d.data)] {
+        let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
+        writeln!(
+            out,
+            "{label} {} changed, {} added, {} removed, {} unchanged",
+            count(Status::Changed),
+            count(Status::Added),
+            count(Status::Removed),
+            count(Status::Unchanged)
+        )?;
+    }
     for (title, status) in [
         ("changed functions", Status::Changed),
         ("added functions", Status::Added),
