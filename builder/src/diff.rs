@@ -17,7 +17,7 @@ use hotpatch_formats::Image;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::index::{ImageIndex, Part};
+use crate::index::{ImageIndex, Part, SymRef};
 use crate::key::Key;
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
@@ -94,9 +94,20 @@ pub enum BlockerKind {
     /// A changed function's compiler clone (with its own calling convention)
     /// has no counterpart in the update and still has unchanged callers.
     CloneWithoutCounterpart,
+    /// An image has no symbols for its data (stripped): nothing shows
+    /// whether writable data changed.
+    NoDataSymbols,
+    /// Writable bytes that no data symbol covers differ between the
+    /// builds: state the diff cannot name changed.
+    UnaccountedWritableData,
 }
 
 impl BlockerKind {
+    /// Whether a reviewed override may lift a blocker of this kind.
+    pub fn overridable(self) -> bool {
+        false
+    }
+
     /// The kebab-case name used in JSON and in the summary.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,6 +115,8 @@ impl BlockerKind {
             BlockerKind::WritableDataResized => "writable-data-resized",
             BlockerKind::FunctionTooSmall => "function-too-small",
             BlockerKind::CloneWithoutCounterpart => "clone-without-counterpart",
+            BlockerKind::NoDataSymbols => "no-data-symbols",
+            BlockerKind::UnaccountedWritableData => "unaccounted-writable-data",
         }
     }
 }
@@ -121,6 +134,46 @@ pub struct Blocker {
     pub functions: Vec<String>,
 }
 
+/// A reviewed override of a blocker, recorded by a release engineer who
+/// knows why it is safe (for a type: that no object of it outlives a call).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    /// What it allows, as `type:NAME`.
+    pub object: String,
+    /// Why it is safe, in the engineer's words.
+    pub reason: String,
+}
+
+/// What the caller tells [`diff_with`] beyond the two images.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How blockers name the baseline image (its path).
+    pub baseline_name: String,
+    /// How blockers name the updated image.
+    pub updated_name: String,
+    /// Reviewed overrides of blockers.
+    pub allow: Vec<Allow>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            baseline_name: "baseline".into(),
+            updated_name: "update".into(),
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// A blocker that a reviewed override lifted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Overridden {
+    /// The blocker, as it would have been reported.
+    pub blocker: Blocker,
+    /// The override's reason.
+    pub reason: String,
+}
+
 /// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff<'i> {
@@ -132,6 +185,10 @@ pub struct Diff<'i> {
     pub hotpatchable: bool,
     /// Why not, if not.
     pub blockers: Vec<Blocker>,
+    /// Blockers lifted by a reviewed override ([`Options::allow`]).
+    pub overridden: Vec<Overridden>,
+    /// Overrides that matched no blocker (most likely a misspelt name).
+    pub unused_overrides: Vec<Allow>,
 }
 
 impl<'i> Diff<'i> {
@@ -478,22 +535,20 @@ enum Mismatch {
 }
 
 /// Where two instruction streams first differ: the position in the streams,
-/// and how.
+/// and how. Exact: the fast hashes only find a difference sooner; equal
+/// hashes are confirmed word by word, and the references and places are
+/// compared themselves (see [`norm::exact_difference`]).
 fn first_difference(b: &Normalized<'_>, u: &Normalized<'_>) -> Option<(usize, Mismatch)> {
-    for (k, (x, y)) in b.insns.iter().zip(&u.insns).enumerate() {
-        // The hash is the whole comparison: lengths may differ for one
-        // meaning (a branch relaxed from rel8 to rel32).
-        if x.hash != y.hash {
-            return Some((k, Mismatch::Instruction((x.offset, y.offset))));
-        }
+    let k = norm::exact_difference(b, u)?;
+    if let (Some(x), Some(y)) = (b.insns.get(k), u.insns.get(k)) {
+        return Some((k, Mismatch::Instruction((x.offset, y.offset))));
     }
     // Equal up to the shorter stream: the longer one has extra code.
-    let (side, longer, shorter) = if b.insns.len() >= u.insns.len() {
-        ("baseline", b, u)
+    let (side, longer) = if b.insns.len() >= u.insns.len() {
+        ("baseline", b)
     } else {
-        ("update", u, b)
+        ("update", u)
     };
-    let k = shorter.insns.len();
     let extra = longer.insns.get(k)?;
     Some((
         k,
@@ -525,6 +580,43 @@ fn show_instructions(
     }
 }
 
+/// The file-backed bytes of `[rva, rva + size)`: at most `size` bytes,
+/// fewer when the object runs into zero-filled memory (`.bss`), borrowed
+/// from the image (never allocated from a declared size).
+fn file_bytes<'d>(idx: &ImageIndex<'_, 'd>, rva: u64, size: u64) -> &'d [u8] {
+    idx.image
+        .section_at(rva)
+        .and_then(|s| {
+            let start = usize::try_from(rva - s.rva).ok()?;
+            let rest = s.data.get(start.min(s.data.len())..)?;
+            let len = usize::try_from(size).unwrap_or(usize::MAX).min(rest.len());
+            rest.get(..len)
+        })
+        .unwrap_or(&[])
+}
+
+/// The first offset in `[from, to)` at which two byte strings differ, each
+/// taken as zero-extended past its end. Costs at most the length of the
+/// file-backed bytes, however large the range.
+fn first_byte_difference(a: &[u8], b: &[u8], from: u64, to: u64) -> Option<u64> {
+    fn clip(x: &[u8], from: u64, to: u64) -> &[u8] {
+        let len = x.len() as u64;
+        let (lo, hi) = (from.min(len) as usize, to.min(len) as usize);
+        x.get(lo..hi.max(lo)).unwrap_or(&[])
+    }
+    let (x, y) = (clip(a, from, to), clip(b, from, to));
+    let common = x.len().min(y.len());
+    if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
+        return Some(from + i as u64);
+    }
+    // Past the shorter one, the other must be zero.
+    let longer = if x.len() > y.len() { x } else { y };
+    longer
+        .get(common..)
+        .and_then(|rest| rest.iter().position(|&v| v != 0))
+        .map(|i| from + (common + i) as u64)
+}
+
 /// Compare two data objects: size, then contents with pointers normalised.
 /// Returns the reason they differ.
 fn compare_data(
@@ -541,30 +633,15 @@ fn compare_data(
             bo.size, uo.size
         ));
     }
-    let bytes = |idx: &ImageIndex<'_, '_>, rva: u64, size: u64| -> Vec<u8> {
-        // File-backed bytes, zero-filled to the object's size (`.bss`).
-        let mut v = idx
-            .image
-            .section_at(rva)
-            .and_then(|s| {
-                let start = usize::try_from(rva - s.rva).ok()?;
-                s.data.get(start.min(s.data.len())..)
-            })
-            .unwrap_or(&[])
-            .iter()
-            .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .copied()
-            .collect::<Vec<u8>>();
-        v.resize(usize::try_from(size).unwrap_or(0), 0);
-        v
-    };
-    let mut bb = bytes(base, bo.rva, bo.size);
-    let mut ub = bytes(upd, uo.rva, uo.size);
-    // Pointer slots: compare what they point at, then blank them.
+    let bb = file_bytes(base, bo.rva, bo.size);
+    let ub = file_bytes(upd, uo.rva, uo.size);
+    // Pointer slots: compare what they point at; their bytes are skipped.
     let brel = base.relocations_in(bo.rva, bo.size);
     let urel = upd.relocations_in(uo.rva, uo.size);
-    let boffs: Vec<u64> = brel.iter().map(|r| r.rva - bo.rva).collect();
-    let uoffs: Vec<u64> = urel.iter().map(|r| r.rva - uo.rva).collect();
+    let offsets = |rel: &[hotpatch_formats::Relocation], at: u64| -> Vec<u64> {
+        rel.iter().map(|r| r.rva - at).collect()
+    };
+    let (boffs, uoffs) = (offsets(brel, bo.rva), offsets(urel, uo.rva));
     if boffs != uoffs {
         let at = boffs
             .iter()
@@ -580,25 +657,18 @@ fn compare_data(
             .unwrap_or(0);
         return Some(format!("pointer layout differs at +{at:#x}"));
     }
-    for ((br, ur), off) in brel.iter().zip(urel).zip(&boffs) {
-        let bt = base.resolve_reloc(br, None);
-        let ut = upd.resolve_reloc(ur, None);
+    let mut pos = 0u64;
+    for ((br, ur), &off) in brel.iter().zip(urel).zip(&boffs) {
         // Anonymous blocks compare by digest, which covers their contents.
-        if bt != ut {
+        if base.resolve_reloc(br, None) != upd.resolve_reloc(ur, None) {
             return Some(format!("pointer at +{off:#x} points elsewhere"));
         }
-        let o = usize::try_from(*off).unwrap_or(usize::MAX);
-        let w = usize::from(br.width);
-        for buf in [&mut bb, &mut ub] {
-            if let Some(s) = buf.get_mut(o..o.saturating_add(w)) {
-                s.fill(0);
-            }
+        if let Some(i) = first_byte_difference(bb, ub, pos, off) {
+            return Some(format!("initial value differs at +{i:#x}"));
         }
+        pos = pos.max(off.saturating_add(u64::from(br.width)));
     }
-    bb.iter()
-        .zip(&ub)
-        .position(|(a, b)| a != b)
-        .map(|i| format!("initial value differs at +{i:#x}"))
+    first_byte_difference(bb, ub, pos, bo.size).map(|i| format!("initial value differs at +{i:#x}"))
 }
 
 /// Diff a baseline image against its update.
@@ -616,6 +686,15 @@ fn compare_data(
 /// # Ok::<(), hotpatch_formats::Error>(())
 /// ```
 pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<'i>, Error> {
+    diff_with(baseline, updated, &Options::default())
+}
+
+/// [`diff`], with the images' names for blockers and reviewed overrides.
+pub fn diff_with<'i>(
+    baseline: &'i Image<'_>,
+    updated: &'i Image<'_>,
+    options: &Options,
+) -> Result<Diff<'i>, Error> {
     if baseline.arch != updated.arch || baseline.format != updated.format {
         return Err(Error::Incompatible {
             baseline: describe(baseline),
@@ -889,13 +968,159 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     let data = by_status(data);
     debug_assert!(functions.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
     debug_assert!(data.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
+    // What the diff cannot see: data without symbols, and writable bytes
+    // that no symbol covers.
+    for (image, name) in [
+        (baseline, &options.baseline_name),
+        (updated, &options.updated_name),
+    ] {
+        if image.stripped {
+            blockers.push(Blocker {
+                object: name.clone(),
+                kind: BlockerKind::NoDataSymbols,
+                reason: format!(
+                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; diff the unstripped builds (or give their debug files)"
+                ),
+                functions: Vec::new(),
+            });
+        }
+    }
+    if !baseline.stripped && !updated.stripped {
+        if let Some(reason) = unaccounted_writable(base, upd) {
+            blockers.push(Blocker {
+                object: options.updated_name.clone(),
+                kind: BlockerKind::UnaccountedWritableData,
+                reason,
+                functions: Vec::new(),
+            });
+        }
+    }
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
+    let (blockers, overridden, unused_overrides) = apply_overrides(blockers, &options.allow);
     Ok(Diff {
         hotpatchable: blockers.is_empty(),
         functions,
         data,
         blockers,
+        overridden,
+        unused_overrides,
     })
+}
+
+/// Split `blockers` into those that stand and those a reviewed override
+/// lifts, and list the overrides that matched nothing. Only type layouts
+/// can be overridden (`type:NAME`): the other blockers are facts about
+/// state the running process already holds.
+fn apply_overrides(
+    blockers: Vec<Blocker>,
+    allow: &[Allow],
+) -> (Vec<Blocker>, Vec<Overridden>, Vec<Allow>) {
+    let mut used = vec![false; allow.len()];
+    let mut stand = Vec::new();
+    let mut lifted = Vec::new();
+    for b in blockers {
+        let hit = allow.iter().position(|a| {
+            b.kind.overridable() && a.object.strip_prefix("type:") == Some(b.object.as_str())
+        });
+        match hit {
+            Some(i) => {
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+                let reason = allow.get(i).map(|a| a.reason.clone()).unwrap_or_default();
+                lifted.push(Overridden { blocker: b, reason });
+            }
+            None => stand.push(b),
+        }
+    }
+    let unused = allow
+        .iter()
+        .zip(&used)
+        .filter(|(_, &u)| !u)
+        .map(|(a, _)| a.clone())
+        .collect();
+    (stand, lifted, unused)
+}
+
+/// The writable bytes of an image that no data object covers, outside the
+/// loader's own sections, as runs: the section's name and the run's bytes
+/// with every relocated pointer replaced by what it points at. Runs of
+/// zeros (padding, `.bss` gaps) are left out.
+fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<(&'a str, Vec<u8>, Vec<SymRef<'a>>)> {
+    let image = idx.image;
+    let mut covered: Vec<(u64, u64)> = image
+        .data
+        .iter()
+        .map(|d| (d.rva, d.rva.saturating_add(d.size)))
+        .collect();
+    covered.sort_unstable();
+    let mut runs = Vec::new();
+    for s in &image.sections {
+        if !s.perms.write || LOADER_SECTIONS.contains(&s.name.as_str()) {
+            continue;
+        }
+        let end = s.rva.saturating_add(s.data.len() as u64);
+        let mut pos = s.rva;
+        let mut push_run = |from: u64, to: u64| {
+            if from >= to {
+                return;
+            }
+            let bytes = image.bytes_at(from, to - from).unwrap_or(&[]);
+            let relocs = idx.relocations_in(from, to - from);
+            if relocs.is_empty() && bytes.iter().all(|&b| b == 0) {
+                return;
+            }
+            let mut masked = bytes.to_vec();
+            let mut targets = Vec::new();
+            for r in relocs {
+                let lo = usize::try_from(r.rva - from).unwrap_or(usize::MAX);
+                let hi = lo.saturating_add(usize::from(r.width));
+                if let Some(slot) = masked.get_mut(lo..hi.min(bytes.len())) {
+                    slot.fill(0);
+                }
+                targets.push(idx.resolve_reloc(r, None));
+            }
+            runs.push((s.name.as_str(), masked, targets));
+        };
+        let first = covered.partition_point(|&(_, e)| e <= s.rva);
+        for &(start, stop) in covered.get(first..).unwrap_or(&[]) {
+            if start >= end {
+                break;
+            }
+            push_run(pos, start.min(end));
+            pos = pos.max(stop);
+        }
+        push_run(pos, end);
+    }
+    runs
+}
+
+/// Why the writable bytes that no data symbol covers differ between the
+/// two builds, if they do.
+fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> Option<String> {
+    let (b, u) = (unnamed_writable(base), unnamed_writable(upd));
+    if b == u {
+        return None;
+    }
+    let total = |runs: &[(&str, Vec<u8>, Vec<SymRef<'_>>)]| -> usize {
+        runs.iter().map(|r| r.1.len()).sum()
+    };
+    let sections = |runs: &[(&str, Vec<u8>, Vec<SymRef<'_>>)]| -> String {
+        let mut names: Vec<&str> = runs.iter().map(|r| r.0).collect();
+        names.dedup();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    Some(format!(
+        "writable bytes that no data symbol covers differ (baseline: {} bytes in {}; update: {} bytes in {}), so state the diff cannot name may have changed; a running process holds the old state",
+        total(&b),
+        sections(&b),
+        total(&u),
+        sections(&u)
+    ))
 }
 
 /// `entries` grouped by status, in [`Status`] order, keeping their order
@@ -1190,12 +1415,14 @@ mod tests {
         n.insns = hashes
             .iter()
             .enumerate()
-            .map(|(i, &hash)| NormInsn {
+            .map(|(i, _)| NormInsn {
                 offset: 4 * i as u32,
                 len: 4,
-                hash,
+                start: i as u32,
+                count: 1,
             })
             .collect();
+        n.words = hashes.to_vec();
         n
     }
 

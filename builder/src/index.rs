@@ -54,9 +54,11 @@ pub struct DataEntry<'i> {
 /// `SymRef`s, however far that thing moved.
 ///
 /// Hashing one reads no names: functions and data objects hash by their
-/// [`fingerprint`], which the index computes once per symbol. Equality
-/// compares the keys themselves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// [`fingerprint`], which the index computes once per symbol. Equality is
+/// exact: it compares the keys themselves (after the fingerprints, which
+/// settle almost every inequality without reading a name), and anonymous
+/// blocks by their SHA-256 digest.
+#[derive(Clone, Copy, Debug)]
 pub enum SymRef<'a> {
     /// Inside the function being normalised: which part, and the offset in it.
     Local {
@@ -91,9 +93,9 @@ pub enum SymRef<'a> {
     /// Anonymous bytes (string literal, jump table, literal pool, constant):
     /// identified by the digest of the block's normalised contents.
     Anon {
-        /// Digest of the block's contents, pointers normalised (computed
-        /// by the index when first needed).
-        digest: u64,
+        /// SHA-256 of the block's contents, pointers normalised (computed
+        /// by the index when first needed; see [`BlockDigest`]).
+        digest: &'a BlockDigest,
         /// Offset from the block's start.
         offset: u64,
     },
@@ -130,11 +132,104 @@ impl Hash for SymRef<'_> {
                 offset,
                 ..
             } => (2u8, fingerprint, offset).hash(h),
-            SymRef::Anon { digest, offset } => (3u8, digest, offset).hash(h),
+            SymRef::Anon { digest, offset } => (3u8, digest.short(), offset).hash(h),
             SymRef::External { name, addend } => (4u8, name, addend).hash(h),
             SymRef::Unmapped(rva) => (5u8, rva).hash(h),
             SymRef::Deferred(rva) => (6u8, rva).hash(h),
         }
+    }
+}
+
+impl PartialEq for SymRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (*self, *other) {
+            (SymRef::Local { part: a, offset: x }, SymRef::Local { part: b, offset: y }) => {
+                a == b && x == y
+            }
+            (
+                SymRef::Function {
+                    key: ka,
+                    part: pa,
+                    offset: x,
+                    fingerprint: fa,
+                },
+                SymRef::Function {
+                    key: kb,
+                    part: pb,
+                    offset: y,
+                    fingerprint: fb,
+                },
+            ) => fa == fb && x == y && ka == kb && pa == pb,
+            (
+                SymRef::Data {
+                    key: ka,
+                    offset: x,
+                    fingerprint: fa,
+                },
+                SymRef::Data {
+                    key: kb,
+                    offset: y,
+                    fingerprint: fb,
+                },
+            ) => fa == fb && x == y && ka == kb,
+            (
+                SymRef::Anon {
+                    digest: a,
+                    offset: x,
+                },
+                SymRef::Anon {
+                    digest: b,
+                    offset: y,
+                },
+            ) => x == y && a == b,
+            (SymRef::External { name: a, addend: x }, SymRef::External { name: b, addend: y }) => {
+                x == y && a == b
+            }
+            (SymRef::Unmapped(a), SymRef::Unmapped(b)) => a == b,
+            (SymRef::Deferred(a), SymRef::Deferred(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SymRef<'_> {}
+
+/// The SHA-256 digest of an anonymous block's normalised contents: what
+/// makes two anonymous references equal. A collision-resistant digest, not
+/// a fast hash, because "equal" here decides that code is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockDigest(pub [u8; 32]);
+
+impl BlockDigest {
+    /// The digest of nothing: what a block that cannot be read resolves to.
+    pub const NONE: BlockDigest = BlockDigest([0; 32]);
+
+    /// The first eight bytes, for hashing.
+    pub fn short(&self) -> u64 {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
+    }
+}
+
+/// A [`Hasher`] that feeds SHA-256: the `Hash` encodings of what is written
+/// (length-prefixed slices, `0xff`-terminated strings, fixed-width
+/// integers) go in byte for byte, so the digest identifies them.
+struct Sha256Writer(sha2::Sha256);
+
+impl Hasher for Sha256Writer {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Only the full digest is ever used (see `Sha256Writer::digest`).
+        0
+    }
+}
+
+impl Sha256Writer {
+    fn digest(self) -> BlockDigest {
+        BlockDigest(sha2::Digest::finalize(self.0).into())
     }
 }
 
@@ -370,9 +465,10 @@ struct Blocks {
     /// Starts of anonymous blocks and of everything named, so that a block
     /// ends where the next thing starts (sorted, deduplicated).
     anchors: Sorted<u64>,
-    /// Digest of the block at each anchor (0 where none starts), computed
-    /// when first asked for: few blocks are ever compared.
-    digests: Vec<OnceLock<u64>>,
+    /// Digest of the block at each anchor ([`BlockDigest::NONE`] where
+    /// none starts), computed when first asked for: few blocks are ever
+    /// compared.
+    digests: Vec<OnceLock<BlockDigest>>,
 }
 
 /// The order of `items` under `cmp`, which must order first by `name`
@@ -761,21 +857,22 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
     }
 
-    /// The digest of the block at anchor `at` of `blocks` (0 for an anchor
-    /// inside a function or data object, or past the end).
-    fn digest_at(&self, blocks: &Blocks, at: usize) -> u64 {
+    /// The digest of the block at anchor `at` of `blocks`
+    /// ([`BlockDigest::NONE`] for an anchor inside a function or data
+    /// object, or past the end).
+    fn digest_at<'s>(&'s self, blocks: &'s Blocks, at: usize) -> &'s BlockDigest {
         let (Some(cell), Some(&a)) = (blocks.digests.get(at), blocks.anchors.items.get(at)) else {
-            return 0;
+            return &BlockDigest::NONE;
         };
-        *cell.get_or_init(|| {
+        cell.get_or_init(|| {
             if self.function_at(a).is_some() || self.data_at(a).is_some() {
-                return 0;
+                return BlockDigest::NONE;
             }
             match self.block_in(&blocks.anchors, a) {
                 Some((block, _)) if block.start == a => {
                     self.compute_digest(&block, &blocks.anchors)
                 }
-                _ => 0,
+                _ => BlockDigest::NONE,
             }
         })
     }
@@ -795,8 +892,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// what it points at. A pointer to another anonymous block is taken by
     /// its position in that block and the block's length, not by the block's
     /// contents, so digests never recurse.
-    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> u64 {
-        let mut h = crate::norm::InsnHasher::default();
+    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> BlockDigest {
+        let mut h = Sha256Writer(sha2::Sha256::default());
         (block.end - block.start).hash(&mut h);
         let mut pos = block.start;
         for r in self.relocations_in(block.start, block.end - block.start) {
@@ -826,7 +923,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         let lo = pos.saturating_sub(block.start) as usize;
         block.bytes.get(lo.min(block.bytes.len())..).hash(&mut h);
-        h.finish()
+        h.digest()
     }
 }
 
@@ -859,7 +956,7 @@ mod tests {
             let idx = ImageIndex::new(&img);
             idx.finish([0x2000]);
             match idx.resolve(0x2000, None) {
-                SymRef::Anon { digest, offset: 0 } => digest,
+                SymRef::Anon { digest, offset: 0 } => *digest,
                 other => panic!("{other:?}"),
             }
         };

@@ -4,6 +4,20 @@ use std::io::{self, Write};
 
 use crate::diff::{Diff, Entry, Status};
 
+/// Text from the command line or a release file, on one line: control
+/// characters shown escaped.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn signed_delta(e: &Entry) -> String {
     match (e.baseline_size, e.updated_size) {
         (Some(b), Some(u)) => {
@@ -76,6 +90,22 @@ pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
         for b in &d.blockers {
             writeln!(out, "  {} [{}]: {}", b.object, b.kind.as_str(), b.reason)?;
         }
+    }
+    if !d.overridden.is_empty() {
+        writeln!(out, "\noverridden after review ({}):", d.overridden.len())?;
+        for o in &d.overridden {
+            let b = &o.blocker;
+            writeln!(out, "  {} [{}]: {}", b.object, b.kind.as_str(), b.reason)?;
+            writeln!(out, "    allowed because: {}", one_line(&o.reason))?;
+        }
+    }
+    for a in &d.unused_overrides {
+        writeln!(
+            out,
+            "\nwarning: --allow {} matched no blocker (reason given: {})",
+            one_line(&a.object),
+            one_line(&a.reason)
+        )?;
     }
     writeln!(out)?;
     if d.hotpatchable {

@@ -67,9 +67,10 @@
 //! generated images this finds exactly the instructions that carry an
 //! `:lo12:` relocation in the object files (GCC and clang alike).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use super::InsnHasher;
+use super::Canon;
 
 use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
@@ -97,6 +98,9 @@ const TAG_DATA: u8 = 7;
 const TAG_JUMP_TABLE: u8 = 8;
 /// Hash tag of the `ADD` that formed a jump table's address.
 const TAG_JUMP_TABLE_BASE: u8 = 9;
+/// Hash tag of a jump table that an earlier dispatch of the part already
+/// wrote out, followed by its number.
+const TAG_TABLE_AGAIN: u8 = 10;
 /// Marker hashed before a target reached through a relocation (a GOT slot,
 /// a relocated literal).
 const VIA_RELOC: u8 = 0xa0;
@@ -449,8 +453,18 @@ struct Scanner<'c> {
     pending: Vec<(u32, u32, u32)>,
     /// The smallest word index in `pending` (`u32::MAX` when empty).
     next_pending: u32,
-    /// Pages held at forward branches: (target word index, register, page).
-    snapshots: Vec<(u32, u8, u64)>,
+    /// Pages held at forward branches, by target word index: (register,
+    /// page).
+    snapshots: BTreeMap<u32, Vec<(u8, u64)>>,
+    /// How many (register, page) records `snapshots` holds.
+    snapshot_count: usize,
+    /// Jump tables whose cases are recorded, by address: their number.
+    table_ids: HashMap<u64, usize>,
+    /// The pages held at each recorded table's dispatches, per register
+    /// (every dispatch of a shared table merged; see [`CasePage`]).
+    table_pages: Vec<[CasePage; 32]>,
+    /// For each word that is a recorded table's case: those tables.
+    cases: BTreeMap<u32, Vec<usize>>,
     /// Pages held at the last indirect branch (`BR`), as (register, page):
     /// the state in which jump-table cases, placed after it, are entered.
     at_indirect: Option<Vec<(u8, u64)>>,
@@ -462,10 +476,30 @@ struct Scanner<'c> {
     /// Whether the previous instruction never falls through (`B`, `BR`,
     /// `RET`): the next one is reached only by branches.
     dead: bool,
-    /// Sorted word indexes that are data, not code.
-    data: Vec<u32>,
-    /// Next entry of `data` to consider.
-    data_cursor: usize,
+    /// Word indexes that are data, not code.
+    data: BTreeSet<u32>,
+}
+
+/// What a register holds on entry to a jump table's cases, over all the
+/// table's dispatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CasePage {
+    /// No dispatch held a page in it.
+    Unset,
+    /// Every dispatch that held a page in it held this one.
+    Page(u64),
+    /// Dispatches held different pages in it.
+    Conflict,
+}
+
+/// Two accounts of what a register holds on entry to some code, merged: a
+/// page that every account that has one agrees on, else a conflict.
+fn merge_page(a: CasePage, b: CasePage) -> CasePage {
+    match (a, b) {
+        (CasePage::Unset, x) | (x, CasePage::Unset) => x,
+        (CasePage::Page(p), CasePage::Page(q)) if p == q => a,
+        _ => CasePage::Conflict,
+    }
 }
 
 impl<'c> Scanner<'c> {
@@ -490,8 +524,7 @@ impl<'c> Scanner<'c> {
                 data.push(k as u32);
             }
         }
-        data.sort_unstable();
-        data.dedup();
+        let data: BTreeSet<u32> = data.into_iter().collect();
         Scanner {
             image,
             code,
@@ -501,26 +534,22 @@ impl<'c> Scanner<'c> {
             last_cmp: None,
             pending: Vec::new(),
             next_pending: u32::MAX,
-            snapshots: Vec::new(),
+            snapshots: BTreeMap::new(),
+            snapshot_count: 0,
+            table_ids: HashMap::new(),
+            table_pages: Vec::new(),
+            cases: BTreeMap::new(),
             next_snapshot: u32::MAX,
             bare: Vec::new(),
             at_indirect: None,
             dead: false,
             data,
-            data_cursor: 0,
         }
     }
 
-    /// Whether word `i` is data. Must be called with increasing `i`.
+    /// Whether word `i` is data.
     fn is_data(&mut self, i: u32) -> bool {
-        while let Some(&d) = self.data.get(self.data_cursor) {
-            if d < i {
-                self.data_cursor += 1;
-            } else {
-                return d == i;
-            }
-        }
-        false
+        self.data.contains(&i)
     }
 
     /// Whether `target` lies inside the part.
@@ -573,43 +602,64 @@ impl<'c> Scanner<'c> {
     /// of the last indirect branch; forget the rest.
     fn enter(&mut self, i: u32) {
         let dead = std::mem::replace(&mut self.dead, false);
-        let mut found = false;
+        let mut held = Vec::new();
         if i >= self.next_snapshot {
-            if dead {
-                let mut set = 0u32;
-                let mut conflict = 0u32;
-                let mut fresh = [Reg::Unknown; 32];
-                for &(_, r, page) in self.snapshots.iter().filter(|s| s.0 == i) {
-                    found = true;
-                    let bit = 1u32 << r;
-                    let Some(slot) = fresh.get_mut(usize::from(r)) else {
-                        continue;
-                    };
-                    if set & bit != 0 && *slot != Reg::Page(page) {
-                        conflict |= bit;
-                    }
-                    set |= bit;
-                    *slot = Reg::Page(page);
+            held = self.snapshots.remove(&i).unwrap_or_default();
+            self.snapshot_count = self.snapshot_count.saturating_sub(held.len());
+            // Records for words already passed (inside data) are stale.
+            while let Some(entry) = self.snapshots.first_entry() {
+                if *entry.key() > i {
+                    break;
                 }
-                if found {
-                    for (r, slot) in fresh.iter_mut().enumerate() {
-                        if conflict & (1 << r) != 0 {
-                            *slot = Reg::Unknown;
-                        }
-                    }
-                    self.regs = fresh;
-                }
+                let gone = entry.remove();
+                self.snapshot_count = self.snapshot_count.saturating_sub(gone.len());
             }
-            self.snapshots.retain(|s| s.0 > i);
-            self.next_snapshot = self.snapshots.iter().map(|s| s.0).min().unwrap_or(u32::MAX);
+            self.next_snapshot = self.snapshots.keys().next().copied().unwrap_or(u32::MAX);
         }
+        // Jump-table cases at `i` (and stale ones before it).
+        while self.cases.first_key_value().is_some_and(|(&k, _)| k < i) {
+            self.cases.pop_first();
+        }
+        let tables = self.cases.remove(&i).unwrap_or_default();
         if !dead {
             return;
         }
-        let bare = self
-            .bare
-            .get(i as usize / 64)
-            .is_some_and(|b| b & (1 << (i % 64)) != 0);
+        let mut found = !held.is_empty();
+        // Reached by a dispatch that held no page.
+        let mut bare_case = false;
+        let mut merged = [CasePage::Unset; 32];
+        for &(r, page) in &held {
+            if let Some(slot) = merged.get_mut(usize::from(r)) {
+                *slot = merge_page(*slot, CasePage::Page(page));
+            }
+        }
+        for id in tables {
+            let Some(pages) = self.table_pages.get(id) else {
+                continue;
+            };
+            if pages.iter().all(|p| *p == CasePage::Unset) {
+                bare_case = true;
+                continue;
+            }
+            found = true;
+            for (slot, &p) in merged.iter_mut().zip(pages) {
+                *slot = merge_page(*slot, p);
+            }
+        }
+        if found {
+            let mut fresh = [Reg::Unknown; 32];
+            for (slot, p) in fresh.iter_mut().zip(merged) {
+                if let CasePage::Page(page) = p {
+                    *slot = Reg::Page(page);
+                }
+            }
+            self.regs = fresh;
+        }
+        let bare = bare_case
+            || self
+                .bare
+                .get(i as usize / 64)
+                .is_some_and(|b| b & (1 << (i % 64)) != 0);
         if bare && !found {
             // Reached by a branch that held no page (and none that held
             // one): start with none.
@@ -644,17 +694,14 @@ impl<'c> Scanner<'c> {
 
     /// Remember the pages held at a forward branch to `target`.
     fn snapshot(&mut self, pc: u64, target: u64) {
-        if target <= pc || !self.inside(target) || self.snapshots.len() >= MAX_SNAPSHOTS {
+        if target <= pc || !self.inside(target) || self.snapshot_count >= MAX_SNAPSHOTS {
             return;
         }
         let at = ((target - self.rva) / 4) as u32;
-        let before = self.snapshots.len();
-        for (r, p) in self.regs.iter().enumerate() {
-            if let Reg::Page(page) = *p {
-                self.snapshots.push((at, r as u8, page));
-            }
-        }
-        if self.snapshots.len() > before {
+        let held: Vec<(u8, u64)> = self.pages().collect();
+        if !held.is_empty() {
+            self.snapshot_count += held.len();
+            self.snapshots.entry(at).or_default().extend(held);
             self.next_snapshot = self.next_snapshot.min(at);
         } else {
             // A branch that holds no page says so too: its target must not
@@ -961,27 +1008,48 @@ impl<'c> Scanner<'c> {
         if first <= i {
             return;
         }
-        for k in first..last {
-            let at = self.data.partition_point(|&d| d < k);
-            if self.data.get(at) != Some(&k) {
-                self.data.insert(at, k);
-            }
-        }
+        self.data.extend(first..last);
     }
 
     /// Record the pages held at a jump table's dispatch (at `pc`) for each
     /// of its cases, as for a forward branch to each: a case is entered in
     /// the state of its own dispatch, not of whichever indirect branch comes
-    /// last before it (a function with two switches has two).
+    /// last before it (a function with two switches has two). A table's
+    /// entries are walked at its first dispatch only; another dispatch of
+    /// the same table merges its pages into the table's (a register with
+    /// two different pages holds none), so the work stays linear however
+    /// many dispatches share a table.
     fn table_cases(&mut self, pc: u64, table: &JumpTable) {
+        let mut pages = [CasePage::Unset; 32];
+        for (r, page) in self.pages() {
+            if let Some(slot) = pages.get_mut(usize::from(r)) {
+                *slot = CasePage::Page(page);
+            }
+        }
+        if let Some(&id) = self.table_ids.get(&table.entry.table) {
+            if let Some(known) = self.table_pages.get_mut(id) {
+                for (slot, p) in known.iter_mut().zip(pages) {
+                    *slot = merge_page(*slot, p);
+                }
+            }
+            return;
+        }
+        let id = self.table_pages.len();
+        self.table_ids.insert(table.entry.table, id);
+        self.table_pages.push(pages);
         let size = usize::from(table.entry.size);
         let Some(bytes) = self.image.bytes_at(table.entry.table, table.len()) else {
             return;
         };
         for raw in bytes.chunks_exact(size.max(1)) {
             let target = table.target(raw);
-            if (target.wrapping_sub(self.rva)) % 4 == 0 {
-                self.snapshot(pc, target);
+            if target <= pc || !self.inside(target) || (target - self.rva) % 4 != 0 {
+                continue;
+            }
+            let at = ((target - self.rva) / 4) as u32;
+            let ids = self.cases.entry(at).or_default();
+            if ids.last() != Some(&id) {
+                ids.push(id);
             }
         }
     }
@@ -1070,10 +1138,13 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
     }
     out.insns.reserve(code.len().div_ceil(4));
     let mut rewrites: Vec<usize> = Vec::new();
+    // Jump tables already written out, by address: a table that several
+    // dispatches share is written once, the others name it by its number.
+    let mut tables: HashMap<u64, u32> = HashMap::new();
     let mut scanner = Scanner::new(index.image, code, rva, extra);
     scanner.run(|i, ev| {
         let off = 4 * i as usize;
-        let mut h = InsnHasher::default();
+        out.discard();
         match ev {
             Event::Raw => {
                 let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
@@ -1084,19 +1155,19 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 out.push_nop(off, 4);
                 return;
             }
-            Event::Plain(w) => h.write_u32(w),
+            Event::Plain(w) => out.write_u32(w),
             Event::Data => {
-                TAG_DATA.hash(&mut h);
-                hash_bytes(index, group, rva, code, off, 4, &mut h, out);
+                TAG_DATA.hash(out);
+                hash_bytes(index, group, rva, code, off, 4, out);
             }
-            Event::Adrp(masked) => (TAG_ADRP, masked).hash(&mut h),
+            Event::Adrp(masked) => (TAG_ADRP, masked).hash(out),
             Event::Target {
                 tag,
                 masked,
                 target,
                 load,
             } => {
-                (tag, masked).hash(&mut h);
+                (tag, masked).hash(out);
                 let outside = target < rva || target >= end;
                 let r = if target >= rva && target < end && load == 0 {
                     (0, scope.resolve(target))
@@ -1108,8 +1179,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                         if outside {
                             out.anchors.push(target);
                         }
-                        (VIA_VALUE, value).hash(&mut h);
-                        out.push(off, 4, h);
+                        (VIA_VALUE, value).hash(out);
+                        out.push(off, 4);
                         return;
                     }
                     resolve_loaded(index, group, target)
@@ -1124,8 +1195,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 if outside && !in_function {
                     out.anchors.push(target);
                 }
-                r.0.hash(&mut h);
-                hash_ref(&r.1, &mut h, out);
+                r.0.hash(out);
+                hash_ref(&r.1, out);
                 out.note(&r.1);
             }
             Event::PoolLoad {
@@ -1133,36 +1204,38 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 offset,
                 size,
             } => {
-                (TAG_POOL_LOAD, masked).hash(&mut h);
-                hash_bytes(
-                    index,
-                    group,
-                    rva,
-                    code,
-                    offset,
-                    usize::from(size),
-                    &mut h,
-                    out,
-                );
+                (TAG_POOL_LOAD, masked).hash(out);
+                hash_bytes(index, group, rva, code, offset, usize::from(size), out);
             }
             Event::JumpTable { word, table } => {
                 out.anchors.push(table.entry.table);
                 out.anchors
                     .push(table.entry.table.wrapping_add(table.len()));
-                (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(&mut h);
+                (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(out);
+                let seen = tables.len() as u32;
+                let number = *tables.entry(table.entry.table).or_insert(seen);
+                if number != seen {
+                    // The same table again: its entries are written once.
+                    (TAG_TABLE_AGAIN, number).hash(out);
+                    if let Some(at) = table.entry.at {
+                        rewrites.push(at as usize);
+                    }
+                    out.push(off, 4);
+                    return;
+                }
                 let size = u64::from(table.entry.size);
                 match index.image.bytes_at(table.entry.table, table.len()) {
                     Some(bytes) => {
                         for raw in bytes.chunks_exact(size as usize) {
                             let r = scope.resolve(table.target(raw));
-                            hash_ref(&r, &mut h, out);
+                            hash_ref(&r, out);
                             out.note(&r);
                         }
                     }
                     None => {
                         let r = index.resolve(table.entry.table, Some(group));
-                        1u8.hash(&mut h);
-                        hash_ref(&r, &mut h, out);
+                        1u8.hash(out);
+                        hash_ref(&r, out);
                     }
                 }
                 if let Some(at) = table.entry.at {
@@ -1170,20 +1243,23 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 }
             }
         }
-        out.push(off, 4, h);
+        out.push(off, 4);
     });
     // The ADD that formed a jump table's address: drop its (layout-dependent)
     // target, keep the instruction's shape.
-    for at in rewrites {
-        let off = 4 * at;
-        let Some(bytes) = code.get(off..off + 4) else {
-            continue;
-        };
-        let w = le32(bytes);
-        let mut h = InsnHasher::default();
-        (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
-        out.rehash(off, h.finish());
-    }
+    rewrites.sort_unstable();
+    rewrites.dedup();
+    let forms: Vec<(usize, Canon)> = rewrites
+        .iter()
+        .filter_map(|&at| {
+            let off = 4 * at;
+            let w = le32(code.get(off..off + 4)?);
+            let mut h = Canon::default();
+            (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
+            Some((off, h))
+        })
+        .collect();
+    out.rehash(&forms);
 }
 
 /// Hash `len` bytes at part offset `off` as data: bytes a relocation patches
@@ -1196,12 +1272,11 @@ fn hash_bytes<'a>(
     code: &[u8],
     off: usize,
     len: usize,
-    h: &mut InsnHasher,
     out: &mut Normalized<'a>,
 ) {
     let Some(bytes) = code.get(off..off.saturating_add(len)) else {
         // Outside the part (should not happen): the offset is all we have.
-        (0xffu8, off, len).hash(h);
+        (0xffu8, off, len).hash(out);
         return;
     };
     let at = rva.saturating_add(off as u64);
@@ -1210,7 +1285,7 @@ fn hash_bytes<'a>(
         .iter()
         .all(|r| r.rva.saturating_add(u64::from(r.width)) <= at)
     {
-        bytes.hash(h);
+        bytes.hash(out);
         return;
     }
     let mut masked = [0u8; 16];
@@ -1229,12 +1304,12 @@ fn hash_bytes<'a>(
         }
         if r.rva >= at {
             let t = index.resolve_reloc(r, Some(group));
-            (r.rva - at, VIA_RELOC).hash(h);
-            hash_ref(&t, h, out);
+            (r.rva - at, VIA_RELOC).hash(out);
+            hash_ref(&t, out);
             out.note(&t);
         }
     }
-    masked[..n].hash(h);
+    masked[..n].hash(out);
 }
 
 /// The bytes a load of `len` bytes at `target` reads, when `target` lies in
@@ -1463,7 +1538,7 @@ mod synth {
         let mut out = Normalized::default();
         normalize_part(&ix, g, 0, &mut out);
         let refs = out.data_refs.iter().map(|k| k.to_string()).collect();
-        (out.insns.iter().map(|i| i.hash).collect(), refs)
+        (out.insn_digests(), refs)
     }
 
     /// Put `words` (built by `f(pc of word 0)`) at `rva` in `.text`.
@@ -1837,6 +1912,60 @@ mod tests {
         // Case B's consumer is `table` itself (by name, in both builds).
         assert_eq!(a.1, ["table"]);
         assert_eq!(b.1, ["table"]);
+    }
+
+    /// One jump table reached from many dispatches (a crafted function:
+    /// `K` copies of `cmp; b.hi; adrp; add; ldrb; adr; add; br` on one table
+    /// of `N` entries). The table is written out once, not once per
+    /// dispatch, so the work is linear in the function: the references the
+    /// part records grow with `K + N`, not `K * N`.
+    #[test]
+    fn jump_table_reached_from_many_dispatches_is_walked_once() {
+        const K: u64 = 2000;
+        const N: u64 = 2000;
+        let table = 0x10_0000;
+        let mut s = Synth::new(0x1000, table, 0x20_0000);
+        // Byte entries of 0: every case is the first word after the cases'
+        // anchor.
+        put_ro(&mut s, table, &[0; N as usize]);
+        place(&mut s, "f", 0x1000, |pc| {
+            let cases = pc + 4 * (8 * K);
+            let mut words = Vec::new();
+            for k in 0..K {
+                let w = |i: u64| pc + 4 * (8 * k + i);
+                words.extend([
+                    0x7100_001f | (((N - 1) as u32) << 10), // cmp w0, #N-1
+                    bcond(8, w(1), cases),                  // b.hi cases
+                    adrp(1, w(2), table),
+                    add_imm(1, 1, table & 0xfff),
+                    0x3860_4821, // ldrb w1, [x1, w0, uxtw]
+                    adr(4, w(5), cases),
+                    0x8b21_8881, // add x1, x4, w1, sxtb #2
+                    0xd61f_0020, // br x1
+                ]);
+            }
+            words.push(RET);
+            words
+        });
+        let text = s.text_bytes();
+        let img = s.image(&text);
+        let ix = index(&img);
+        let g = ix.groups.iter().position(|g| g.key.name == "f").unwrap();
+        let mut out = crate::norm::Normalized::default();
+        crate::norm::normalize_part(&ix, g, 0, &mut out);
+        // Every dispatch is recognised: all but the first name the table.
+        let again = out
+            .words
+            .iter()
+            .filter(|&&w| w == u64::from(super::TAG_TABLE_AGAIN))
+            .count() as u64;
+        assert_eq!(again, K - 1);
+        // N entries once, plus the branches and `adr`s of every copy.
+        assert!(
+            (out.places.len() as u64) < N + 3 * K,
+            "{} places",
+            out.places.len()
+        );
     }
 
     /// A register overwritten after its `ADRP` is no longer a page: an
