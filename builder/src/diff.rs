@@ -203,9 +203,11 @@ impl<'i> Diff<'i> {
     }
 }
 
-/// Sections whose symbols are loader metadata, not program data: their
-/// contents always move with the layout and no code patch touches them.
-const LOADER_SECTIONS: [&str; 8] = [
+/// Sections whose contents are loader metadata, not program data: they
+/// always move with the layout and no code patch touches them (ELF dynamic
+/// linking and unwind tables; PE import, export, relocation and unwind
+/// tables, which MinGW links keep in sections of their own).
+const LOADER_SECTIONS: [&str; 14] = [
     ".dynamic",
     ".got",
     ".got.plt",
@@ -214,6 +216,12 @@ const LOADER_SECTIONS: [&str; 8] = [
     ".dynsym",
     ".dynstr",
     ".interp",
+    ".idata",
+    ".didat",
+    ".edata",
+    ".reloc",
+    ".pdata",
+    ".xdata",
 ];
 
 fn describe(image: &Image<'_>) -> String {
@@ -1228,7 +1236,7 @@ mod tests {
     use super::*;
     use crate::norm::NormInsn;
     use crate::testutil::{corpus, image, read, section};
-    use hotpatch_formats::{read::parse, Arch, Format};
+    use hotpatch_formats::{read::parse, Arch, Format, Section};
 
     /// An x86-64 ELF image with `text` at 0x1000 and read-only `rodata` at
     /// 0x3000.
@@ -1408,6 +1416,54 @@ mod tests {
             }
         }
         assert!(pairs > 400, "{pairs}");
+    }
+
+    /// A data object whose declared size is far beyond its file bytes (a
+    /// 1 TiB `.bss` array, or a lie) used to make `compare_data` allocate
+    /// that size (abort) or overflow a capacity (panic). It is compared over
+    /// its file bytes, zero-extended, without allocating.
+    #[test]
+    fn huge_data_object_is_compared_without_allocating_its_size() {
+        let build = |init: &'static [u8]| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![Section {
+                    size: 1 << 40,
+                    ..section(".data", 0x4000, init, true, false)
+                }],
+                &[],
+            );
+            img.data = vec![hotpatch_formats::DataObject {
+                name: "huge".into(),
+                rva: 0x4000,
+                size: (1 << 40) - 8,
+                section: ".data".into(),
+                unit: None,
+                visibility: hotpatch_formats::Visibility::Global,
+            }];
+            img
+        };
+        let (a, b, c) = (build(&[1, 2, 0, 0]), build(&[1, 2]), build(&[1, 2, 0, 3]));
+        let d = diff(&a, &b).unwrap();
+        let st: Vec<_> = d.data.iter().map(|e| (e.name, e.status)).collect();
+        assert_eq!(st, [("huge", Status::Unchanged)]);
+        let d = diff(&a, &c).unwrap();
+        assert_eq!(
+            d.data[0].reason.as_deref(),
+            Some("initial value differs at +0x3")
+        );
+        assert_eq!(d.blockers[0].kind, BlockerKind::WritableDataChanged);
+    }
+
+    /// Zero-extended comparison over any range, reading only file bytes.
+    #[test]
+    fn first_byte_difference_zero_extends_both_sides() {
+        assert_eq!(first_byte_difference(b"ab", b"ab\0\0", 0, 1 << 50), None);
+        assert_eq!(first_byte_difference(b"ab", b"ab\0c", 0, 1 << 50), Some(3));
+        assert_eq!(first_byte_difference(b"ab\0c", b"ab", 0, 3), None);
+        assert_eq!(first_byte_difference(b"xb", b"ab", 1, 2), None);
+        assert_eq!(first_byte_difference(b"", b"", 5, 1), None);
     }
 
     fn stream(hashes: &[u64]) -> Normalized<'static> {

@@ -16,6 +16,23 @@ pub struct DiffJson {
     pub data: Vec<EntryJson>,
     pub hotpatchable: bool,
     pub blockers: Vec<BlockerJson>,
+    #[serde(default)]
+    pub overridden: Vec<OverriddenJson>,
+    #[serde(default)]
+    pub unused_overrides: Vec<AllowJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // read by the type-override tests
+pub struct OverriddenJson {
+    pub blocker: BlockerJson,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AllowJson {
+    pub object: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,3 +11,4 @@ mod imports;
 mod stripped;
 mod symbols;
 mod vectors;
+mod verdicts;
