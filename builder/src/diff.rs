@@ -562,7 +562,7 @@ fn first_difference(b: &Normalized<'_>, u: &Normalized<'_>) -> Option<(usize, Mi
         k,
         Mismatch::Extra(format!(
             "{side} has {} more instructions from +{:#x}",
-            longer.insns.len() - k,
+            longer.insns.len().saturating_sub(k),
             extra.offset
         )),
     ))
@@ -595,7 +595,7 @@ fn file_bytes<'d>(idx: &ImageIndex<'_, 'd>, rva: u64, size: u64) -> &'d [u8] {
     idx.image
         .section_at(rva)
         .and_then(|s| {
-            let start = usize::try_from(rva - s.rva).ok()?;
+            let start = usize::try_from(rva.checked_sub(s.rva)?).ok()?;
             let rest = s.data.get(start.min(s.data.len())..)?;
             let len = usize::try_from(size).unwrap_or(usize::MAX).min(rest.len());
             rest.get(..len)
@@ -615,14 +615,14 @@ fn first_byte_difference(a: &[u8], b: &[u8], from: u64, to: u64) -> Option<u64> 
     let (x, y) = (clip(a, from, to), clip(b, from, to));
     let common = x.len().min(y.len());
     if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
-        return Some(from + i as u64);
+        return Some(from.saturating_add(i as u64));
     }
     // Past the shorter one, the other must be zero.
     let longer = if x.len() > y.len() { x } else { y };
     longer
         .get(common..)
         .and_then(|rest| rest.iter().position(|&v| v != 0))
-        .map(|i| from + (common + i) as u64)
+        .map(|i| from.saturating_add(common.saturating_add(i) as u64))
 }
 
 /// Compare two data objects: size, then contents with pointers normalised.
@@ -633,8 +633,9 @@ fn compare_data(
     upd: &ImageIndex<'_, '_>,
     ud: usize,
 ) -> Option<String> {
-    let bo = &base.image.data[base.data[bd].object];
-    let uo = &upd.image.data[upd.data[ud].object];
+    let (Some((_, bo)), Some((_, uo))) = (base.data_object(bd), upd.data_object(ud)) else {
+        return None;
+    };
     if bo.size != uo.size {
         return Some(format!(
             "size changed from {} to {} bytes",
@@ -647,7 +648,7 @@ fn compare_data(
     let brel = base.relocations_in(bo.rva, bo.size);
     let urel = upd.relocations_in(uo.rva, uo.size);
     let offsets = |rel: &[hotpatch_formats::Relocation], at: u64| -> Vec<u64> {
-        rel.iter().map(|r| r.rva - at).collect()
+        rel.iter().map(|r| r.rva.wrapping_sub(at)).collect()
     };
     let (boffs, uoffs) = (offsets(brel, bo.rva), offsets(urel, uo.rva));
     if boffs != uoffs {
@@ -732,7 +733,7 @@ pub fn diff_with<'i>(
                 && !p.signature.is_empty()
                 && !uparts.iter().any(|q| q.signature == p.signature)
             {
-                vanished.push((base.groups[b].key, &*p.signature));
+                vanished.push((base.key(b), &*p.signature));
             }
         }
     }
@@ -750,7 +751,7 @@ pub fn diff_with<'i>(
             .map_init(Scratch::default, |scratch, (c, chunk)| {
                 let mut out = ChunkOut::default();
                 for (i, &(b, u)) in chunk.iter().enumerate() {
-                    let pair = c * CHUNK + i;
+                    let pair = c.saturating_mul(CHUNK).saturating_add(i);
                     compare(base, b, upd, u, pair, vanished, scratch, &mut out);
                 }
                 for a in [&mut out.anchors.0, &mut out.anchors.1] {
@@ -772,9 +773,10 @@ pub fn diff_with<'i>(
 
     // Data objects.
     let is_program_data = |idx: &ImageIndex<'_, '_>, d: usize| {
-        let o = &idx.image.data[idx.data[d].object];
-        !LOADER_SECTIONS.contains(&o.section.as_str())
-            && !matches!(o.name.as_str(), "_DYNAMIC" | "_GLOBAL_OFFSET_TABLE_")
+        idx.data_object(d).is_some_and(|(_, o)| {
+            !LOADER_SECTIONS.contains(&o.section.as_str())
+                && !matches!(o.name.as_str(), "_DYNAMIC" | "_GLOBAL_OFFSET_TABLE_")
+        })
     };
     let mut data: Vec<Entry<'_>> = Vec::new();
     let mut changed_rodata: BTreeSet<Key<'_>> = BTreeSet::new();
@@ -782,9 +784,11 @@ pub fn diff_with<'i>(
     for m in merge_by_key(&base.data, &upd.data, |d| &d.key) {
         match m {
             (Some(bd), Some(ud)) if is_program_data(base, bd) => {
-                let key = base.data[bd].key;
-                let bo = &baseline.data[base.data[bd].object];
-                let uo = &updated.data[upd.data[ud].object];
+                let (Some((e, bo)), Some((_, uo))) = (base.data_object(bd), upd.data_object(ud))
+                else {
+                    continue;
+                };
+                let key = e.key;
                 let reason = compare_data(base, bd, upd, ud);
                 let status = if reason.is_some() {
                     Status::Changed
@@ -807,14 +811,14 @@ pub fn diff_with<'i>(
                 data.push(data_entry(key, Some(bo), Some(uo), status, reason));
             }
             (Some(bd), None) if is_program_data(base, bd) => {
-                let e = &base.data[bd];
-                let bo = &baseline.data[e.object];
-                data.push(data_entry(e.key, Some(bo), None, Status::Removed, None));
+                if let Some((e, bo)) = base.data_object(bd) {
+                    data.push(data_entry(e.key, Some(bo), None, Status::Removed, None));
+                }
             }
             (None, Some(ud)) if is_program_data(upd, ud) => {
-                let e = &upd.data[ud];
-                let uo = &updated.data[e.object];
-                data.push(data_entry(e.key, None, Some(uo), Status::Added, None));
+                if let Some((e, uo)) = upd.data_object(ud) {
+                    data.push(data_entry(e.key, None, Some(uo), Status::Added, None));
+                }
             }
             _ => {}
         }
@@ -829,16 +833,16 @@ pub fn diff_with<'i>(
     for c in &chunks {
         for &(pair, key) in &c.data_refs {
             if changed_rodata.contains(&key) {
-                let first = &mut rodata_use[pair];
-                if first.is_none_or(|f| key < f) {
-                    *first = Some(key);
+                if let Some(first) = rodata_use.get_mut(pair) {
+                    if first.is_none_or(|f| key < f) {
+                        *first = Some(key);
+                    }
                 }
             }
             if writable_keys.contains(&key) {
-                users
-                    .entry(key)
-                    .or_default()
-                    .push(base.groups[pairs[pair].0].key);
+                if let Some(&(b, _)) = pairs.get(pair) {
+                    users.entry(key).or_default().push(base.key(b));
+                }
             }
         }
     }
@@ -859,12 +863,12 @@ pub fn diff_with<'i>(
         .collect();
     // In report order: by status, each in key order (the indexes' order).
     let mut functions: Vec<Entry<'_>> =
-        Vec::with_capacity(pairs.len() + added.len() + removed.len());
+        Vec::with_capacity(pairs.len().saturating_add(added.len()).saturating_add(removed.len()));
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
     for (&(b, u), reason) in pairs.iter().zip(reasons) {
         if let Some(reason) = reason {
-            changed_keys.insert(base.groups[b].key);
+            changed_keys.insert(base.key(b));
             let e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
             functions.push(e);
         }
@@ -915,14 +919,15 @@ pub fn diff_with<'i>(
     let mut callers: HashMap<(Key<'_>, &str), Vec<Key<'_>>> = HashMap::new();
     for c in &chunks {
         for &(pair, k, s) in &c.clone_calls {
-            callers
-                .entry((k, s))
-                .or_default()
-                .push(base.groups[pairs[pair].0].key);
+            if let Some(&(b, _)) = pairs.get(pair) {
+                callers.entry((k, s)).or_default().push(base.key(b));
+            }
         }
     }
     for &(b, _) in &pairs {
-        let g = &base.groups[b];
+        let Some(g) = base.groups.get(b) else {
+            continue;
+        };
         if !changed_keys.contains(&g.key) {
             continue;
         }
@@ -1073,15 +1078,16 @@ fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<(&'a str, Vec<u8>, V
             if from >= to {
                 return;
             }
-            let bytes = image.bytes_at(from, to - from).unwrap_or(&[]);
-            let relocs = idx.relocations_in(from, to - from);
+            let len = to.saturating_sub(from);
+            let bytes = image.bytes_at(from, len).unwrap_or(&[]);
+            let relocs = idx.relocations_in(from, len);
             if relocs.is_empty() && bytes.iter().all(|&b| b == 0) {
                 return;
             }
             let mut masked = bytes.to_vec();
             let mut targets = Vec::new();
             for r in relocs {
-                let lo = usize::try_from(r.rva - from).unwrap_or(usize::MAX);
+                let lo = usize::try_from(r.rva.saturating_sub(from)).unwrap_or(usize::MAX);
                 let hi = lo.saturating_add(usize::from(r.width));
                 if let Some(slot) = masked.get_mut(lo..hi.min(bytes.len())) {
                     slot.fill(0);
@@ -1142,7 +1148,9 @@ fn by_status(entries: Vec<Entry<'_>>) -> Vec<Entry<'_>> {
             Status::Removed => 2,
             Status::Unchanged => 3,
         };
-        buckets[b].push(e);
+        if let Some(bucket) = buckets.get_mut(b) {
+            bucket.push(e);
+        }
     }
     buckets.into_iter().flatten().collect()
 }
@@ -1154,32 +1162,31 @@ fn merge_by_key<'k, T, K: Ord>(
     b: &'k [T],
     key: impl Fn(&'k T) -> K + 'k,
 ) -> impl Iterator<Item = (Option<usize>, Option<usize>)> + 'k {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(x), Some(y)) => Some(match key(x).cmp(&key(y)) {
+    let (mut i, mut j) = (0usize, 0usize);
+    std::iter::from_fn(move || {
+        let (x, y) = (a.get(i), b.get(j));
+        let order = match (x, y) {
+            (Some(x), Some(y)) => key(x).cmp(&key(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return None,
+        };
+        let (ai, bj) = (i, j);
+        Some(match order {
             std::cmp::Ordering::Less => {
-                i += 1;
-                (Some(i - 1), None)
+                i = i.saturating_add(1);
+                (Some(ai), None)
             }
             std::cmp::Ordering::Greater => {
-                j += 1;
-                (None, Some(j - 1))
+                j = j.saturating_add(1);
+                (None, Some(bj))
             }
             std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-                (Some(i - 1), Some(j - 1))
+                i = i.saturating_add(1);
+                j = j.saturating_add(1);
+                (Some(ai), Some(bj))
             }
-        }),
-        (Some(_), None) => {
-            i += 1;
-            Some((Some(i - 1), None))
-        }
-        (None, Some(_)) => {
-            j += 1;
-            Some((None, Some(j - 1)))
-        }
-        (None, None) => None,
+        })
     })
 }
 
@@ -1193,8 +1200,8 @@ fn group_entry<'i>(
     reason: Option<String>,
 ) -> Entry<'i> {
     let key = match (b, u) {
-        (Some(b), _) => base.groups[b].key,
-        (None, Some(u)) => upd.groups[u].key,
+        (Some(b), _) => base.key(b),
+        (None, Some(u)) => upd.key(u),
         (None, None) => Key {
             name: "",
             unit: None,

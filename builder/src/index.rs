@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use hotpatch_formats::{Image, RelocTarget, Relocation, Visibility};
+use hotpatch_formats::{DataObject, Image, RelocTarget, Relocation, Visibility};
 use rayon::prelude::*;
 
 use crate::key::{is_split_part, split_clone, unit_stem, Key};
@@ -305,19 +305,19 @@ impl Buckets {
             return Buckets::default();
         };
         // About one item per bucket.
-        let span = last - base;
-        let mut shift = 0;
-        while (span >> shift) as usize >= items.len() {
-            shift += 1;
+        let span = last.wrapping_sub(base);
+        let mut shift = 0u32;
+        while shift < 63 && (span >> shift) as usize >= items.len() {
+            shift = shift.saturating_add(1);
         }
-        let count = (span >> shift) as usize + 2;
+        let count = ((span >> shift) as usize).saturating_add(2);
         let mut table = Vec::with_capacity(count);
         let mut i = 0usize;
         for k in 0..count as u128 {
             // Wide arithmetic: the last buckets may begin past `u64::MAX`.
-            let begin = u128::from(base) + (k << shift);
+            let begin = u128::from(base).saturating_add(k << shift);
             while items.get(i).is_some_and(|x| u128::from(x.start()) < begin) {
-                i += 1;
+                i = i.saturating_add(1);
             }
             table.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
@@ -331,14 +331,16 @@ impl Buckets {
         if rva < self.base || items.is_empty() {
             return 0;
         }
-        let k = ((rva - self.base) >> self.shift) as usize;
-        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k + 1)) else {
+        let k = (rva.wrapping_sub(self.base) >> self.shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k.saturating_add(1))) else {
             return items.len();
         };
         let (lo, hi) = (lo as usize, (hi as usize).min(items.len()));
-        lo + items
-            .get(lo..hi)
-            .map_or(0, |s| s.partition_point(|x| x.start() <= rva))
+        lo.saturating_add(
+            items
+                .get(lo..hi)
+                .map_or(0, |s| s.partition_point(|x| x.start() <= rva)),
+        )
     }
 
     /// How many of `items` start below `rva`.
@@ -485,8 +487,9 @@ fn sorted_order<T>(
         .map(|(i, x)| {
             let mut prefix = [0u8; 16];
             let n = name(x).as_bytes();
-            let len = n.len().min(16);
-            prefix[..len].copy_from_slice(&n[..len]);
+            for (p, b) in prefix.iter_mut().zip(n) {
+                *p = *b;
+            }
             (u128::from_be_bytes(prefix), i as u32)
         })
         .collect();
@@ -574,7 +577,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             last = Some(item);
             let at = u32::try_from(parts.len()).unwrap_or(u32::MAX);
             match groups.last_mut() {
-                Some(g) if g.key == *key => g.count += 1,
+                Some(g) if g.key == *key => g.count = g.count.saturating_add(1),
                 _ => groups.push(Group {
                     key: *key,
                     first: at,
@@ -586,7 +589,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         drop(items);
         let mut ranges: Vec<Range> = Vec::with_capacity(parts.len());
         for (gi, g) in groups.iter().enumerate() {
-            for flat in g.first..g.first + g.count {
+            for flat in g.first..g.first.saturating_add(g.count) {
                 let Some(p) = parts.get(flat as usize) else {
                     continue;
                 };
@@ -628,7 +631,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .iter()
             .enumerate()
             .filter_map(|(entry, d)| {
-                let o = &image.data[d.object];
+                let o = image.data.get(d.object)?;
                 (o.size > 0).then(|| DataRange {
                     start: o.rva,
                     end: o.rva.saturating_add(o.size),
@@ -719,6 +722,24 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         self.parts(group).iter().map(|p| p.size).sum()
     }
 
+    /// The key of group `group` (an empty key for an index out of range,
+    /// which the index never hands out).
+    pub fn key(&self, group: usize) -> Key<'i> {
+        self.groups.get(group).map_or(
+            Key {
+                name: "",
+                unit: None,
+            },
+            |g| g.key,
+        )
+    }
+
+    /// Data entry `d` with its object in the image.
+    pub fn data_object(&self, d: usize) -> Option<(&DataEntry<'i>, &'i DataObject)> {
+        let e = self.data.get(d)?;
+        Some((e, self.image.data.get(e.object)?))
+    }
+
     /// The data entry with this key.
     pub fn data_entry(&self, key: &Key<'_>) -> Option<usize> {
         self.data.binary_search_by(|d| d.key.cmp(key)).ok()
@@ -729,7 +750,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     pub fn function_at(&self, rva: u64) -> Option<(usize, usize)> {
         let r = self.range_at(rva)?;
         let first = self.groups.get(r.group as usize)?.first;
-        Some((r.group as usize, (r.flat - first) as usize))
+        Some((r.group as usize, r.flat.wrapping_sub(first) as usize))
     }
 
     /// The [`Range`] of the function part containing `rva`. Parts that
@@ -777,8 +798,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .copied()
             .unwrap_or(section_end)
             .min(section_end);
-        let from = usize::try_from(start - section.rva).ok()?;
-        let to = usize::try_from(end - section.rva).ok()?;
+        let from = usize::try_from(start.wrapping_sub(section.rva)).ok()?;
+        let to = usize::try_from(end.wrapping_sub(section.rva)).ok()?;
         let bytes = section
             .data
             .get(from.min(section.data.len())..to.min(section.data.len()))
@@ -815,11 +836,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     pub fn resolve(&self, rva: u64, current: Option<usize>) -> SymRef<'_> {
         if let Some(r) = self.range_at(rva) {
             let g = r.group as usize;
-            let offset = rva - r.start;
+            let offset = rva.wrapping_sub(r.start);
             if Some(g) == current {
                 let first = self.groups.get(g).map_or(0, |g| g.first);
                 return SymRef::Local {
-                    part: r.flat - first,
+                    part: r.flat.wrapping_sub(first),
                     offset,
                 };
             }
@@ -837,7 +858,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             if let Some(entry) = self.data.get(r.entry) {
                 return SymRef::Data {
                     key: &entry.key,
-                    offset: rva - r.start,
+                    offset: rva.wrapping_sub(r.start),
                     fingerprint: r.fingerprint,
                 };
             }
@@ -851,7 +872,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         match self.block_in(&blocks.anchors, rva) {
             Some((b, at)) => SymRef::Anon {
                 digest: self.digest_at(blocks, at),
-                offset: rva - b.start,
+                offset: rva.wrapping_sub(b.start),
             },
             None => SymRef::Unmapped(rva),
         }
@@ -894,25 +915,34 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// contents, so digests never recurse.
     fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> BlockDigest {
         let mut h = Sha256Writer(sha2::Sha256::default());
-        (block.end - block.start).hash(&mut h);
+        block.end.wrapping_sub(block.start).hash(&mut h);
         let mut pos = block.start;
-        for r in self.relocations_in(block.start, block.end - block.start) {
-            let lo = (pos - block.start) as usize;
-            let hi = (r.rva - block.start) as usize;
+        for r in self.relocations_in(block.start, block.end.wrapping_sub(block.start)) {
+            let lo = pos.wrapping_sub(block.start) as usize;
+            let hi = r.rva.wrapping_sub(block.start) as usize;
             block
                 .bytes
                 .get(lo.min(block.bytes.len())..hi.min(block.bytes.len()))
                 .hash(&mut h);
             match &r.target {
                 RelocTarget::Rva(t) => {
-                    if let Some((g, p)) = self.function_at(*t) {
-                        let part = &self.parts(g)[p];
-                        (0u8, &self.groups[g].key, &part.signature, t - part.rva).hash(&mut h);
-                    } else if let Some(d) = self.data_at(*t) {
-                        let e = &self.data[d];
-                        (1u8, &e.key, t - self.image.data[e.object].rva).hash(&mut h);
+                    // Named targets by name; an anonymous one by its place
+                    // in its block (never by the block's digest: digests
+                    // must not recurse).
+                    let function = self.function_at(*t).and_then(|(g, p)| {
+                        Some((self.groups.get(g)?, self.parts(g).get(p)?))
+                    });
+                    let data = self.data_at(*t).and_then(|d| {
+                        let e = self.data.get(d)?;
+                        Some((e, self.image.data.get(e.object)?))
+                    });
+                    if let Some((group, part)) = function {
+                        let offset = t.wrapping_sub(part.rva);
+                        (0u8, &group.key, &part.signature, offset).hash(&mut h);
+                    } else if let Some((entry, object)) = data {
+                        (1u8, &entry.key, t.wrapping_sub(object.rva)).hash(&mut h);
                     } else if let Some((b, _)) = self.block_in(anchors, *t) {
-                        (2u8, t - b.start, b.end - b.start).hash(&mut h);
+                        (2u8, t.wrapping_sub(b.start), b.end.wrapping_sub(b.start)).hash(&mut h);
                     } else {
                         (3u8, *t).hash(&mut h);
                     }

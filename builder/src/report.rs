@@ -21,7 +21,7 @@ fn one_line(s: &str) -> String {
 fn signed_delta(e: &Entry) -> String {
     match (e.baseline_size, e.updated_size) {
         (Some(b), Some(u)) => {
-            let d = i128::from(u) - i128::from(b);
+            let d = i128::from(u).saturating_sub(i128::from(b));
             if d == 0 {
                 "±0".to_string()
             } else {

@@ -168,14 +168,14 @@ struct JumpTable {
 impl JumpTable {
     /// Byte length of the table.
     fn len(&self) -> u64 {
-        u64::from(self.entry.count) * u64::from(self.entry.size)
+        u64::from(self.entry.count).saturating_mul(u64::from(self.entry.size))
     }
 
     /// The branch target of an entry's raw little-endian bytes.
     fn target(&self, raw: &[u8]) -> u64 {
         let mut v: u64 = 0;
         for (i, b) in raw.iter().take(8).enumerate() {
-            v |= u64::from(*b) << (8 * i);
+            v |= u64::from(*b) << ((i as u32) << 3);
         }
         let bits = u32::from(self.entry.size) * 8;
         // As loaded into the register.
@@ -256,7 +256,7 @@ fn sign_extend(v: u64, bits: u32) -> u64 {
     if bits == 0 || bits >= 64 {
         return v;
     }
-    let shift = 64 - bits;
+    let shift = 64u32.saturating_sub(bits);
     (((v << shift) as i64) >> shift) as u64
 }
 
@@ -416,13 +416,13 @@ fn mask_bound(w: u32) -> Option<u32> {
         if n != sf || immr != 0 || (n == 0 && imms >= 32) {
             return None;
         }
-        imms + 1
+        imms.saturating_add(1)
     } else if w & 0x7f80_0000 == 0x5300_0000 {
         // UBFM: UBFX (and UXTB/UXTH) when imms >= immr.
         if n != sf || imms < immr {
             return None;
         }
-        imms - immr + 1
+        imms.wrapping_sub(immr).wrapping_add(1)
     } else {
         return None;
     };
@@ -514,12 +514,12 @@ impl<'c> Scanner<'c> {
                 continue;
             }
             let size = literal_size(w);
-            let target = imm19_target(rva.wrapping_add(4 * i as u64), w);
+            let target = imm19_target(rva.wrapping_add((i as u64) << 2), w);
             if size == 0 || target < rva || target >= end {
                 continue;
             }
-            let first = (target - rva) / 4;
-            let last = (target - rva + u64::from(size) - 1) / 4;
+            let first = target.wrapping_sub(rva) / 4;
+            let last = target.wrapping_sub(rva).wrapping_add(u64::from(size)).wrapping_sub(1) / 4;
             for k in first..=last {
                 data.push(k as u32);
             }
@@ -554,7 +554,7 @@ impl<'c> Scanner<'c> {
 
     /// Whether `target` lies inside the part.
     fn inside(&self, target: u64) -> bool {
-        target >= self.rva && target - self.rva < self.code.len() as u64
+        target >= self.rva && target.wrapping_sub(self.rva) < self.code.len() as u64
     }
 
     /// Scan every word, calling `f(word index, event)`; a trailing partial
@@ -569,8 +569,8 @@ impl<'c> Scanner<'c> {
                 f(i, Event::Data);
                 continue;
             }
-            let off = 4 * i as usize;
-            let Some(bytes) = self.code.get(off..off + 4) else {
+            let off = (i as usize) << 2;
+            let Some(bytes) = self.code.get(off..off.saturating_add(4)) else {
                 break;
             };
             if self.dead || i >= self.next_snapshot {
@@ -585,7 +585,7 @@ impl<'c> Scanner<'c> {
                 continue;
             }
             let w = le32(bytes);
-            let pc = self.rva.wrapping_add(u64::from(4 * i));
+            let pc = self.rva.wrapping_add(u64::from(i) << 2);
             let ev = self.step(i, pc, w, &insn);
             f(i, ev);
         }
@@ -697,10 +697,10 @@ impl<'c> Scanner<'c> {
         if target <= pc || !self.inside(target) || self.snapshot_count >= MAX_SNAPSHOTS {
             return;
         }
-        let at = ((target - self.rva) / 4) as u32;
+        let at = (target.wrapping_sub(self.rva) / 4) as u32;
         let held: Vec<(u8, u64)> = self.pages().collect();
         if !held.is_empty() {
-            self.snapshot_count += held.len();
+            self.snapshot_count = self.snapshot_count.saturating_add(held.len());
             self.snapshots.entry(at).or_default().extend(held);
             self.next_snapshot = self.next_snapshot.min(at);
         } else {
@@ -818,7 +818,7 @@ impl<'c> Scanner<'c> {
             if size > 0 && self.inside(target) {
                 Event::PoolLoad {
                     masked: w & 0xff00_001f,
-                    offset: (target - self.rva) as usize,
+                    offset: target.wrapping_sub(self.rva) as usize,
                     size,
                 }
             } else {
@@ -873,7 +873,7 @@ impl<'c> Scanner<'c> {
         let mut writes = writes & 0x7fff_ffff;
         while writes != 0 {
             let r = writes.trailing_zeros() as usize;
-            writes &= writes - 1;
+            writes &= writes.wrapping_sub(1);
             if let Some(reg) = self.regs.get_mut(r) {
                 *reg = Reg::Unknown;
             }
@@ -917,10 +917,10 @@ impl<'c> Scanner<'c> {
         let at = match cond {
             // LS, LO (CC): taken when in range.
             0b1001 | 0b0011 => {
-                if !self.inside(target) || target <= pc || (target - self.rva) % 4 != 0 {
+                if !self.inside(target) || target <= pc || target.wrapping_sub(self.rva) % 4 != 0 {
                     return;
                 }
-                ((target - self.rva) / 4) as u32
+                (target.wrapping_sub(self.rva) / 4) as u32
             }
             // HI, HS (CS): taken when out of range; in range after it.
             0b1000 | 0b0010 => i.saturating_add(1),
@@ -979,7 +979,7 @@ impl<'c> Scanner<'c> {
         } else if w & 0x3b80_0000 == 0x2900_0000 {
             // LDP/STP (signed offset).
             let opc = w >> 30;
-            let scale = if simd { 2 + opc } else { 2 + (opc >> 1) };
+            let scale = if simd { opc.saturating_add(2) } else { (opc >> 1).saturating_add(2) };
             let imm = sign_extend(u64::from((w >> 15) & 0x7f), 7) << scale;
             (imm, w & !0x003f_8000, 0)
         } else {
@@ -1000,7 +1000,7 @@ impl<'c> Scanner<'c> {
         if !self.inside(start) {
             return;
         }
-        let first = ((start - self.rva) / 4) as u32;
+        let first = (start.wrapping_sub(self.rva) / 4) as u32;
         let end = start
             .saturating_add(table.len())
             .min(self.rva.saturating_add(self.code.len() as u64));
@@ -1043,10 +1043,10 @@ impl<'c> Scanner<'c> {
         };
         for raw in bytes.chunks_exact(size.max(1)) {
             let target = table.target(raw);
-            if target <= pc || !self.inside(target) || (target - self.rva) % 4 != 0 {
+            if target <= pc || !self.inside(target) || target.wrapping_sub(self.rva) % 4 != 0 {
                 continue;
             }
-            let at = ((target - self.rva) / 4) as u32;
+            let at = (target.wrapping_sub(self.rva) / 4) as u32;
             let ids = self.cases.entry(at).or_default();
             if ids.last() != Some(&id) {
                 ids.push(id);
@@ -1124,15 +1124,15 @@ impl<'c> Scanner<'c> {
 pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
     let (index, group, rva) = (scope.index, scope.group, scope.rva);
     // Words that a load-time relocation patches are data.
-    let relocs = index.relocations_in(rva.saturating_sub(7), code.len() as u64 + 7);
+    let relocs = index.relocations_in(rva.saturating_sub(7), (code.len() as u64).saturating_add(7));
     let end = rva.saturating_add(code.len() as u64);
     let mut extra = Vec::new();
     for r in relocs {
         let start = r.rva.max(rva);
         let stop = r.rva.saturating_add(u64::from(r.width.max(1))).min(end);
         if start < stop {
-            let first = (start - rva) / 4;
-            let last = (stop - rva - 1) / 4;
+            let first = start.wrapping_sub(rva) / 4;
+            let last = stop.wrapping_sub(rva).wrapping_sub(1) / 4;
             extra.extend((first..=last).map(|k| k as u32));
         }
     }
@@ -1143,11 +1143,11 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
     let mut tables: HashMap<u64, u32> = HashMap::new();
     let mut scanner = Scanner::new(index.image, code, rva, extra);
     scanner.run(|i, ev| {
-        let off = 4 * i as usize;
+        let off = (i as usize) << 2;
         out.discard();
         match ev {
             Event::Raw => {
-                let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
+                let bytes = code.get(off..off.saturating_add(4).min(code.len())).unwrap_or(&[]);
                 out.push_raw(off, bytes);
                 return;
             }
@@ -1252,8 +1252,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
     let forms: Vec<(usize, Canon)> = rewrites
         .iter()
         .filter_map(|&at| {
-            let off = 4 * at;
-            let w = le32(code.get(off..off + 4)?);
+            let off = at.saturating_mul(4);
+            let w = le32(code.get(off..off.saturating_add(4))?);
             let mut h = Canon::default();
             (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
             Some((off, h))
@@ -1280,7 +1280,7 @@ fn hash_bytes<'a>(
         return;
     };
     let at = rva.saturating_add(off as u64);
-    let relocs = index.relocations_in(at.saturating_sub(7), len as u64 + 7);
+    let relocs = index.relocations_in(at.saturating_sub(7), (len as u64).saturating_add(7));
     if relocs
         .iter()
         .all(|r| r.rva.saturating_add(u64::from(r.width)) <= at)
@@ -1290,7 +1290,7 @@ fn hash_bytes<'a>(
     }
     let mut masked = [0u8; 16];
     let n = bytes.len().min(16);
-    masked[..n].copy_from_slice(&bytes[..n]);
+    masked.iter_mut().zip(bytes).for_each(|(m, b)| *m = *b);
     for r in relocs {
         let lo = r.rva.max(at);
         let hi = r
@@ -1298,18 +1298,18 @@ fn hash_bytes<'a>(
             .saturating_add(u64::from(r.width))
             .min(at.saturating_add(n as u64));
         for a in lo..hi {
-            if let Some(b) = masked.get_mut((a - at) as usize) {
+            if let Some(b) = masked.get_mut(a.wrapping_sub(at) as usize) {
                 *b = 0;
             }
         }
         if r.rva >= at {
             let t = index.resolve_reloc(r, Some(group));
-            (r.rva - at, VIA_RELOC).hash(out);
+            (r.rva.wrapping_sub(at), VIA_RELOC).hash(out);
             hash_ref(&t, out);
             out.note(&t);
         }
     }
-    masked[..n].hash(out);
+    masked.get(..n).unwrap_or(&[]).hash(out);
 }
 
 /// The bytes a load of `len` bytes at `target` reads, when `target` lies in
@@ -1374,7 +1374,7 @@ fn resolve_branch<'a>(
     let Some(stub) = index.image.bytes_at(target, 16) else {
         return r_plain(r);
     };
-    let word = |k: usize| stub.get(4 * k..4 * k + 4).map(le32).unwrap_or(0);
+    let word = |k: usize| stub.get(k.saturating_mul(4)..k.saturating_mul(4).saturating_add(4)).map(le32).unwrap_or(0);
     let adrp = word(0);
     if adrp & 0x9f00_0000 != 0x9000_0000 {
         return r_plain(r);

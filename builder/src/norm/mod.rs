@@ -112,7 +112,7 @@ fn bytes_to_words(bytes: &[u8], mut word: impl FnMut(u64)) {
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
+        w.iter_mut().zip(rest).for_each(|(d, s)| *d = *s);
         word(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
     }
 }
@@ -326,12 +326,12 @@ impl Place {
         let mut covered = 0u64;
         if let Some(prev) = k.checked_sub(1).and_then(|p| insns.get(p)) {
             let start = u64::from(prev.offset);
-            let end = start + u64::from(prev.len);
+            let end = start.saturating_add(u64::from(prev.len));
             if offset < end {
                 return Place::Inside {
                     part,
-                    index: index - 1,
-                    delta: offset - start,
+                    index: index.saturating_sub(1),
+                    delta: offset.saturating_sub(start),
                 };
             }
             covered = end;
@@ -339,7 +339,7 @@ impl Place {
         let j = nops.partition_point(|n| u64::from(n.offset) <= offset);
         if let Some(nop) = j.checked_sub(1).and_then(|p| nops.get(p)) {
             let start = u64::from(nop.offset);
-            let end = start + u64::from(nop.len);
+            let end = start.saturating_add(u64::from(nop.len));
             if offset == start {
                 return Place::At { part, index };
             }
@@ -347,7 +347,7 @@ impl Place {
                 return Place::InsideNop {
                     part,
                     index,
-                    delta: offset - start,
+                    delta: offset.saturating_sub(start),
                 };
             }
             covered = covered.max(end);
@@ -511,7 +511,7 @@ impl<'a> Normalized<'a> {
             offset: offset as u32,
             len: len.min(255) as u8,
             start: u32::try_from(start).unwrap_or(u32::MAX),
-            count: u32::try_from(self.words.len() - start).unwrap_or(u32::MAX),
+            count: u32::try_from(self.words.len().saturating_sub(start)).unwrap_or(u32::MAX),
         });
         self.cur_start = self.words.len();
     }
@@ -656,7 +656,7 @@ fn finish_parts(parts: &mut [Normalized<'_>], first: u32) {
             let mut places = std::mem::take(&mut cur.places);
             // Almost every reference is into the part itself: index its
             // instruction starts directly.
-            let end = cur.insns.last().map_or(0, |i| i.offset as usize + 1);
+            let end = cur.insns.last().map_or(0, |i| (i.offset as usize).saturating_add(1));
             let direct = end <= MAX_DIRECT;
             if direct {
                 if starts.len() < end {

@@ -109,13 +109,13 @@ mod tag {
 /// that the common case copies no variable-length slice.
 #[inline]
 fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
-    let v = match code.get(pos..pos + 16) {
+    let v = match code.get(pos..pos.saturating_add(16)) {
         Some(window) => {
             let mut w = [0u8; 16];
             w.copy_from_slice(window);
             let mask = match len {
                 16.. => u128::MAX,
-                n => (1u128 << (8 * n)) - 1,
+                n => (1u128 << ((n as u32) << 3)).wrapping_sub(1),
             };
             u128::from_le_bytes(w) & mask
         }
@@ -124,7 +124,7 @@ fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
             .skip(pos)
             .take(len.min(16))
             .enumerate()
-            .fold(0u128, |v, (i, &b)| v | u128::from(b) << (8 * i)),
+            .fold(0u128, |v, (i, &b)| v | u128::from(b) << ((i as u32) << 3)),
     };
     [v as u64, (v >> 64) as u64]
 }
@@ -209,7 +209,7 @@ impl InlineTables {
             .keys()
             .next()
             .copied()
-            .filter(|&s| s > pos && s < pos + len)
+            .filter(|&s| s > pos && s < pos.saturating_add(len))
     }
 }
 
@@ -323,8 +323,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         }
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
-            out.push_raw(pos, code.get(pos..pos + 1).unwrap_or(&[]));
-            if !resync(&mut decoder, rva, pos + 1) {
+            out.push_raw(pos, code.get(pos..pos.saturating_add(1)).unwrap_or(&[]));
+            if !resync(&mut decoder, rva, pos.saturating_add(1)) {
                 break;
             }
             continue;
@@ -342,14 +342,14 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         // Relocations whose patched bytes start inside this instruction.
         let ip = insn.ip();
         while relocs.get(next_reloc).is_some_and(|r| r.rva < ip) {
-            next_reloc += 1;
+            next_reloc = next_reloc.saturating_add(1);
         }
         let first = next_reloc;
         while relocs
             .get(next_reloc)
             .is_some_and(|r| r.rva < insn.next_ip())
         {
-            next_reloc += 1;
+            next_reloc = next_reloc.saturating_add(1);
         }
         let here = relocs.get(first..next_reloc).unwrap_or(&[]);
         // Padding: left out of the stream (unless a relocation patches it,
@@ -687,7 +687,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 self.inline_seen.insert(off, seen);
                 self.inline_tables.add(InlineTable {
                     start: off,
-                    end: off + 4 * n,
+                    end: off.saturating_add(n.saturating_mul(4)),
                 });
                 true
             }
@@ -726,7 +726,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 };
                 let next = anchors
                     .get(anchors.partition_point(|&a| a <= table))
-                    .map_or(limit, |&a| usize::try_from(a - table).unwrap_or(usize::MAX));
+                    .map_or(limit, |&a| usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX));
                 let anchors_end = limit.min(next);
                 let n = self.table_entries(table, bytes, anchors_end, |s| match s {
                     SymRef::Local { part, offset } => places.push((insn, part, offset)),
@@ -769,13 +769,13 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         let mut done = 0;
         self.table_entries(table, bytes, bytes.len(), |s| {
             sym(tag::TABLE_ENTRY, &s, out);
-            out.push(t.start + done, 4);
-            done += 4;
+            out.push(t.start.saturating_add(done), 4);
+            done = done.saturating_add(4);
         });
         // Entries that no longer resolve (cannot happen: the table was
         // measured from these bytes) are kept as raw bytes.
         if done < bytes.len() {
-            out.push_raw(t.start + done, bytes.get(done..).unwrap_or(&[]));
+            out.push_raw(t.start.saturating_add(done), bytes.get(done..).unwrap_or(&[]));
         }
     }
 }
