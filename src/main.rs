@@ -2,6 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 bad input or a failed operation, 2 bad usage.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

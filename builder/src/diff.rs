@@ -862,8 +862,12 @@ pub fn diff_with<'i>(
         })
         .collect();
     // In report order: by status, each in key order (the indexes' order).
-    let mut functions: Vec<Entry<'_>> =
-        Vec::with_capacity(pairs.len().saturating_add(added.len()).saturating_add(removed.len()));
+    let mut functions: Vec<Entry<'_>> = Vec::with_capacity(
+        pairs
+            .len()
+            .saturating_add(added.len())
+            .saturating_add(removed.len()),
+    );
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
     for (&(b, u), reason) in pairs.iter().zip(reasons) {

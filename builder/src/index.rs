@@ -332,7 +332,8 @@ impl Buckets {
             return 0;
         }
         let k = (rva.wrapping_sub(self.base) >> self.shift) as usize;
-        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k.saturating_add(1))) else {
+        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k.saturating_add(1)))
+        else {
             return items.len();
         };
         let (lo, hi) = (lo as usize, (hi as usize).min(items.len()));
@@ -929,9 +930,9 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                     // Named targets by name; an anonymous one by its place
                     // in its block (never by the block's digest: digests
                     // must not recurse).
-                    let function = self.function_at(*t).and_then(|(g, p)| {
-                        Some((self.groups.get(g)?, self.parts(g).get(p)?))
-                    });
+                    let function = self
+                        .function_at(*t)
+                        .and_then(|(g, p)| Some((self.groups.get(g)?, self.parts(g).get(p)?)));
                     let data = self.data_at(*t).and_then(|d| {
                         let e = self.data.get(d)?;
                         Some((e, self.image.data.get(e.object)?))

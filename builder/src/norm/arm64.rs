@@ -519,7 +519,11 @@ impl<'c> Scanner<'c> {
                 continue;
             }
             let first = target.wrapping_sub(rva) / 4;
-            let last = target.wrapping_sub(rva).wrapping_add(u64::from(size)).wrapping_sub(1) / 4;
+            let last = target
+                .wrapping_sub(rva)
+                .wrapping_add(u64::from(size))
+                .wrapping_sub(1)
+                / 4;
             for k in first..=last {
                 data.push(k as u32);
             }
@@ -979,7 +983,11 @@ impl<'c> Scanner<'c> {
         } else if w & 0x3b80_0000 == 0x2900_0000 {
             // LDP/STP (signed offset).
             let opc = w >> 30;
-            let scale = if simd { opc.saturating_add(2) } else { (opc >> 1).saturating_add(2) };
+            let scale = if simd {
+                opc.saturating_add(2)
+            } else {
+                (opc >> 1).saturating_add(2)
+            };
             let imm = sign_extend(u64::from((w >> 15) & 0x7f), 7) << scale;
             (imm, w & !0x003f_8000, 0)
         } else {
@@ -1147,7 +1155,9 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         out.discard();
         match ev {
             Event::Raw => {
-                let bytes = code.get(off..off.saturating_add(4).min(code.len())).unwrap_or(&[]);
+                let bytes = code
+                    .get(off..off.saturating_add(4).min(code.len()))
+                    .unwrap_or(&[]);
                 out.push_raw(off, bytes);
                 return;
             }
@@ -1374,7 +1384,11 @@ fn resolve_branch<'a>(
     let Some(stub) = index.image.bytes_at(target, 16) else {
         return r_plain(r);
     };
-    let word = |k: usize| stub.get(k.saturating_mul(4)..k.saturating_mul(4).saturating_add(4)).map(le32).unwrap_or(0);
+    let word = |k: usize| {
+        stub.get(k.saturating_mul(4)..k.saturating_mul(4).saturating_add(4))
+            .map(le32)
+            .unwrap_or(0)
+    };
     let adrp = word(0);
     if adrp & 0x9f00_0000 != 0x9000_0000 {
         return r_plain(r);

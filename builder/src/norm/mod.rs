@@ -656,7 +656,10 @@ fn finish_parts(parts: &mut [Normalized<'_>], first: u32) {
             let mut places = std::mem::take(&mut cur.places);
             // Almost every reference is into the part itself: index its
             // instruction starts directly.
-            let end = cur.insns.last().map_or(0, |i| (i.offset as usize).saturating_add(1));
+            let end = cur
+                .insns
+                .last()
+                .map_or(0, |i| (i.offset as usize).saturating_add(1));
             let direct = end <= MAX_DIRECT;
             if direct {
                 if starts.len() < end {

@@ -726,7 +726,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 };
                 let next = anchors
                     .get(anchors.partition_point(|&a| a <= table))
-                    .map_or(limit, |&a| usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX));
+                    .map_or(limit, |&a| {
+                        usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX)
+                    });
                 let anchors_end = limit.min(next);
                 let n = self.table_entries(table, bytes, anchors_end, |s| match s {
                     SymRef::Local { part, offset } => places.push((insn, part, offset)),
@@ -775,7 +777,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         // Entries that no longer resolve (cannot happen: the table was
         // measured from these bytes) are kept as raw bytes.
         if done < bytes.len() {
-            out.push_raw(t.start.saturating_add(done), bytes.get(done..).unwrap_or(&[]));
+            out.push_raw(
+                t.start.saturating_add(done),
+                bytes.get(done..).unwrap_or(&[]),
+            );
         }
     }
 }
