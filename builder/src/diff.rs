@@ -69,6 +69,9 @@ pub struct Entry<'i> {
     pub updated_size: Option<u64>,
     /// Why it differs, for changed entries.
     pub reason: Option<String>,
+    /// Its other names in either build (symbols at the same address with
+    /// the same size), as `unit:name` for local ones.
+    pub aliases: Vec<String>,
 }
 
 impl Entry<'_> {
@@ -723,6 +726,18 @@ pub fn diff_with<'i>(
             (None, None) => {}
         }
     }
+    let group_names = |update: bool, g: usize| {
+        let idx = if update { &upd } else { &base };
+        idx.groups
+            .get(g)
+            .map(|g| {
+                std::iter::once(g.key)
+                    .chain(g.aliases.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pair_aliases(group_names, &mut pairs, &mut removed, &mut added);
     // Compiler clones of the baseline that the update lacks: their callers
     // are recorded during the comparison.
     let mut vanished: Vec<(Key<'_>, &str)> = Vec::new();
@@ -781,7 +796,57 @@ pub fn diff_with<'i>(
     let mut data: Vec<Entry<'_>> = Vec::new();
     let mut changed_rodata: BTreeSet<Key<'_>> = BTreeSet::new();
     let mut writable_changes: Vec<(Key<'_>, BlockerKind, String)> = Vec::new();
+    let (mut dpairs, mut dremoved, mut dadded) = (Vec::new(), Vec::new(), Vec::new());
     for m in merge_by_key(&base.data, &upd.data, |d| &d.key) {
+        match m {
+            (Some(b), Some(u)) => dpairs.push((b, u)),
+            (Some(b), None) => dremoved.push(b),
+            (None, Some(u)) => dadded.push(u),
+            (None, None) => {}
+        }
+    }
+    let data_names = |update: bool, d: usize| {
+        let idx = if update { upd } else { base };
+        idx.data
+            .get(d)
+            .map(|e| {
+                std::iter::once(e.key)
+                    .chain(e.aliases.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pair_aliases(data_names, &mut dpairs, &mut dremoved, &mut dadded);
+    // In key order again (pairs and removals by the baseline's key).
+    let mut matched: Vec<(Key<'_>, Option<usize>, Option<usize>)> = dpairs
+        .iter()
+        .map(|&(b, u)| (base.data.get(b).map(|e| e.key), Some(b), Some(u)))
+        .chain(
+            dremoved
+                .iter()
+                .map(|&b| (base.data.get(b).map(|e| e.key), Some(b), None)),
+        )
+        .chain(
+            dadded
+                .iter()
+                .map(|&u| (upd.data.get(u).map(|e| e.key), None, Some(u))),
+        )
+        .filter_map(|(k, b, u)| Some((k?, b, u)))
+        .collect();
+    matched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let entry_names = |b: Option<usize>, u: Option<usize>| -> Vec<Key<'_>> {
+        let mut all = Vec::new();
+        if let Some(b) = b {
+            all.extend(data_names(false, b));
+        }
+        if let Some(u) = u {
+            all.extend(data_names(true, u));
+        }
+        all
+    };
+    for (_, b, u) in matched {
+        let m = (b, u);
+        let names = entry_names(b, u);
         match m {
             (Some(bd), Some(ud)) if is_program_data(base, bd) => {
                 let (Some((e, bo)), Some((_, uo))) = (base.data_object(bd), upd.data_object(ud))
@@ -808,16 +873,30 @@ pub fn diff_with<'i>(
                         changed_rodata.insert(key);
                     }
                 }
-                data.push(data_entry(key, Some(bo), Some(uo), status, reason));
+                data.push(data_entry(key, names, Some(bo), Some(uo), status, reason));
             }
             (Some(bd), None) if is_program_data(base, bd) => {
                 if let Some((e, bo)) = base.data_object(bd) {
-                    data.push(data_entry(e.key, Some(bo), None, Status::Removed, None));
+                    data.push(data_entry(
+                        e.key,
+                        names,
+                        Some(bo),
+                        None,
+                        Status::Removed,
+                        None,
+                    ));
                 }
             }
             (None, Some(ud)) if is_program_data(upd, ud) => {
                 if let Some((e, uo)) = upd.data_object(ud) {
-                    data.push(data_entry(e.key, None, Some(uo), Status::Added, None));
+                    data.push(data_entry(
+                        e.key,
+                        names,
+                        None,
+                        Some(uo),
+                        Status::Added,
+                        None,
+                    ));
                 }
             }
             _ => {}
@@ -1211,6 +1290,17 @@ fn group_entry<'i>(
             unit: None,
         },
     };
+    let names = |idx: &ImageIndex<'i, '_>, g: Option<usize>| -> Vec<Key<'i>> {
+        g.and_then(|g| idx.groups.get(g))
+            .map(|g| {
+                std::iter::once(g.key)
+                    .chain(g.aliases.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut aliases: Vec<Key<'i>> = names(base, b);
+    aliases.extend(names(upd, u));
     Entry {
         name: key.name,
         unit: key.unit,
@@ -1220,17 +1310,69 @@ fn group_entry<'i>(
         baseline_size: b.map(|b| base.group_size(b)),
         updated_size: u.map(|u| upd.group_size(u)),
         reason,
+        aliases: other_names(key, aliases),
+    }
+}
+
+/// The names in `all` other than `key`, displayed, sorted, once each.
+fn other_names(key: Key<'_>, mut all: Vec<Key<'_>>) -> Vec<String> {
+    all.retain(|k| *k != key);
+    all.sort_unstable();
+    all.dedup();
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// Pair functions (or data objects) that only one side's canonical name
+/// left apart: a `removed` entry and an `added` one that share any name
+/// (one build added or dropped an alias, and the canonical name moved with
+/// it). `names(side, i)` lists entry `i`'s key and aliases.
+fn pair_aliases<'i>(
+    names: impl Fn(bool, usize) -> Vec<Key<'i>>,
+    pairs: &mut Vec<(usize, usize)>,
+    removed: &mut Vec<usize>,
+    added: &mut Vec<usize>,
+) {
+    if removed.is_empty() || added.is_empty() {
+        return;
+    }
+    let mut by_name: HashMap<Key<'i>, usize> = HashMap::new();
+    for &u in added.iter() {
+        for k in names(true, u) {
+            by_name.entry(k).or_insert(u);
+        }
+    }
+    let mut taken: HashSet<usize> = HashSet::new();
+    let mut found = false;
+    removed.retain(|&b| {
+        let hit = names(false, b)
+            .iter()
+            .find_map(|k| by_name.get(k).copied().filter(|u| !taken.contains(u)));
+        match hit {
+            Some(u) => {
+                taken.insert(u);
+                pairs.push((b, u));
+                found = true;
+                false
+            }
+            None => true,
+        }
+    });
+    if found {
+        added.retain(|u| !taken.contains(u));
+        pairs.sort_unstable();
     }
 }
 
 fn data_entry<'i>(
     key: Key<'i>,
+    aliases: Vec<Key<'i>>,
     b: Option<&hotpatch_formats::DataObject>,
     u: Option<&hotpatch_formats::DataObject>,
     status: Status,
     reason: Option<String>,
 ) -> Entry<'i> {
     Entry {
+        aliases: other_names(key, aliases),
         name: key.name,
         unit: key.unit,
         status,
@@ -1427,6 +1569,62 @@ mod tests {
             }
         }
         assert!(pairs > 400, "{pairs}");
+    }
+
+    /// Two names at one address with one size are one function
+    /// (`xmlIsID` and `xmlIsID__internal_alias` in libxml2): reported once,
+    /// under its most visible name, with the other listed, and matched by
+    /// any name, even when one build drops the alias that was canonical.
+    #[test]
+    fn aliases_are_one_function_matched_by_any_name() {
+        // f: mov eax, N; ret
+        let text = |n: u8| vec![0xb8, n, 0, 0, 0, 0xc3];
+        let (ta, tb) = (text(1), text(2));
+        let with = |t: &'static [u8], names: &[(&str, hotpatch_formats::Visibility)]| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![section(".text", 0x1000, t, false, true)],
+                &[],
+            );
+            img.functions = names
+                .iter()
+                .map(|&(name, visibility)| hotpatch_formats::Function {
+                    name: name.into(),
+                    rva: 0x1000,
+                    size: 6,
+                    unit: None,
+                    visibility,
+                })
+                .collect();
+            img
+        };
+        use hotpatch_formats::Visibility::{Exported, Global};
+        let ta: &'static [u8] = Box::leak(ta.into_boxed_slice());
+        let tb: &'static [u8] = Box::leak(tb.into_boxed_slice());
+        let a = with(
+            ta,
+            &[("xmlIsID__internal_alias", Global), ("xmlIsID", Exported)],
+        );
+        let b = with(
+            tb,
+            &[("xmlIsID", Exported), ("xmlIsID__internal_alias", Global)],
+        );
+        let d = diff(&a, &b).unwrap();
+        let changed: Vec<(&str, Vec<String>)> = d
+            .functions_with(Status::Changed)
+            .map(|e| (e.name, e.aliases.clone()))
+            .collect();
+        assert_eq!(
+            changed,
+            [("xmlIsID", vec!["xmlIsID__internal_alias".to_string()])]
+        );
+        assert_eq!(d.functions.len(), 1);
+        // The update drops the exported name: the alias still matches.
+        let c = with(tb, &[("xmlIsID__internal_alias", Global)]);
+        let d = diff(&a, &c).unwrap();
+        let all: Vec<(&str, Status)> = d.functions.iter().map(|e| (e.name, e.status)).collect();
+        assert_eq!(all, [("xmlIsID", Status::Changed)]);
     }
 
     /// A data object whose declared size is far beyond its file bytes (a

@@ -33,6 +33,9 @@ pub struct Part<'i> {
 pub struct Group<'i> {
     /// The key.
     pub key: Key<'i>,
+    /// Other names of the same function: symbols at the same address with
+    /// the same size (see [`fold_aliases`]), sorted.
+    pub aliases: Vec<Key<'i>>,
     /// Where its parts lie in the index's flat list of parts.
     first: u32,
     /// How many parts it has.
@@ -44,6 +47,8 @@ pub struct Group<'i> {
 pub struct DataEntry<'i> {
     /// The key.
     pub key: Key<'i>,
+    /// Other names of the same object (same address, same size), sorted.
+    pub aliases: Vec<Key<'i>>,
     /// Index into [`Image::data`].
     pub object: usize,
 }
@@ -516,6 +521,83 @@ fn key_for<'i>(name: &'i str, unit: Option<&'i str>, visibility: Visibility) -> 
     }
 }
 
+/// A symbol for [`fold_aliases`]: its key, visibility, and `(rva, size)`
+/// when it may have aliases.
+type Named<'i> = (Key<'i>, Visibility, Option<(u64, u64)>);
+
+/// Aliases: symbols with different keys at one address with one size are
+/// one function (or object) with several names (`xmlIsID` and
+/// `xmlIsID__internal_alias`). `items` holds, for each symbol, its key, its
+/// visibility, and its `(rva, size)` when it may have aliases (`None` for
+/// clone parts and empty symbols). Every alias's key is rewritten to the
+/// set's canonical key: the most visible name (exported, then global, then
+/// local), then the shortest, then the first in byte order, so that both
+/// builds pick the same one whatever other names they add. Returns the
+/// canonical keys with their other names, sorted.
+fn fold_aliases<'i>(items: &mut [Named<'i>]) -> Vec<(Key<'i>, Vec<Key<'i>>)> {
+    let rank = |k: &Key<'i>, v: Visibility| {
+        let v = match v {
+            Visibility::Exported => 0u8,
+            Visibility::Global => 1,
+            Visibility::Local => 2,
+        };
+        (v, k.name.len(), k.name, k.unit)
+    };
+    let mut at: Vec<((u64, u64), usize)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, place))| place.map(|p| (p, i)))
+        .collect();
+    at.sort_unstable();
+    let mut out = Vec::new();
+    for run in at.chunk_by(|a, b| a.0 == b.0) {
+        let best = run
+            .iter()
+            .filter_map(|&(_, i)| items.get(i).map(|(k, v, _)| (rank(k, *v), *k)))
+            .min();
+        let Some((_, canonical)) = best else {
+            continue;
+        };
+        let mut others: Vec<Key<'i>> = Vec::new();
+        for &(_, i) in run {
+            if let Some(item) = items.get_mut(i) {
+                if item.0 != canonical {
+                    others.push(item.0);
+                    item.0 = canonical;
+                }
+            }
+        }
+        if !others.is_empty() {
+            others.sort_unstable();
+            others.dedup();
+            out.push((canonical, others));
+        }
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // A key may own several addresses (never in practice): merge.
+    out.dedup_by(|later, first| {
+        if later.0 == first.0 {
+            first.1.append(&mut later.1);
+            first.1.sort_unstable();
+            first.1.dedup();
+            true
+        } else {
+            false
+        }
+    });
+    out
+}
+
+/// The aliases recorded for `key` by [`fold_aliases`].
+fn aliases_of<'i>(aliases: &[(Key<'i>, Vec<Key<'i>>)], key: &Key<'i>) -> Vec<Key<'i>> {
+    aliases
+        .binary_search_by(|(k, _)| k.cmp(key))
+        .ok()
+        .and_then(|i| aliases.get(i))
+        .map(|(_, a)| a.clone())
+        .unwrap_or_default()
+}
+
 impl<'i, 'd> ImageIndex<'i, 'd> {
     /// Group the functions and data objects of `image`.
     pub fn new(image: &'i Image<'d>) -> Self {
@@ -555,6 +637,19 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             }
         }
         drop(globals);
+        // Aliases of plain functions fold into one group.
+        let mut named: Vec<Named<'i>> = items
+            .iter()
+            .zip(&image.functions)
+            .map(|((k, p), f)| {
+                let place = (p.signature.is_empty() && p.size > 0).then_some((p.rva, p.size));
+                (*k, f.visibility, place)
+            })
+            .collect();
+        let fn_aliases = fold_aliases(&mut named);
+        for ((key, _), (folded, _, _)) in items.iter_mut().zip(named) {
+            *key = folded;
+        }
         let order = sorted_order(
             &items,
             |(k, _)| k.name,
@@ -581,6 +676,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 Some(g) if g.key == *key => g.count = g.count.saturating_add(1),
                 _ => groups.push(Group {
                     key: *key,
+                    aliases: aliases_of(&fn_aliases, key),
                     first: at,
                     count: 1,
                 }),
@@ -607,12 +703,21 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         ranges.sort_unstable_by_key(|r| (r.start, r.end, r.group, r.flat));
 
-        let all: Vec<DataEntry<'i>> = image
+        let mut named: Vec<Named<'i>> = image
             .data
             .iter()
+            .map(|d| {
+                let key = key_for(&d.name, d.unit.as_deref(), d.visibility);
+                (key, d.visibility, (d.size > 0).then_some((d.rva, d.size)))
+            })
+            .collect();
+        let data_aliases = fold_aliases(&mut named);
+        let all: Vec<DataEntry<'i>> = named
+            .into_iter()
             .enumerate()
-            .map(|(i, d)| DataEntry {
-                key: key_for(&d.name, d.unit.as_deref(), d.visibility),
+            .map(|(i, (key, _, _))| DataEntry {
+                key,
+                aliases: aliases_of(&data_aliases, &key),
                 object: i,
             })
             .collect();
@@ -626,7 +731,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .filter_map(|&i| all.get(i as usize).cloned())
             .collect();
         drop(all);
-        // Duplicate keys (aliases) keep the first.
+        // Duplicate keys (aliases, folded above) keep the first.
         data.dedup_by(|a, b| a.key == b.key);
         let mut data_ranges: Vec<DataRange> = data
             .iter()

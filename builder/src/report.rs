@@ -46,9 +46,14 @@ fn section(out: &mut dyn Write, title: &str, entries: &[&Entry]) -> io::Result<(
         .unwrap_or(0);
     for e in entries {
         let reason = e.reason.as_deref().unwrap_or("");
+        let aliases = if e.aliases.is_empty() {
+            String::new()
+        } else {
+            format!("  (aliases: {})", e.aliases.join(", "))
+        };
         writeln!(
             out,
-            "  {:<width$}  {:>7} bytes  {reason}",
+            "  {:<width$}  {:>7} bytes  {reason}{aliases}",
             e.display_name(),
             signed_delta(e)
         )?;
