@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use hotpatch_formats::{DataObject, Image, RelocTarget, Relocation, Visibility};
+use hotpatch_formats::{Arch, DataObject, Image, RelocTarget, Relocation, Visibility};
 use rayon::prelude::*;
 
 use crate::key::{is_split_part, split_clone, unit_stem, Key};
@@ -521,6 +521,75 @@ fn key_for<'i>(name: &'i str, unit: Option<&'i str>, visibility: Visibility) -> 
     }
 }
 
+/// The slot an x86-64 stub at `rva` (bytes `code`) jumps through:
+/// `[endbr64] [bnd] [rex] jmp qword ptr [rip+disp32]`.
+fn x86_stub_slot(rva: u64, code: &[u8]) -> Option<u64> {
+    let mut at = 0usize;
+    if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+        at = 4;
+    }
+    if code.get(at) == Some(&0xf2) {
+        at = at.saturating_add(1);
+    }
+    if code.get(at).is_some_and(|b| b & 0xf0 == 0x40) {
+        at = at.saturating_add(1);
+    }
+    if code.get(at..at.saturating_add(2)) != Some(&[0xff, 0x25]) {
+        return None;
+    }
+    let disp = code.get(at.saturating_add(2)..at.saturating_add(6))?;
+    let disp = i32::from_le_bytes(disp.try_into().ok()?);
+    let next = rva.wrapping_add(at.saturating_add(6) as u64);
+    Some(next.wrapping_add_signed(i64::from(disp)))
+}
+
+/// What an AArch64 stub forwards through.
+enum Arm64Stub {
+    /// A PLT entry or import thunk: the pointer slot it loads.
+    Slot(u64),
+    /// A range-extension veneer: the address it branches to.
+    Veneer(u64),
+}
+
+/// The AArch64 stub at `rva` (bytes `code`): `adrp x16|x17, page`, then
+/// `ldr xN, [x16|x17, #imm]` or `add x16|x17, x16|x17, #imm`, then (for a
+/// slot, possibly after an `add`) a `br`.
+fn arm64_stub(rva: u64, code: &[u8]) -> Option<Arm64Stub> {
+    let word = |k: usize| -> Option<u32> {
+        let b = code.get(k.checked_mul(4)?..k.checked_mul(4)?.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    };
+    let adrp = word(0)?;
+    if adrp & 0x9f00_0000 != 0x9000_0000 {
+        return None;
+    }
+    let reg = adrp & 31;
+    if reg != 16 && reg != 17 {
+        return None;
+    }
+    let imm = u64::from(((adrp >> 3) & 0x1f_fffc) | ((adrp >> 29) & 3));
+    // Sign-extend the 21-bit page count.
+    let pages = ((imm << 43) as i64) >> 43;
+    let page = (rva & !0xfff).wrapping_add_signed(pages.wrapping_mul(4096));
+    let next = word(1)?;
+    if (next >> 5) & 31 != reg {
+        return None;
+    }
+    let lo12 = u64::from((next >> 10) & 0xfff);
+    let is_br = |w: u32| w & 0xffff_fc1f == 0xd61f_0000;
+    if next & 0xffc0_0000 == 0xf940_0000 {
+        // LDR Xt, [Xn, #imm*8], then BR (PE thunk) or ADD + BR (PLT).
+        let br = word(2).is_some_and(is_br) || word(3).is_some_and(is_br);
+        return br.then_some(Arm64Stub::Slot(page.wrapping_add(lo12 << 3)));
+    }
+    if next & 0xffc0_0000 == 0x9100_0000 && next & 31 == reg {
+        return word(2)
+            .is_some_and(is_br)
+            .then_some(Arm64Stub::Veneer(page.wrapping_add(lo12)));
+    }
+    None
+}
+
 /// A symbol for [`fold_aliases`]: its key, visibility, and `(rva, size)`
 /// when it may have aliases.
 type Named<'i> = (Key<'i>, Visibility, Option<(u64, u64)>);
@@ -940,6 +1009,13 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// Turn an address into a [`SymRef`]. `current` is the group being
     /// normalised: references into any of its parts become [`SymRef::Local`].
     pub fn resolve(&self, rva: u64, current: Option<usize>) -> SymRef<'_> {
+        self.resolve_as(rva, current, true)
+    }
+
+    /// [`ImageIndex::resolve`]; `stubs` says whether an import thunk, PLT
+    /// entry or veneer is followed to what it forwards to (once: a stub's
+    /// own target is resolved without following another).
+    fn resolve_as(&self, rva: u64, current: Option<usize>, stubs: bool) -> SymRef<'_> {
         if let Some(r) = self.range_at(rva) {
             let g = r.group as usize;
             let offset = rva.wrapping_sub(r.start);
@@ -969,6 +1045,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 };
             }
         }
+        if stubs {
+            if let Some(s) = self.stub(rva, current) {
+                return s;
+            }
+        }
         let Some(blocks) = self.blocks.get() else {
             return match self.image.section_at(rva) {
                 Some(_) => SymRef::Deferred(rva),
@@ -981,6 +1062,45 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 offset: rva.wrapping_sub(b.start),
             },
             None => SymRef::Unmapped(rva),
+        }
+    }
+
+    /// If `rva`, in executable memory outside every function, starts a stub
+    /// that forwards to something else, what that is:
+    ///
+    /// - x86-64: `[endbr64] [bnd] jmp [rip+slot]` (an ELF PLT entry, a PE
+    ///   import thunk `jmp [__imp_f]`): what the slot's relocation points at
+    ///   (`dll!name`, or the symbol);
+    /// - AArch64: `adrp x16|x17, page` then `ldr xN, [x16|x17, #off]` (a PLT
+    ///   entry or an import thunk: the slot's relocation, else the slot) or
+    ///   `add x16|x17, x16|x17, #off` (a range-extension veneer: its target).
+    ///
+    /// Stubs have no symbols and move between builds; the import they stand
+    /// for does not. So a call to one, and a pointer to one in code or data,
+    /// means that import.
+    fn stub(&self, rva: u64, current: Option<usize>) -> Option<SymRef<'_>> {
+        let section = self.image.section_at(rva)?;
+        if !section.perms.execute {
+            return None;
+        }
+        let avail = section
+            .rva
+            .saturating_add(section.data.len() as u64)
+            .checked_sub(rva)?;
+        let bytes = self.image.bytes_at(rva, avail.min(16))?;
+        let slot = match self.image.arch {
+            Arch::X86_64 => x86_stub_slot(rva, bytes)?,
+            Arch::Aarch64 => match arm64_stub(rva, bytes)? {
+                Arm64Stub::Slot(slot) => slot,
+                Arm64Stub::Veneer(target) => return Some(self.resolve_as(target, current, false)),
+            },
+        };
+        match self.relocation_in(slot, 1).filter(|r| r.rva == slot) {
+            Some(r) => Some(self.resolve_reloc_as(r, current, false)),
+            // A slot without a load-time relocation (an AArch64 GOT entry
+            // of a static link): the slot itself. x86 requires one.
+            None if self.image.arch == Arch::Aarch64 => Some(self.resolve_as(slot, current, false)),
+            None => None,
         }
     }
 
@@ -1006,8 +1126,19 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
 
     /// Resolve the target of a relocation.
     pub fn resolve_reloc(&self, r: &'i Relocation, current: Option<usize>) -> SymRef<'_> {
+        self.resolve_reloc_as(r, current, true)
+    }
+
+    /// [`ImageIndex::resolve_reloc`], following stubs or not (see
+    /// [`ImageIndex::resolve_as`]).
+    fn resolve_reloc_as(
+        &self,
+        r: &'i Relocation,
+        current: Option<usize>,
+        stubs: bool,
+    ) -> SymRef<'_> {
         match &r.target {
-            RelocTarget::Rva(t) => self.resolve(*t, current),
+            RelocTarget::Rva(t) => self.resolve_as(*t, current, stubs),
             RelocTarget::Symbol { name, addend } => SymRef::External {
                 name,
                 addend: *addend,

@@ -106,8 +106,6 @@ const TAG_TABLE_AGAIN: u8 = 10;
 const VIA_RELOC: u8 = 0xa0;
 /// Marker hashed before the value of an anonymous read-only constant.
 const VIA_VALUE: u8 = 0xa2;
-/// Marker hashed before a target reached through a PLT entry or veneer.
-const VIA_STUB: u8 = 0xa1;
 
 /// The `NOP` instruction (`HINT #0`), the only word left out as padding.
 const NOP: u32 = 0xd503_201f;
@@ -1182,7 +1180,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 let r = if target >= rva && target < end && load == 0 {
                     (0, scope.resolve(target))
                 } else if tag == TAG_BRANCH {
-                    resolve_branch(index, group, target)
+                    // Stubs and veneers are followed by the index.
+                    r_plain(index.resolve(target, Some(group)))
                 } else if load > 0 {
                     if let Some(value) = constant_value(index, target, load) {
                         // Anonymous bytes: an anchor (see below).
@@ -1365,58 +1364,6 @@ fn resolve_loaded<'a>(
         }
     }
     (0, r)
-}
-
-/// Resolve a branch target; a target outside every function that is a PLT
-/// entry or a veneer (`ADRP x16/x17` + `LDR`/`ADD` + `BR`) is followed.
-fn resolve_branch<'a>(
-    index: &'a ImageIndex<'_, '_>,
-    group: usize,
-    target: u64,
-) -> (u8, SymRef<'a>) {
-    let r = index.resolve(target, Some(group));
-    if !matches!(
-        r,
-        SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_)
-    ) {
-        return r_plain(r);
-    }
-    let Some(stub) = index.image.bytes_at(target, 16) else {
-        return r_plain(r);
-    };
-    let word = |k: usize| {
-        stub.get(k.saturating_mul(4)..k.saturating_mul(4).saturating_add(4))
-            .map(le32)
-            .unwrap_or(0)
-    };
-    let adrp = word(0);
-    if adrp & 0x9f00_0000 != 0x9000_0000 {
-        return r_plain(r);
-    }
-    let reg = adrp & 31;
-    let imm = u64::from(((adrp >> 3) & 0x1f_fffc) | ((adrp >> 29) & 3));
-    let page = (target & !0xfff).wrapping_add(sign_extend(imm, 21) << 12);
-    let next = word(1);
-    if (next >> 5) & 31 != reg {
-        return r_plain(r);
-    }
-    let lo12 = u64::from((next >> 10) & 0xfff);
-    if next & 0xffc0_0000 == 0xf940_0000 {
-        // LDR Xt, [Xn, #imm]: a PLT entry or an import thunk.
-        let slot = page.wrapping_add(lo12 << 3);
-        if let Some(rel) = index.relocation_in(slot, 1).filter(|rel| rel.rva == slot) {
-            return (VIA_STUB, index.resolve_reloc(rel, Some(group)));
-        }
-        return (VIA_STUB, index.resolve(slot, Some(group)));
-    }
-    if next & 0xffc0_0000 == 0x9100_0000 {
-        // ADD Xd, Xn, #imm: a range-extension veneer.
-        return (
-            VIA_STUB,
-            index.resolve(page.wrapping_add(lo12), Some(group)),
-        );
-    }
-    r_plain(r)
 }
 
 /// A reference reached directly.

@@ -7,8 +7,9 @@
 //! memory base/index/scale/displacement/segment/size). Operands that hold an
 //! address are replaced by the [`SymRef`] of what they point at:
 //!
-//! - near branch and call targets (a call through an ELF PLT stub is taken
-//!   by the symbol of the stub's GOT slot);
+//! - near branch and call targets (a call through an ELF PLT stub or a PE
+//!   import thunk is taken by the import it forwards to, see
+//!   [`ImageIndex::resolve`]);
 //! - RIP-relative memory operands (`next_ip + disp32`). Two refinements for
 //!   anonymous read-only targets: a pointer slot with a relocation (a GOT
 //!   entry) is taken by what the relocation points at, and a load of a known
@@ -57,9 +58,6 @@ use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 use super::{hash_ref, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
 
-/// Longest x86 instruction, in bytes.
-const MAX_INSN_LEN: usize = 15;
-
 /// Fewest consecutive entries that make a jump table.
 const MIN_TABLE_ENTRIES: usize = 2;
 
@@ -93,8 +91,6 @@ mod tag {
     pub const JUMP_TABLE: u8 = 13;
     /// One entry of a jump table inside the code.
     pub const TABLE_ENTRY: u8 = 14;
-    /// A branch to a PLT stub, taken by the stub's GOT slot.
-    pub const PLT: u8 = 15;
     /// A load of anonymous read-only bytes, taken by the bytes it reads.
     pub const CONSTANT: u8 = 16;
     /// An instruction with no address in it, taken by its bytes.
@@ -517,47 +513,10 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
 
     /// Hash a near branch or call target.
     fn hash_branch(&self, target: u64, out: &mut Normalized<'a>) {
+        // A PLT entry or import thunk resolves to what it forwards to.
         let s = self.resolve_operand(target, out);
-        if s.is_anon() {
-            if let Some(slot) = self.plt_slot(target) {
-                sym(tag::PLT, &slot, out);
-                out.note(&slot);
-                return;
-            }
-        }
         sym(tag::BRANCH, &s, out);
         out.note(&s);
-    }
-
-    /// If `target` is an ELF PLT stub (`[endbr64;] [bnd] jmp [rip+slot]`) whose
-    /// slot carries a relocation, what the slot points at.
-    fn plt_slot(&self, target: u64) -> Option<SymRef<'a>> {
-        let block = self.scope.index.block(target)?;
-        if !block.executable {
-            return None;
-        }
-        let off = usize::try_from(target.checked_sub(block.start)?).ok()?;
-        let bytes = block.bytes.get(off..)?;
-        let bytes = bytes.get(..bytes.len().min(2 * MAX_INSN_LEN))?;
-        let mut decoder = Decoder::with_ip(64, bytes, target, DecoderOptions::NONE);
-        let mut insn = Instruction::default();
-        for _ in 0..2 {
-            if !decoder.can_decode() {
-                return None;
-            }
-            decoder.decode_out(&mut insn);
-            match insn.code() {
-                Code::Endbr64 => continue,
-                Code::Jmp_rm64 if insn.is_ip_rel_memory_operand() => {
-                    let slot = insn.ip_rel_memory_address();
-                    let r = self.scope.index.relocation_in(slot, 1)?;
-                    return (r.rva == slot)
-                        .then(|| self.scope.index.resolve_reloc(r, Some(self.scope.group)));
-                }
-                _ => return None,
-            }
-        }
-        None
     }
 
     /// Hash the target of a RIP-relative memory operand of `insn`.
