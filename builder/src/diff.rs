@@ -1138,11 +1138,20 @@ fn apply_overrides(
     (stand, lifted, unused)
 }
 
-/// The writable bytes of an image that no data object covers, outside the
-/// loader's own sections, as runs: the section's name and the run's bytes
-/// with every relocated pointer replaced by what it points at. Runs of
-/// zeros (padding, `.bss` gaps) are left out.
-fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<(&'a str, Vec<u8>, Vec<SymRef<'a>>)> {
+/// Unnamed writable state of one section: its name, its non-zero bytes, and
+/// its pointers' targets (see [`unnamed_writable`]).
+type UnnamedState<'a> = (&'a str, Vec<u8>, Vec<Option<SymRef<'a>>>);
+
+/// What an image's writable memory holds outside every data object (and
+/// outside the loader's own sections), per section: the non-zero bytes in
+/// address order, and what every relocated pointer among them points at.
+/// Zeros are left out because padding and `.bss` gaps are zeros, and how
+/// the unnamed bytes are cut into runs changes whenever a named object moves
+/// or appears between them; the content does not. A pointer into code that
+/// no symbol names (a MinGW runtime's functions, which carry no debug
+/// records) is taken as just that, `None`: such code's bytes hold
+/// displacements that change with every layout, so they say nothing.
+fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<UnnamedState<'a>> {
     let image = idx.image;
     let mut covered: Vec<(u64, u64)> = image
         .data
@@ -1150,46 +1159,53 @@ fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<(&'a str, Vec<u8>, V
         .map(|d| (d.rva, d.rva.saturating_add(d.size)))
         .collect();
     covered.sort_unstable();
-    let mut runs = Vec::new();
+    let mut out = Vec::new();
     for s in &image.sections {
         if !s.perms.write || LOADER_SECTIONS.contains(&s.name.as_str()) {
             continue;
         }
         let end = s.rva.saturating_add(s.data.len() as u64);
         let mut pos = s.rva;
-        let mut push_run = |from: u64, to: u64| {
+        let (mut bytes, mut targets) = (Vec::new(), Vec::new());
+        let mut take = |from: u64, to: u64| {
             if from >= to {
                 return;
             }
             let len = to.saturating_sub(from);
-            let bytes = image.bytes_at(from, len).unwrap_or(&[]);
-            let relocs = idx.relocations_in(from, len);
-            if relocs.is_empty() && bytes.iter().all(|&b| b == 0) {
-                return;
+            let run = image.bytes_at(from, len).unwrap_or(&[]);
+            let mut skip: Vec<(u64, u64)> = Vec::new();
+            for r in idx.relocations_in(from, len) {
+                let t = idx.resolve_reloc(r, None);
+                let code = t.is_anon()
+                    && match r.target {
+                        hotpatch_formats::RelocTarget::Rva(t) => {
+                            image.section_at(t).is_some_and(|s| s.perms.execute)
+                        }
+                        hotpatch_formats::RelocTarget::Symbol { .. } => false,
+                    };
+                targets.push((!code).then_some(t));
+                skip.push((r.rva, r.rva.saturating_add(u64::from(r.width))));
             }
-            let mut masked = bytes.to_vec();
-            let mut targets = Vec::new();
-            for r in relocs {
-                let lo = usize::try_from(r.rva.saturating_sub(from)).unwrap_or(usize::MAX);
-                let hi = lo.saturating_add(usize::from(r.width));
-                if let Some(slot) = masked.get_mut(lo..hi.min(bytes.len())) {
-                    slot.fill(0);
+            for (a, &v) in (from..).zip(run) {
+                if v != 0 && !skip.iter().any(|&(lo, hi)| a >= lo && a < hi) {
+                    bytes.push(v);
                 }
-                targets.push(idx.resolve_reloc(r, None));
             }
-            runs.push((s.name.as_str(), masked, targets));
         };
         let first = covered.partition_point(|&(_, e)| e <= s.rva);
         for &(start, stop) in covered.get(first..).unwrap_or(&[]) {
             if start >= end {
                 break;
             }
-            push_run(pos, start.min(end));
+            take(pos, start.min(end));
             pos = pos.max(stop);
         }
-        push_run(pos, end);
+        take(pos, end);
+        if !bytes.is_empty() || !targets.is_empty() {
+            out.push((s.name.as_str(), bytes, targets));
+        }
     }
-    runs
+    out
 }
 
 /// Why the writable bytes that no data symbol covers differ between the
@@ -1199,10 +1215,12 @@ fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> 
     if b == u {
         return None;
     }
-    let total = |runs: &[(&str, Vec<u8>, Vec<SymRef<'_>>)]| -> usize {
-        runs.iter().map(|r| r.1.len()).sum()
+    let total = |runs: &[UnnamedState<'_>]| -> usize {
+        runs.iter()
+            .map(|r| r.1.len().saturating_add(r.2.len()))
+            .sum()
     };
-    let sections = |runs: &[(&str, Vec<u8>, Vec<SymRef<'_>>)]| -> String {
+    let sections = |runs: &[UnnamedState<'_>]| -> String {
         let mut names: Vec<&str> = runs.iter().map(|r| r.0).collect();
         names.dedup();
         if names.is_empty() {
@@ -1212,7 +1230,7 @@ fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> 
         }
     };
     Some(format!(
-        "writable bytes that no data symbol covers differ (baseline: {} bytes in {}; update: {} bytes in {}), so state the diff cannot name may have changed; a running process holds the old state",
+        "writable bytes that no data symbol covers differ (baseline: {} non-zero bytes and pointers in {}; update: {} in {}), so state the diff cannot name may have changed; a running process holds the old state",
         total(&b),
         sections(&b),
         total(&u),
