@@ -1215,26 +1215,28 @@ fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> 
     if b == u {
         return None;
     }
-    let total = |runs: &[UnnamedState<'_>]| -> usize {
-        runs.iter()
-            .map(|r| r.1.len().saturating_add(r.2.len()))
-            .sum()
-    };
-    let sections = |runs: &[UnnamedState<'_>]| -> String {
+    let describe = |runs: &[UnnamedState<'_>]| -> String {
+        let bytes: usize = runs.iter().map(|r| r.1.len()).sum();
+        let pointers: usize = runs.iter().map(|r| r.2.len()).sum();
         let mut names: Vec<&str> = runs.iter().map(|r| r.0).collect();
         names.dedup();
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(", ")
-        }
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        format!(
+            "{} and {} in {}",
+            plural(bytes, "non-zero byte", "non-zero bytes"),
+            plural(pointers, "pointer", "pointers"),
+            if names.is_empty() {
+                "no section".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
     };
     Some(format!(
-        "writable bytes that no data symbol covers differ (baseline: {} non-zero bytes and pointers in {}; update: {} in {}), so state the diff cannot name may have changed; a running process holds the old state",
-        total(&b),
-        sections(&b),
-        total(&u),
-        sections(&u)
+        "writable bytes that no data symbol covers differ (baseline: {}; update: {}), so state the diff cannot name may have changed; a running process holds the old state",
+        describe(&b),
+        describe(&u)
     ))
 }
 
