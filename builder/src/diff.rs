@@ -987,7 +987,7 @@ pub fn diff_with<'i>(
         let used = if fns.is_empty() {
             String::new()
         } else {
-            format!("; used by {}", fns.join(", "))
+            format!("; used by {}", listing(&fns))
         };
         blockers.push(Blocker {
             object: key.to_string(),
@@ -1051,7 +1051,7 @@ pub fn diff_with<'i>(
                     reason: format!(
                         "compiler clone `{}` has no counterpart in the update, and unchanged functions still call it with its private calling convention: {}",
                         part.symbol,
-                        unchanged.join(", ")
+                        listing(&unchanged)
                     ),
                     functions: unchanged,
                 });
@@ -1238,6 +1238,22 @@ fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> 
         describe(&b),
         describe(&u)
     ))
+}
+
+/// How many names a reason lists before it gives a count of the rest (the
+/// blocker's `functions` keep them all).
+const LISTED: usize = 5;
+
+/// `names` for a reason: the first [`LISTED`], then how many more, so that
+/// a global used by four hundred functions does not bury the verdict.
+fn listing(names: &[String]) -> String {
+    let shown = names.get(..LISTED.min(names.len())).unwrap_or(names);
+    let rest = names.len().saturating_sub(shown.len());
+    if rest == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {rest} more", shown.join(", "))
+    }
 }
 
 /// `entries` grouped by status, in [`Status`] order, keeping their order
@@ -1683,6 +1699,14 @@ mod tests {
             Some("initial value differs at +0x3")
         );
         assert_eq!(d.blockers[0].kind, BlockerKind::WritableDataChanged);
+    }
+
+    #[test]
+    fn listing_shows_the_first_few_and_counts_the_rest() {
+        let names = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
+        assert_eq!(listing(&names(2)), "f0, f1");
+        assert_eq!(listing(&names(5)), "f0, f1, f2, f3, f4");
+        assert_eq!(listing(&names(400)), "f0, f1, f2, f3, f4 and 395 more");
     }
 
     /// Zero-extended comparison over any range, reading only file bytes.
