@@ -590,6 +590,9 @@ fn arm64_stub(rva: u64, code: &[u8]) -> Option<Arm64Stub> {
     None
 }
 
+/// The longest string literal [`ImageIndex::string_at`] recognises.
+const MAX_STRING: usize = 64 << 10;
+
 /// A symbol for [`fold_aliases`]: its key, visibility, and `(rva, size)`
 /// when it may have aliases.
 type Named<'i> = (Key<'i>, Visibility, Option<(u64, u64)>);
@@ -1115,6 +1118,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             if self.function_at(a).is_some() || self.data_at(a).is_some() {
                 return BlockDigest::NONE;
             }
+            if let Some(text) = self.string_at(a) {
+                let mut h = Sha256Writer(sha2::Sha256::default());
+                (b"string", text).hash(&mut h);
+                return h.digest();
+            }
             match self.block_in(&blocks.anchors, a) {
                 Some((block, _)) if block.start == a => {
                     self.compute_digest(&block, &blocks.anchors)
@@ -1122,6 +1130,37 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 _ => BlockDigest::NONE,
             }
         })
+    }
+
+    /// The string literal at `rva`, with its terminating NUL: when `rva`
+    /// lies in anonymous read-only, non-executable data and the bytes from
+    /// it to the first NUL (at least one, at most [`MAX_STRING`]) are text
+    /// (printable ASCII, tab, newline, carriage return, or UTF-8 bytes).
+    ///
+    /// An anonymous reference that meets text is to a string literal, and
+    /// a literal is exactly its bytes up to the NUL. Its anonymous block,
+    /// cut by the addresses the code refers to, is not: when the linker
+    /// merges strings, a neighbour that the update no longer refers to
+    /// joins the block, and the users of an unchanged string would look
+    /// changed. (Named arrays of text are data objects, compared whole.)
+    pub fn string_at(&self, rva: u64) -> Option<&'d [u8]> {
+        let section = self.image.section_at(rva)?;
+        if section.perms.write || section.perms.execute {
+            return None;
+        }
+        let start = usize::try_from(rva.checked_sub(section.rva)?).ok()?;
+        let rest = section.data.get(start..)?;
+        let rest = rest.get(..rest.len().min(MAX_STRING.saturating_add(1)))?;
+        let nul = rest.iter().position(|&b| b == 0)?;
+        if nul == 0 {
+            return None;
+        }
+        let text = rest.get(..nul)?;
+        let is_text = |b: u8| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r' | 0x80..);
+        text.iter()
+            .all(|&b| is_text(b))
+            .then(|| rest.get(..=nul))
+            .flatten()
     }
 
     /// Resolve the target of a relocation.
@@ -1178,6 +1217,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                         (0u8, &group.key, &part.signature, offset).hash(&mut h);
                     } else if let Some((entry, object)) = data {
                         (1u8, &entry.key, t.wrapping_sub(object.rva)).hash(&mut h);
+                    } else if let Some(text) = self.string_at(*t) {
+                        (5u8, text).hash(&mut h);
                     } else if let Some((b, _)) = self.block_in(anchors, *t) {
                         (2u8, t.wrapping_sub(b.start), b.end.wrapping_sub(b.start)).hash(&mut h);
                     } else {
@@ -1214,25 +1255,46 @@ mod tests {
         }
     }
 
+    /// The digest of the anonymous reference to 0x2000 in `.rdata` holding
+    /// `bytes`, with these linker `boundaries`.
+    fn digest(bytes: &'static [u8], boundaries: Vec<u64>) -> BlockDigest {
+        let img = image(bytes, boundaries);
+        let idx = ImageIndex::new(&img);
+        idx.finish([0x2000]);
+        match idx.resolve(0x2000, None) {
+            SymRef::Anon { digest, offset: 0 } => *digest,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A constant (not text) followed by a linker structure whose bytes
+    /// change every build (a debug directory's GUID): the PDB contribution's
+    /// end keeps the constant's block from running into it.
     #[test]
-    fn string_literal_block_stops_at_linker_boundary_before_debug_directory() {
-        let a = b"hotpatch-name\0\0\0GUID-build-one!!";
-        let b = b"hotpatch-name\0\0\0GUID-build-two!!";
-        let digest = |bytes: &'static [u8], boundaries: Vec<u64>| {
-            let img = image(bytes, boundaries);
-            let idx = ImageIndex::new(&img);
-            idx.finish([0x2000]);
-            match idx.resolve(0x2000, None) {
-                SymRef::Anon { digest, offset: 0 } => *digest,
-                other => panic!("{other:?}"),
-            }
-        };
-        // Without the boundary the literal's block runs into the GUID.
+    fn constant_block_stops_at_linker_boundary_before_debug_directory() {
+        let a = b"\x01\x02\x03\x04\x05\x06\x07\x08\0\0\0\0\0\0\0\0GUID-build-one!!";
+        let b = b"\x01\x02\x03\x04\x05\x06\x07\x08\0\0\0\0\0\0\0\0GUID-build-two!!";
+        // Without the boundary the constant's block runs into the GUID.
         assert_ne!(digest(a, vec![]), digest(b, vec![]));
         // With the PDB contribution's end as a boundary it does not.
         assert_eq!(
             digest(a, vec![0x2000, 0x2010]),
             digest(b, vec![0x2000, 0x2010])
         );
+    }
+
+    /// A string literal is its bytes up to the NUL, whatever its block
+    /// runs on into: a merged neighbour the update no longer refers to
+    /// (libexif's `table` of tag names), or a debug directory. A change to
+    /// the literal itself still shows.
+    #[test]
+    fn string_literal_is_its_bytes_up_to_the_nul() {
+        let a = b"hotpatch-name\0\0\0GUID-build-one!!";
+        let b = b"hotpatch-name\0\0\0GUID-build-two!!";
+        let c = b"hotpatch-nama\0\0\0GUID-build-one!!";
+        let d = b"hotpatch-name\0neighbour gone\0";
+        assert_eq!(digest(a, vec![]), digest(b, vec![]));
+        assert_eq!(digest(a, vec![]), digest(d, vec![]));
+        assert_ne!(digest(a, vec![]), digest(c, vec![]));
     }
 }
