@@ -25,6 +25,7 @@
 pub mod diff;
 pub mod index;
 pub mod key;
+pub mod lines;
 pub mod norm;
 pub mod patchability;
 pub mod report;

@@ -839,6 +839,30 @@ pub fn normalize_group<'a>(
     finish_parts(out, 0);
 }
 
+/// [`normalize_group`], with some parts' code replaced: `patched` lists
+/// `(part, code)` to normalise instead of the image's bytes (at the same
+/// address, of the same length). What a comparison "as if only these bytes
+/// differed" needs (see [`crate::lines`]).
+pub fn normalize_group_patched<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    patched: &[(usize, Vec<u8>)],
+    out: &mut Vec<Normalized<'a>>,
+) {
+    let n = index.parts(group).len();
+    out.truncate(n);
+    out.resize_with(n, Normalized::default);
+    for (p, o) in out.iter_mut().enumerate() {
+        o.clear();
+        let code = patched
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, c)| c.as_slice());
+        decode_part_with(index, group, p, code, o);
+    }
+    finish_parts(out, 0);
+}
+
 /// The part being normalised: where it is, and how an address resolves
 /// from inside it.
 #[derive(Clone, Copy, Debug)]
@@ -878,10 +902,25 @@ fn decode_part<'a>(
     part: usize,
     out: &mut Normalized<'a>,
 ) {
+    decode_part_with(index, group, part, None, out);
+}
+
+/// [`decode_part`], from `code` instead of the image's bytes when given
+/// (it must have the part's length).
+fn decode_part_with<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    part: usize,
+    code: Option<&[u8]>,
+    out: &mut Normalized<'a>,
+) {
     let Some(p) = index.parts(group).get(part) else {
         return;
     };
-    let Some(code) = index.image.bytes_at(p.rva, p.size) else {
+    let code = code
+        .filter(|c| c.len() as u64 == p.size)
+        .or_else(|| index.image.bytes_at(p.rva, p.size));
+    let Some(code) = code else {
         // Not file-backed (should not happen for code): compare by size.
         out.push_raw(0, &p.size.to_le_bytes());
         return;
