@@ -176,7 +176,7 @@ fn arm64_immediate(b: &[u8], u: &[u8], shift: i64) -> Option<Vec<u8>> {
         return None;
     }
     let value = |w: u32| -> i64 {
-        let imm = i64::from((w >> 5) & 0xffff) << (16 * ((w >> 21) & 3));
+        let imm = i64::from((w >> 5) & 0xffff) << (((w >> 21) & 3) << 4);
         if w & 0x7f80_0000 == 0x1280_0000 {
             !imm
         } else {
