@@ -471,6 +471,15 @@ struct Scanner<'c> {
     /// Bit set of the word indexes that a forward branch taken while no
     /// register held a page leads to (empty until there is one).
     bare: Vec<u64>,
+    /// What the backward branches of an earlier scan held (see
+    /// [`normalize`]).
+    known_backward: Backward,
+    /// What this scan's backward branches hold (at most
+    /// [`MAX_SNAPSHOTS`] records).
+    seen_backward: Backward,
+    /// Words entered after an instruction that never falls through, with
+    /// nothing recorded for them: their state is a guess.
+    entered_blind: Vec<u32>,
     /// Whether the previous instruction never falls through (`B`, `BR`,
     /// `RET`): the next one is reached only by branches.
     dead: bool,
@@ -543,6 +552,9 @@ impl<'c> Scanner<'c> {
             cases: BTreeMap::new(),
             next_snapshot: u32::MAX,
             bare: Vec::new(),
+            known_backward: Backward::default(),
+            seen_backward: Backward::default(),
+            entered_blind: Vec::new(),
             at_indirect: None,
             dead: false,
             data,
@@ -623,12 +635,32 @@ impl<'c> Scanner<'c> {
             self.cases.pop_first();
         }
         let tables = self.cases.remove(&i).unwrap_or_default();
+        if let Some(back) = self.known_backward.pages.get(&i) {
+            held.extend(back.iter().copied());
+        }
         if !dead {
+            // Reached by falling through and by branches: a register
+            // unknown on the way here holds the page the branches agree on;
+            // pages that disagree are unknown.
+            let mut merged = [CasePage::Unset; 32];
+            for &(r, page) in &held {
+                if let Some(slot) = merged.get_mut(usize::from(r)) {
+                    *slot = merge_page(*slot, CasePage::Page(page));
+                }
+            }
+            for (reg, m) in self.regs.iter_mut().zip(merged) {
+                *reg = match (*reg, m) {
+                    (_, CasePage::Unset) => *reg,
+                    (Reg::Unknown, CasePage::Page(p)) => Reg::Page(p),
+                    (Reg::Page(q), CasePage::Page(p)) if p == q => *reg,
+                    _ => Reg::Unknown,
+                };
+            }
             return;
         }
         let mut found = !held.is_empty();
-        // Reached by a dispatch that held no page.
-        let mut bare_case = false;
+        // Reached by a dispatch, or a backward branch, that held no page.
+        let mut bare_case = self.known_backward.bare.contains(&i);
         let mut merged = [CasePage::Unset; 32];
         for &(r, page) in &held {
             if let Some(slot) = merged.get_mut(usize::from(r)) {
@@ -669,6 +701,9 @@ impl<'c> Scanner<'c> {
             found = true;
         }
         if !found {
+            if self.entered_blind.len() < MAX_SNAPSHOTS {
+                self.entered_blind.push(i);
+            }
             let Some(pages) = &self.at_indirect else {
                 return;
             };
@@ -714,6 +749,26 @@ impl<'c> Scanner<'c> {
             if let Some(b) = self.bare.get_mut(at as usize / 64) {
                 *b |= 1 << (at % 64);
             }
+        }
+    }
+
+    /// Remember the pages held at a backward branch to `target`, for a
+    /// second scan (see [`normalize`]).
+    fn backward_snapshot(&mut self, pc: u64, target: u64) {
+        if target > pc || !self.inside(target) || target.wrapping_sub(self.rva) % 4 != 0 {
+            return;
+        }
+        if self.seen_backward.records >= MAX_SNAPSHOTS {
+            return;
+        }
+        let at = (target.wrapping_sub(self.rva) / 4) as u32;
+        let held: Vec<(u8, u64)> = self.pages().collect();
+        let seen = &mut self.seen_backward;
+        seen.records = seen.records.saturating_add(held.len().max(1));
+        if held.is_empty() {
+            seen.bare.insert(at);
+        } else {
+            seen.pages.entry(at).or_default().extend(held);
         }
     }
 
@@ -853,6 +908,7 @@ impl<'c> Scanner<'c> {
         {
             if w & 0xfc00_0000 != 0x9400_0000 {
                 self.snapshot(pc, target);
+                self.backward_snapshot(pc, target);
             }
         }
         let indirect = matches!(
@@ -1128,6 +1184,25 @@ impl<'c> Scanner<'c> {
 /// partial word), except that `NOP`s go to [`Normalized::nops`]. References
 /// into the group's own code are recorded for [`super::normalize_group`].
 pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
+    // A block entered only by branches from later code (a loop body placed
+    // after an unconditional branch) learns its pages from those branches,
+    // which the linear pass meets too late: then the part is scanned again,
+    // knowing them.
+    if let Some(backward) = pass(scope, code, out, Backward::default()) {
+        out.clear();
+        pass(scope, code, out, backward);
+    }
+}
+
+/// One scan of a part into `out`, with what the backward branches of an
+/// earlier scan held (`backward`). Returns what this scan's backward
+/// branches held, when a block they lead to was entered without it.
+fn pass<'a>(
+    scope: Scope<'a, '_, '_>,
+    code: &[u8],
+    out: &mut Normalized<'a>,
+    backward: Backward,
+) -> Option<Backward> {
     let (index, group, rva) = (scope.index, scope.group, scope.rva);
     // Words that a load-time relocation patches are data.
     let relocs = index.relocations_in(rva.saturating_sub(7), (code.len() as u64).saturating_add(7));
@@ -1148,6 +1223,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
     // dispatches share is written once, the others name it by its number.
     let mut tables: HashMap<u64, u32> = HashMap::new();
     let mut scanner = Scanner::new(index.image, code, rva, extra);
+    let rerun = backward.is_empty();
+    scanner.known_backward = backward;
     scanner.run(|i, ev| {
         let off = (i as usize) << 2;
         out.discard();
@@ -1269,6 +1346,34 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         })
         .collect();
     out.rehash(&forms);
+    if !rerun {
+        return None;
+    }
+    let seen = std::mem::take(&mut scanner.seen_backward);
+    scanner
+        .entered_blind
+        .iter()
+        .any(|i| seen.pages.contains_key(i) || seen.bare.contains(i))
+        .then_some(seen)
+}
+
+/// What backward branches held: the pages at each branch to an earlier
+/// word of the part (by target word), and the targets of those that held
+/// none.
+#[derive(Debug, Default)]
+struct Backward {
+    /// Pages held, by target word: (register, page).
+    pages: BTreeMap<u32, Vec<(u8, u64)>>,
+    /// Targets of backward branches that held no page.
+    bare: BTreeSet<u32>,
+    /// How many records (pages or bare targets) it holds.
+    records: usize,
+}
+
+impl Backward {
+    fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.bare.is_empty()
+    }
 }
 
 /// Hash `len` bytes at part offset `off` as data: bytes a relocation patches
