@@ -24,10 +24,12 @@ pub mod error;
 pub mod image;
 mod pe;
 pub mod read;
+mod types;
 
 pub use error::{Error, Result};
 pub use image::{
-    Arch, CodeView, DataObject, Export, Format, FormatIdentity, Function, Identity, Image,
-    Permissions, RelocTarget, Relocation, Section, Visibility,
+    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, Identity, Image,
+    Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout, TypeUse,
+    Visibility,
 };
 pub use read::ReadOptions;
