@@ -48,9 +48,12 @@
 )]
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::path::Path;
 
-use gimli::{constants as dw, AttributeValue, EndianSlice, LittleEndian, Reader, SectionId};
+use gimli::{
+    constants as dw, AttributeValue, EndianSlice, LittleEndian, Reader, Section as _, SectionId,
+};
 use object::elf;
 use object::read::elf::{SectionHeader, SectionTable};
 use object::Endianness;
@@ -73,23 +76,73 @@ const WHAT: &str = "DWARF debug information";
 /// stack on crafted input.
 const MAX_NESTING: usize = 1024;
 
-/// Bit 63 of a [`Key`] marks an entry of `.debug_types`.
-const TYPES_SECTION: u64 = 1 << 63;
+/// This bit of a [`Key`] marks an entry of `.debug_types`. Section offsets
+/// are below 2^32 (images are at most 4 GiB), so it is free.
+const TYPES_SECTION: u64 = 1 << 40;
+
+/// This bit of a [`Ref`] marks an index into [`Scan::signatures_used`]
+/// rather than a key.
+const SIG_FLAG: u64 = 1 << 41;
+
+/// This bit of a [`Ref`] in [`Scan::vars`] marks an abstract origin rather
+/// than a type.
+const ORIGIN_FLAG: u64 = 1 << 42;
 
 /// An entry's identity: its offset in `.debug_info`, or in `.debug_types`
 /// with [`TYPES_SECTION`] set.
 type Key = u64;
 
-/// A reference from one entry to another.
+/// A reference from one entry to another, in 8 bytes (and so is an
+/// `Option<Ref>`): the key of the entry, or with [`SIG_FLAG`] the index of a
+/// type-unit signature (`DW_FORM_ref_sig8`) in [`Scan::signatures_used`].
+/// Keys are never 0 (offset 0 is a unit header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ref {
-    /// An entry at a known offset.
-    Die(Key),
-    /// A type unit's type, by signature (`DW_FORM_ref_sig8`).
-    Sig(u64),
+struct Ref(NonZeroU64);
+
+impl Ref {
+    /// A reference to the entry at `key`.
+    fn die(key: Key) -> Option<Ref> {
+        if key >= SIG_FLAG {
+            return None;
+        }
+        NonZeroU64::new(key).map(Ref)
+    }
+
+    /// A reference to the `index`th signature used.
+    fn sig(index: usize) -> Option<Ref> {
+        let index = u64::try_from(index).ok().filter(|&i| i < SIG_FLAG)?;
+        NonZeroU64::new(index | SIG_FLAG).map(Ref)
+    }
+
+    /// The key, unless this is a signature.
+    fn key(self) -> Option<Key> {
+        let v = self.0.get() & !ORIGIN_FLAG;
+        (v & SIG_FLAG == 0).then_some(v)
+    }
+
+    /// The signature index, if this is one.
+    fn sig_index(self) -> Option<usize> {
+        let v = self.0.get() & !ORIGIN_FLAG;
+        if v & SIG_FLAG == 0 {
+            return None;
+        }
+        usize::try_from(v & !SIG_FLAG).ok()
+    }
+
+    /// This reference marked as an abstract origin (for [`Scan::vars`]).
+    fn as_origin(self) -> Ref {
+        Ref(self.0 | ORIGIN_FLAG)
+    }
+
+    /// Whether it is marked as an abstract origin, and the plain reference.
+    fn split_origin(self) -> (bool, Ref) {
+        let v = self.0.get();
+        let plain = NonZeroU64::new(v & !ORIGIN_FLAG).map_or(self, Ref);
+        (v & ORIGIN_FLAG != 0, plain)
+    }
 }
 
-/// The kinds of entries kept.
+/// The kinds of type entries kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tag {
     /// `DW_TAG_structure_type`.
@@ -109,10 +162,6 @@ enum Tag {
     Array,
     /// Base and enumeration types: a size, and nothing underneath.
     Leaf,
-    /// `DW_TAG_subprogram`.
-    Subprogram,
-    /// `DW_TAG_formal_parameter` or `DW_TAG_variable` inside a function.
-    Variable,
 }
 
 impl Tag {
@@ -122,28 +171,42 @@ impl Tag {
     }
 }
 
-/// One kept entry.
+/// One type entry.
 #[derive(Clone, Debug)]
-struct Die<'d> {
+struct TypeDie<'d> {
+    /// Where it is.
+    key: Key,
     /// Its kind.
     tag: Tag,
-    /// `DW_AT_name`.
+    /// `DW_AT_name` (kept for records and typedefs only).
     name: Option<&'d [u8]>,
     /// `DW_AT_type`.
     ty: Option<Ref>,
-    /// `DW_AT_abstract_origin` or `DW_AT_specification` (functions and
-    /// variables), or `DW_AT_signature` (a declaration of a type defined in
-    /// a type unit).
-    origin: Option<Ref>,
+    /// `DW_AT_signature`: a declaration of a type defined in a type unit.
+    signature: Option<Ref>,
     /// `DW_AT_byte_size`; for an array, its number of elements.
     size: Option<u64>,
     /// `DW_AT_declaration`.
     declaration: bool,
     /// Index into [`Scan::scopes`] of the C++ scope that encloses it (0: none).
     scope: u32,
-    /// Index into [`Scan::members`] (records) or [`Scan::funcs`]
-    /// (subprograms); unused otherwise.
-    extra: u32,
+    /// Index into [`Scan::members`] (records only).
+    members: u32,
+    /// Index into [`Scan::units`] of its unit.
+    unit: u32,
+}
+
+/// One `DW_TAG_subprogram`: concrete (with code), abstract, or a declaration.
+#[derive(Clone, Copy, Debug)]
+struct Sub {
+    /// Where it is.
+    key: Key,
+    /// `DW_AT_type`: the return type.
+    ty: Option<Ref>,
+    /// `DW_AT_abstract_origin` or `DW_AT_specification`.
+    origin: Option<Ref>,
+    /// Index into [`Scan::units`] of its unit.
+    unit: u32,
 }
 
 /// A data member, or a base class, of a record, as written.
@@ -172,22 +235,25 @@ struct Member<'d> {
     base: bool,
 }
 
-/// A function as written: concrete (with code) or abstract.
-#[derive(Clone, Debug, Default)]
-struct Func {
-    /// Entry RVAs (none for an abstract instance or a declaration).
-    entries: Vec<u64>,
-    /// Its parameters and variables, at any depth.
-    vars: Vec<Key>,
-    /// The abstract origins of the subroutines inlined into it.
-    inlined: Vec<Ref>,
+/// Where one unit's entries lie in the tables of [`Scan`], so that its
+/// references (nearly all within the unit) are found in a few steps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    /// Keys of the unit: `[start, end)`.
+    keys: (Key, Key),
+    /// Its range of [`Scan::types`].
+    types: (usize, usize),
+    /// Its range of [`Scan::subs`].
+    subs: (usize, usize),
+    /// Its range of [`Scan::var_types`].
+    var_types: (usize, usize),
 }
 
 /// What one unit's context on the nesting stack is.
 #[derive(Clone, Copy, Debug)]
 enum Ctx {
     /// Inside a function (directly, or in a block or inlined subroutine of
-    /// it): parameters and variables belong to this entry of [`Scan::funcs`].
+    /// it): parameters and variables belong to this entry of [`Scan::subs`].
     Func(u32),
     /// Inside a record: members belong to this entry of [`Scan::members`],
     /// and nested types are named within this entry of [`Scan::scopes`].
@@ -198,31 +264,49 @@ enum Ctx {
         scope: u32,
     },
     /// Inside an array type: subranges give its dimensions (index into
-    /// [`Scan::dies`]).
+    /// [`Scan::types`]).
     Array(usize),
-    /// Inside a namespace (or a C++ record without members of interest):
-    /// names are qualified by this entry of [`Scan::scopes`].
+    /// Inside a namespace: names are qualified by this entry of
+    /// [`Scan::scopes`].
     Scope(u32),
     /// Anything else with children (enumerations, subroutine types, call
     /// sites): their children are not parameters, variables or members.
     Opaque,
 }
 
-/// What the pass over the units collects.
+/// What the pass over the units collects. Every table is in file order,
+/// so sorted by key.
 #[derive(Default)]
 struct Scan<'d> {
-    /// Kept entries, sorted by key (units are read in file order).
-    dies: Vec<(Key, Die<'d>)>,
+    /// Type entries.
+    types: Vec<TypeDie<'d>>,
+    /// Functions.
+    subs: Vec<Sub>,
+    /// Every parameter and variable: the function (index into
+    /// [`Scan::subs`]) and its `DW_AT_type`, or its `DW_AT_abstract_origin`
+    /// (the variable of the abstract instance that has the type) marked
+    /// with [`Ref::as_origin`].
+    vars: Vec<(u32, Ref)>,
+    /// Parameters and variables that have a `DW_AT_type`, by key: the
+    /// targets of abstract origins.
+    var_types: Vec<(Key, Ref)>,
+    /// Subroutines inlined into a function: the function and the abstract
+    /// origin.
+    inlined: Vec<(u32, Ref)>,
+    /// Entry RVAs of functions with code: the function and the RVA.
+    entries: Vec<(u32, u64)>,
     /// Member lists of records.
     members: Vec<Vec<Member<'d>>>,
-    /// Functions.
-    funcs: Vec<Func>,
     /// Qualified C++ scope prefixes (`ns::outer`); entry 0 is the empty scope.
     scopes: Vec<String>,
     /// Type-unit signatures to the key of their type.
     signatures: HashMap<u64, Key>,
-    /// Whether the keys arrived in increasing order (they do, unless the
-    /// file is damaged); if not, [`Scan::dies`] is sorted before use.
+    /// The signatures references use, indexed by [`Ref::sig`].
+    signatures_used: Vec<u64>,
+    /// Each unit's part of the tables.
+    units: Vec<Span>,
+    /// Whether keys arrived out of order (only in a damaged file); then the
+    /// tables are sorted before use.
     unordered: bool,
 }
 
@@ -256,8 +340,7 @@ fn malformed(path: &Path, detail: impl Into<String>) -> Error {
 /// Read the layouts and type uses of an ELF image's DWARF.
 pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
     let path = input.path;
-    // Where each section is, and refuse compressed ones up front: they are
-    // valid but not decompressed here.
+    // Compressed sections are valid but not decompressed here.
     let mut compressed = Vec::new();
     let mut has_info = false;
     for sh in input.sections.iter() {
@@ -304,6 +387,13 @@ pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
         scopes: vec![String::new()],
         ..Scan::default()
     };
+    // Room for what a unit of GCC output holds per byte, so that the
+    // tables are not copied as they grow (untouched room costs nothing).
+    let info = dwarf.debug_info.reader().len();
+    scan.vars.reserve(info / 24);
+    scan.var_types.reserve(info / 24);
+    scan.subs.reserve(info / 64);
+    scan.entries.reserve(info / 128);
     let mut units = dwarf.units();
     while let Some(header) = units
         .next()
@@ -328,9 +418,7 @@ pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
         scan_unit(&dwarf, &unit, input, &mut scan)
             .map_err(|e| malformed(path, format!(".debug_types: unit at offset {at:#x}: {e}")))?;
     }
-    if scan.unordered {
-        scan.dies.sort_by_key(|d| d.0);
-    }
+    scan.finish();
 
     let model = Model::new(&scan);
     Ok(Found {
@@ -357,12 +445,16 @@ fn is_c(lang: gimli::DwLang) -> bool {
     )
 }
 
-/// A reference attribute value, as a [`Ref`].
-fn reference(unit_base: Key, value: &AttributeValue<R<'_>>) -> Option<Ref> {
+/// A reference attribute value, as a [`Ref`]; a signature is added to
+/// `used`.
+fn reference(unit_base: Key, value: &AttributeValue<R<'_>>, used: &mut Vec<u64>) -> Option<Ref> {
     match *value {
-        AttributeValue::UnitRef(o) => unit_base.checked_add(o.0 as u64).map(Ref::Die),
-        AttributeValue::DebugInfoRef(o) => Some(Ref::Die(o.0 as u64)),
-        AttributeValue::DebugTypesRef(sig) => Some(Ref::Sig(sig.0)),
+        AttributeValue::UnitRef(o) => unit_base.checked_add(o.0 as u64).and_then(Ref::die),
+        AttributeValue::DebugInfoRef(o) => Ref::die(o.0 as u64),
+        AttributeValue::DebugTypesRef(sig) => {
+            used.push(sig.0);
+            Ref::sig(used.len().saturating_sub(1))
+        }
         _ => None,
     }
 }
@@ -402,6 +494,30 @@ fn member_location(value: &AttributeValue<R<'_>>) -> std::result::Result<u64, ()
     }
 }
 
+/// The kind of type entry a tag is, if it is one this reader keeps.
+fn type_tag(tag: gimli::DwTag) -> Option<Tag> {
+    Some(match tag {
+        dw::DW_TAG_structure_type => Tag::Struct,
+        dw::DW_TAG_union_type => Tag::Union,
+        dw::DW_TAG_class_type => Tag::Class,
+        dw::DW_TAG_typedef => Tag::Typedef,
+        dw::DW_TAG_const_type
+        | dw::DW_TAG_volatile_type
+        | dw::DW_TAG_restrict_type
+        | dw::DW_TAG_atomic_type
+        | dw::DW_TAG_immutable_type
+        | dw::DW_TAG_packed_type
+        | dw::DW_TAG_shared_type => Tag::Qualifier,
+        dw::DW_TAG_pointer_type
+        | dw::DW_TAG_reference_type
+        | dw::DW_TAG_rvalue_reference_type
+        | dw::DW_TAG_ptr_to_member_type => Tag::Pointer,
+        dw::DW_TAG_array_type => Tag::Array,
+        dw::DW_TAG_base_type | dw::DW_TAG_enumeration_type => Tag::Leaf,
+        _ => return None,
+    })
+}
+
 /// One unit's entries into `scan`.
 fn scan_unit<'d>(
     dwarf: &gimli::Dwarf<R<'d>>,
@@ -410,6 +526,16 @@ fn scan_unit<'d>(
     scan: &mut Scan<'d>,
 ) -> std::result::Result<(), ScanError> {
     let base = unit_key(unit.header.offset());
+    let unit_index = u32::try_from(scan.units.len()).unwrap_or(u32::MAX);
+    let mut span = Span {
+        keys: (
+            base,
+            base.saturating_add(unit.header.length_including_self() as u64),
+        ),
+        types: (scan.types.len(), scan.types.len()),
+        subs: (scan.subs.len(), scan.subs.len()),
+        var_types: (scan.var_types.len(), scan.var_types.len()),
+    };
     if let gimli::UnitType::Type {
         type_signature,
         type_offset,
@@ -441,69 +567,54 @@ fn scan_unit<'d>(
             _ => None,
         };
         let tag = abbrev.tag();
-        let kept = match tag {
-            dw::DW_TAG_structure_type => Some(Tag::Struct),
-            dw::DW_TAG_union_type => Some(Tag::Union),
-            dw::DW_TAG_class_type => Some(Tag::Class),
-            dw::DW_TAG_typedef => Some(Tag::Typedef),
-            dw::DW_TAG_const_type
-            | dw::DW_TAG_volatile_type
-            | dw::DW_TAG_restrict_type
-            | dw::DW_TAG_atomic_type
-            | dw::DW_TAG_immutable_type
-            | dw::DW_TAG_packed_type
-            | dw::DW_TAG_shared_type => Some(Tag::Qualifier),
-            dw::DW_TAG_pointer_type
-            | dw::DW_TAG_reference_type
-            | dw::DW_TAG_rvalue_reference_type
-            | dw::DW_TAG_ptr_to_member_type => Some(Tag::Pointer),
-            dw::DW_TAG_array_type => Some(Tag::Array),
-            dw::DW_TAG_base_type | dw::DW_TAG_enumeration_type => Some(Tag::Leaf),
-            dw::DW_TAG_subprogram => Some(Tag::Subprogram),
-            dw::DW_TAG_formal_parameter | dw::DW_TAG_variable if func.is_some() => {
-                Some(Tag::Variable)
-            }
-            _ => None,
-        };
-
         // The context this entry opens for its children, if it has any.
         let mut opens = Ctx::Opaque;
-        if let Some(t) = kept {
-            let mut die = Die {
+        if let Some(t) = type_tag(tag) {
+            let mut die = TypeDie {
+                key,
                 tag: t,
                 name: None,
                 ty: None,
-                origin: None,
+                signature: None,
                 size: None,
                 declaration: false,
                 scope,
-                extra: 0,
+                members: 0,
+                unit: unit_index,
             };
-            let mut low_pc = None;
-            let mut ranges = None;
-            for spec in abbrev.attributes() {
-                let attr = entries.read_attribute(*spec)?;
-                let value = attr.value();
-                match attr.name() {
-                    dw::DW_AT_name => die.name = Some(dwarf.attr_string(unit, value)?.slice()),
-                    dw::DW_AT_type => die.ty = reference(base, &value),
-                    dw::DW_AT_abstract_origin | dw::DW_AT_specification | dw::DW_AT_signature => {
-                        die.origin = reference(base, &value)
+            let named = matches!(t, Tag::Struct | Tag::Union | Tag::Class | Tag::Typedef);
+            read_attrs(
+                &mut entries,
+                abbrev.attributes(),
+                &[
+                    dw::DW_AT_name,
+                    dw::DW_AT_type,
+                    dw::DW_AT_signature,
+                    dw::DW_AT_byte_size,
+                    dw::DW_AT_declaration,
+                ],
+                |attr| {
+                    match attr.name() {
+                        dw::DW_AT_name if named => {
+                            die.name = Some(dwarf.attr_string(unit, attr.value())?.slice())
+                        }
+                        dw::DW_AT_type => {
+                            die.ty = reference(base, &attr.value(), &mut scan.signatures_used)
+                        }
+                        dw::DW_AT_signature => {
+                            die.signature =
+                                reference(base, &attr.value(), &mut scan.signatures_used)
+                        }
+                        dw::DW_AT_byte_size => die.size = constant(&attr.value()),
+                        dw::DW_AT_declaration => die.declaration = flag(&attr.value()),
+                        _ => {}
                     }
-                    dw::DW_AT_byte_size => die.size = constant(&value),
-                    dw::DW_AT_declaration => die.declaration = flag(&value),
-                    dw::DW_AT_low_pc if t == Tag::Subprogram => {
-                        low_pc = dwarf.attr_address(unit, value)?
-                    }
-                    dw::DW_AT_ranges if t == Tag::Subprogram => {
-                        ranges = dwarf.attr_ranges_offset(unit, value)?
-                    }
-                    _ => {}
-                }
-            }
+                    Ok(())
+                },
+            )?;
             match t {
                 Tag::Struct | Tag::Union | Tag::Class => {
-                    die.extra = u32::try_from(scan.members.len()).unwrap_or(u32::MAX);
+                    die.members = u32::try_from(scan.members.len()).unwrap_or(u32::MAX);
                     scan.members.push(Vec::new());
                     // Types nested in a C++ record are named within it.
                     let inner = match die.name {
@@ -513,91 +624,189 @@ fn scan_unit<'d>(
                         _ => scope,
                     };
                     opens = Ctx::Record {
-                        members: die.extra,
+                        members: die.members,
                         scope: inner,
                     };
                 }
                 Tag::Array => {
-                    opens = Ctx::Array(scan.dies.len());
+                    opens = Ctx::Array(scan.types.len());
                     // Elements: the product of the subranges' counts.
                     die.size = Some(1);
                 }
-                Tag::Subprogram => {
-                    let mut f = Func::default();
-                    let mut add = |vaddr: u64| {
+                _ => {}
+            }
+            if scan.types.last().is_some_and(|last| last.key >= key) {
+                scan.unordered = true;
+            }
+            scan.types.push(die);
+        } else {
+            match tag {
+                dw::DW_TAG_subprogram => {
+                    let mut sub = Sub {
+                        key,
+                        ty: None,
+                        origin: None,
+                        unit: unit_index,
+                    };
+                    let (mut low_pc, mut ranges, mut declaration) = (None, None, false);
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[
+                            dw::DW_AT_declaration,
+                            dw::DW_AT_type,
+                            dw::DW_AT_abstract_origin,
+                            dw::DW_AT_specification,
+                            dw::DW_AT_low_pc,
+                            dw::DW_AT_ranges,
+                        ],
+                        |attr| {
+                            match attr.name() {
+                                dw::DW_AT_declaration => declaration = flag(&attr.value()),
+                                dw::DW_AT_type => {
+                                    sub.ty =
+                                        reference(base, &attr.value(), &mut scan.signatures_used)
+                                }
+                                dw::DW_AT_abstract_origin | dw::DW_AT_specification => {
+                                    sub.origin =
+                                        reference(base, &attr.value(), &mut scan.signatures_used)
+                                }
+                                dw::DW_AT_low_pc => {
+                                    low_pc = dwarf.attr_address(unit, attr.value())?
+                                }
+                                dw::DW_AT_ranges => {
+                                    ranges = dwarf.attr_ranges_offset(unit, attr.value())?
+                                }
+                                _ => {}
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    let index = u32::try_from(scan.subs.len()).unwrap_or(u32::MAX);
+                    let in_code = |vaddr: u64| {
                         let rva = vaddr.wrapping_sub(input.base);
-                        if input
+                        input
                             .code
                             .iter()
                             .any(|&(s, n)| rva.checked_sub(s).is_some_and(|d| d < n))
-                            && !f.entries.contains(&rva)
-                        {
-                            f.entries.push(rva);
-                        }
+                            .then_some(rva)
                     };
                     if let Some(pc) = low_pc {
-                        add(pc);
+                        if let Some(rva) = in_code(pc) {
+                            scan.entries.push((index, rva));
+                        }
                     } else if let Some(offset) = ranges {
                         let mut iter = dwarf.ranges(unit, offset)?;
+                        let mut count = 0usize;
                         while let Some(r) = iter.next()? {
-                            if r.end > r.begin {
-                                add(r.begin);
+                            count = count.saturating_add(1);
+                            if count > MAX_RANGES {
+                                break;
+                            }
+                            if let Some(rva) = in_code(r.begin).filter(|_| r.end > r.begin) {
+                                let known = scan
+                                    .entries
+                                    .iter()
+                                    .rev()
+                                    .take_while(|e| e.0 == index)
+                                    .any(|e| e.1 == rva);
+                                if !known {
+                                    scan.entries.push((index, rva));
+                                }
                             }
                         }
                     }
-                    die.extra = u32::try_from(scan.funcs.len()).unwrap_or(u32::MAX);
-                    opens = Ctx::Func(die.extra);
-                    scan.funcs.push(f);
-                }
-                Tag::Variable => {
-                    if let Some(f) = func.and_then(|f| scan.funcs.get_mut(f as usize)) {
-                        f.vars.push(key);
+                    if scan.subs.last().is_some_and(|last| last.key >= key) {
+                        scan.unordered = true;
+                    }
+                    scan.subs.push(sub);
+                    // A declaration's parameters repeat the definition's,
+                    // which has its own; only its return type is needed
+                    // (through DW_AT_specification).
+                    if !declaration {
+                        opens = Ctx::Func(index);
                     }
                 }
-                _ => {}
-            }
-            if scan.dies.last().is_some_and(|&(last, _)| last >= key) {
-                scan.unordered = true;
-            }
-            scan.dies.push((key, die));
-        } else {
-            match tag {
-                dw::DW_TAG_compile_unit | dw::DW_TAG_partial_unit | dw::DW_TAG_type_unit => {
-                    for spec in abbrev.attributes() {
-                        let attr = entries.read_attribute(*spec)?;
-                        if let (dw::DW_AT_language, AttributeValue::Language(lang)) =
-                            (attr.name(), attr.value())
-                        {
-                            qualify = !is_c(lang);
+                dw::DW_TAG_formal_parameter | dw::DW_TAG_variable if func.is_some() => {
+                    let (mut ty, mut origin) = (None, None);
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[dw::DW_AT_type, dw::DW_AT_abstract_origin],
+                        |attr| {
+                            match attr.name() {
+                                dw::DW_AT_type => {
+                                    ty = reference(base, &attr.value(), &mut scan.signatures_used)
+                                }
+                                dw::DW_AT_abstract_origin => {
+                                    origin =
+                                        reference(base, &attr.value(), &mut scan.signatures_used)
+                                }
+                                _ => {}
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    let f = func.unwrap_or_default();
+                    if let Some(t) = ty {
+                        if scan.var_types.last().is_some_and(|&(last, _)| last >= key) {
+                            scan.unordered = true;
                         }
+                        scan.var_types.push((key, t));
+                        scan.vars.push((f, t));
+                    } else if let Some(o) = origin {
+                        scan.vars.push((f, o.as_origin()));
                     }
+                }
+                dw::DW_TAG_compile_unit | dw::DW_TAG_partial_unit | dw::DW_TAG_type_unit => {
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[dw::DW_AT_language],
+                        |attr| {
+                            if let (dw::DW_AT_language, AttributeValue::Language(lang)) =
+                                (attr.name(), attr.value())
+                            {
+                                qualify = !is_c(lang);
+                            }
+                            Ok(())
+                        },
+                    )?;
                     opens = Ctx::Scope(0);
                 }
                 dw::DW_TAG_namespace if qualify => {
                     let mut name = None;
-                    for spec in abbrev.attributes() {
-                        let attr = entries.read_attribute(*spec)?;
-                        if attr.name() == dw::DW_AT_name {
-                            name = Some(dwarf.attr_string(unit, attr.value())?.slice());
-                        }
-                    }
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[dw::DW_AT_name],
+                        |attr| {
+                            if attr.name() == dw::DW_AT_name {
+                                name = Some(dwarf.attr_string(unit, attr.value())?.slice());
+                            }
+                            Ok(())
+                        },
+                    )?;
                     let ns: &[u8] = name.unwrap_or(b"(anonymous namespace)");
                     opens = Ctx::Scope(push_scope(scan, scope, ns));
                 }
                 dw::DW_TAG_lexical_block | dw::DW_TAG_inlined_subroutine if func.is_some() => {
                     let mut origin = None;
-                    for spec in abbrev.attributes() {
-                        let attr = entries.read_attribute(*spec)?;
-                        if attr.name() == dw::DW_AT_abstract_origin
-                            && tag == dw::DW_TAG_inlined_subroutine
-                        {
-                            origin = reference(base, &attr.value());
-                        }
-                    }
-                    if let (Some(o), Some(f)) =
-                        (origin, func.and_then(|f| scan.funcs.get_mut(f as usize)))
-                    {
-                        f.inlined.push(o);
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[dw::DW_AT_abstract_origin],
+                        |attr| {
+                            if attr.name() == dw::DW_AT_abstract_origin
+                                && tag == dw::DW_TAG_inlined_subroutine
+                            {
+                                origin = reference(base, &attr.value(), &mut scan.signatures_used);
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    if let (Some(o), Some(f)) = (origin, func) {
+                        scan.inlined.push((f, o));
                     }
                     opens = ctx.unwrap_or(Ctx::Opaque);
                 }
@@ -608,27 +817,44 @@ fn scan_unit<'d>(
                         base: tag == dw::DW_TAG_inheritance,
                         ..Member::default()
                     };
-                    for spec in abbrev.attributes() {
-                        let attr = entries.read_attribute(*spec)?;
-                        let value = attr.value();
-                        match attr.name() {
-                            dw::DW_AT_name => {
-                                m.name = Some(dwarf.attr_string(unit, value)?.slice())
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[
+                            dw::DW_AT_name,
+                            dw::DW_AT_type,
+                            dw::DW_AT_data_member_location,
+                            dw::DW_AT_data_bit_offset,
+                            dw::DW_AT_bit_offset,
+                            dw::DW_AT_bit_size,
+                            dw::DW_AT_byte_size,
+                            dw::DW_AT_external,
+                            dw::DW_AT_declaration,
+                        ],
+                        |attr| {
+                            let value = attr.value();
+                            match attr.name() {
+                                dw::DW_AT_name => {
+                                    m.name = Some(dwarf.attr_string(unit, value)?.slice())
+                                }
+                                dw::DW_AT_type => {
+                                    m.ty = reference(base, &value, &mut scan.signatures_used)
+                                }
+                                dw::DW_AT_data_member_location => {
+                                    m.location = Some(member_location(&value))
+                                }
+                                dw::DW_AT_data_bit_offset => m.data_bit_offset = constant(&value),
+                                dw::DW_AT_bit_offset => m.bit_offset = constant(&value),
+                                dw::DW_AT_bit_size => m.bit_size = constant(&value),
+                                dw::DW_AT_byte_size => m.byte_size = constant(&value),
+                                dw::DW_AT_external | dw::DW_AT_declaration => {
+                                    m.is_static |= flag(&value)
+                                }
+                                _ => {}
                             }
-                            dw::DW_AT_type => m.ty = reference(base, &value),
-                            dw::DW_AT_data_member_location => {
-                                m.location = Some(member_location(&value))
-                            }
-                            dw::DW_AT_data_bit_offset => m.data_bit_offset = constant(&value),
-                            dw::DW_AT_bit_offset => m.bit_offset = constant(&value),
-                            dw::DW_AT_bit_size => m.bit_size = constant(&value),
-                            dw::DW_AT_byte_size => m.byte_size = constant(&value),
-                            dw::DW_AT_external | dw::DW_AT_declaration => {
-                                m.is_static |= flag(&value)
-                            }
-                            _ => {}
-                        }
-                    }
+                            Ok(())
+                        },
+                    )?;
                     if let Some(Ctx::Record { members, .. }) = ctx {
                         if let Some(list) = scan.members.get_mut(members as usize) {
                             list.push(m);
@@ -637,16 +863,25 @@ fn scan_unit<'d>(
                 }
                 dw::DW_TAG_subrange_type if matches!(ctx, Some(Ctx::Array(_))) => {
                     let (mut count, mut lower, mut upper) = (None, None, None);
-                    for spec in abbrev.attributes() {
-                        let attr = entries.read_attribute(*spec)?;
-                        let value = attr.value();
-                        match attr.name() {
-                            dw::DW_AT_count => count = Some(constant(&value)),
-                            dw::DW_AT_lower_bound => lower = Some(constant(&value)),
-                            dw::DW_AT_upper_bound => upper = Some(constant(&value)),
-                            _ => {}
-                        }
-                    }
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[
+                            dw::DW_AT_count,
+                            dw::DW_AT_lower_bound,
+                            dw::DW_AT_upper_bound,
+                        ],
+                        |attr| {
+                            let value = attr.value();
+                            match attr.name() {
+                                dw::DW_AT_count => count = Some(constant(&value)),
+                                dw::DW_AT_lower_bound => lower = Some(constant(&value)),
+                                dw::DW_AT_upper_bound => upper = Some(constant(&value)),
+                                _ => {}
+                            }
+                            Ok(())
+                        },
+                    )?;
                     // An unknown dimension (a flexible array member, a VLA)
                     // makes the whole array's element count unknown.
                     let n = match (count, upper) {
@@ -659,7 +894,7 @@ fn scan_unit<'d>(
                         _ => None,
                     };
                     if let Some(Ctx::Array(i)) = ctx {
-                        if let Some((_, arr)) = scan.dies.get_mut(i) {
+                        if let Some(arr) = scan.types.get_mut(i) {
                             arr.size = match (arr.size, n) {
                                 (Some(a), Some(n)) => a.checked_mul(n),
                                 _ => None,
@@ -667,13 +902,75 @@ fn scan_unit<'d>(
                         }
                     }
                 }
-                _ => {
-                    entries.skip_attributes(abbrev.attributes())?;
-                }
+                _ => entries.skip_attributes(abbrev.attributes())?,
             }
         }
         if abbrev.has_children() {
             push_ctx(&mut stack, depth, opens)?;
+        }
+    }
+    span.types.1 = scan.types.len();
+    span.subs.1 = scan.subs.len();
+    span.var_types.1 = scan.var_types.len();
+    scan.units.push(span);
+    Ok(())
+}
+
+/// How many ranges of one function's `DW_AT_ranges` are read (GCC writes
+/// two: the hot and the cold part).
+const MAX_RANGES: usize = 64;
+
+impl Scan<'_> {
+    /// Put the tables in the order the model expects: sorted by key (they
+    /// are unless the file is damaged), and the per-function lists grouped
+    /// by function.
+    fn finish(&mut self) {
+        if self.unordered {
+            // Keys out of order mean overlapping units: unit-local lookups
+            // cannot be trusted, so every lookup searches everything.
+            self.types.sort_by_key(|t| t.key);
+            self.subs.sort_by_key(|s| s.key);
+            self.var_types.sort_by_key(|v| v.0);
+            self.units.clear();
+        }
+        // Functions nested in functions interleave their lists.
+        if !self.vars.is_sorted_by_key(|v| v.0) {
+            self.vars.sort_by_key(|v| v.0);
+        }
+        if !self.inlined.is_sorted_by_key(|v| v.0) {
+            self.inlined.sort_by_key(|v| v.0);
+        }
+        if !self.entries.is_sorted_by_key(|v| v.0) {
+            self.entries.sort_by_key(|v| v.0);
+        }
+    }
+}
+
+/// Read the attributes named in `wanted` of the entry whose attributes
+/// `specs` describe, handing each to `f`, and skip the others in runs (which
+/// gimli does without decoding them).
+fn read_attrs<'d>(
+    entries: &mut gimli::EntriesRaw<'_, '_, R<'d>>,
+    specs: &[gimli::AttributeSpecification],
+    wanted: &[gimli::DwAt],
+    mut f: impl FnMut(gimli::Attribute<R<'d>>) -> std::result::Result<(), ScanError>,
+) -> std::result::Result<(), ScanError> {
+    let mut at = 0;
+    while at < specs.len() {
+        let run = specs
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|s| !wanted.contains(&s.name()))
+            .count();
+        if run > 0 {
+            let end = at.saturating_add(run);
+            entries.skip_attributes(specs.get(at..end).unwrap_or_default())?;
+            at = end;
+        }
+        if let Some(spec) = specs.get(at) {
+            f(entries.read_attribute(*spec)?)?;
+            at = at.saturating_add(1);
         }
     }
     Ok(())
@@ -727,14 +1024,6 @@ fn push_scope(scan: &mut Scan<'_>, outer: u32, name: &[u8]) -> u32 {
     u32::try_from(scan.scopes.len().saturating_sub(1)).unwrap_or(0)
 }
 
-/// The scanned entries, indexed for resolving references.
-struct Model<'s, 'd> {
-    /// What the scan found.
-    scan: &'s Scan<'d>,
-    /// Names that typedefs give to anonymous records, by record key.
-    typedef_names: HashMap<Key, String>,
-}
-
 /// The qualified form of `name` in `scope`.
 fn qualified(scan: &Scan<'_>, scope: u32, name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
@@ -744,56 +1033,153 @@ fn qualified(scan: &Scan<'_>, scope: u32, name: &[u8]) -> String {
     }
 }
 
+/// The index of `key` in a key-sorted table, searching the unit's part
+/// first (references nearly always stay within their unit).
+fn search<T>(
+    table: &[T],
+    key_of: impl Fn(&T) -> Key,
+    key: Key,
+    local: Option<((Key, Key), (usize, usize))>,
+) -> Option<usize> {
+    if let Some(((start, end), (lo, hi))) = local {
+        if key >= start && key < end {
+            let part = table.get(lo..hi)?;
+            return part
+                .binary_search_by_key(&key, key_of)
+                .ok()
+                .and_then(|i| i.checked_add(lo));
+        }
+    }
+    table.binary_search_by_key(&key, key_of).ok()
+}
+
+/// Not yet computed, in [`Model::records`].
+const UNKNOWN: u32 = u32::MAX;
+/// No record at the end of the chain, in [`Model::records`].
+const NONE: u32 = u32::MAX - 1;
+
+/// The scanned entries, indexed for resolving references.
+struct Model<'s, 'd> {
+    /// What the scan found.
+    scan: &'s Scan<'d>,
+    /// Names that typedefs give to anonymous records, by record index.
+    typedef_names: HashMap<usize, String>,
+    /// For each type entry, the record (index into [`Scan::types`]) a chain
+    /// of typedefs, qualifiers, pointers and arrays from it ends in, or
+    /// [`NONE`].
+    records: Vec<u32>,
+    /// Where each function's variables, inlined subroutines and entries
+    /// start in [`Scan::vars`], [`Scan::inlined`], [`Scan::entries`].
+    starts: [Vec<usize>; 3],
+}
+
 impl<'s, 'd> Model<'s, 'd> {
     /// Index the scan.
     fn new(scan: &'s Scan<'d>) -> Self {
         let mut model = Model {
             scan,
             typedef_names: HashMap::new(),
+            records: Vec::new(),
+            starts: [Vec::new(), Vec::new(), Vec::new()],
         };
         let mut names = HashMap::new();
-        for (_, die) in &scan.dies {
-            let (Tag::Typedef, Some(name), Some(Ref::Die(target))) = (die.tag, die.name, die.ty)
-            else {
+        for die in &scan.types {
+            let (Tag::Typedef, Some(name), Some(target)) = (die.tag, die.name, die.ty) else {
                 continue;
             };
-            let anonymous_record = model
-                .find(target)
-                .is_some_and(|t| t.tag.is_record() && t.name.is_none_or(is_placeholder_name));
+            let Some(t) = model.find_type(target, Some(die.unit)) else {
+                continue;
+            };
+            let anonymous_record = scan
+                .types
+                .get(t)
+                .is_some_and(|r| r.tag.is_record() && r.name.is_none_or(is_placeholder_name));
             if anonymous_record {
                 // The first typedef in the file names it.
                 names
-                    .entry(target)
+                    .entry(t)
                     .or_insert_with(|| qualified(scan, die.scope, name));
             }
         }
         model.typedef_names = names;
+        model.records = (0..scan.types.len())
+            .map(|i| {
+                let die = scan.types.get(i);
+                let r = die.and_then(|d| Ref::die(d.key));
+                match r.and_then(|r| model.record_of(r, die.map(|d| d.unit), true)) {
+                    Some(rec) => u32::try_from(rec).unwrap_or(NONE),
+                    None => NONE,
+                }
+            })
+            .collect();
+        let subs = scan.subs.len();
+        model.starts = [
+            starts(scan.vars.iter().map(|v| v.0), subs),
+            starts(scan.inlined.iter().map(|v| v.0), subs),
+            starts(scan.entries.iter().map(|v| v.0), subs),
+        ];
         model
     }
 
-    /// The entry at `key`.
-    fn find(&self, key: Key) -> Option<&'s Die<'d>> {
-        let dies = &self.scan.dies;
-        let i = dies.binary_search_by_key(&key, |d| d.0).ok()?;
-        dies.get(i).map(|(_, d)| d)
+    /// The local part of table `part` of `unit`, for [`search`].
+    fn local(
+        &self,
+        unit: Option<u32>,
+        part: fn(&Span) -> (usize, usize),
+    ) -> Option<((Key, Key), (usize, usize))> {
+        let span = self.scan.units.get(unit? as usize)?;
+        Some((span.keys, part(span)))
     }
 
-    /// The entry a reference points at, with its key.
-    fn resolve(&self, r: Ref) -> Option<(Key, &'s Die<'d>)> {
-        let key = match r {
-            Ref::Die(k) => k,
-            Ref::Sig(sig) => *self.scan.signatures.get(&sig)?,
+    /// The index in [`Scan::types`] of the entry `r` points at.
+    fn find_type(&self, r: Ref, unit: Option<u32>) -> Option<usize> {
+        let (key, unit) = match r.key() {
+            Some(key) => (key, unit),
+            None => {
+                let sig = self.scan.signatures_used.get(r.sig_index()?)?;
+                (*self.scan.signatures.get(sig)?, None)
+            }
         };
-        Some((key, self.find(key)?))
+        search(
+            &self.scan.types,
+            |t| t.key,
+            key,
+            self.local(unit, |s| s.types),
+        )
     }
 
-    /// The record a chain of typedefs, qualifiers, pointers, references and
-    /// arrays starting at `r` ends in, if it ends in one.
-    fn record_of(&self, mut r: Ref, through_pointers: bool) -> Option<(Key, &'s Die<'d>)> {
+    /// The index in [`Scan::subs`] of the function `r` points at.
+    fn find_sub(&self, r: Ref, unit: Option<u32>) -> Option<usize> {
+        let key = r.key()?;
+        search(
+            &self.scan.subs,
+            |s| s.key,
+            key,
+            self.local(unit, |s| s.subs),
+        )
+    }
+
+    /// The type of the variable `r` points at.
+    fn var_type(&self, r: Ref, unit: Option<u32>) -> Option<Ref> {
+        let key = r.key()?;
+        let i = search(
+            &self.scan.var_types,
+            |v| v.0,
+            key,
+            self.local(unit, |s| s.var_types),
+        )?;
+        self.scan.var_types.get(i).map(|v| v.1)
+    }
+
+    /// The record (index into [`Scan::types`]) a chain of typedefs and
+    /// qualifiers (and pointers and arrays, if `through_pointers`) from `r`
+    /// ends in.
+    fn record_of(&self, mut r: Ref, unit: Option<u32>, through_pointers: bool) -> Option<usize> {
         for _ in 0..MAX_CHAIN {
-            let (key, die) = self.resolve(r)?;
+            let i = self.find_type(r, unit)?;
+            let die = self.scan.types.get(i)?;
             match die.tag {
-                Tag::Struct | Tag::Union | Tag::Class => return Some((key, die)),
+                Tag::Struct | Tag::Union | Tag::Class => return Some(i),
                 Tag::Typedef | Tag::Qualifier => r = die.ty?,
                 Tag::Pointer | Tag::Array if through_pointers => r = die.ty?,
                 _ => return None,
@@ -802,37 +1188,49 @@ impl<'s, 'd> Model<'s, 'd> {
         None
     }
 
+    /// The record a type reference reaches through any chain, from the
+    /// precomputed table.
+    fn record_reached(&self, r: Ref, unit: Option<u32>) -> Option<usize> {
+        let i = self.find_type(r, unit)?;
+        match *self.records.get(i)? {
+            NONE | UNKNOWN => None,
+            rec => Some(rec as usize),
+        }
+    }
+
     /// The name of a record: its tag name (qualified for C++), or the name a
     /// typedef gives it, or (for a declaration of a type-unit type) the
     /// name of the definition.
-    fn record_name(&self, key: Key, die: &Die<'d>) -> Option<String> {
+    fn record_name(&self, i: usize) -> Option<String> {
+        let die = self.scan.types.get(i)?;
         if let Some(name) = die.name.filter(|n| !is_placeholder_name(n)) {
             return Some(qualified(self.scan, die.scope, name));
         }
-        if let Some(name) = self.typedef_names.get(&key) {
+        if let Some(name) = self.typedef_names.get(&i) {
             return Some(name.clone());
         }
         if die.declaration {
             // A declaration of a type defined in a type unit.
-            let (k, d) = self.resolve(die.origin?)?;
-            if k != key && d.tag.is_record() {
-                if let Some(name) = d.name.filter(|n| !is_placeholder_name(n)) {
-                    return Some(qualified(self.scan, d.scope, name));
+            let d = self.find_type(die.signature?, None)?;
+            let def = self.scan.types.get(d)?;
+            if d != i && def.tag.is_record() {
+                if let Some(name) = def.name.filter(|n| !is_placeholder_name(n)) {
+                    return Some(qualified(self.scan, def.scope, name));
                 }
-                return self.typedef_names.get(&k).cloned();
+                return self.typedef_names.get(&d).cloned();
             }
         }
         None
     }
 
     /// The size in bytes of an object of type `r`.
-    fn size_of(&self, mut r: Ref) -> Option<u64> {
+    fn size_of(&self, mut r: Ref, unit: Option<u32>) -> Option<u64> {
         // Elements of the arrays passed on the way.
         let mut count: u64 = 1;
         for _ in 0..MAX_CHAIN {
-            let (_, die) = self.resolve(r)?;
+            let die = self.scan.types.get(self.find_type(r, unit)?)?;
             match die.tag {
-                Tag::Struct | Tag::Union | Tag::Class if die.declaration => r = die.origin?,
+                Tag::Struct | Tag::Union | Tag::Class if die.declaration => r = die.signature?,
                 Tag::Struct | Tag::Union | Tag::Class | Tag::Leaf => {
                     return die.size?.checked_mul(count)
                 }
@@ -843,7 +1241,6 @@ impl<'s, 'd> Model<'s, 'd> {
                     count = count.checked_mul(die.size?)?;
                     r = die.ty?;
                 }
-                Tag::Subprogram | Tag::Variable => return None,
             }
         }
         None
@@ -852,7 +1249,7 @@ impl<'s, 'd> Model<'s, 'd> {
     /// Every complete, named record as a layout.
     fn layouts(&self) -> Vec<TypeLayout> {
         let mut out = Vec::new();
-        for &(key, ref die) in &self.scan.dies {
+        for (i, die) in self.scan.types.iter().enumerate() {
             let kind = match die.tag {
                 Tag::Struct => TypeKind::Struct,
                 Tag::Union => TypeKind::Union,
@@ -862,11 +1259,11 @@ impl<'s, 'd> Model<'s, 'd> {
             let Some(size) = die.size.filter(|_| !die.declaration) else {
                 continue;
             };
-            let Some(name) = self.record_name(key, die) else {
+            let Some(name) = self.record_name(i) else {
                 continue;
             };
             let mut fields = Vec::new();
-            self.fields(die.extra, 0, 0, &mut fields);
+            self.fields(die, 0, 0, &mut fields);
             out.push(TypeLayout {
                 name,
                 kind,
@@ -879,12 +1276,13 @@ impl<'s, 'd> Model<'s, 'd> {
         out
     }
 
-    /// The fields of member list `list`, at `base` bytes into the outermost
-    /// record, into `out`. Anonymous record members are flattened.
-    fn fields(&self, list: u32, base: u64, depth: usize, out: &mut Vec<Field>) {
-        let Some(members) = self.scan.members.get(list as usize) else {
+    /// The fields of `record`, at `base` bytes into the outermost record,
+    /// into `out`. Anonymous record members are flattened.
+    fn fields(&self, record: &TypeDie<'d>, base: u64, depth: usize, out: &mut Vec<Field>) {
+        let Some(members) = self.scan.members.get(record.members as usize) else {
             return;
         };
+        let unit = Some(record.unit);
         for m in members {
             if m.is_static {
                 continue;
@@ -899,11 +1297,11 @@ impl<'s, 'd> Model<'s, 'd> {
             let Some(byte) = base.checked_add(location) else {
                 continue;
             };
-            let type_size = m.ty.and_then(|t| self.size_of(t));
+            let type_size = m.ty.and_then(|t| self.size_of(t, unit));
             if m.base {
                 let class =
-                    m.ty.and_then(|t| self.record_of(t, false))
-                        .and_then(|(k, d)| self.record_name(k, d))
+                    m.ty.and_then(|t| self.record_of(t, unit, false))
+                        .and_then(|i| self.record_name(i))
                         .unwrap_or_else(|| "?".to_owned());
                 out.push(Field {
                     offset: byte,
@@ -952,8 +1350,11 @@ impl<'s, 'd> Model<'s, 'd> {
                     name: String::from_utf8_lossy(name).into_owned(),
                 }),
                 None if depth < MAX_FLATTEN => {
-                    if let Some((_, inner)) = m.ty.and_then(|t| self.record_of(t, false)) {
-                        self.fields(inner.extra, byte, depth.saturating_add(1), out);
+                    let inner =
+                        m.ty.and_then(|t| self.record_of(t, unit, false))
+                            .and_then(|i| self.scan.types.get(i));
+                    if let Some(inner) = inner {
+                        self.fields(inner, byte, depth.saturating_add(1), out);
                     }
                 }
                 None => {}
@@ -961,55 +1362,48 @@ impl<'s, 'd> Model<'s, 'd> {
         }
     }
 
-    /// The type of a parameter or variable, from it or its origin.
-    fn type_of_var(&self, key: Key) -> Option<Ref> {
-        let mut die = self.find(key)?;
-        for _ in 0..MAX_CHAIN {
-            if let Some(t) = die.ty {
-                return Some(t);
-            }
-            die = self.resolve(die.origin?)?.1;
+    /// Items `[starts[s], starts[s + 1])` of `table`.
+    fn of<'t, T>(&self, table: &'t [T], which: usize, s: usize) -> &'t [T] {
+        let Some(starts) = self.starts.get(which) else {
+            return &[];
+        };
+        match (starts.get(s), starts.get(s.saturating_add(1))) {
+            (Some(&a), Some(&b)) => table.get(a..b).unwrap_or_default(),
+            _ => &[],
         }
-        None
     }
 
-    /// The records function `key` uses, into `records` (keys); `visited`
-    /// holds the functions already walked for this one.
-    fn collect(
-        &self,
-        key: Key,
-        die: &Die<'d>,
-        records: &mut Vec<Key>,
-        visited: &mut Vec<Key>,
-        depth: usize,
-    ) {
-        if depth > MAX_CHAIN || visited.len() >= MAX_VISITED || visited.contains(&key) {
+    /// The records function `s` uses, into `records`; `visited` holds the
+    /// functions already walked for this one.
+    fn collect(&self, s: usize, records: &mut Vec<usize>, visited: &mut Vec<usize>, depth: usize) {
+        if depth > MAX_CHAIN || visited.len() >= MAX_VISITED || visited.contains(&s) {
             return;
         }
-        visited.push(key);
-        if let Some((k, _)) = die.ty.and_then(|t| self.record_of(t, true)) {
-            records.push(k);
-        }
-        let Some(func) = self.scan.funcs.get(die.extra as usize) else {
+        visited.push(s);
+        let Some(sub) = self.scan.subs.get(s) else {
             return;
         };
-        for &v in &func.vars {
-            if let Some((k, _)) = self.type_of_var(v).and_then(|t| self.record_of(t, true)) {
-                records.push(k);
+        let unit = Some(sub.unit);
+        if let Some(rec) = sub.ty.and_then(|t| self.record_reached(t, unit)) {
+            records.push(rec);
+        }
+        for &(_, v) in self.of(&self.scan.vars, 0, s) {
+            let ty = match v.split_origin() {
+                (false, t) => Some(t),
+                (true, o) => self.var_type(o, unit),
+            };
+            if let Some(rec) = ty.and_then(|t| self.record_reached(t, unit)) {
+                records.push(rec);
             }
         }
         let next = depth.saturating_add(1);
-        for &o in &func.inlined {
-            if let Some((k, d)) = self.resolve(o).filter(|(_, d)| d.tag == Tag::Subprogram) {
-                self.collect(k, d, records, visited, next);
+        for &(_, o) in self.of(&self.scan.inlined, 1, s) {
+            if let Some(i) = self.find_sub(o, unit) {
+                self.collect(i, records, visited, next);
             }
         }
-        if let Some((k, d)) = die
-            .origin
-            .and_then(|o| self.resolve(o))
-            .filter(|(_, d)| d.tag == Tag::Subprogram)
-        {
-            self.collect(k, d, records, visited, next);
+        if let Some(i) = sub.origin.and_then(|o| self.find_sub(o, unit)) {
+            self.collect(i, records, visited, next);
         }
     }
 
@@ -1018,39 +1412,61 @@ impl<'s, 'd> Model<'s, 'd> {
         let mut out = Vec::new();
         let mut records = Vec::new();
         let mut visited = Vec::new();
-        for &(key, ref die) in &self.scan.dies {
-            if die.tag != Tag::Subprogram {
-                continue;
-            }
-            let Some(func) = self.scan.funcs.get(die.extra as usize) else {
-                continue;
-            };
-            if func.entries.is_empty() {
+        let mut names: HashMap<usize, Option<String>> = HashMap::new();
+        for s in 0..self.scan.subs.len() {
+            let entries = self.of(&self.scan.entries, 2, s);
+            if entries.is_empty() {
                 continue;
             }
             records.clear();
             visited.clear();
-            self.collect(key, die, &mut records, &mut visited, 0);
-            records.sort_unstable();
-            records.dedup();
-            let mut names: Vec<String> = records
-                .iter()
-                .filter_map(|&k| self.record_name(k, self.find(k)?))
-                .collect();
-            if names.is_empty() {
+            self.collect(s, &mut records, &mut visited, 0);
+            if records.is_empty() {
                 continue;
             }
-            names.sort_unstable();
-            names.dedup();
-            for &rva in &func.entries {
+            records.sort_unstable();
+            records.dedup();
+            let mut used: Vec<String> = records
+                .iter()
+                .filter_map(|&r| {
+                    names
+                        .entry(r)
+                        .or_insert_with(|| self.record_name(r))
+                        .clone()
+                })
+                .collect();
+            if used.is_empty() {
+                continue;
+            }
+            used.sort_unstable();
+            used.dedup();
+            for &(_, rva) in entries {
                 out.push(TypeUse {
                     rva,
-                    types: names.clone(),
+                    types: used.clone(),
                 });
             }
         }
         out
     }
+}
+
+/// Where each function's items start in a table grouped by function: entry
+/// `s` is the first item of function `s`, entry `subs` the end.
+fn starts(owners: impl Iterator<Item = u32>, subs: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; subs.saturating_add(1)];
+    for o in owners {
+        if let Some(c) = counts.get_mut(o as usize) {
+            *c = c.saturating_add(1);
+        }
+    }
+    let mut at = 0usize;
+    for c in &mut counts {
+        let n = *c;
+        *c = at;
+        at = at.saturating_add(n);
+    }
+    counts
 }
 
 /// How many functions (a function, its origins and the subroutines inlined
@@ -1061,27 +1477,49 @@ const MAX_VISITED: usize = 4096;
 mod tests {
     use super::*;
 
-    fn die(
+    fn ty(
+        key: Key,
         tag: Tag,
         name: Option<&'static str>,
-        ty: Option<Key>,
+        to: Option<Key>,
         size: Option<u64>,
-    ) -> Die<'static> {
-        Die {
+    ) -> TypeDie<'static> {
+        TypeDie {
+            key,
             tag,
             name: name.map(str::as_bytes),
-            ty: ty.map(Ref::Die),
-            origin: None,
+            ty: to.and_then(Ref::die),
+            signature: None,
             size,
             declaration: false,
             scope: 0,
-            extra: 0,
+            members: 0,
+            unit: 0,
         }
     }
 
-    fn scan(dies: Vec<(Key, Die<'static>)>) -> Scan<'static> {
+    fn r(key: Key) -> Ref {
+        Ref::die(key).unwrap()
+    }
+
+    #[test]
+    fn packed_references() {
+        let d = r(0x1234);
+        assert_eq!((d.key(), d.sig_index()), (Some(0x1234), None));
+        assert_eq!(d.as_origin().split_origin(), (true, d));
+        assert_eq!(d.split_origin(), (false, d));
+        assert_eq!(d.as_origin().key(), Some(0x1234));
+        let s = Ref::sig(5).unwrap();
+        assert_eq!((s.key(), s.sig_index()), (None, Some(5)));
+        assert_eq!(Ref::die(0), None);
+        assert_eq!(Ref::die(SIG_FLAG), None);
+        assert!(Ref::die(TYPES_SECTION | 8).is_some());
+        assert_eq!(std::mem::size_of::<Option<Ref>>(), 8);
+    }
+
+    fn scan(types: Vec<TypeDie<'static>>) -> Scan<'static> {
         Scan {
-            dies,
+            types,
             scopes: vec![String::new()],
             ..Scan::default()
         }
@@ -1090,56 +1528,53 @@ mod tests {
     #[test]
     fn cyclic_type_chains_end() {
         let s = scan(vec![
-            (10, die(Tag::Typedef, Some("a"), Some(20), None)),
-            (20, die(Tag::Qualifier, None, Some(30), None)),
-            (30, die(Tag::Pointer, None, Some(10), Some(8))),
-            (40, die(Tag::Array, None, Some(40), Some(3))),
+            ty(10, Tag::Typedef, Some("a"), Some(20), None),
+            ty(20, Tag::Qualifier, None, Some(30), None),
+            ty(30, Tag::Pointer, None, Some(10), Some(8)),
+            ty(40, Tag::Array, None, Some(40), Some(3)),
         ]);
         let m = Model::new(&s);
-        assert!(m.record_of(Ref::Die(10), true).is_none());
-        assert_eq!(m.size_of(Ref::Die(10)), Some(8));
-        assert_eq!(m.size_of(Ref::Die(40)), None);
-        assert!(m.record_of(Ref::Die(40), true).is_none());
+        assert!(m.record_of(r(10), None, true).is_none());
+        assert_eq!(m.size_of(r(10), None), Some(8));
+        assert_eq!(m.size_of(r(40), None), None);
+        assert!(m.record_of(r(40), None, true).is_none());
         // A reference to nothing, and a signature no unit defines.
-        assert_eq!(m.size_of(Ref::Die(99)), None);
-        assert!(m.record_of(Ref::Sig(7), true).is_none());
+        assert_eq!(m.size_of(r(99), None), None);
+        assert!(m.record_of(Ref::sig(7).unwrap(), None, true).is_none());
     }
 
     #[test]
     fn cyclic_origins_end() {
         let mut s = scan(vec![
-            (100, die(Tag::Subprogram, Some("f"), None, None)),
-            (200, die(Tag::Subprogram, None, None, None)),
-            (300, die(Tag::Variable, None, None, None)),
-            (301, die(Tag::Variable, None, None, None)),
-            (400, die(Tag::Struct, Some("s"), None, Some(4))),
-            (401, die(Tag::Pointer, None, Some(400), Some(8))),
-            (402, die(Tag::Variable, Some("p"), Some(401), None)),
+            ty(400, Tag::Struct, Some("s"), None, Some(4)),
+            ty(401, Tag::Pointer, None, Some(400), Some(8)),
         ]);
-        s.dies[0].1.origin = Some(Ref::Die(200));
-        s.dies[1].1.origin = Some(Ref::Die(100));
-        s.dies[1].1.extra = 1;
-        s.dies[2].1.origin = Some(Ref::Die(301));
-        s.dies[3].1.origin = Some(Ref::Die(300));
         s.members.push(Vec::new());
-        s.funcs = vec![
-            Func {
-                entries: vec![0x1000],
-                vars: vec![300],
-                inlined: vec![Ref::Die(100), Ref::Die(200)],
+        // f (100) has code, and its origin g (200) has f as origin; each
+        // inlines the other.
+        s.subs = vec![
+            Sub {
+                key: 100,
+                ty: None,
+                origin: Some(r(200)),
+                unit: 0,
             },
-            Func {
-                entries: Vec::new(),
-                vars: vec![402],
-                inlined: vec![Ref::Die(100)],
+            Sub {
+                key: 200,
+                ty: None,
+                origin: Some(r(100)),
+                unit: 0,
             },
         ];
-        s.dies[4].1.extra = 0;
+        s.entries = vec![(0, 0x1000)];
+        s.inlined = vec![(0, r(100)), (0, r(200)), (1, r(100))];
+        // f's variable refers to a variable that refers back: no type.
+        s.vars = vec![(0, r(300).as_origin()), (1, r(401))];
+        s.var_types = vec![(402, r(401))];
         let m = Model::new(&s);
-        assert_eq!(m.type_of_var(300), None);
-        let uses = m.uses();
+        assert_eq!(m.var_type(r(300), None), None);
         assert_eq!(
-            uses,
+            m.uses(),
             [TypeUse {
                 rva: 0x1000,
                 types: vec!["s".into()]
@@ -1150,7 +1585,7 @@ mod tests {
     fn member(name: Option<&'static str>, ty: Key, location: Option<u64>) -> Member<'static> {
         Member {
             name: name.map(str::as_bytes),
-            ty: Some(Ref::Die(ty)),
+            ty: Ref::die(ty),
             location: location.map(Ok),
             ..Member::default()
         }
@@ -1159,18 +1594,18 @@ mod tests {
     #[test]
     fn fields_of_every_form() {
         let mut s = scan(vec![
-            (1, die(Tag::Leaf, Some("int"), None, Some(4))),
-            (2, die(Tag::Union, None, None, Some(8))),
-            (3, die(Tag::Struct, Some("outer"), None, Some(40))),
-            (4, die(Tag::Struct, None, None, Some(8))),
-            (5, die(Tag::Typedef, Some("anon_t"), Some(4), None)),
-            (6, die(Tag::Class, Some("base"), None, Some(4))),
-            (7, die(Tag::Array, None, Some(1), Some(0))),
+            ty(1, Tag::Leaf, Some("int"), None, Some(4)),
+            ty(2, Tag::Union, None, None, Some(8)),
+            ty(3, Tag::Struct, Some("outer"), None, Some(40)),
+            ty(4, Tag::Struct, None, None, Some(8)),
+            ty(5, Tag::Typedef, Some("anon_t"), Some(4), None),
+            ty(6, Tag::Class, Some("base"), None, Some(4)),
+            ty(7, Tag::Array, None, Some(1), Some(0)),
         ]);
-        s.dies[1].1.extra = 0;
-        s.dies[2].1.extra = 1;
-        s.dies[3].1.extra = 2;
-        s.dies[5].1.extra = 3;
+        s.types[1].members = 0;
+        s.types[2].members = 1;
+        s.types[3].members = 2;
+        s.types[5].members = 3;
         s.members = vec![
             // The anonymous union: two members at its start.
             vec![member(Some("u1"), 1, None), member(Some("u2"), 1, None)],
@@ -1231,6 +1666,12 @@ mod tests {
                 ("flex", 32, 0, None),
             ]
         );
+    }
+
+    #[test]
+    fn item_starts() {
+        assert_eq!(starts([0u32, 0, 2, 2, 2].into_iter(), 4), [0, 2, 2, 5, 5]);
+        assert_eq!(starts([9u32].into_iter(), 2), [0, 0, 0]);
     }
 
     #[test]
