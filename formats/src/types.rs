@@ -32,6 +32,11 @@ pub(crate) const MAX_CHAIN: usize = 64;
 /// How deep anonymous members may be flattened into their enclosing type.
 pub(crate) const MAX_FLATTEN: usize = 16;
 
+/// How many members one layout may visit, counting those of flattened
+/// anonymous members (which a crafted file could nest to make the count
+/// explode). Real records have at most a few thousand.
+pub(crate) const MAX_MEMBERS: usize = 1 << 16;
+
 /// What a reader found.
 #[derive(Debug)]
 pub(crate) struct Found {

@@ -56,7 +56,7 @@ use super::types::{aggregate, Cursor, TypeTable};
 use super::SectionInfo;
 use crate::error::{Error, Result};
 use crate::image::{Field, TypeInfo, TypeKind, TypeLayout, TypeUse};
-use crate::types::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN};
+use crate::types::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN, MAX_MEMBERS};
 
 /// What [`Error::Malformed`] says it was reading.
 const WHAT_PDB: &str = "PDB";
@@ -402,12 +402,14 @@ impl<'t, 'a> Types<'t, 'a> {
                 )
             })?;
             let mut fields = Vec::new();
-            self.fields(agg.fields, 0, 0, &mut fields).map_err(|e| {
-                format!(
-                    "type record {index:#x} `{}`: {e}",
-                    String::from_utf8_lossy(agg.name)
-                )
-            })?;
+            let mut budget = MAX_MEMBERS;
+            self.fields(agg.fields, 0, 0, &mut fields, &mut budget)
+                .map_err(|e| {
+                    format!(
+                        "type record {index:#x} `{}`: {e}",
+                        String::from_utf8_lossy(agg.name)
+                    )
+                })?;
             out.push(TypeLayout {
                 name: String::from_utf8_lossy(agg.name).into_owned(),
                 kind: kind_of,
@@ -419,13 +421,15 @@ impl<'t, 'a> Types<'t, 'a> {
     }
 
     /// The fields of field list `list` (and its continuations), at `base`
-    /// bytes into the outermost record, into `out`.
+    /// bytes into the outermost record, into `out`. Each member record read
+    /// takes one from `budget`.
     fn fields(
         &self,
         list: u32,
         base: u64,
         depth: usize,
         out: &mut Vec<Field>,
+        budget: &mut usize,
     ) -> std::result::Result<(), String> {
         let mut next = Some(list);
         let mut hops = 0usize;
@@ -459,6 +463,11 @@ impl<'t, 'a> Types<'t, 'a> {
                     continue;
                 }
                 let leaf = c.u16().ok_or_else(truncated)?;
+                *budget = budget.checked_sub(1).ok_or_else(|| {
+                    format!(
+                        "more than {MAX_MEMBERS} members, counting those of its anonymous members"
+                    )
+                })?;
                 match leaf {
                     LF_MEMBER => {
                         let _attr = c.u16().ok_or_else(truncated)?;
@@ -468,7 +477,7 @@ impl<'t, 'a> Types<'t, 'a> {
                         let Some(at) = base.checked_add(offset) else {
                             continue;
                         };
-                        self.member(ty, at, name, depth, out)?;
+                        self.member(ty, at, name, depth, out, budget)?;
                     }
                     LF_BCLASS | LF_BINTERFACE => {
                         let _attr = c.u16().ok_or_else(truncated)?;
@@ -563,6 +572,7 @@ impl<'t, 'a> Types<'t, 'a> {
         name: &[u8],
         depth: usize,
         out: &mut Vec<Field>,
+        budget: &mut usize,
     ) -> std::result::Result<(), String> {
         if let Some((LF_BITFIELD, body)) = self.table.record(ty) {
             let mut c = Cursor::new(body);
@@ -594,7 +604,7 @@ impl<'t, 'a> Types<'t, 'a> {
                 }
             }) {
                 if let Some(agg) = aggregate(kind, body) {
-                    return self.fields(agg.fields, at, depth.saturating_add(1), out);
+                    return self.fields(agg.fields, at, depth.saturating_add(1), out, budget);
                 }
             }
         }
@@ -935,6 +945,18 @@ mod tests {
         assert!(layouts_of(&wrong)
             .unwrap_err()
             .contains("is a record of kind"));
+    }
+
+    #[test]
+    fn exploding_anonymous_members_are_an_error() {
+        // 0x1000: a list of 100 anonymous members of type 0x1001 (itself).
+        let list: Vec<u8> = (0..100).flat_map(|_| member(0x1001, 0, "")).collect();
+        let records = vec![
+            (LF_FIELDLIST, list),
+            (LF_UNION, structure(LF_UNION, 0, 0x1000, 8, "U")),
+        ];
+        let e = layouts_of(&records).unwrap_err();
+        assert!(e.contains("more than 65536 members"), "{e}");
     }
 
     #[test]

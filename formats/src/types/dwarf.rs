@@ -58,7 +58,7 @@ use object::elf;
 use object::read::elf::{SectionHeader, SectionTable};
 use object::Endianness;
 
-use super::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN};
+use super::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN, MAX_MEMBERS};
 use crate::error::{Error, Result};
 use crate::image::{Field, TypeInfo, TypeKind, TypeLayout, TypeUse};
 
@@ -421,10 +421,12 @@ pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
     scan.finish();
 
     let model = Model::new(&scan);
+    let types = model.layouts().map_err(|e| malformed(path, e))?;
+    let uses = model.uses().map_err(|e| malformed(path, e))?;
     Ok(Found {
         info: TypeInfo::Read,
-        types: model.layouts(),
-        uses: model.uses(),
+        types,
+        uses,
     })
 }
 
@@ -1247,7 +1249,7 @@ impl<'s, 'd> Model<'s, 'd> {
     }
 
     /// Every complete, named record as a layout.
-    fn layouts(&self) -> Vec<TypeLayout> {
+    fn layouts(&self) -> std::result::Result<Vec<TypeLayout>, String> {
         let mut out = Vec::new();
         for (i, die) in self.scan.types.iter().enumerate() {
             let kind = match die.tag {
@@ -1263,7 +1265,14 @@ impl<'s, 'd> Model<'s, 'd> {
                 continue;
             };
             let mut fields = Vec::new();
-            self.fields(die, 0, 0, &mut fields);
+            let mut budget = MAX_MEMBERS;
+            if self.fields(die, 0, 0, &mut fields, &mut budget).is_err() {
+                return Err(format!(
+                    "{} {name} at offset {:#x} has more than {MAX_MEMBERS} members, counting those of its anonymous members",
+                    kind.keyword(),
+                    die.key & !TYPES_SECTION
+                ));
+            }
             out.push(TypeLayout {
                 name,
                 kind,
@@ -1273,17 +1282,26 @@ impl<'s, 'd> Model<'s, 'd> {
         }
         out.sort_unstable();
         out.dedup();
-        out
+        Ok(out)
     }
 
     /// The fields of `record`, at `base` bytes into the outermost record,
-    /// into `out`. Anonymous record members are flattened.
-    fn fields(&self, record: &TypeDie<'d>, base: u64, depth: usize, out: &mut Vec<Field>) {
+    /// into `out`. Anonymous record members are flattened. Each member
+    /// visited takes one from `budget`; `Err` when it runs out.
+    fn fields(
+        &self,
+        record: &TypeDie<'d>,
+        base: u64,
+        depth: usize,
+        out: &mut Vec<Field>,
+        budget: &mut usize,
+    ) -> std::result::Result<(), ()> {
         let Some(members) = self.scan.members.get(record.members as usize) else {
-            return;
+            return Ok(());
         };
         let unit = Some(record.unit);
         for m in members {
+            *budget = budget.checked_sub(1).ok_or(())?;
             if m.is_static {
                 continue;
             }
@@ -1354,12 +1372,13 @@ impl<'s, 'd> Model<'s, 'd> {
                         m.ty.and_then(|t| self.record_of(t, unit, false))
                             .and_then(|i| self.scan.types.get(i));
                     if let Some(inner) = inner {
-                        self.fields(inner, byte, depth.saturating_add(1), out);
+                        self.fields(inner, byte, depth.saturating_add(1), out, budget)?;
                     }
                 }
                 None => {}
             }
         }
+        Ok(())
     }
 
     /// Items `[starts[s], starts[s + 1])` of `table`.
@@ -1374,20 +1393,31 @@ impl<'s, 'd> Model<'s, 'd> {
     }
 
     /// The records function `s` uses, into `records`; `visited` holds the
-    /// functions already walked for this one.
-    fn collect(&self, s: usize, records: &mut Vec<usize>, visited: &mut Vec<usize>, depth: usize) {
+    /// functions already walked for this one. Each function and variable
+    /// walked takes one from `budget`; `Err` when it runs out.
+    fn collect(
+        &self,
+        s: usize,
+        records: &mut Vec<usize>,
+        visited: &mut Vec<usize>,
+        depth: usize,
+        budget: &mut usize,
+    ) -> std::result::Result<(), ()> {
         if depth > MAX_CHAIN || visited.len() >= MAX_VISITED || visited.contains(&s) {
-            return;
+            return Ok(());
         }
+        *budget = budget.checked_sub(1).ok_or(())?;
         visited.push(s);
         let Some(sub) = self.scan.subs.get(s) else {
-            return;
+            return Ok(());
         };
         let unit = Some(sub.unit);
         if let Some(rec) = sub.ty.and_then(|t| self.record_reached(t, unit)) {
             records.push(rec);
         }
-        for &(_, v) in self.of(&self.scan.vars, 0, s) {
+        let vars = self.of(&self.scan.vars, 0, s);
+        *budget = budget.checked_sub(vars.len()).ok_or(())?;
+        for &(_, v) in vars {
             let ty = match v.split_origin() {
                 (false, t) => Some(t),
                 (true, o) => self.var_type(o, unit),
@@ -1399,16 +1429,23 @@ impl<'s, 'd> Model<'s, 'd> {
         let next = depth.saturating_add(1);
         for &(_, o) in self.of(&self.scan.inlined, 1, s) {
             if let Some(i) = self.find_sub(o, unit) {
-                self.collect(i, records, visited, next);
+                self.collect(i, records, visited, next, budget)?;
             }
         }
         if let Some(i) = sub.origin.and_then(|o| self.find_sub(o, unit)) {
-            self.collect(i, records, visited, next);
+            self.collect(i, records, visited, next, budget)?;
         }
+        Ok(())
     }
 
     /// The type uses of every function with code.
-    fn uses(&self) -> Vec<TypeUse> {
+    fn uses(&self) -> std::result::Result<Vec<TypeUse>, String> {
+        // Walking abstract origins and inlined subroutines costs a small
+        // multiple of the entries in real output; a crafted file could make
+        // every function reach the same huge tree.
+        let mut budget = WALK_FACTOR
+            .saturating_mul(self.scan.vars.len().saturating_add(self.scan.subs.len()))
+            .saturating_add(WALK_BASE);
         let mut out = Vec::new();
         let mut records = Vec::new();
         let mut visited = Vec::new();
@@ -1420,7 +1457,14 @@ impl<'s, 'd> Model<'s, 'd> {
             }
             records.clear();
             visited.clear();
-            self.collect(s, &mut records, &mut visited, 0);
+            if self
+                .collect(s, &mut records, &mut visited, 0, &mut budget)
+                .is_err()
+            {
+                return Err(format!(
+                    "following abstract origins and inlined subroutines takes more than {WALK_FACTOR} steps per entry"
+                ));
+            }
             if records.is_empty() {
                 continue;
             }
@@ -1447,7 +1491,7 @@ impl<'s, 'd> Model<'s, 'd> {
                 });
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -1472,6 +1516,13 @@ fn starts(owners: impl Iterator<Item = u32>, subs: usize) -> Vec<usize> {
 /// How many functions (a function, its origins and the subroutines inlined
 /// into it) one function's uses may walk.
 const MAX_VISITED: usize = 4096;
+
+/// The walk of all functions' uses may take this many steps per function
+/// and variable entry (plus [`WALK_BASE`]).
+const WALK_FACTOR: usize = 256;
+
+/// The fixed part of the walk's allowance.
+const WALK_BASE: usize = 1 << 16;
 
 #[cfg(test)]
 mod tests {
@@ -1574,7 +1625,7 @@ mod tests {
         let m = Model::new(&s);
         assert_eq!(m.var_type(r(300), None), None);
         assert_eq!(
-            m.uses(),
+            m.uses().unwrap(),
             [TypeUse {
                 rva: 0x1000,
                 types: vec!["s".into()]
@@ -1644,7 +1695,7 @@ mod tests {
             Vec::new(),
         ];
         let m = Model::new(&s);
-        let layouts = m.layouts();
+        let layouts = m.layouts().unwrap();
         let names: Vec<_> = layouts.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["anon_t", "base", "outer"]);
         let outer = &layouts[2];
@@ -1666,6 +1717,44 @@ mod tests {
                 ("flex", 32, 0, None),
             ]
         );
+    }
+
+    #[test]
+    fn exploding_anonymous_members_are_an_error() {
+        // Each level has 100 anonymous members of the next level's type.
+        let mut types = vec![ty(1, Tag::Struct, Some("top"), None, Some(8))];
+        for level in 0..17u64 {
+            types.push(ty(10 + level, Tag::Union, None, None, Some(8)));
+        }
+        let mut s = scan(types);
+        for (i, t) in s.types.iter_mut().enumerate() {
+            t.members = i as u32;
+        }
+        s.members = (0..18u64)
+            .map(|i| (0..100).map(|_| member(None, 10 + i, Some(0))).collect())
+            .collect();
+        let e = Model::new(&s).layouts().unwrap_err();
+        assert!(e.contains("more than 65536 members"), "{e}");
+    }
+
+    #[test]
+    fn walks_beyond_the_allowance_are_an_error() {
+        // 800 functions with code each inline one abstract function with
+        // 800 variables: 640,000 steps for 1,601 entries.
+        let mut s = scan(vec![ty(1, Tag::Leaf, Some("int"), None, Some(4))]);
+        s.subs = (0..801u64)
+            .map(|i| Sub {
+                key: 100 + i,
+                ty: None,
+                origin: None,
+                unit: 0,
+            })
+            .collect();
+        s.vars = (0..800).map(|_| (800, r(1))).collect();
+        s.inlined = (0..800).map(|i| (i, r(900))).collect();
+        s.entries = (0..800).map(|i| (i, u64::from(i) * 16)).collect();
+        let e = Model::new(&s).uses().unwrap_err();
+        assert!(e.contains("more than 256 steps per entry"), "{e}");
     }
 
     #[test]
