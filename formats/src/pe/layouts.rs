@@ -251,6 +251,8 @@ fn read_checked(bytes: &[u8], path: &Path, sections: &[SectionInfo]) -> Result<F
         modules.push(module);
     }
     let mut uses = Vec::new();
+    let mut names = NameCache::default();
+    let mut scan = ModuleScan::default();
     for (number, module) in modules.iter().enumerate() {
         let where_ = || format!("module {number} `{}`", module.module_name());
         let stream = pdb
@@ -262,7 +264,7 @@ fn read_checked(bytes: &[u8], path: &Path, sections: &[SectionInfo]) -> Result<F
         let mut symbols = stream
             .symbols()
             .map_err(|e| malformed(path, format!("{}: {e}", where_())))?;
-        let mut scan = ModuleScan::default();
+        scan.clear();
         while let Some(symbol) = symbols
             .next()
             .map_err(|e| malformed(path, format!("{}: symbol records: {e}", where_())))?
@@ -279,22 +281,7 @@ fn read_checked(bytes: &[u8], path: &Path, sections: &[SectionInfo]) -> Result<F
                     )
                 })?;
         }
-        for f in scan.functions {
-            let Some(rva) = f.rva else {
-                continue;
-            };
-            let mut names: Vec<String> = f
-                .types
-                .iter()
-                .filter_map(|&t| model.record_name_of(t))
-                .collect();
-            if names.is_empty() {
-                continue;
-            }
-            names.sort_unstable();
-            names.dedup();
-            uses.push(TypeUse { rva, types: names });
-        }
+        scan.uses(&model, &mut names, &mut uses);
     }
     Ok(Found {
         info: TypeInfo::Read,
@@ -618,8 +605,8 @@ impl<'t, 'a> Types<'t, 'a> {
     }
 
     /// The return type, `this` type and argument types of procedure type
-    /// `index` (`LF_PROCEDURE` or `LF_MFUNCTION`), into `out`.
-    fn signature(&self, index: u32, out: &mut Vec<u32>) {
+    /// `index` (`LF_PROCEDURE` or `LF_MFUNCTION`), each handed to `out`.
+    fn signature(&self, index: u32, mut out: impl FnMut(u32)) {
         let Some((kind, body)) = self.table.record(index) else {
             return;
         };
@@ -629,7 +616,7 @@ impl<'t, 'a> Types<'t, 'a> {
                 let (Some(ret), Some(_), Some(args)) = (c.u32(), c.take(4), c.u32()) else {
                     return;
                 };
-                out.push(ret);
+                out(ret);
                 args
             }
             LF_MFUNCTION => {
@@ -638,8 +625,8 @@ impl<'t, 'a> Types<'t, 'a> {
                 else {
                     return;
                 };
-                out.push(ret);
-                out.push(this);
+                out(ret);
+                out(this);
                 args
             }
             _ => return,
@@ -653,36 +640,120 @@ impl<'t, 'a> Types<'t, 'a> {
         };
         for _ in 0..count {
             match c.u32() {
-                Some(t) => out.push(t),
+                Some(t) => out(t),
                 None => break,
             }
         }
     }
 }
 
-/// A procedure and the type indexes it uses.
+/// The names of the records type indexes reach, computed once per index.
 #[derive(Debug, Default)]
-struct ProcUses {
-    /// Its entry RVA (`None` when the linker discarded it).
-    rva: Option<u64>,
-    /// Type indexes of its signature, locals and inlinees' signatures.
-    types: Vec<u32>,
+struct NameCache {
+    /// Per type index (from `0x1000`): 0 not yet looked up, 1 no named
+    /// record, `n + 2` the name `names[n]`.
+    slots: Vec<u32>,
+    /// Names, each once.
+    names: Vec<String>,
+    /// Index into `names` by name.
+    by_name: HashMap<String, u32>,
+}
+
+impl NameCache {
+    /// The name id of the record type `index` reaches, if a named one.
+    fn id(&mut self, types: &Types<'_, '_>, index: u32) -> Option<u32> {
+        let slot = usize::try_from(index.checked_sub(FIRST_NON_PRIMITIVE)?).ok()?;
+        // Only an index that names a record of the stream gets a slot: the
+        // table is bounded by the stream's record count.
+        types.table.record(index)?;
+        if slot >= self.slots.len() {
+            self.slots.resize(slot.saturating_add(1), 0);
+        }
+        let id = match *self.slots.get(slot)? {
+            0 => match types.record_name_of(index) {
+                Some(name) => self.intern(name),
+                None => {
+                    if let Some(s) = self.slots.get_mut(slot) {
+                        *s = 1;
+                    }
+                    return None;
+                }
+            },
+            1 => return None,
+            n => n.checked_sub(2)?,
+        };
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = id.saturating_add(2);
+        }
+        Some(id)
+    }
+
+    /// The id of `name`, adding it if new.
+    fn intern(&mut self, name: String) -> u32 {
+        if let Some(&id) = self.by_name.get(&name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.clone());
+        self.by_name.insert(name, id);
+        id
+    }
 }
 
 /// The state of one module's symbol scan.
 #[derive(Debug, Default)]
 struct ModuleScan {
-    /// Procedures found so far.
-    functions: Vec<ProcUses>,
+    /// Entry RVAs of the procedures found so far (`None` when the linker
+    /// discarded one).
+    functions: Vec<Option<u64>>,
+    /// Type indexes the procedures use (signature, locals, inlinees'
+    /// signatures): the procedure (index into `functions`) and the type.
+    types: Vec<(usize, u32)>,
     /// Open scopes, innermost last: the procedure each belongs to.
     scopes: Vec<Option<usize>>,
 }
 
 impl ModuleScan {
+    /// Forget the last module.
+    fn clear(&mut self) {
+        self.functions.clear();
+        self.types.clear();
+        self.scopes.clear();
+    }
+
+    /// The type uses of the module's procedures with code, into `out`.
+    fn uses(&mut self, types: &Types<'_, '_>, names: &mut NameCache, out: &mut Vec<TypeUse>) {
+        // Procedures nested in procedures interleave their types.
+        if !self.types.is_sorted_by_key(|t| t.0) {
+            self.types.sort_by_key(|t| t.0);
+        }
+        let mut ids: Vec<u32> = Vec::new();
+        for group in self.types.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(f, _)) = group.first() else {
+                continue;
+            };
+            let Some(Some(rva)) = self.functions.get(f).copied() else {
+                continue;
+            };
+            ids.clear();
+            ids.extend(group.iter().filter_map(|&(_, t)| names.id(types, t)));
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let mut used: Vec<String> = ids
+                .iter()
+                .filter_map(|&id| names.names.get(id as usize).cloned())
+                .collect();
+            used.sort_unstable();
+            out.push(TypeUse { rva, types: used });
+        }
+    }
+
     /// The procedure the current scope belongs to.
-    fn current(&mut self) -> Option<&mut ProcUses> {
-        let f = (*self.scopes.last()?)?;
-        self.functions.get_mut(f)
+    fn current(&self) -> Option<usize> {
+        *self.scopes.last()?
     }
 
     /// Open a scope of procedure `f`.
@@ -697,8 +768,13 @@ impl ModuleScan {
     /// Add a type index to the current procedure.
     fn add(&mut self, ty: u32) {
         if let Some(f) = self.current() {
-            f.types.push(ty);
+            self.types.push((f, ty));
         }
+    }
+
+    /// Add the signature of procedure type `ty` to procedure `f`.
+    fn add_signature(&mut self, types: &Types<'_, '_>, f: usize, ty: u32) {
+        types.signature(ty, |t| self.types.push((f, t)));
     }
 
     /// Take one symbol record (its kind and the bytes after it).
@@ -725,37 +801,30 @@ impl ModuleScan {
                     .and_then(|i| sections.get(i))
                     .filter(|s| u64::from(offset) < s.size)
                     .and_then(|s| s.rva.checked_add(u64::from(offset)));
-                let mut proc_ = ProcUses {
-                    rva,
-                    types: Vec::new(),
-                };
+                self.functions.push(rva);
+                let f = self.functions.len().saturating_sub(1);
                 let signature = if matches!(kind, S_GPROC32_ID | S_LPROC32_ID | S_LPROC32_DPC_ID) {
                     function_type(ids, ty)
                 } else {
                     Some(ty)
                 };
                 if let Some(t) = signature {
-                    types.signature(t, &mut proc_.types);
+                    self.add_signature(types, f, t);
                 }
-                self.functions.push(proc_);
-                let f = self.functions.len().checked_sub(1);
-                self.open(f)?;
+                self.open(Some(f))?;
             }
             S_INLINESITE | S_INLINESITE2 => {
                 let _parent = c.u32().ok_or_else(truncated)?;
                 let _end = c.u32().ok_or_else(truncated)?;
                 let inlinee = c.u32().ok_or_else(truncated)?;
-                let f = self.scopes.last().copied().flatten();
-                if let (Some(t), Some(p)) = (
-                    function_type(ids, inlinee),
-                    f.and_then(|f| self.functions.get_mut(f)),
-                ) {
-                    types.signature(t, &mut p.types);
+                let f = self.current();
+                if let (Some(t), Some(f)) = (function_type(ids, inlinee), f) {
+                    self.add_signature(types, f, t);
                 }
                 self.open(f)?;
             }
             S_BLOCK32 | S_WITH32 | S_SEPCODE => {
-                let f = self.scopes.last().copied().flatten();
+                let f = self.current();
                 self.open(f)?;
             }
             S_THUNK32 | S_GMANPROC | S_LMANPROC => self.open(None)?,
@@ -1006,7 +1075,7 @@ mod tests {
             let _ = types.layouts();
             let mut out = Vec::new();
             for i in 0x1000..0x1008 {
-                types.signature(i, &mut out);
+                types.signature(i, |t| out.push(t));
                 let _ = types.record_name_of(i);
             }
         }
@@ -1111,12 +1180,14 @@ mod tests {
         let got: Vec<(Option<u64>, BTreeSet<String>)> = scan
             .functions
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, &rva)| {
                 (
-                    f.rva,
-                    f.types
+                    rva,
+                    scan.types
                         .iter()
-                        .filter_map(|&t| types.record_name_of(t))
+                        .filter(|t| t.0 == i)
+                        .filter_map(|&(_, t)| types.record_name_of(t))
                         .collect(),
                 )
             })
@@ -1130,6 +1201,24 @@ mod tests {
                 (None, set(&["S", "T"])),
             ]
         );
+        // The uses of the procedures with code, each type named once.
+        let mut names = NameCache::default();
+        let mut uses = Vec::new();
+        scan.uses(&types, &mut names, &mut uses);
+        assert_eq!(
+            uses,
+            [
+                TypeUse {
+                    rva: 0x1010,
+                    types: vec!["S".into(), "T".into(), "U".into()]
+                },
+                TypeUse {
+                    rva: 0x1040,
+                    types: vec!["T".into()]
+                },
+            ]
+        );
+        assert_eq!(names.names, ["T", "S", "U"]);
         // Truncated records are errors.
         let mut scan = ModuleScan::default();
         scan.symbol(&types, &ids, &sections, &proc_(S_GPROC32, 0x1009, 0x10, 1))
