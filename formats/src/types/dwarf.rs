@@ -22,6 +22,13 @@
 //!   that holds the types), and the same for every subroutine inlined into
 //!   it.
 //!
+//! Type units (DWARF 4 `.debug_types`, DWARF 5 `DW_UT_type`) are followed
+//! through `DW_AT_signature` stand-ins, and a C++ type that a type unit
+//! defines at its top level takes the scope of the declaration its
+//! `DW_AT_specification` names. GCC's DWARF 2, 4 and 5, with and without
+//! `-fdebug-types-section`, give the same layouts and uses for the same
+//! source (checked by hand for C and C++, and for clang's DWARF 4 and 5).
+//!
 //! Not handled: split DWARF (`.dwo` files), supplementary object files
 //! (`DW_FORM_GNU_ref_alt`), and compressed sections, which give
 //! [`TypeInfo::Unsupported`](crate::image::TypeInfo::Unsupported). A member
@@ -182,8 +189,13 @@ struct TypeDie<'d> {
     name: Option<&'d [u8]>,
     /// `DW_AT_type`.
     ty: Option<Ref>,
-    /// `DW_AT_signature`: a declaration of a type defined in a type unit.
+    /// `DW_AT_signature`: this entry stands for a type defined in a type
+    /// unit.
     signature: Option<Ref>,
+    /// `DW_AT_specification`: the declaration that completes this one
+    /// (GCC's type units define a C++ type at their top level and declare
+    /// it in its namespace).
+    specification: Option<Ref>,
     /// `DW_AT_byte_size`; for an array, its number of elements.
     size: Option<u64>,
     /// `DW_AT_declaration`.
@@ -578,6 +590,7 @@ fn scan_unit<'d>(
                 name: None,
                 ty: None,
                 signature: None,
+                specification: None,
                 size: None,
                 declaration: false,
                 scope,
@@ -592,6 +605,7 @@ fn scan_unit<'d>(
                     dw::DW_AT_name,
                     dw::DW_AT_type,
                     dw::DW_AT_signature,
+                    dw::DW_AT_specification,
                     dw::DW_AT_byte_size,
                     dw::DW_AT_declaration,
                 ],
@@ -605,6 +619,10 @@ fn scan_unit<'d>(
                         }
                         dw::DW_AT_signature => {
                             die.signature =
+                                reference(base, &attr.value(), &mut scan.signatures_used)
+                        }
+                        dw::DW_AT_specification => {
+                            die.specification =
                                 reference(base, &attr.value(), &mut scan.signatures_used)
                         }
                         dw::DW_AT_byte_size => die.size = constant(&attr.value()),
@@ -1204,25 +1222,31 @@ impl<'s, 'd> Model<'s, 'd> {
     /// typedef gives it, or (for a declaration of a type-unit type) the
     /// name of the definition.
     fn record_name(&self, i: usize) -> Option<String> {
+        self.record_name_at(i, 0)
+    }
+
+    /// [`Self::record_name`], `depth` stand-ins into a chain of signatures.
+    fn record_name_at(&self, i: usize, depth: usize) -> Option<String> {
         let die = self.scan.types.get(i)?;
-        if let Some(name) = die.name.filter(|n| !is_placeholder_name(n)) {
-            return Some(qualified(self.scan, die.scope, name));
-        }
-        if let Some(name) = self.typedef_names.get(&i) {
-            return Some(name.clone());
-        }
-        if die.declaration {
-            // A declaration of a type defined in a type unit.
-            let d = self.find_type(die.signature?, None)?;
-            let def = self.scan.types.get(d)?;
-            if d != i && def.tag.is_record() {
-                if let Some(name) = def.name.filter(|n| !is_placeholder_name(n)) {
-                    return Some(qualified(self.scan, def.scope, name));
-                }
-                return self.typedef_names.get(&d).cloned();
+        if let Some(signature) = die.signature.filter(|_| depth < MAX_CHAIN) {
+            // A stand-in (GCC writes one with only the signature, or a
+            // declaration) for a type defined in a type unit: the
+            // definition has the name and the scope.
+            let d = self.find_type(signature, None)?;
+            if d != i && self.scan.types.get(d).is_some_and(|t| t.tag.is_record()) {
+                return self.record_name_at(d, depth.saturating_add(1));
             }
         }
-        None
+        if let Some(name) = die.name.filter(|n| !is_placeholder_name(n)) {
+            // The declaration it completes says in which scope it is.
+            let scope = die
+                .specification
+                .filter(|_| die.scope == 0)
+                .and_then(|s| self.scan.types.get(self.find_type(s, Some(die.unit))?))
+                .map_or(die.scope, |d| d.scope);
+            return Some(qualified(self.scan, scope, name));
+        }
+        self.typedef_names.get(&i).cloned()
     }
 
     /// The size in bytes of an object of type `r`.
@@ -1232,7 +1256,11 @@ impl<'s, 'd> Model<'s, 'd> {
         for _ in 0..MAX_CHAIN {
             let die = self.scan.types.get(self.find_type(r, unit)?)?;
             match die.tag {
-                Tag::Struct | Tag::Union | Tag::Class if die.declaration => r = die.signature?,
+                Tag::Struct | Tag::Union | Tag::Class
+                    if die.declaration || (die.size.is_none() && die.signature.is_some()) =>
+                {
+                    r = die.signature?
+                }
                 Tag::Struct | Tag::Union | Tag::Class | Tag::Leaf => {
                     return die.size?.checked_mul(count)
                 }
@@ -1541,6 +1569,7 @@ mod tests {
             name: name.map(str::as_bytes),
             ty: to.and_then(Ref::die),
             signature: None,
+            specification: None,
             size,
             declaration: false,
             scope: 0,
@@ -1755,6 +1784,39 @@ mod tests {
         s.entries = (0..800).map(|i| (i, u64::from(i) * 16)).collect();
         let e = Model::new(&s).uses().unwrap_err();
         assert!(e.contains("more than 256 steps per entry"), "{e}");
+    }
+
+    #[test]
+    fn type_unit_stand_ins_and_specifications() {
+        // A C++ type defined at a type unit's top level (20), completing
+        // its declaration in namespace `net` (10); a compile unit refers to
+        // it through a stand-in with only the signature (30).
+        let mut s = scan(vec![
+            ty(10, Tag::Class, Some("conn"), None, None),
+            ty(20, Tag::Class, Some("conn"), None, Some(8)),
+            ty(30, Tag::Class, None, None, None),
+            ty(40, Tag::Pointer, None, Some(30), Some(8)),
+        ]);
+        s.scopes.push("net".into());
+        s.types[0].scope = 1;
+        s.types[0].declaration = true;
+        s.types[1].specification = Some(r(10));
+        s.types[1].members = 0;
+        s.types[2].signature = Ref::sig(0);
+        s.signatures.insert(0xabc, 20);
+        s.signatures_used.push(0xabc);
+        s.members.push(vec![member(Some("x"), 40, Some(0))]);
+        let m = Model::new(&s);
+        assert_eq!(m.record_name(1).as_deref(), Some("net::conn"));
+        assert_eq!(m.record_name(2).as_deref(), Some("net::conn"));
+        assert_eq!(m.size_of(r(30), None), Some(8));
+        assert_eq!(m.record_reached(r(40), None), Some(2));
+        let layouts = m.layouts().unwrap();
+        assert_eq!(layouts.len(), 1);
+        assert_eq!(
+            (layouts[0].name.as_str(), layouts[0].size),
+            ("net::conn", 8)
+        );
     }
 
     #[test]
