@@ -2,7 +2,10 @@
 //!
 //! [`read`] turns a PE image with its PDB, or an ELF image, into one
 //! [`Image`]: sections, functions with their translation units, data objects,
-//! exports, load-time relocations and the build identity.
+//! exports, load-time relocations and the build identity; and, from the debug
+//! information (DWARF, or the PDB's type and symbol streams), struct, union
+//! and class layouts ([`TypeLayout`]) and the types each function uses
+//! ([`TypeUse`]).
 //!
 //! ```no_run
 //! use std::path::Path;
