@@ -31,3 +31,4 @@ pub mod patchability;
 pub mod report;
 #[cfg(test)]
 mod testutil;
+pub mod types;

@@ -2,7 +2,10 @@
 //!
 //! [`read`] turns a PE image with its PDB, or an ELF image, into one
 //! [`Image`]: sections, functions with their translation units, data objects,
-//! exports, load-time relocations and the build identity.
+//! exports, load-time relocations and the build identity; and, from the debug
+//! information (DWARF, or the PDB's type and symbol streams), struct, union
+//! and class layouts ([`TypeLayout`]) and the types each function uses
+//! ([`TypeUse`]).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -24,10 +27,12 @@ pub mod error;
 pub mod image;
 mod pe;
 pub mod read;
+mod types;
 
 pub use error::{Error, Result};
 pub use image::{
-    Arch, CodeView, DataObject, Export, Format, FormatIdentity, Function, Identity, Image,
-    Permissions, RelocTarget, Relocation, Section, Visibility,
+    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, Identity, Image,
+    Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout, TypeUse,
+    Visibility,
 };
 pub use read::ReadOptions;

@@ -31,6 +31,7 @@
     )
 )]
 
+mod layouts;
 mod source;
 mod symbols;
 mod types;
@@ -583,6 +584,8 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         exports: &export_index,
     })?;
 
+    let layouts = layouts::read(&pdb_bytes, &pdb_path, &layout)?;
+
     let mut boundaries = found.boundaries;
     boundaries.extend(directory_boundaries(&file));
     let file_header = nt.file_header();
@@ -606,6 +609,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         },
         boundaries,
         stripped: false,
+        type_info: layouts.info,
+        types: layouts.types,
+        type_uses: layouts.uses,
     })
 }
 

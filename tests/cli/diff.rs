@@ -211,6 +211,23 @@ fn mismatches(target: &str) -> Vec<String> {
                     u.version
                 ));
             }
+            // The kind of each blocker the key gives one for.
+            for (object, kind) in &want.blocker_kinds {
+                if !want.blockers.contains(object) {
+                    continue;
+                }
+                let found = d.blockers.iter().find(|b| {
+                    b.object == *object
+                        || b.object.rsplit_once(':').is_some_and(|(_, n)| n == object)
+                });
+                if found.is_none_or(|b| b.kind != *kind) {
+                    bad.push(format!(
+                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {:?}",
+                        u.version,
+                        found.map(|b| &b.kind)
+                    ));
+                }
+            }
         }
     }
     bad
@@ -227,6 +244,12 @@ fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> Sets {
         s.data_changed = pick(&o.data_changed, &base.data_changed);
         s.data_added = pick(&o.data_added, &base.data_added);
         s.blockers = pick(&o.blockers, &base.blockers);
+        s.types_changed = pick(&o.types_changed, &base.types_changed);
+        s.overridden = pick(&o.overridden, &base.overridden);
+        s.blocker_kinds = o
+            .blocker_kinds
+            .clone()
+            .unwrap_or_else(|| base.blocker_kinds.clone());
         s.hotpatchable = o.hotpatchable.unwrap_or(base.hotpatchable);
     }
     s

@@ -88,21 +88,21 @@ enum Definition {
 }
 
 /// A read cursor over one record's bytes.
-struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     /// The record's bytes.
     data: &'a [u8],
     /// Offset of the next byte to read.
-    pos: usize,
+    pub(super) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
     /// A cursor at the start of `data`.
-    fn new(data: &'a [u8]) -> Self {
+    pub(super) fn new(data: &'a [u8]) -> Self {
         Cursor { data, pos: 0 }
     }
 
     /// The next `n` bytes.
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let bytes = self.data.get(self.pos..end)?;
         self.pos = end;
@@ -110,13 +110,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next little-endian `u16`.
-    fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         let b: [u8; 2] = self.take(2)?.try_into().ok()?;
         Some(u16::from_le_bytes(b))
     }
 
     /// The next little-endian `u32`.
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         let b: [u8; 4] = self.take(4)?.try_into().ok()?;
         Some(u32::from_le_bytes(b))
     }
@@ -128,7 +128,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A numeric leaf, if it holds a non-negative value.
-    fn numeric(&mut self) -> Option<u64> {
+    pub(super) fn numeric(&mut self) -> Option<u64> {
         let leaf = self.u16()?;
         if leaf < LF_NUMERIC {
             return Some(u64::from(leaf));
@@ -146,7 +146,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A NUL-terminated string.
-    fn cstr(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn cstr(&mut self) -> Option<&'a [u8]> {
         let rest = self.data.get(self.pos..)?;
         let len = rest.iter().position(|&b| b == 0)?;
         let s = rest.get(..len)?;
@@ -156,26 +156,28 @@ impl<'a> Cursor<'a> {
 }
 
 /// The parts of a class, structure, interface or union record that matter.
-struct Aggregate<'a> {
+pub(super) struct Aggregate<'a> {
     /// Its tag namespace.
     tag: Tag,
     /// Whether it is only a forward reference.
-    forward: bool,
+    pub(super) forward: bool,
+    /// Its field list (`LF_FIELDLIST` type index; 0 for none).
+    pub(super) fields: u32,
     /// Its size field, if readable and not negative.
-    size: Option<u64>,
+    pub(super) size: Option<u64>,
     /// Its name.
-    name: &'a [u8],
+    pub(super) name: &'a [u8],
     /// Its unique (decorated) name, if it has one.
     unique_name: Option<&'a [u8]>,
 }
 
 /// Decode a class/structure/interface/union record (`kind` and the bytes
 /// after it).
-fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
+pub(super) fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
     let mut c = Cursor::new(body);
     let _count = c.u16()?;
     let props = c.u16()?;
-    let _fields = c.u32()?;
+    let fields = c.u32()?;
     let tag = match kind {
         LF_CLASS | LF_STRUCTURE | LF_INTERFACE => {
             let _derived = c.u32()?;
@@ -195,6 +197,7 @@ fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
     Some(Aggregate {
         tag,
         forward: props & PROP_FORWARD_REF != 0,
+        fields,
         size,
         name,
         unique_name,
@@ -237,12 +240,18 @@ impl<'a> TypeTable<'a> {
 
     /// Index the TPI stream's bytes. Errors describe what is damaged.
     pub(super) fn parse(stream: &'a [u8]) -> Result<Self, String> {
+        Self::parse_named(stream, "type stream (TPI)")
+    }
+
+    /// Index a stream laid out like the TPI stream (the TPI stream, or the
+    /// IPI stream of item records), named `what` in errors.
+    pub(super) fn parse_named(stream: &'a [u8], what: &str) -> Result<Self, String> {
         if stream.is_empty() {
             return Ok(Self::empty());
         }
         if stream.len() < HEADER_MIN {
             return Err(format!(
-                "the type stream (TPI) is {} bytes, too short for its header",
+                "the {what} is {} bytes, too short for its header",
                 stream.len()
             ));
         }
@@ -253,7 +262,7 @@ impl<'a> TypeTable<'a> {
         let end_index = header.u32().unwrap_or_default();
         if first_index < FIRST_NON_PRIMITIVE || end_index < first_index {
             return Err(format!(
-                "the type stream (TPI) header has an invalid index range {first_index:#x}..{end_index:#x}"
+                "the {what} header has an invalid index range {first_index:#x}..{end_index:#x}"
             ));
         }
         let body = usize::try_from(header_size)
@@ -262,7 +271,7 @@ impl<'a> TypeTable<'a> {
             .and_then(|h| stream.get(h..))
             .ok_or_else(|| {
                 format!(
-                    "the type stream (TPI) header size {header_size} is outside the {}-byte stream",
+                    "the {what} header size {header_size} is outside the {}-byte stream",
                     stream.len()
                 )
             })?;
@@ -279,7 +288,7 @@ impl<'a> TypeTable<'a> {
                 .filter(|r| r.len() >= 2)
                 .ok_or_else(|| {
                     format!(
-                        "the type stream (TPI) is damaged: the record at offset {:#x} is truncated or too short",
+                        "the {what} is damaged: the record at offset {:#x} is truncated or too short",
                         at.saturating_add(usize::try_from(header_size).unwrap_or_default())
                     )
                 })?;
@@ -313,6 +322,21 @@ impl<'a> TypeTable<'a> {
             by_unique_name,
             by_name,
         })
+    }
+
+    /// The record at type index `index`: its leaf kind and the bytes after
+    /// the kind (`None` for a primitive index or one past the stream).
+    pub(super) fn record(&self, index: u32) -> Option<(u16, &'a [u8])> {
+        let slot = usize::try_from(index.checked_sub(self.first_index)?).ok()?;
+        self.records.get(slot).copied()
+    }
+
+    /// Every record with its type index, in stream order.
+    pub(super) fn records(&self) -> impl Iterator<Item = (u32, u16, &'a [u8])> + '_ {
+        self.records
+            .iter()
+            .zip(self.first_index..)
+            .map(|(&(kind, body), index)| (index, kind, body))
     }
 
     /// The size in bytes of an object of type `index`, when the type says.
