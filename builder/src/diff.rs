@@ -103,12 +103,25 @@ pub enum BlockerKind {
     /// Writable bytes that no data symbol covers differ between the
     /// builds: state the diff cannot name changed.
     UnaccountedWritableData,
+    /// A struct, union or class that a changed function uses changed its
+    /// size or field offsets: objects made before the patch keep the old
+    /// layout.
+    TypeLayoutChanged,
+    /// An image has no (readable) debug information for its types, so the
+    /// diff cannot tell whether a type that changed code uses grew.
+    NoTypeInfo,
 }
 
 impl BlockerKind {
-    /// Whether a reviewed override may lift a blocker of this kind.
+    /// Whether a reviewed override may lift a blocker of this kind: a
+    /// type's layout (`type:NAME`), or the lack of type information
+    /// (`type:*`), which only an engineer who knows the fix can vouch for.
+    /// Changed writable data never: the running process holds it.
     pub fn overridable(self) -> bool {
-        false
+        matches!(
+            self,
+            BlockerKind::TypeLayoutChanged | BlockerKind::NoTypeInfo
+        )
     }
 
     /// The kebab-case name used in JSON and in the summary.
@@ -120,6 +133,8 @@ impl BlockerKind {
             BlockerKind::CloneWithoutCounterpart => "clone-without-counterpart",
             BlockerKind::NoDataSymbols => "no-data-symbols",
             BlockerKind::UnaccountedWritableData => "unaccounted-writable-data",
+            BlockerKind::TypeLayoutChanged => "type-layout-changed",
+            BlockerKind::NoTypeInfo => "no-type-info",
         }
     }
 }
@@ -177,6 +192,28 @@ pub struct Overridden {
     pub reason: String,
 }
 
+/// A struct, union or class whose layout differs between the builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TypeEntry<'i> {
+    /// The type's name.
+    pub name: &'i str,
+    /// `struct`, `union` or `class`.
+    pub kind: &'static str,
+    /// Size in the baseline.
+    pub baseline_size: u64,
+    /// Size in the update.
+    pub updated_size: u64,
+    /// What changed: sizes and the fields that moved or appeared.
+    pub reason: String,
+    /// Every function that uses it in either build (parameters, locals,
+    /// return type, through pointers and typedefs), sorted.
+    pub users: Vec<String>,
+    /// The changed functions among them.
+    pub changed_users: Vec<String>,
+    /// Whether it blocks the update: a changed function uses it.
+    pub blocking: bool,
+}
+
 /// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff<'i> {
@@ -184,6 +221,8 @@ pub struct Diff<'i> {
     pub functions: Vec<Entry<'i>>,
     /// Every data object of either image, sorted by status then name.
     pub data: Vec<Entry<'i>>,
+    /// Every type whose layout changed, sorted by name.
+    pub types: Vec<TypeEntry<'i>>,
     /// Whether the update can be applied to a running process.
     pub hotpatchable: bool,
     /// Why not, if not.
@@ -1091,12 +1130,57 @@ pub fn diff_with<'i>(
             });
         }
     }
+    // Types: a changed layout that changed code uses blocks; one that only
+    // unchanged code uses is reported.
+    // New code (changed and added functions) runs against objects the old
+    // code made.
+    let mut new_code = changed_keys.clone();
+    new_code.extend(added.iter().map(|&u| upd.key(u)));
+    let types = type_entries(baseline, base, updated, upd, &new_code);
+    for t in types.iter().filter(|t| t.blocking) {
+        blockers.push(Blocker {
+            object: format!("type:{}", t.name),
+            kind: BlockerKind::TypeLayoutChanged,
+            reason: format!(
+                "{}; used by changed functions {}",
+                t.reason,
+                listing(&t.changed_users)
+            ),
+            functions: t.changed_users.clone(),
+        });
+    }
+    if !new_code.is_empty() {
+        for (image, name) in [
+            (baseline, &options.baseline_name),
+            (updated, &options.updated_name),
+        ] {
+            let missing = match &image.type_info {
+                hotpatch_formats::TypeInfo::Read => continue,
+                hotpatch_formats::TypeInfo::Absent => {
+                    "has no debug information for its types (build it with -g, or give its PDB)"
+                        .to_string()
+                }
+                hotpatch_formats::TypeInfo::Unsupported(why) => {
+                    format!("has type information this tool cannot read ({why})")
+                }
+            };
+            blockers.push(Blocker {
+                object: name.clone(),
+                kind: BlockerKind::NoTypeInfo,
+                reason: format!(
+                    "`{name}` {missing}, so the diff cannot tell whether a structure that changed code uses changed its layout; after review, --allow 'type:*' accepts that"
+                ),
+                functions: Vec::new(),
+            });
+        }
+    }
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
     let (blockers, overridden, unused_overrides) = apply_overrides(blockers, &options.allow);
     Ok(Diff {
         hotpatchable: blockers.is_empty(),
         functions,
         data,
+        types,
         blockers,
         overridden,
         unused_overrides,
@@ -1115,8 +1199,10 @@ fn apply_overrides(
     let mut stand = Vec::new();
     let mut lifted = Vec::new();
     for b in blockers {
-        let hit = allow.iter().position(|a| {
-            b.kind.overridable() && a.object.strip_prefix("type:") == Some(b.object.as_str())
+        let hit = allow.iter().position(|a| match b.kind {
+            BlockerKind::TypeLayoutChanged => a.object == b.object,
+            BlockerKind::NoTypeInfo => a.object == "type:*",
+            _ => false,
         });
         match hit {
             Some(i) => {
@@ -1136,6 +1222,49 @@ fn apply_overrides(
         .map(|(a, _)| a.clone())
         .collect();
     (stand, lifted, unused)
+}
+
+/// The types whose layout changed, with their users by name, and whether
+/// new code (`changed`: changed and added functions, by key) uses them.
+fn type_entries<'i>(
+    baseline: &'i Image<'_>,
+    base: &ImageIndex<'i, '_>,
+    updated: &'i Image<'_>,
+    upd: &ImageIndex<'i, '_>,
+    changed: &HashSet<Key<'i>>,
+) -> Vec<TypeEntry<'i>> {
+    let mut out: Vec<TypeEntry<'i>> = crate::types::compare_types(baseline, updated)
+        .into_iter()
+        .map(|t| {
+            let mut users: Vec<Key<'i>> = Vec::new();
+            for (idx, rvas) in [(base, &t.users_baseline), (upd, &t.users_updated)] {
+                for &rva in rvas {
+                    if let Some((g, _)) = idx.function_at(rva) {
+                        users.push(idx.key(g));
+                    }
+                }
+            }
+            users.sort_unstable();
+            users.dedup();
+            let changed_users: Vec<String> = users
+                .iter()
+                .filter(|k| changed.contains(k))
+                .map(ToString::to_string)
+                .collect();
+            TypeEntry {
+                name: t.name,
+                kind: t.kind.keyword(),
+                baseline_size: t.old_size(),
+                updated_size: t.new_size(),
+                reason: t.reason(),
+                users: users.iter().map(ToString::to_string).collect(),
+                blocking: !changed_users.is_empty(),
+                changed_users,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(b.name));
+    out
 }
 
 /// Unnamed writable state of one section: its name, its non-zero bytes, and

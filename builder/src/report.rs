@@ -90,6 +90,19 @@ pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
     ] {
         section(out, title, &d.data_with(status).collect::<Vec<_>>())?;
     }
+    if !d.types.is_empty() {
+        writeln!(out, "\nchanged types ({}):", d.types.len())?;
+        for t in &d.types {
+            let verdict = if t.blocking {
+                "used by changed code"
+            } else if t.users.is_empty() {
+                "used by no function: not blocking"
+            } else {
+                "used only by unchanged code: not blocking"
+            };
+            writeln!(out, "  {} {} [{verdict}]: {}", t.kind, t.name, t.reason)?;
+        }
+    }
     if !d.blockers.is_empty() {
         writeln!(out, "\nblockers ({}):", d.blockers.len())?;
         for b in &d.blockers {

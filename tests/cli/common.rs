@@ -243,7 +243,6 @@ pub struct Sets {
 }
 
 /// A reviewed override of one blocker.
-#[allow(dead_code)] // Read by the diff tests once overrides are wired.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allow {

@@ -17,13 +17,21 @@ pub struct DiffJson {
     pub hotpatchable: bool,
     pub blockers: Vec<BlockerJson>,
     #[serde(default)]
+    pub types: Vec<TypeJson>,
+    #[serde(default)]
     pub overridden: Vec<OverriddenJson>,
     #[serde(default)]
     pub unused_overrides: Vec<AllowJson>,
 }
 
 #[derive(Debug, Deserialize)]
-#[allow(dead_code)] // read by the type-override tests
+pub struct TypeJson {
+    pub name: String,
+    pub blocking: bool,
+    pub changed_users: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct OverriddenJson {
     pub blocker: BlockerJson,
     pub reason: String,
@@ -73,9 +81,27 @@ fn image_args(dir: &Path, target: &str, version: &str, side: &str) -> Vec<String
 
 /// Run `hotpatch diff --json` on v1 → `version`.
 pub fn run_diff(dir: &Path, target: &str, version: &str) -> DiffJson {
+    run_diff_allowing(dir, target, version, &[])
+}
+
+/// [`run_diff`] with reviewed overrides (`--allow OBJECT --reason TEXT`).
+pub fn run_diff_allowing(
+    dir: &Path,
+    target: &str,
+    version: &str,
+    allow: &[crate::common::Allow],
+) -> DiffJson {
     let mut args = vec!["diff".to_string(), "--json".to_string()];
     args.extend(image_args(dir, target, "v1", "baseline"));
     args.extend(image_args(dir, target, version, "updated"));
+    for a in allow {
+        args.extend([
+            "--allow".to_string(),
+            a.object.clone(),
+            "--reason".to_string(),
+            a.reason.clone(),
+        ]);
+    }
     serde_json::from_str(&hotpatch_ok(&args)).expect("diff --json is not JSON")
 }
 
@@ -131,8 +157,9 @@ fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
     d.blockers
         .iter()
         .map(|b| {
-            // "unit:name" → "name" when the name is unique.
-            match b.object.split_once(':') {
+            // "unit:name" → "name" when the name is unique ("type:NAME"
+            // stays as it is).
+            match b.object.split_once(':').filter(|(u, _)| *u != "type") {
                 Some((_, n))
                     if all
                         .iter()
@@ -158,7 +185,7 @@ fn mismatches(target: &str) -> Vec<String> {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for u in &exp.update {
             let want: Sets = resolve(&u.sets, u.targets.get(target));
-            let d = run_diff(&dir, target, &u.version);
+            let d = run_diff_allowing(&dir, target, &u.version, &want.allow);
             let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 5] = [
                 (
                     "changed",
@@ -201,6 +228,37 @@ fn mismatches(target: &str) -> Vec<String> {
                     d.hotpatchable,
                     want.hotpatchable,
                     d.blockers.iter().map(|b| &b.reason).collect::<Vec<_>>()
+                ));
+            }
+            let got_t: BTreeSet<String> = d.types.iter().map(|t| t.name.clone()).collect();
+            let want_t = expected_set(&want.types_changed);
+            if got_t != want_t {
+                bad.push(format!(
+                    "{name} v1→{} {target}: types changed {got_t:?}, expected {want_t:?}",
+                    u.version
+                ));
+            }
+            let got_o: BTreeSet<String> = d
+                .overridden
+                .iter()
+                .map(|o| o.blocker.object.clone())
+                .collect();
+            let want_o = expected_set(&want.overridden);
+            if got_o != want_o {
+                bad.push(format!(
+                    "{name} v1→{} {target}: overridden {got_o:?}, expected {want_o:?}",
+                    u.version
+                ));
+            }
+            if let Some(o) = d.overridden.iter().find(|o| {
+                !want
+                    .allow
+                    .iter()
+                    .any(|a| a.object == o.blocker.object && a.reason == o.reason)
+            }) {
+                bad.push(format!(
+                    "{name} v1→{} {target}: override of {} recorded with another reason: {:?}",
+                    u.version, o.blocker.object, o.reason
                 ));
             }
             let got_b = blocker_set(&d);

@@ -63,11 +63,14 @@ fn stripped_struct_growth_is_not_a_confident_verdict() {
             .map(|b| (b.kind.as_str(), b.object.as_str()))
             .collect();
         let (n1, n2) = (v1.display().to_string(), v2.display().to_string());
+        // No symbols for data, and (stripped of DWARF too) no types.
         assert_eq!(
             objects,
             [
                 ("no-data-symbols", n1.as_str()),
-                ("no-data-symbols", n2.as_str())
+                ("no-type-info", n1.as_str()),
+                ("no-data-symbols", n2.as_str()),
+                ("no-type-info", n2.as_str())
             ],
             "{target}"
         );
@@ -186,4 +189,133 @@ fn unused_override_is_reported_and_lifts_nothing() {
         text.contains("warning: --allow type:sesion matched no blocker"),
         "{text}"
     );
+}
+
+/// The libxslt case in miniature (`14-heap-struct-grows`): a heap struct
+/// grows and changed code allocates and reads it. It blocks on the type,
+/// on all four targets, naming the type, both sizes, the fields that moved
+/// or appeared, and the changed functions that use it.
+#[test]
+fn heap_struct_growth_blocks_on_the_type() {
+    let dir = root().join("corpus/14-heap-struct-grows");
+    for target in crate::common::TARGETS {
+        let d = crate::diff::run_diff(&dir, target, "v2");
+        assert!(!d.hotpatchable, "{target}");
+        let b = d
+            .blockers
+            .iter()
+            .find(|b| b.kind == "type-layout-changed")
+            .unwrap_or_else(|| panic!("{target}: {:?}", d.blockers));
+        assert_eq!(b.object, "type:conn");
+        for part in [
+            "struct conn changed layout: size 16 -> 24 bytes",
+            "`bytes` +8 -> +16",
+            "`limit` at +8",
+            "objects made before the patch keep the old layout",
+            "conn_bytes",
+            "conn_recv",
+        ] {
+            assert!(b.reason.contains(part), "{target}: {part} in {}", b.reason);
+        }
+        let t = d.types.iter().find(|t| t.name == "conn").unwrap();
+        assert!(t.blocking);
+        assert!(t.changed_users.iter().any(|u| u.ends_with("conn_open")));
+    }
+}
+
+/// The same growth with a reviewed override recorded (`15`): hotpatchable,
+/// with the lifted blocker and the engineer's reason in the report.
+/// Without the override it blocks.
+#[test]
+fn reviewed_override_lifts_the_type_blocker_and_is_reported() {
+    let dir = root().join("corpus/15-heap-struct-override");
+    let allow = crate::common::expected(&dir).update[0].sets.allow.clone();
+    assert_eq!(allow.len(), 1);
+    for target in crate::common::TARGETS {
+        let d = crate::diff::run_diff_allowing(&dir, target, "v2", &allow);
+        assert!(d.hotpatchable, "{target}: {:?}", d.blockers);
+        assert_eq!(d.overridden.len(), 1);
+        assert_eq!(d.overridden[0].blocker.object, "type:bucket");
+        assert_eq!(d.overridden[0].reason, allow[0].reason);
+        let blocked = crate::diff::run_diff(&dir, target, "v2");
+        assert!(!blocked.hotpatchable, "{target}");
+    }
+    // The text report shows the override and its reason.
+    let bin = dir.join("bin/x86_64-linux");
+    let out = hotpatch([
+        "diff",
+        "--baseline",
+        bin.join("v1.so").to_str().unwrap(),
+        "--updated",
+        bin.join("v2.so").to_str().unwrap(),
+        "--allow",
+        &allow[0].object,
+        "--reason",
+        &allow[0].reason,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("overridden after review (1):"), "{text}");
+    assert!(
+        text.contains(&format!("allowed because: {}", allow[0].reason)),
+        "{text}"
+    );
+    assert!(text.contains("verdict: hotpatchable"), "{text}");
+}
+
+/// A changed type that only unchanged code uses (`16`) is reported, and
+/// does not block.
+#[test]
+fn type_change_used_only_by_unchanged_code_is_reported_not_blocking() {
+    let dir = root().join("corpus/16-struct-unchanged-users");
+    for target in crate::common::TARGETS {
+        let d = crate::diff::run_diff(&dir, target, "v2");
+        assert!(d.hotpatchable, "{target}: {:?}", d.blockers);
+        let t = d.types.iter().find(|t| t.name == "stats").unwrap();
+        assert!(!t.blocking && t.changed_users.is_empty(), "{target}");
+    }
+}
+
+/// Without debug information for types (symbols kept, DWARF stripped), the
+/// diff cannot see a heap struct grow: it says so, naming each image, and
+/// only a reviewed `--allow 'type:*'` accepts that.
+#[test]
+fn without_type_information_the_verdict_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |v: &str| {
+        let out = dir.path().join(format!("{v}.so"));
+        let src = root().join(format!(
+            "corpus/14-heap-struct-grows/bin/x86_64-linux/{v}.so"
+        ));
+        run_tool(
+            "llvm-objcopy-19",
+            &[
+                "--strip-debug",
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        out
+    };
+    let (v1, v2) = (copy("v1"), copy("v2"));
+    let d = diff_json(&v1, &v2, &[]);
+    let kinds: Vec<(&str, &str)> = d
+        .blockers
+        .iter()
+        .map(|b| (b.kind.as_str(), b.object.as_str()))
+        .collect();
+    let (n1, n2) = (v1.display().to_string(), v2.display().to_string());
+    assert_eq!(
+        kinds,
+        [("no-type-info", n1.as_str()), ("no-type-info", n2.as_str())]
+    );
+    assert!(d.blockers[0]
+        .reason
+        .contains("no debug information for its types"));
+    let d = diff_json(
+        &v1,
+        &v2,
+        &["--allow", "type:*", "--reason", "reviewed: no heap types"],
+    );
+    assert!(d.hotpatchable, "{:?}", d.blockers);
+    assert_eq!(d.overridden.len(), 2);
 }
