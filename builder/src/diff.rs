@@ -1455,17 +1455,18 @@ fn group_entry<'i>(
             unit: None,
         },
     };
-    let names = |idx: &ImageIndex<'i, '_>, g: Option<usize>| -> Vec<Key<'i>> {
-        g.and_then(|g| idx.groups.get(g))
-            .map(|g| {
-                std::iter::once(g.key)
-                    .chain(g.aliases.iter().copied())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut aliases: Vec<Key<'i>> = names(base, b);
-    aliases.extend(names(upd, u));
+    let bg = b.and_then(|g| base.groups.get(g));
+    let ug = u.and_then(|g| upd.groups.get(g));
+    let aliased = bg.is_some_and(|g| !g.aliases.is_empty())
+        || ug.is_some_and(|g| !g.aliases.is_empty())
+        || bg.zip(ug).is_some_and(|(x, y)| x.key != y.key);
+    let mut aliases: Vec<Key<'i>> = Vec::new();
+    if aliased {
+        for g in [bg, ug].into_iter().flatten() {
+            aliases.push(g.key);
+            aliases.extend(g.aliases.iter().copied());
+        }
+    }
     Entry {
         name: key.name,
         unit: key.unit,
@@ -1481,6 +1482,9 @@ fn group_entry<'i>(
 
 /// The names in `all` other than `key`, displayed, sorted, once each.
 fn other_names(key: Key<'_>, mut all: Vec<Key<'_>>) -> Vec<String> {
+    if all.is_empty() {
+        return Vec::new();
+    }
     all.retain(|k| *k != key);
     all.sort_unstable();
     all.dedup();
