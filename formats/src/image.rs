@@ -8,10 +8,10 @@
 //! load base. For ELF shared objects, whose first segment is linked at 0, the
 //! RVA equals the symbol value.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The container format an image was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Portable Executable (Windows), with its symbols from a PDB.
@@ -31,7 +31,7 @@ impl Format {
 }
 
 /// The instruction-set architecture of an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// x86-64 (AMD64).

@@ -25,6 +25,7 @@
 mod elf;
 pub mod error;
 pub mod image;
+pub mod package;
 mod pe;
 pub mod read;
 mod types;
