@@ -360,6 +360,50 @@ impl Place {
     }
 }
 
+/// An address that an instruction (or a datum in the code) of a part
+/// holds, and how it is encoded: what relinking the part's bytes elsewhere
+/// must rewrite. Reading the field with `kind` at the part's own address
+/// gives `target + addend` (see [`hotpatch_formats::package::RelocKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrField {
+    /// Position in [`Normalized::insns`] of the instruction that holds it.
+    pub insn: u32,
+    /// Offset of the field in the part (of its instruction, on AArch64).
+    pub offset: u32,
+    /// How the field encodes its value.
+    pub kind: FieldKind,
+    /// The address it refers to, in this image.
+    pub target: u64,
+    /// What the encoding adds to the target (`-4` for an x86 `rel32` that
+    /// ends its instruction).
+    pub addend: i64,
+}
+
+/// How an [`AddrField`] encodes its value: a package relocation kind, or a
+/// form no relocation can express once the code moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A kind the package format relinks.
+    Reloc(hotpatch_formats::package::RelocKind),
+    /// An x86 8-bit branch displacement (`jmp short`): fine inside the
+    /// code that moves with it, out of range anywhere else.
+    Rel8,
+    /// A 32-bit absolute pointer (a 32-bit base relocation).
+    Abs32,
+}
+
+/// A jump table in anonymous read-only data that a part dispatches
+/// through: the function owns it, so relinking the function relinks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedTable {
+    /// Its address.
+    pub rva: u64,
+    /// Its entries' fields (offsets from the table's start).
+    pub entries: Vec<AddrField>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// A reference to anonymous bytes whose block is not known yet
 /// ([`SymRef::Deferred`]), in the instruction that makes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -409,6 +453,15 @@ pub struct Normalized<'a> {
     /// known: if [`table_len`] then measures one differently, this form is
     /// stale and the part must be normalised again.
     pub tables: Vec<(u64, usize)>,
+    /// Every address field of the part's code, in order (what a packager
+    /// turns into relocation records).
+    pub fields: Vec<AddrField>,
+    /// The jump tables in anonymous data the part dispatches through.
+    pub owned_tables: Vec<OwnedTable>,
+    /// Whether to record [`Normalized::fields`] and
+    /// [`Normalized::owned_tables`] (a packager's need; the diff does not
+    /// pay for it).
+    pub want_fields: bool,
     /// References into the group's code, in instruction order, until
     /// [`finish_parts`] folds them into the hashes.
     fixups: Vec<Fixup>,
@@ -420,6 +473,8 @@ impl<'a> Normalized<'a> {
     /// Empty everything, keeping the allocations.
     pub fn clear(&mut self) {
         self.insns.clear();
+        self.fields.clear();
+        self.owned_tables.clear();
         self.words.clear();
         self.cur_start = 0;
         self.refs.clear();
@@ -484,18 +539,20 @@ impl<'a> Normalized<'a> {
 
     /// Where the recorded references and the instruction being built
     /// are, for [`Normalized::rollback`].
-    pub(crate) fn mark(&self) -> [usize; 4] {
+    pub(crate) fn mark(&self) -> [usize; 5] {
         [
             self.fixups.len(),
             self.refs.len(),
             self.deferred.len(),
             self.words.len(),
+            self.fields.len(),
         ]
     }
 
     /// Forget the references and words recorded since `mark` (a tentative
     /// interpretation that did not hold).
-    pub(crate) fn rollback(&mut self, [fixups, refs, deferred, words]: [usize; 4]) {
+    pub(crate) fn rollback(&mut self, [fixups, refs, deferred, words, fields]: [usize; 5]) {
+        self.fields.truncate(fields);
         self.fixups.truncate(fixups);
         self.refs.truncate(refs);
         self.deferred.truncate(deferred);
@@ -519,6 +576,19 @@ impl<'a> Normalized<'a> {
     /// Forget what was written for the instruction being built.
     pub(crate) fn discard(&mut self) {
         self.words.truncate(self.cur_start);
+    }
+
+    /// Record an address field of the instruction about to be pushed, at
+    /// byte `offset` of the part.
+    #[inline]
+    pub(crate) fn field(&mut self, offset: usize, kind: FieldKind, target: u64, addend: i64) {
+        self.fields.push(AddrField {
+            insn: u32::try_from(self.insns.len()).unwrap_or(u32::MAX),
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            kind,
+            target,
+            addend,
+        });
     }
 
     /// Record that the instruction about to be pushed refers to `r`, which

@@ -52,10 +52,11 @@ use std::hash::{Hash, Hasher};
 
 use super::Canon;
 
+use hotpatch_formats::package::RelocKind;
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
-use super::{hash_ref, Normalized, Scope};
+use super::{hash_ref, FieldKind, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
 
 /// Fewest consecutive entries that make a jump table.
@@ -218,6 +219,21 @@ fn count_entries(table: u64, bytes: &[u8], mut lands: impl FnMut(u64) -> bool) -
         .map(|raw| table.wrapping_add_signed(i64::from(i32::from_le_bytes(raw))))
         .take_while(|&t| lands(t))
         .count()
+}
+
+/// Record the address field that a load-time relocation patches: an
+/// absolute pointer (64 bits; 32-bit ones are recorded with their width's
+/// kind so that relinking refuses them).
+fn reloc_field(out: &mut Normalized<'_>, offset: usize, r: &Relocation) {
+    let kind = if r.width == 8 {
+        FieldKind::Reloc(RelocKind::Abs64)
+    } else {
+        FieldKind::Abs32
+    };
+    match r.target {
+        hotpatch_formats::RelocTarget::Rva(t) => out.field(offset, kind, t, 0),
+        hotpatch_formats::RelocTarget::Symbol { .. } => out.field(offset, kind, 0, 0),
+    }
 }
 
 /// Append a reference to the instruction being built, after `tag` (see
@@ -391,6 +407,12 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         relocs: &'i [Relocation],
         out: &mut Normalized<'a>,
     ) {
+        // Where the address fields are, for a packager.
+        let fields = out.want_fields.then(|| {
+            let co = decoder.get_constant_offsets(insn);
+            let pos = insn.ip().wrapping_sub(self.scope.rva) as usize;
+            (co, pos, insn.len())
+        });
         // `jmp short` and `jmp near` to the same place are the same thing.
         insn.as_near_branch();
         let flags = u64::from(insn.has_lock_prefix())
@@ -423,6 +445,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 } else if co.has_immediate() && at == co.immediate_offset() as u64 {
                     imm_reloc = Some(r);
                 } else {
+                    if let Some((_, pos, _)) = fields {
+                        reloc_field(out, pos.saturating_add(at as usize), r);
+                    }
                     let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                     out.write_u64(u64::from(tag::OTHER_RELOC) | at << 8);
                     sym(tag::OTHER_RELOC, &s, out);
@@ -438,6 +463,21 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     out.write_u64(u64::from(tag::REGISTER) | (insn.op_register(i) as u64) << 8);
                 }
                 OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                    if let Some((co, pos, len)) = fields {
+                        // The displacement ends the instruction. A short
+                        // one is recorded too (relinking must refuse it).
+                        let size = co.immediate_size();
+                        out.field(
+                            pos.saturating_add(co.immediate_offset()),
+                            if size == 4 {
+                                FieldKind::Reloc(RelocKind::Rel32)
+                            } else {
+                                FieldKind::Rel8
+                            },
+                            insn.near_branch_target(),
+                            -(len.saturating_sub(co.immediate_offset()) as i64),
+                        );
+                    }
                     self.hash_branch(insn.near_branch_target(), out);
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
@@ -457,6 +497,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 | OpKind::Immediate8to64
                 | OpKind::Immediate32to64 => match imm_reloc.take() {
                     Some(r) => {
+                        if let Some((co, pos, _)) = fields {
+                            reloc_field(out, pos.saturating_add(co.immediate_offset()), r);
+                        }
                         let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                         sym(tag::IMMEDIATE_RELOC, &s, out);
                         out.note(&s);
@@ -477,8 +520,19 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     );
                     if insn.is_ip_rel_memory_operand() {
                         let target = insn.ip_rel_memory_address();
+                        if let Some((co, pos, len)) = fields {
+                            out.field(
+                                pos.saturating_add(co.displacement_offset()),
+                                FieldKind::Reloc(RelocKind::Rel32),
+                                target,
+                                -(len.saturating_sub(co.displacement_offset()) as i64),
+                            );
+                        }
                         self.hash_rip_target(insn, target, out);
                     } else if let Some(r) = disp_reloc.take() {
+                        if let Some((co, pos, _)) = fields {
+                            reloc_field(out, pos.saturating_add(co.displacement_offset()), r);
+                        }
                         let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
                         sym(tag::DISP_RELOC, &s, out);
                         out.note(&s);
@@ -699,6 +753,26 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     // the part is normalised again.
                     out.tables.push((table, n));
                 }
+                if out.want_fields {
+                    let mut entries = Vec::new();
+                    let scope = self.scope;
+                    group_entries(scope.index, scope.group, table, bytes, anchors_end, |t| {
+                        let at = entries.len().saturating_mul(4);
+                        entries.push(super::AddrField {
+                            insn,
+                            offset: u32::try_from(at).unwrap_or(u32::MAX),
+                            kind: FieldKind::Reloc(RelocKind::Rel32),
+                            target: t,
+                            addend: at as i64,
+                        });
+                    });
+                    let size = (entries.len() as u64).saturating_mul(4);
+                    out.owned_tables.push(super::OwnedTable {
+                        rva: table,
+                        entries,
+                        size,
+                    });
+                }
                 (tag::JUMP_TABLE, n).hash(&mut c);
             }
             late.extend(c.words.iter().map(|&w| (insn, w)));
@@ -728,8 +802,17 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         };
         let table = self.scope.rva.wrapping_add(t.start as u64);
         let mut done = 0;
-        self.table_entries(table, bytes, bytes.len(), |s| {
-            sym(tag::TABLE_ENTRY, &s, out);
+        let scope = self.scope;
+        group_entries(scope.index, scope.group, table, bytes, bytes.len(), |target| {
+            if out.want_fields {
+                out.field(
+                    t.start.saturating_add(done),
+                    FieldKind::Reloc(RelocKind::Rel32),
+                    target,
+                    done as i64,
+                );
+            }
+            sym(tag::TABLE_ENTRY, &scope.resolve(target), out);
             out.push(t.start.saturating_add(done), 4);
             done = done.saturating_add(4);
         });
