@@ -475,7 +475,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                                 FieldKind::Rel8
                             },
                             insn.near_branch_target(),
-                            -(len.saturating_sub(co.immediate_offset()) as i64),
+                            0i64.saturating_sub(len.saturating_sub(co.immediate_offset()) as i64),
                         );
                     }
                     self.hash_branch(insn.near_branch_target(), out);
@@ -525,7 +525,9 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                                 pos.saturating_add(co.displacement_offset()),
                                 FieldKind::Reloc(RelocKind::Rel32),
                                 target,
-                                -(len.saturating_sub(co.displacement_offset()) as i64),
+                                0i64.saturating_sub(
+                                    len.saturating_sub(co.displacement_offset()) as i64
+                                ),
                             );
                         }
                         self.hash_rip_target(insn, target, out);
@@ -803,19 +805,26 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         let table = self.scope.rva.wrapping_add(t.start as u64);
         let mut done = 0;
         let scope = self.scope;
-        group_entries(scope.index, scope.group, table, bytes, bytes.len(), |target| {
-            if out.want_fields {
-                out.field(
-                    t.start.saturating_add(done),
-                    FieldKind::Reloc(RelocKind::Rel32),
-                    target,
-                    done as i64,
-                );
-            }
-            sym(tag::TABLE_ENTRY, &scope.resolve(target), out);
-            out.push(t.start.saturating_add(done), 4);
-            done = done.saturating_add(4);
-        });
+        group_entries(
+            scope.index,
+            scope.group,
+            table,
+            bytes,
+            bytes.len(),
+            |target| {
+                if out.want_fields {
+                    out.field(
+                        t.start.saturating_add(done),
+                        FieldKind::Reloc(RelocKind::Rel32),
+                        target,
+                        done as i64,
+                    );
+                }
+                sym(tag::TABLE_ENTRY, &scope.resolve(target), out);
+                out.push(t.start.saturating_add(done), 4);
+                done = done.saturating_add(4);
+            },
+        );
         // Entries that no longer resolve (cannot happen: the table was
         // measured from these bytes) are kept as raw bytes.
         if done < bytes.len() {
