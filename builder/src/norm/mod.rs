@@ -909,6 +909,27 @@ pub fn normalize_group<'a>(
     finish_parts(out, 0);
 }
 
+/// [`normalize_group`], also recording every address field and owned jump
+/// table ([`Normalized::fields`], [`Normalized::owned_tables`]): what a
+/// packager needs to relink the function's code elsewhere.
+pub fn normalize_group_with_fields<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+) -> Vec<Normalized<'a>> {
+    let n = index.parts(group).len();
+    let mut out: Vec<Normalized<'a>> = (0..n)
+        .map(|_| Normalized {
+            want_fields: true,
+            ..Normalized::default()
+        })
+        .collect();
+    for (p, o) in out.iter_mut().enumerate() {
+        decode_part(index, group, p, o);
+    }
+    finish_parts(&mut out, 0);
+    out
+}
+
 /// [`normalize_group`], with some parts' code replaced: `patched` lists
 /// `(part, code)` to normalise instead of the image's bytes (at the same
 /// address, of the same length). What a comparison "as if only these bytes
