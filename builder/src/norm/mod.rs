@@ -377,6 +377,10 @@ pub struct AddrField {
     /// What the encoding adds to the target (`-4` for an x86 `rel32` that
     /// ends its instruction).
     pub addend: i64,
+    /// AArch64: the register an `ADRP` writes, or the base register of an
+    /// instruction that adds the low 12 bits to it (a packager pairs them
+    /// by register and page).
+    pub reg: Option<u8>,
 }
 
 /// How an [`AddrField`] encodes its value: a package relocation kind, or a
@@ -390,6 +394,9 @@ pub enum FieldKind {
     Rel8,
     /// A 32-bit absolute pointer (a 32-bit base relocation).
     Abs32,
+    /// An AArch64 use of an `ADRP` page that no relocation kind writes (an
+    /// unscaled `LDUR`/`STUR`, an `ADD ..., LSL #12`).
+    A64Unsupported,
 }
 
 /// A jump table in anonymous read-only data that a part dispatches
@@ -582,12 +589,25 @@ impl<'a> Normalized<'a> {
     /// byte `offset` of the part.
     #[inline]
     pub(crate) fn field(&mut self, offset: usize, kind: FieldKind, target: u64, addend: i64) {
+        self.reg_field(offset, kind, target, addend, None);
+    }
+
+    /// [`Normalized::field`] with an AArch64 page register.
+    pub(crate) fn reg_field(
+        &mut self,
+        offset: usize,
+        kind: FieldKind,
+        target: u64,
+        addend: i64,
+        reg: Option<u8>,
+    ) {
         self.fields.push(AddrField {
             insn: u32::try_from(self.insns.len()).unwrap_or(u32::MAX),
             offset: u32::try_from(offset).unwrap_or(u32::MAX),
             kind,
             target,
             addend,
+            reg,
         });
     }
 

@@ -766,6 +766,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                             kind: FieldKind::Reloc(RelocKind::Rel32),
                             target: t,
                             addend: at as i64,
+                            reg: None,
                         });
                     });
                     let size = (entries.len() as u64).saturating_mul(4);
@@ -1018,7 +1019,7 @@ mod tests {
                                         let rel = code[at] as i8 as i64;
                                         assert_eq!(pc.wrapping_add_signed(rel), want);
                                     }
-                                    FieldKind::Abs32 => {}
+                                    FieldKind::Abs32 | FieldKind::A64Unsupported => {}
                                 }
                             };
                             for field in &n.fields {
@@ -1079,7 +1080,8 @@ mod tests {
                 offset: 2,
                 kind: FieldKind::Reloc(RelocKind::Abs64),
                 target: 0x2000,
-                addend: 0
+                addend: 0,
+                reg: None
             }]
         );
         let site = Site {
