@@ -447,7 +447,7 @@ fn first_group_difference(
 /// appending what it found to `out`. `vanished` lists the baseline's
 /// compiler clones that the update lacks (sorted).
 #[allow(clippy::too_many_arguments)]
-fn compare<'a>(
+fn compare_pair<'a>(
     base: &'a ImageIndex<'_, '_>,
     bg: usize,
     upd: &'a ImageIndex<'_, '_>,
@@ -746,6 +746,38 @@ pub fn diff_with<'i>(
     updated: &'i Image<'_>,
     options: &Options,
 ) -> Result<Diff<'i>, Error> {
+    compare(baseline, updated, options).map(|c| c.report)
+}
+
+/// The whole comparison of a baseline and its update: both images'
+/// finished indexes, the functions matched between them, and the report.
+/// What the report, the blocker policy and the packager all read.
+#[derive(Debug)]
+pub struct Comparison<'i, 'd> {
+    /// The baseline's index.
+    pub base: ImageIndex<'i, 'd>,
+    /// The update's index.
+    pub upd: ImageIndex<'i, 'd>,
+    /// Matched function groups (baseline group, update group), in the
+    /// baseline's key order.
+    pub pairs: Vec<(usize, usize)>,
+    /// For each pair, whether it changed.
+    pub changed: Vec<bool>,
+    /// Update groups without a baseline counterpart.
+    pub added: Vec<usize>,
+    /// Baseline groups without an update counterpart.
+    pub removed: Vec<usize>,
+    /// The report.
+    pub report: Diff<'i>,
+}
+
+/// Compare a baseline with its update (see [`diff`]), keeping everything a
+/// packager needs.
+pub fn compare<'i, 'd>(
+    baseline: &'i Image<'d>,
+    updated: &'i Image<'d>,
+    options: &Options,
+) -> Result<Comparison<'i, 'd>, Error> {
     if baseline.arch != updated.arch || baseline.format != updated.format {
         return Err(Error::Incompatible {
             baseline: describe(baseline),
@@ -753,7 +785,35 @@ pub fn diff_with<'i>(
         });
     }
     let (base, upd) = rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
+    let run = compare_indexes(baseline, &base, updated, &upd, options);
+    Ok(Comparison {
+        base,
+        upd,
+        pairs: run.pairs,
+        changed: run.changed,
+        added: run.added,
+        removed: run.removed,
+        report: run.report,
+    })
+}
 
+/// What [`compare_indexes`] found (see [`Comparison`]).
+struct Run<'i> {
+    pairs: Vec<(usize, usize)>,
+    changed: Vec<bool>,
+    added: Vec<usize>,
+    removed: Vec<usize>,
+    report: Diff<'i>,
+}
+
+/// The comparison proper, over the two indexes (which it finishes).
+fn compare_indexes<'i>(
+    baseline: &'i Image<'_>,
+    base: &ImageIndex<'i, '_>,
+    updated: &'i Image<'_>,
+    upd: &ImageIndex<'i, '_>,
+    options: &Options,
+) -> Run<'i> {
     // Match functions by key (both lists are sorted by key).
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     let (mut removed, mut added) = (Vec::new(), Vec::new());
@@ -806,7 +866,7 @@ pub fn diff_with<'i>(
                 let mut out = ChunkOut::default();
                 for (i, &(b, u)) in chunk.iter().enumerate() {
                     let pair = c.saturating_mul(CHUNK).saturating_add(i);
-                    compare(base, b, upd, u, pair, vanished, scratch, &mut out);
+                    compare_pair(base, b, upd, u, pair, vanished, scratch, &mut out);
                 }
                 for a in [&mut out.anchors.0, &mut out.anchors.1] {
                     a.sort_unstable();
@@ -817,13 +877,12 @@ pub fn diff_with<'i>(
             .collect()
     };
     let (mut base_anchors, mut upd_anchors) =
-        rayon::join(|| anchors_of(&base, &removed), || anchors_of(&upd, &added));
+        rayon::join(|| anchors_of(base, &removed), || anchors_of(upd, &added));
     for c in &chunks {
         base_anchors.extend(&c.anchors.0);
         upd_anchors.extend(&c.anchors.1);
     }
     rayon::join(|| base.finish(base_anchors), || upd.finish(upd_anchors));
-    let (base, upd) = (&base, &upd);
 
     // Data objects.
     let is_program_data = |idx: &ImageIndex<'_, '_>, d: usize| {
@@ -1176,7 +1235,7 @@ pub fn diff_with<'i>(
     }
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
     let (blockers, overridden, unused_overrides) = apply_overrides(blockers, &options.allow);
-    Ok(Diff {
+    let report = Diff {
         hotpatchable: blockers.is_empty(),
         functions,
         data,
@@ -1184,7 +1243,14 @@ pub fn diff_with<'i>(
         blockers,
         overridden,
         unused_overrides,
-    })
+    };
+    Run {
+        pairs,
+        changed,
+        added,
+        removed,
+        report,
+    }
 }
 
 /// Split `blockers` into those that stand and those a reviewed override
