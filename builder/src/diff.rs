@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::index::{ImageIndex, Part, SymRef};
 use crate::key::Key;
+use crate::matching::{self, Confidence, Match};
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
 
@@ -72,6 +73,12 @@ pub struct Entry<'i> {
     /// Its other names in either build (symbols at the same address with
     /// the same size), as `unit:name` for local ones.
     pub aliases: Vec<String>,
+    /// For a function whose names are only its addresses (a stripped
+    /// image), how it was paired with its counterpart by structure, with
+    /// the evidence; `null` for everything matched by name, and for added
+    /// and removed entries.
+    #[serde(rename = "match")]
+    pub matched: Option<Match<'i>>,
 }
 
 impl Entry<'_> {
@@ -214,6 +221,25 @@ pub struct TypeEntry<'i> {
     pub blocking: bool,
 }
 
+/// The outcome of structural matching, when either image names functions
+/// only by their addresses (see [`crate::matching`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Structural<'i> {
+    /// Pairs matched by structure (each entry's `match` says how).
+    pub matched: usize,
+    /// How many of them with high confidence.
+    pub high: usize,
+    /// With medium confidence.
+    pub medium: usize,
+    /// With low confidence.
+    pub low: usize,
+    /// Baseline functions without names left unmatched (reported
+    /// removed), in key order.
+    pub unmatched_baseline: Vec<&'i str>,
+    /// Update functions without names left unmatched (reported added).
+    pub unmatched_update: Vec<&'i str>,
+}
+
 /// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff<'i> {
@@ -231,6 +257,9 @@ pub struct Diff<'i> {
     pub overridden: Vec<Overridden>,
     /// Overrides that matched no blocker (most likely a misspelt name).
     pub unused_overrides: Vec<Allow>,
+    /// Structural matching of functions without names (stripped images);
+    /// `None` when every function of both images has a name.
+    pub structural: Option<Structural<'i>>,
 }
 
 impl<'i> Diff<'i> {
@@ -752,7 +781,8 @@ pub fn diff_with<'i>(
             updated: describe(updated),
         });
     }
-    let (base, upd) = rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
+    let (mut base, mut upd) =
+        rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
 
     // Match functions by key (both lists are sorted by key).
     let mut pairs: Vec<(usize, usize)> = Vec::new();
@@ -777,6 +807,8 @@ pub fn diff_with<'i>(
             .unwrap_or_default()
     };
     pair_aliases(group_names, &mut pairs, &mut removed, &mut added);
+    let (structural, matches) =
+        match_unnamed(&mut base, &mut upd, &mut pairs, &mut removed, &mut added);
     // Compiler clones of the baseline that the update lacks: their callers
     // are recorded during the comparison.
     let mut vanished: Vec<(Key<'_>, &str)> = Vec::new();
@@ -988,10 +1020,12 @@ pub fn diff_with<'i>(
     );
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    let how = |b: usize| matches.get(&b).cloned();
     for (&(b, u), reason) in pairs.iter().zip(reasons) {
         if let Some(reason) = reason {
             changed_keys.insert(base.key(b));
-            let e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            let mut e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            e.matched = how(b);
             functions.push(e);
         }
     }
@@ -1002,14 +1036,9 @@ pub fn diff_with<'i>(
         functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
     }
     for (&(b, u), _) in pairs.iter().zip(&changed).filter(|(_, &c)| !c) {
-        functions.push(group_entry(
-            base,
-            Some(b),
-            upd,
-            Some(u),
-            Status::Unchanged,
-            None,
-        ));
+        let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
+        e.matched = how(b);
+        functions.push(e);
     }
 
     // Blockers.
@@ -1184,7 +1213,75 @@ pub fn diff_with<'i>(
         blockers,
         overridden,
         unused_overrides,
+        structural,
     })
+}
+
+/// Structural matching, when either index has functions whose names are
+/// only their addresses ([`crate::index::Group::unnamed`]): such names
+/// never match by name (pairs made by them are undone), the unnamed
+/// functions left over are paired by [`matching::match_unnamed`], the
+/// pairs join `pairs`, and every unnamed function gets its identity
+/// ([`ImageIndex::set_identity`]): its baseline group for a matched pair
+/// (in both builds), one of its own for a function left unmatched. Returns
+/// the summary and each pair's [`Match`] by baseline group. Costs nothing
+/// when every function has a name.
+fn match_unnamed<'i>(
+    base: &mut ImageIndex<'i, '_>,
+    upd: &mut ImageIndex<'i, '_>,
+    pairs: &mut Vec<(usize, usize)>,
+    removed: &mut Vec<usize>,
+    added: &mut Vec<usize>,
+) -> (Option<Structural<'i>>, HashMap<usize, Match<'i>>) {
+    if !base.has_unnamed() && !upd.has_unnamed() {
+        return (None, HashMap::new());
+    }
+    pairs.retain(|&(b, u)| {
+        let by_address = base.is_unnamed(b) || upd.is_unnamed(u);
+        if by_address {
+            removed.push(b);
+            added.push(u);
+        }
+        !by_address
+    });
+    removed.sort_unstable();
+    added.sort_unstable();
+    let found = matching::match_unnamed(base, upd, pairs, removed, added);
+    let (mut taken_b, mut taken_u) = (HashSet::new(), HashSet::new());
+    for p in &found {
+        pairs.push((p.baseline, p.update));
+        taken_b.insert(p.baseline);
+        taken_u.insert(p.update);
+        base.set_identity(p.baseline, p.baseline as u64);
+        upd.set_identity(p.update, p.baseline as u64);
+    }
+    pairs.sort_unstable();
+    removed.retain(|b| !taken_b.contains(b));
+    added.retain(|u| !taken_u.contains(u));
+    // Identities nothing in the other build has.
+    for &b in removed.iter() {
+        base.set_identity(b, (1u64 << 62) | b as u64);
+    }
+    for &u in added.iter() {
+        upd.set_identity(u, (1u64 << 63) | u as u64);
+    }
+    let count = |c: Confidence| found.iter().filter(|p| p.found.confidence == c).count();
+    let unmatched = |idx: &ImageIndex<'i, '_>, list: &[usize]| -> Vec<&'i str> {
+        list.iter()
+            .filter(|&&g| idx.is_unnamed(g))
+            .map(|&g| idx.key(g).name)
+            .collect()
+    };
+    let summary = Structural {
+        matched: found.len(),
+        high: count(Confidence::High),
+        medium: count(Confidence::Medium),
+        low: count(Confidence::Low),
+        unmatched_baseline: unmatched(base, removed),
+        unmatched_update: unmatched(upd, added),
+    };
+    let matches = found.into_iter().map(|p| (p.baseline, p.found)).collect();
+    (Some(summary), matches)
 }
 
 /// Split `blockers` into those that stand and those a reviewed override
@@ -1455,10 +1552,13 @@ fn group_entry<'i>(
             unit: None,
         },
     };
+    // A name that is only an address is no alias: the entry's `match`
+    // gives the update's.
     let names = |idx: &ImageIndex<'i, '_>, g: Option<usize>| -> Vec<Key<'i>> {
         g.and_then(|g| idx.groups.get(g))
             .map(|g| {
                 std::iter::once(g.key)
+                    .filter(|_| !g.unnamed)
                     .chain(g.aliases.iter().copied())
                     .collect()
             })
@@ -1476,6 +1576,7 @@ fn group_entry<'i>(
         updated_size: u.map(|u| upd.group_size(u)),
         reason,
         aliases: other_names(key, aliases),
+        matched: None,
     }
 }
 
@@ -1546,6 +1647,7 @@ fn data_entry<'i>(
         baseline_size: b.map(|o| o.size),
         updated_size: u.map(|o| o.size),
         reason,
+        matched: None,
     }
 }
 
