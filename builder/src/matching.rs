@@ -345,6 +345,9 @@ fn similarity(a: &Node, b: &Node) -> String {
 /// "No partner": the marker in [`Side::partner`].
 const NONE: u32 = u32::MAX;
 
+/// The voter of an address-order gap (see [`Matcher::sole`]): no group.
+const GAP_VOTER: u32 = u32::MAX - 1;
+
 /// How many times one matched pair's neighbourhood is searched again after
 /// a neighbour was matched (keeps the work linear around hub functions).
 const MAX_VISITS: u8 = 4;
@@ -477,7 +480,7 @@ struct Matcher<'a, 'i, 'd> {
     /// matched pair on both sides, with each such pair's evidence (by its
     /// baseline group): two or more different ones pair them (see
     /// [`Matcher::votes`]).
-    votes: BTreeMap<(u32, u32), Vec<(u32, String)>>,
+    votes: BTreeMap<(u32, u32), Vec<(u32, How, String)>>,
 }
 
 /// `(b, u)` for every key that exactly one of `bs` and one of `us` has, in
@@ -566,17 +569,18 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
         (self.identical(b, u) || self.similar(b, u)) && self.accept(b, u, how, evidence)
     }
 
-    /// `p` and `q` are the only open neighbours of the matched pair whose
-    /// baseline group is `voter`, on both sides: pair them if they are
+    /// `p` and `q` are the only open neighbours of something matched on
+    /// both sides (`voter`: the baseline group of a matched pair, or
+    /// [`GAP_VOTER`] for an address-order gap): pair them if they are
     /// alike, else count the vote.
-    fn sole(&mut self, p: u32, q: u32, voter: u32, evidence: String) {
+    fn sole(&mut self, p: u32, q: u32, voter: u32, how: How, evidence: String) {
         if self.identical(p, q) || self.similar(p, q) {
-            self.accept(p, q, How::CallGraph, evidence);
+            self.accept(p, q, how, evidence);
             return;
         }
         let list = self.votes.entry((p, q)).or_default();
-        if !list.iter().any(|(v, _)| *v == voter) {
-            list.push((voter, evidence));
+        if !list.iter().any(|(v, _, _)| *v == voter) {
+            list.push((voter, how, evidence));
         }
     }
 
@@ -585,15 +589,18 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
     /// neighbourhoods agree, however much the code changed. Returns
     /// whether any were paired.
     fn votes(&mut self) -> bool {
-        let ready: Vec<((u32, u32), Vec<String>)> = self
+        let ready: Vec<((u32, u32), How, Vec<String>)> = self
             .votes
             .iter()
             .filter(|((p, q), v)| v.len() >= 2 && self.base.open(*p) && self.upd.open(*q))
-            .map(|(&k, v)| (k, v.iter().map(|(_, e)| e.clone()).collect()))
+            .map(|(&k, v)| {
+                let how = v.iter().map(|(_, h, _)| *h).min().unwrap_or(How::CallGraph);
+                (k, how, v.iter().map(|(_, _, e)| e.clone()).collect())
+            })
             .collect();
         let mut any = false;
-        for ((p, q), evidence) in ready {
-            any |= self.accept_all(p, q, How::CallGraph, evidence);
+        for ((p, q), how, evidence) in ready {
+            any |= self.accept_all(p, q, how, evidence);
         }
         any
     }
@@ -744,6 +751,7 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
                 *p,
                 *q,
                 b,
+                How::CallGraph,
                 format!(
                     "call-graph: the only unmatched function {label} refers to, in both builds"
                 ),
@@ -807,6 +815,7 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
                 *p,
                 *q,
                 b,
+                How::CallGraph,
                 format!("call-graph: the only unmatched function that refers to {label}, in both builds"),
             );
         }
@@ -935,6 +944,16 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
         let bs: Vec<u32> = bs.iter().copied().filter(|&g| self.base.open(g)).collect();
         let us: Vec<u32> = us.iter().copied().filter(|&g| self.upd.open(g)).collect();
         let n = bs.len();
+        if let ([p], [q]) = (bs.as_slice(), us.as_slice()) {
+            self.sole(
+                *p,
+                *q,
+                GAP_VOTER,
+                How::AddressOrder,
+                format!("address-order: {place}, the only unmatched function there in both builds"),
+            );
+            return;
+        }
         if n == us.len() {
             for (k, (&p, &q)) in bs.iter().zip(&us).enumerate() {
                 self.accept_if_alike(
@@ -1046,6 +1065,9 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
         for f in &self.found {
             let (b, u) = (f.b, f.u);
             let mut evidence = f.evidence.clone();
+            // The kinds of evidence that paired them.
+            let had = |kind: &str| f.evidence.iter().any(|e| e.starts_with(kind));
+            let (had_order, had_graph) = (had("address-order:"), had("call-graph:"));
             let identical = self.identical(b, u);
             let unique = shared.get(&self.base.fp(b)).copied() == Some(2) && identical;
             // Address order: the nearest matched neighbours are partners.
@@ -1061,7 +1083,7 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
                 }
             };
             let order = partner(bb) == ub && partner(ba) == ua && (bb != NONE || ba != NONE);
-            if order && f.how != How::AddressOrder {
+            if order && !had_order {
                 let between = match (bb, ba) {
                     (NONE, a) => format!("before {}", self.label(a, ua)),
                     (a, NONE) => format!("after {}", self.label(a, ub)),
@@ -1093,10 +1115,10 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
                 }
             }
             let graph = agree > 0 && disagree == 0;
-            if agree > 0 && f.how != How::CallGraph {
+            if agree > 0 && !had_graph {
                 evidence.push(format!(
-                    "call-graph: {agree} matched caller{} refer to it in both builds{}",
-                    if agree == 1 { "" } else { "s" },
+                    "call-graph: {agree} matched caller{} to it in both builds{}",
+                    if agree == 1 { " refers" } else { "s refer" },
                     if disagree > 0 {
                         format!(", {disagree} only in one")
                     } else {
@@ -1109,7 +1131,7 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
                     evidence.push(similarity(x, y));
                 }
             }
-            let both = (order || f.how == How::AddressOrder) && (graph || f.how == How::CallGraph);
+            let both = (order || had_order) && (graph || had_graph);
             let confidence = match (identical, unique || both) {
                 (true, true) => Confidence::High,
                 (true, false) => Confidence::Medium,
