@@ -448,6 +448,10 @@ impl<'a, 'i, 'd> Side<'a, 'i, 'd> {
     }
 }
 
+/// One vote for a pair (see [`Matcher::sole`]): who cast it, what kind of
+/// context it is, and its evidence.
+type Vote = (u32, How, String);
+
 /// A pair in the making.
 struct Found {
     b: u32,
@@ -480,7 +484,7 @@ struct Matcher<'a, 'i, 'd> {
     /// matched pair on both sides, with each such pair's evidence (by its
     /// baseline group): two or more different ones pair them (see
     /// [`Matcher::votes`]).
-    votes: BTreeMap<(u32, u32), Vec<(u32, How, String)>>,
+    votes: BTreeMap<(u32, u32), Vec<Vote>>,
 }
 
 /// `(b, u)` for every key that exactly one of `bs` and one of `us` has, in
