@@ -185,8 +185,9 @@ fn keys_by_rva(path: &Path) -> BTreeMap<u64, String> {
         .iter()
         .map(|f| {
             let (base, signature) = split_clone(&f.name);
+            // A local clone of a global parent joins the global group.
             let local =
-                f.visibility == "local" && !(!signature.is_empty() && globals.contains(base));
+                f.visibility == "local" && (signature.is_empty() || !globals.contains(base));
             let key = match (&f.unit, local) {
                 (Some(u), true) => format!("{}:{base}", unit_stem(u)),
                 _ => base.to_string(),
