@@ -33,7 +33,7 @@
 //! its evidence and a [`Confidence`]; none is certain. Work is near-linear:
 //! fingerprints go to hash buckets, and only neighbourhoods are compared.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use rayon::prelude::*;
@@ -340,6 +340,34 @@ fn similarity(a: &Node, b: &Node) -> String {
         b.refs.len(),
         common(&a.tokens, &b.tokens)
     )
+}
+
+/// The positions in `seq` of a longest strictly increasing subsequence
+/// (always the same one for the same input), in `O(n log n)`.
+fn longest_increasing(seq: &[usize]) -> Vec<usize> {
+    // tails[k]: position of the smallest last element of an increasing run
+    // of length k + 1; back[i]: the position before i in its run.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut back: Vec<usize> = vec![usize::MAX; seq.len()];
+    for (i, x) in seq.iter().enumerate() {
+        let k = tails.partition_point(|&t| seq.get(t).is_some_and(|y| y < x));
+        if let (Some(&t), Some(b)) = (k.checked_sub(1).and_then(|p| tails.get(p)), back.get_mut(i))
+        {
+            *b = t;
+        }
+        match tails.get_mut(k) {
+            Some(slot) => *slot = i,
+            None => tails.push(i),
+        }
+    }
+    let mut out = Vec::with_capacity(tails.len());
+    let mut cur = tails.last().copied();
+    while let Some(c) = cur {
+        out.push(c);
+        cur = back.get(c).copied().filter(|&b| b != usize::MAX);
+    }
+    out.reverse();
+    out
 }
 
 /// "No partner": the marker in [`Side::partner`].
@@ -700,14 +728,14 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
         // A function aligned with two different partners is ambiguous.
         let mut seen: HashMap<u32, u32> = HashMap::new();
         let mut seen_u: HashMap<u32, u32> = HashMap::new();
-        let mut bad_b: Vec<u32> = Vec::new();
-        let mut bad_u: Vec<u32> = Vec::new();
+        let mut bad_b: HashSet<u32> = HashSet::new();
+        let mut bad_u: HashSet<u32> = HashSet::new();
         for &(_, p, q) in &aligned {
             if *seen.entry(p).or_insert(q) != q {
-                bad_b.push(p);
+                bad_b.insert(p);
             }
             if *seen_u.entry(q).or_insert(p) != p {
-                bad_u.push(q);
+                bad_u.insert(q);
             }
         }
         aligned.sort_unstable();
@@ -849,10 +877,10 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
             }
             out
         };
-        let pu = prefix(&self.upd);
-        // Functions that moved elsewhere may lie in an update gap (the
-        // update reordered a few functions); many mean the gap says little.
-        let matched_in = |p: &[u32], lo: usize, hi: usize| {
+        let (pb, pu) = (prefix(&self.base), prefix(&self.upd));
+        // Functions that moved elsewhere may lie in a gap (the update
+        // reordered a few functions); many mean the gap says little.
+        let moved = |p: &[u32], lo: usize, hi: usize| {
             let inside = p
                 .get(hi)
                 .copied()
@@ -869,32 +897,42 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
             Option<(u32, u32)>,
             Option<(u32, u32)>,
         );
+        // The matched pairs in baseline order, and the longest run of them
+        // that is in the same order in the update: the neighbours that
+        // bound the gaps (the others moved). Gaps are then disjoint on
+        // both sides.
+        let matched: Vec<(usize, usize, u32, u32)> = self
+            .base
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &g)| {
+                let u = self.base.partner(g)?;
+                let j = self.upd.pos.get(u as usize).copied()? as usize;
+                Some((i, j, g, u))
+            })
+            .collect();
+        let js: Vec<usize> = matched.iter().map(|m| m.1).collect();
+        let bounds: Vec<(usize, usize, u32, u32)> = longest_increasing(&js)
+            .into_iter()
+            .filter_map(|k| matched.get(k).copied())
+            .collect();
+        let (eb, eu) = (self.base.order.len(), self.upd.order.len());
         let mut gaps: Vec<Gap> = Vec::new();
         let mut prev: Option<(usize, usize, u32, u32)> = None;
-        for (i, &g) in self.base.order.iter().enumerate() {
-            let Some(u) = self.base.partner(g) else {
-                continue;
-            };
-            let j = self.upd.pos.get(u as usize).copied().unwrap_or(NONE) as usize;
+        for next in bounds.iter().copied().map(Some).chain([None]) {
             let (lb, lu, low) = match prev {
-                Some((pi, pj, x, y)) => (pi.saturating_add(1), pj.saturating_add(1), Some((x, y))),
+                Some((i, j, g, u)) => (i.saturating_add(1), j.saturating_add(1), Some((g, u))),
                 None => (0, 0, None),
             };
-            let in_order = prev.is_none_or(|(_, pj, _, _)| j > pj);
-            if in_order && !matched_in(&pu, lu, j) && (i > lb || j > lu) {
-                gaps.push((lb, i, lu, j, low, Some((g, u))));
+            let (hb, hu, high) = match next {
+                Some((i, j, g, u)) => (i, j, Some((g, u))),
+                None => (eb, eu, None),
+            };
+            if hb > lb && hu > lu && !moved(&pb, lb, hb) && !moved(&pu, lu, hu) {
+                gaps.push((lb, hb, lu, hu, low, high));
             }
-            prev = Some((i, j, g, u));
-        }
-        let (eb, eu) = (self.base.order.len(), self.upd.order.len());
-        match prev {
-            Some((pi, pj, x, y)) => {
-                let (lb, lu) = (pi.saturating_add(1), pj.saturating_add(1));
-                if lu <= eu && !matched_in(&pu, lu, eu) {
-                    gaps.push((lb, eb, lu, eu, Some((x, y)), None));
-                }
-            }
-            None => gaps.push((0, eb, 0, eu, None, None)),
+            prev = next;
         }
         for (lb, hb, lu, hu, low, high) in gaps {
             let bs: Vec<u32> = self
@@ -977,15 +1015,22 @@ impl<'a, 'i, 'd> Matcher<'a, 'i, 'd> {
         // often pairs in order; code that one side has more often could
         // pair with any of its copies. Different code is ambiguous when
         // either one's code is found on the other side too.
-        let on = |side: &Side<'_, '_, '_>, list: &[u32], fp: u128| {
-            list.iter().filter(|&&g| side.fp(g) == fp).count()
+        let count = |side: &Side<'_, '_, '_>, list: &[u32]| {
+            let mut n: HashMap<u128, usize> = HashMap::with_capacity(list.len());
+            for &g in list {
+                let c = n.entry(side.fp(g)).or_insert(0);
+                *c = c.saturating_add(1);
+            }
+            n
         };
+        let (on_b, on_u) = (count(&self.base, &bs), count(&self.upd, &us));
+        let on = |n: &HashMap<u128, usize>, fp: u128| n.get(&fp).copied().unwrap_or(0);
         let unambiguous = |p: u32, q: u32| {
             let (fp, fq) = (self.base.fp(p), self.upd.fp(q));
             if fp == fq {
-                on(&self.base, bs.as_slice(), fp) == on(&self.upd, us.as_slice(), fp)
+                on(&on_b, fp) == on(&on_u, fp)
             } else {
-                on(&self.upd, us.as_slice(), fp) == 0 && on(&self.base, bs.as_slice(), fq) == 0
+                on(&on_u, fp) == 0 && on(&on_b, fq) == 0
             }
         };
         let mut k = 0usize;
@@ -1549,6 +1594,14 @@ mod tests {
         assert!(!similar(&node(10, &[1, 2, 3]), &node(10, &[1, 4, 5])));
         assert!(!similar(&node(10, &[1]), &node(10, &[])));
         assert!(similar(&node(3, &[]), &node(11, &[])));
+    }
+
+    #[test]
+    fn longest_increasing_run_leaves_out_what_moved() {
+        assert_eq!(longest_increasing(&[0, 1, 9, 2, 3, 4]), [0, 1, 3, 4, 5]);
+        assert_eq!(longest_increasing(&[5, 0, 1, 2]), [1, 2, 3]);
+        assert_eq!(longest_increasing(&[]), Vec::<usize>::new());
+        assert_eq!(longest_increasing(&[3, 3, 3]), [2]);
     }
 
     #[test]
