@@ -2,36 +2,50 @@
 //!
 //! A stripped ELF image names each function after its address
 //! (`sub_<rva>`, see [`Group::unnamed`](crate::index::Group::unnamed)), and
-//! addresses move between builds, so such names match nothing. This module
-//! pairs the unnamed functions of two builds by what they are, the way
-//! BinDiff and Diaphora do:
+//! addresses move between builds, so such names match nothing: the diff
+//! never pairs functions by them. This module pairs the unnamed functions of
+//! two builds by what they are, the way BinDiff and Diaphora do:
 //!
 //! 1. **Fingerprints.** Every function is normalised as the diff
 //!    normalises it ([`norm::normalize_group`]), and its exact form (every
 //!    instruction's words, its places in its own code, and its references)
-//!    is hashed, with every reference to another *unnamed* function
-//!    replaced by a placeholder. Named references (exports, imports, data,
-//!    string literals by their text) stay exact. Two functions with the
-//!    same fingerprint have the same code up to which unnamed functions
-//!    they call.
+//!    is hashed (128 bits), with every reference to another *unnamed*
+//!    function replaced by a placeholder. Named references (exports,
+//!    imports, data, string literals by their text) stay exact. Two
+//!    functions with the same fingerprint have the same code up to which
+//!    unnamed functions they refer to.
 //! 2. **Anchors.** A fingerprint that exactly one unmatched function of
 //!    each build has pairs them (`unique-structure`).
-//! 3. **Neighbourhoods.** From every matched pair (functions matched by
-//!    name are pairs too), the functions they refer to are aligned in
-//!    order, and an unmatched function at the same place in both lists is
-//!    a candidate (`call-graph`); so is a callee or caller whose
-//!    fingerprint, or whose named references, are unique among the
-//!    unmatched neighbours. Then the unmatched functions between two
-//!    matched neighbours in address order (`address-order`), which the
-//!    linker keeps in the order of the sources, pair up: those with a
-//!    fingerprint unique in the gap, then in order. This repeats until
-//!    nothing new is found.
+//! 3. **Call graph.** From every matched pair (functions matched by name
+//!    are pairs too), the functions the two refer to are aligned in order
+//!    from both ends, and unmatched functions at the same place in both
+//!    lists pair (`call-graph`); so do callees, and callers, whose
+//!    fingerprint (or else whose named references) is unique among the
+//!    pair's unmatched neighbours, and a last unmatched callee or caller on
+//!    each side.
+//! 4. **Address order.** The linker keeps functions in the order of their
+//!    sources. Between two matched neighbours (taken from the longest run
+//!    of matched pairs in the same order in both builds, so that a function
+//!    the update moved does not count), the unmatched functions pair: those
+//!    with a fingerprint unique in the gap, then in order when both sides
+//!    have as many, else from each end while unambiguous.
+//! 5. Steps 3 and 4 repeat until nothing new is found.
 //!
 //! A candidate whose code differs (the fix itself, usually) is accepted
-//! only when it is [`similar`]: about as many instructions and references,
-//! and at least half of its named references in common. Every pair carries
-//! its evidence and a [`Confidence`]; none is certain. Work is near-linear:
-//! fingerprints go to hash buckets, and only neighbourhoods are compared.
+//! only when it is similar: about as many instructions and function
+//! references, and at least half of its named references in common. A
+//! function the fix rewrote beyond that is still paired when two
+//! independent contexts single it out (two matched neighbours whose only
+//! unmatched callee or caller it is, or one of those and an address-order
+//! gap holding nothing else): their evidence is kept, with a `dissimilar:`
+//! note. Every pair carries its evidence and a [`Confidence`]; none is
+//! certain. The diff then gives each pair one identity in both builds
+//! ([`ImageIndex::set_identity`]) and compares it exactly, callees
+//! included.
+//!
+//! Work is near-linear: fingerprints go to hash buckets, only
+//! neighbourhoods are compared, each pair's neighbourhood is searched a
+//! bounded number of times, and the gaps are disjoint.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -73,11 +87,16 @@ impl How {
 /// - `high`: the same code (unnamed callees aside), and either unique in
 ///   both builds or placed alike by both the call graph and the address
 ///   order;
-/// - `medium`: the same code placed by one kind of context among
-///   duplicates, or different code that both the call graph and the
-///   address order place alike;
-/// - `low`: different code, placed by one kind of context and similar
-///   enough ([`similar`]).
+/// - `medium`: the same code, among copies, placed by one kind of
+///   context; or different code that both the call graph and the address
+///   order place alike;
+/// - `low`: different code placed by one kind of context only (similar
+///   code in one neighbourhood, or any code in two neighbourhoods of that
+///   kind).
+///
+/// The call graph agrees when the pair's matched callers are partners of
+/// each other (at least one, and none that is not); the address order
+/// agrees when the nearest matched functions before and after it are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
