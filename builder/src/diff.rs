@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::index::{ImageIndex, Part, SymRef};
 use crate::key::Key;
+use crate::matching::{self, Confidence, Match};
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
 
@@ -72,6 +73,12 @@ pub struct Entry<'i> {
     /// Its other names in either build (symbols at the same address with
     /// the same size), as `unit:name` for local ones.
     pub aliases: Vec<String>,
+    /// For a function whose names are only its addresses (a stripped
+    /// image), how it was paired with its counterpart by structure, with
+    /// the evidence; `null` for everything matched by name, and for added
+    /// and removed entries.
+    #[serde(rename = "match")]
+    pub matched: Option<Match<'i>>,
 }
 
 impl Entry<'_> {
@@ -214,6 +221,25 @@ pub struct TypeEntry<'i> {
     pub blocking: bool,
 }
 
+/// The outcome of structural matching, when either image names functions
+/// only by their addresses (see [`crate::matching`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Structural<'i> {
+    /// Pairs matched by structure (each entry's `match` says how).
+    pub matched: usize,
+    /// How many of them with high confidence.
+    pub high: usize,
+    /// With medium confidence.
+    pub medium: usize,
+    /// With low confidence.
+    pub low: usize,
+    /// Baseline functions without names left unmatched (reported
+    /// removed), in key order.
+    pub unmatched_baseline: Vec<&'i str>,
+    /// Update functions without names left unmatched (reported added).
+    pub unmatched_update: Vec<&'i str>,
+}
+
 /// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff<'i> {
@@ -231,6 +257,9 @@ pub struct Diff<'i> {
     pub overridden: Vec<Overridden>,
     /// Overrides that matched no blocker (most likely a misspelt name).
     pub unused_overrides: Vec<Allow>,
+    /// Structural matching of functions without names (stripped images);
+    /// `None` when every function of both images has a name.
+    pub structural: Option<Structural<'i>>,
 }
 
 impl<'i> Diff<'i> {
@@ -784,36 +813,9 @@ pub fn compare<'i, 'd>(
             updated: describe(updated),
         });
     }
-    let (base, upd) = rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
-    let run = compare_indexes(baseline, &base, updated, &upd, options);
-    Ok(Comparison {
-        base,
-        upd,
-        pairs: run.pairs,
-        changed: run.changed,
-        added: run.added,
-        removed: run.removed,
-        report: run.report,
-    })
-}
+    let (mut base, mut upd) =
+        rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
 
-/// What [`compare_indexes`] found (see [`Comparison`]).
-struct Run<'i> {
-    pairs: Vec<(usize, usize)>,
-    changed: Vec<bool>,
-    added: Vec<usize>,
-    removed: Vec<usize>,
-    report: Diff<'i>,
-}
-
-/// The comparison proper, over the two indexes (which it finishes).
-fn compare_indexes<'i>(
-    baseline: &'i Image<'_>,
-    base: &ImageIndex<'i, '_>,
-    updated: &'i Image<'_>,
-    upd: &ImageIndex<'i, '_>,
-    options: &Options,
-) -> Run<'i> {
     // Match functions by key (both lists are sorted by key).
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     let (mut removed, mut added) = (Vec::new(), Vec::new());
@@ -837,6 +839,68 @@ fn compare_indexes<'i>(
             .unwrap_or_default()
     };
     pair_aliases(group_names, &mut pairs, &mut removed, &mut added);
+    let (structural, matches) =
+        match_unnamed(&mut base, &mut upd, &mut pairs, &mut removed, &mut added);
+    let run = compare_indexes(
+        baseline,
+        &base,
+        updated,
+        &upd,
+        options,
+        Matched {
+            pairs,
+            removed,
+            added,
+            structural,
+            matches,
+        },
+    );
+    Ok(Comparison {
+        base,
+        upd,
+        pairs: run.pairs,
+        changed: run.changed,
+        added: run.added,
+        removed: run.removed,
+        report: run.report,
+    })
+}
+
+/// How the functions of two builds were matched, before comparing them.
+struct Matched<'i> {
+    pairs: Vec<(usize, usize)>,
+    removed: Vec<usize>,
+    added: Vec<usize>,
+    structural: Option<Structural<'i>>,
+    matches: HashMap<usize, Match<'i>>,
+}
+
+/// What [`compare_indexes`] found (see [`Comparison`]).
+struct Run<'i> {
+    pairs: Vec<(usize, usize)>,
+    changed: Vec<bool>,
+    added: Vec<usize>,
+    removed: Vec<usize>,
+    report: Diff<'i>,
+}
+
+/// The comparison proper, over the two matched indexes (which it
+/// finishes).
+fn compare_indexes<'i>(
+    baseline: &'i Image<'_>,
+    base: &ImageIndex<'i, '_>,
+    updated: &'i Image<'_>,
+    upd: &ImageIndex<'i, '_>,
+    options: &Options,
+    matched: Matched<'i>,
+) -> Run<'i> {
+    let Matched {
+        pairs,
+        removed,
+        added,
+        structural,
+        matches,
+    } = matched;
     // Compiler clones of the baseline that the update lacks: their callers
     // are recorded during the comparison.
     let mut vanished: Vec<(Key<'_>, &str)> = Vec::new();
@@ -877,7 +941,7 @@ fn compare_indexes<'i>(
             .collect()
     };
     let (mut base_anchors, mut upd_anchors) =
-        rayon::join(|| anchors_of(base, &removed), || anchors_of(upd, &added));
+        rayon::join(|| anchors_of(&base, &removed), || anchors_of(&upd, &added));
     for c in &chunks {
         base_anchors.extend(&c.anchors.0);
         upd_anchors.extend(&c.anchors.1);
@@ -1047,10 +1111,12 @@ fn compare_indexes<'i>(
     );
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    let how = |b: usize| matches.get(&b).cloned();
     for (&(b, u), reason) in pairs.iter().zip(reasons) {
         if let Some(reason) = reason {
             changed_keys.insert(base.key(b));
-            let e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            let mut e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            e.matched = how(b);
             functions.push(e);
         }
     }
@@ -1061,14 +1127,9 @@ fn compare_indexes<'i>(
         functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
     }
     for (&(b, u), _) in pairs.iter().zip(&changed).filter(|(_, &c)| !c) {
-        functions.push(group_entry(
-            base,
-            Some(b),
-            upd,
-            Some(u),
-            Status::Unchanged,
-            None,
-        ));
+        let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
+        e.matched = how(b);
+        functions.push(e);
     }
 
     // Blockers.
@@ -1243,6 +1304,7 @@ fn compare_indexes<'i>(
         blockers,
         overridden,
         unused_overrides,
+        structural,
     };
     Run {
         pairs,
@@ -1251,6 +1313,73 @@ fn compare_indexes<'i>(
         removed,
         report,
     }
+}
+
+/// Structural matching, when either index has functions whose names are
+/// only their addresses ([`crate::index::Group::unnamed`]): such names
+/// never match by name (pairs made by them are undone), the unnamed
+/// functions left over are paired by [`matching::match_unnamed`], the
+/// pairs join `pairs`, and every unnamed function gets its identity
+/// ([`ImageIndex::set_identity`]): its baseline group for a matched pair
+/// (in both builds), one of its own for a function left unmatched. Returns
+/// the summary and each pair's [`Match`] by baseline group. Costs nothing
+/// when every function has a name.
+fn match_unnamed<'i>(
+    base: &mut ImageIndex<'i, '_>,
+    upd: &mut ImageIndex<'i, '_>,
+    pairs: &mut Vec<(usize, usize)>,
+    removed: &mut Vec<usize>,
+    added: &mut Vec<usize>,
+) -> (Option<Structural<'i>>, HashMap<usize, Match<'i>>) {
+    if !base.has_unnamed() && !upd.has_unnamed() {
+        return (None, HashMap::new());
+    }
+    pairs.retain(|&(b, u)| {
+        let by_address = base.is_unnamed(b) || upd.is_unnamed(u);
+        if by_address {
+            removed.push(b);
+            added.push(u);
+        }
+        !by_address
+    });
+    removed.sort_unstable();
+    added.sort_unstable();
+    let found = matching::match_unnamed(base, upd, pairs, removed, added);
+    let (mut taken_b, mut taken_u) = (HashSet::new(), HashSet::new());
+    for p in &found {
+        pairs.push((p.baseline, p.update));
+        taken_b.insert(p.baseline);
+        taken_u.insert(p.update);
+        base.set_identity(p.baseline, p.baseline as u64);
+        upd.set_identity(p.update, p.baseline as u64);
+    }
+    pairs.sort_unstable();
+    removed.retain(|b| !taken_b.contains(b));
+    added.retain(|u| !taken_u.contains(u));
+    // Identities nothing in the other build has.
+    for &b in removed.iter() {
+        base.set_identity(b, (1u64 << 62) | b as u64);
+    }
+    for &u in added.iter() {
+        upd.set_identity(u, (1u64 << 63) | u as u64);
+    }
+    let count = |c: Confidence| found.iter().filter(|p| p.found.confidence == c).count();
+    let unmatched = |idx: &ImageIndex<'i, '_>, list: &[usize]| -> Vec<&'i str> {
+        list.iter()
+            .filter(|&&g| idx.is_unnamed(g))
+            .map(|&g| idx.key(g).name)
+            .collect()
+    };
+    let summary = Structural {
+        matched: found.len(),
+        high: count(Confidence::High),
+        medium: count(Confidence::Medium),
+        low: count(Confidence::Low),
+        unmatched_baseline: unmatched(base, removed),
+        unmatched_update: unmatched(upd, added),
+    };
+    let matches = found.into_iter().map(|p| (p.baseline, p.found)).collect();
+    (Some(summary), matches)
 }
 
 /// Split `blockers` into those that stand and those a reviewed override
@@ -1521,6 +1650,8 @@ fn group_entry<'i>(
             unit: None,
         },
     };
+    // A name that is only an address is no alias: the entry's `match`
+    // gives the update's. Most entries have no alias at all: no list.
     let bg = b.and_then(|g| base.groups.get(g));
     let ug = u.and_then(|g| upd.groups.get(g));
     let aliased = bg.is_some_and(|g| !g.aliases.is_empty())
@@ -1529,7 +1660,9 @@ fn group_entry<'i>(
     let mut aliases: Vec<Key<'i>> = Vec::new();
     if aliased {
         for g in [bg, ug].into_iter().flatten() {
-            aliases.push(g.key);
+            if !g.unnamed {
+                aliases.push(g.key);
+            }
             aliases.extend(g.aliases.iter().copied());
         }
     }
@@ -1543,6 +1676,7 @@ fn group_entry<'i>(
         updated_size: u.map(|u| upd.group_size(u)),
         reason,
         aliases: other_names(key, aliases),
+        matched: None,
     }
 }
 
@@ -1616,6 +1750,7 @@ fn data_entry<'i>(
         baseline_size: b.map(|o| o.size),
         updated_size: u.map(|o| o.size),
         reason,
+        matched: None,
     }
 }
 

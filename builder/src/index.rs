@@ -36,6 +36,14 @@ pub struct Group<'i> {
     /// Other names of the same function: symbols at the same address with
     /// the same size (see [`fold_aliases`]), sorted.
     pub aliases: Vec<Key<'i>>,
+    /// Whether its name is only its address: a function of a stripped image
+    /// that the reader named `sub_<rva>` (no exported symbol starts there).
+    /// Such a name says nothing across builds, so the function is never
+    /// matched by it, and references to it are [`SymRef::Unnamed`].
+    pub unnamed: bool,
+    /// For an unnamed group: what references to it are (see
+    /// [`SymRef::Unnamed`] and [`ImageIndex::set_identity`]).
+    identity: u64,
     /// Where its parts lie in the index's flat list of parts.
     first: u32,
     /// How many parts it has.
@@ -85,6 +93,22 @@ pub enum SymRef<'a> {
         /// Digest of `key` and `part` (see [`fingerprint`]), which is what
         /// hashing a `SymRef` reads instead of the names.
         fingerprint: u64,
+    },
+    /// Another function whose name is only its address
+    /// ([`Group::unnamed`]). It is identified by what the diff's structural
+    /// matching made of it ([`ImageIndex::set_identity`]): a matched pair
+    /// shares one identity in both builds, and a function left unmatched
+    /// has one that nothing in the other build has. Until the diff sets
+    /// them, every unnamed function has the same identity
+    /// ([`UNASSIGNED`]): a placeholder, which is what structural
+    /// fingerprints want. Equality reads the identity and the offset only.
+    Unnamed {
+        /// The group in its own index (not compared: it is an address).
+        group: u32,
+        /// Offset from the start of its (only) part.
+        offset: u64,
+        /// Its identity (see above).
+        identity: u64,
     },
     /// A named data object and the offset in it.
     Data {
@@ -141,6 +165,9 @@ impl Hash for SymRef<'_> {
             SymRef::External { name, addend } => (4u8, name, addend).hash(h),
             SymRef::Unmapped(rva) => (5u8, rva).hash(h),
             SymRef::Deferred(rva) => (6u8, rva).hash(h),
+            SymRef::Unnamed {
+                identity, offset, ..
+            } => (7u8, identity, offset).hash(h),
         }
     }
 }
@@ -192,12 +219,28 @@ impl PartialEq for SymRef<'_> {
             }
             (SymRef::Unmapped(a), SymRef::Unmapped(b)) => a == b,
             (SymRef::Deferred(a), SymRef::Deferred(b)) => a == b,
+            (
+                SymRef::Unnamed {
+                    identity: a,
+                    offset: x,
+                    ..
+                },
+                SymRef::Unnamed {
+                    identity: b,
+                    offset: y,
+                    ..
+                },
+            ) => a == b && x == y,
             _ => false,
         }
     }
 }
 
 impl Eq for SymRef<'_> {}
+
+/// The identity of every unnamed function until the diff sets them
+/// ([`ImageIndex::set_identity`]).
+pub const UNASSIGNED: u64 = u64::MAX;
 
 /// The SHA-256 digest of an anonymous block's normalised contents: what
 /// makes two anonymous references equal. A collision-resistant digest, not
@@ -590,6 +633,30 @@ fn arm64_stub(rva: u64, code: &[u8]) -> Option<Arm64Stub> {
     None
 }
 
+/// Whether the symbol of part `p` is a name the reader made up from its
+/// address (`sub_<rva>`, lower-case hexadecimal) for a function of a
+/// stripped image that no exported symbol names.
+fn made_up(image: &Image<'_>, p: &Part<'_>) -> bool {
+    let Some(hex) = p.symbol.strip_prefix("sub_") else {
+        return false;
+    };
+    let canonical = !hex.is_empty()
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && (hex == "0" || !hex.starts_with('0'));
+    if !canonical || u64::from_str_radix(hex, 16).ok() != Some(p.rva) {
+        return false;
+    }
+    let first = image.functions.partition_point(|f| f.rva < p.rva);
+    image
+        .functions
+        .get(first..)
+        .unwrap_or(&[])
+        .iter()
+        .take_while(|f| f.rva == p.rva)
+        .filter(|f| f.name == p.symbol)
+        .all(|f| f.visibility != Visibility::Exported)
+}
+
 /// The longest string literal [`ImageIndex::string_at`] recognises.
 const MAX_STRING: usize = 64 << 10;
 
@@ -749,6 +816,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 _ => groups.push(Group {
                     key: *key,
                     aliases: aliases_of(&fn_aliases, key),
+                    unnamed: false,
+                    identity: UNASSIGNED,
                     first: at,
                     count: 1,
                 }),
@@ -756,6 +825,20 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             parts.push(part.clone());
         }
         drop(items);
+        if image.stripped {
+            for g in &mut groups {
+                let one = parts.get(g.first as usize..).and_then(|p| {
+                    p.get(..g.count as usize)
+                        .filter(|p| p.len() == 1)
+                        .and_then(|p| p.first())
+                });
+                g.unnamed = g.aliases.is_empty()
+                    && g.key.unit.is_none()
+                    && one.is_some_and(|p| {
+                        p.signature.is_empty() && g.key.name == p.symbol && made_up(image, p)
+                    });
+            }
+        }
         let mut ranges: Vec<Range> = Vec::with_capacity(parts.len());
         for (gi, g) in groups.iter().enumerate() {
             for flat in g.first..g.first.saturating_add(g.count) {
@@ -870,6 +953,29 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// named ones before.
     fn anchors(&self) -> &Sorted<u64> {
         self.blocks.get().map_or(&self.named, |b| &b.anchors)
+    }
+
+    /// Whether any group's name is only its address ([`Group::unnamed`]).
+    pub fn has_unnamed(&self) -> bool {
+        self.image.stripped && self.groups.iter().any(|g| g.unnamed)
+    }
+
+    /// Whether group `group` is unnamed ([`Group::unnamed`]).
+    pub fn is_unnamed(&self, group: usize) -> bool {
+        self.groups.get(group).is_some_and(|g| g.unnamed)
+    }
+
+    /// Set what references to unnamed group `group` are
+    /// ([`SymRef::Unnamed`]): the diff gives a structurally matched pair
+    /// one identity in both builds, and every function left unmatched one
+    /// that nothing in the other build has. Must happen before anything is
+    /// compared, and before [`ImageIndex::finish`] (anonymous blocks that
+    /// point at the function digest its identity). Ignored for a named
+    /// group.
+    pub fn set_identity(&mut self, group: usize, identity: u64) {
+        if let Some(g) = self.groups.get_mut(group).filter(|g| g.unnamed) {
+            g.identity = identity;
+        }
     }
 
     /// The group with this key.
@@ -1031,6 +1137,13 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             }
             if let (Some(group), Some(part)) = (self.groups.get(g), self.parts.get(r.flat as usize))
             {
+                if group.unnamed {
+                    return SymRef::Unnamed {
+                        group: r.group,
+                        offset,
+                        identity: group.identity,
+                    };
+                }
                 return SymRef::Function {
                     key: &group.key,
                     part: &part.signature,
@@ -1143,6 +1256,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// merges strings, a neighbour that the update no longer refers to
     /// joins the block, and the users of an unchanged string would look
     /// changed. (Named arrays of text are data objects, compared whole.)
+    ///
+    /// Bytes that a load-time relocation patches are never text: a table of
+    /// pointers in RELRO data (read-only once relocated) holds its
+    /// addends, and `d0 00 04 00` would otherwise read as a one-byte
+    /// string whose value is an address.
     pub fn string_at(&self, rva: u64) -> Option<&'d [u8]> {
         let section = self.image.section_at(rva)?;
         if section.perms.write || section.perms.execute {
@@ -1157,10 +1275,21 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         let text = rest.get(..nul)?;
         let is_text = |b: u8| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r' | 0x80..);
-        text.iter()
-            .all(|&b| is_text(b))
-            .then(|| rest.get(..=nul))
-            .flatten()
+        if !text.iter().all(|&b| is_text(b)) {
+            return None;
+        }
+        // A relocation that starts up to 7 bytes before `rva` may cover it.
+        let from = rva.saturating_sub(7);
+        let len = (nul as u64).saturating_add(8);
+        let end = rva.saturating_add(nul as u64).saturating_add(1);
+        let patched = self
+            .relocations_in(from, len)
+            .iter()
+            .any(|r| r.rva < end && r.rva.saturating_add(u64::from(r.width)) > rva);
+        if patched {
+            return None;
+        }
+        rest.get(..=nul)
     }
 
     /// Resolve the target of a relocation.
@@ -1214,7 +1343,11 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                     });
                     if let Some((group, part)) = function {
                         let offset = t.wrapping_sub(part.rva);
-                        (0u8, &group.key, &part.signature, offset).hash(&mut h);
+                        if group.unnamed {
+                            (6u8, group.identity, offset).hash(&mut h);
+                        } else {
+                            (0u8, &group.key, &part.signature, offset).hash(&mut h);
+                        }
                     } else if let Some((entry, object)) = data {
                         (1u8, &entry.key, t.wrapping_sub(object.rva)).hash(&mut h);
                     } else if let Some(text) = self.string_at(*t) {
@@ -1281,6 +1414,47 @@ mod tests {
             digest(a, vec![0x2000, 0x2010]),
             digest(b, vec![0x2000, 0x2010])
         );
+    }
+
+    /// A table of pointers in RELRO data (read-only at run time) holds
+    /// its relocations' addends: `d0 00 04 00 ...` is no one-byte string
+    /// literal. Two builds whose tables point at the same functions at
+    /// other addresses must digest alike (lcms2's `FormattersAlpha` in a
+    /// stripped AArch64 build).
+    #[test]
+    fn relocated_pointer_table_in_relro_is_not_a_string_literal() {
+        let digest_of = |table: &'static [u8], targets: [u64; 2]| {
+            let mut img = bare(
+                Format::Elf,
+                Arch::Aarch64,
+                vec![
+                    section(".text", 0x10000, &[0u8; 0x100], false, true),
+                    section(".data.rel.ro", 0x2000, table, false, false),
+                ],
+                &[
+                    ("f", 0x10000 + targets[0], 8),
+                    ("g", 0x10000 + targets[1], 8),
+                ],
+            );
+            img.relocations = (0..2)
+                .map(|i| Relocation {
+                    rva: 0x2000 + 8 * i as u64,
+                    width: 8,
+                    target: RelocTarget::Rva(0x10000 + targets[i]),
+                })
+                .collect();
+            let idx = ImageIndex::new(&img);
+            assert_eq!(idx.string_at(0x2000), None);
+            idx.finish([0x2000]);
+            match idx.resolve(0x2000, None) {
+                SymRef::Anon { digest, offset: 0 } => *digest,
+                other => panic!("{other:?}"),
+            }
+        };
+        // The addends, as GNU ld leaves them in place: 0x100d0, 0x100e0.
+        let a = digest_of(b"\xd0\0\x01\0\0\0\0\0\xe0\0\x01\0\0\0\0\0", [0xd0, 0xe0]);
+        let b = digest_of(b"\x70\0\x01\0\0\0\0\0\x80\0\x01\0\0\0\0\0", [0x70, 0x80]);
+        assert_eq!(a, b);
     }
 
     /// A string literal is its bytes up to the NUL, whatever its block

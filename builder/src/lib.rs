@@ -26,6 +26,7 @@ pub mod diff;
 pub mod index;
 pub mod key;
 pub mod lines;
+pub mod matching;
 pub mod norm;
 pub mod patchability;
 pub mod report;

@@ -61,6 +61,45 @@ fn section(out: &mut dyn Write, title: &str, entries: &[&Entry]) -> io::Result<(
     Ok(())
 }
 
+/// Every function matched by structure: the two names, its status, how
+/// and how sure, and the evidence.
+fn structural(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
+    let matched: Vec<&Entry> = d.functions.iter().filter(|e| e.matched.is_some()).collect();
+    if matched.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nmatched by structure ({}):", matched.len())?;
+    let names: Vec<String> = matched
+        .iter()
+        .map(|e| match &e.matched {
+            Some(m) => format!("{} → {}", e.display_name(), m.updated_name),
+            None => e.display_name(),
+        })
+        .collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    for (e, name) in matched.iter().zip(&names) {
+        let Some(m) = &e.matched else {
+            continue;
+        };
+        let status = match e.status {
+            Status::Changed => "changed",
+            Status::Unchanged => "unchanged",
+            Status::Added => "added",
+            Status::Removed => "removed",
+        };
+        let pad = width.saturating_sub(name.chars().count());
+        writeln!(
+            out,
+            "  {name}{:pad$}  {status:<9}  {} ({}): {}",
+            "",
+            m.how.as_str(),
+            m.confidence.as_str(),
+            m.evidence.join("; ")
+        )?;
+    }
+    Ok(())
+}
+
 /// Write the summary: counts, then each changed, added and removed function
 /// with its size delta and the reason it differs, then data, then blockers,
 /// then the verdict.
@@ -76,6 +115,18 @@ pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
             count(Status::Unchanged)
         )?;
     }
+    if let Some(st) = &d.structural {
+        writeln!(
+            out,
+            "without names: {} matched by structure ({} high, {} medium, {} low confidence); left unmatched: {} in the baseline (removed), {} in the update (added)",
+            st.matched,
+            st.high,
+            st.medium,
+            st.low,
+            st.unmatched_baseline.len(),
+            st.unmatched_update.len()
+        )?;
+    }
     for (title, status) in [
         ("changed functions", Status::Changed),
         ("added functions", Status::Added),
@@ -83,6 +134,7 @@ pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
     ] {
         section(out, title, &d.functions_with(status).collect::<Vec<_>>())?;
     }
+    structural(out, d)?;
     for (title, status) in [
         ("changed data", Status::Changed),
         ("added data", Status::Added),

@@ -1312,7 +1312,13 @@ fn pass<'a>(
                 // every function cuts anonymous data. The target is
                 // in a function exactly when it resolved to one directly (a
                 // stub or slot is followed only from anonymous bytes).
-                let in_function = matches!(r, (0, SymRef::Function { .. } | SymRef::Local { .. }));
+                let in_function = matches!(
+                    r,
+                    (
+                        0,
+                        SymRef::Function { .. } | SymRef::Unnamed { .. } | SymRef::Local { .. }
+                    )
+                );
                 if outside && !in_function {
                     out.anchors.push(target);
                 }
