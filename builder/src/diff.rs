@@ -941,7 +941,7 @@ fn compare_indexes<'i>(
             .collect()
     };
     let (mut base_anchors, mut upd_anchors) =
-        rayon::join(|| anchors_of(&base, &removed), || anchors_of(&upd, &added));
+        rayon::join(|| anchors_of(base, &removed), || anchors_of(upd, &added));
     for c in &chunks {
         base_anchors.extend(&c.anchors.0);
         upd_anchors.extend(&c.anchors.1);
