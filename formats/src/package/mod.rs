@@ -72,7 +72,7 @@ pub use manifest::{
 pub use output::{create_exclusive, write_atomic};
 pub use payload::{link, Body, Delta, Item, ItemRef, Payload, Reference, Relocation, Target};
 pub use reloc::{FieldError, RelocKind, Site};
-pub use time::Timestamp;
+pub use time::{Timestamp, SECONDS_PER_DAY};
 
 use error::Result;
 use header::{MAX_MANIFEST_LEN, MAX_PAYLOAD_LEN, MAX_PAYLOAD_UNCOMPRESSED_LEN, MAX_SIGNATURES};
