@@ -224,12 +224,7 @@ pub fn write(manifest: &Manifest, payload: &Payload) -> Result<Vec<u8>> {
         raw.len(),
         MAX_PAYLOAD_UNCOMPRESSED_LEN,
     )?;
-    let level = if raw.len() > LARGE_PAYLOAD {
-        LARGE_PAYLOAD_LEVEL
-    } else {
-        PAYLOAD_LEVEL
-    };
-    let compressed = compress(&raw, level)?;
+    let compressed = compress_payload(&raw)?;
     cap_len("payload length", compressed.len(), MAX_PAYLOAD_LEN)?;
     let header = Header {
         version: FORMAT_VERSION,
@@ -256,6 +251,18 @@ pub fn assemble(header: &Header, manifest: &[u8], payload: &[u8], signatures: &[
     out.extend_from_slice(payload);
     out.extend_from_slice(signatures);
     out
+}
+
+/// Compress an encoded payload as [`write`] does: one zstd frame at
+/// [`PAYLOAD_LEVEL`] (or [`LARGE_PAYLOAD_LEVEL`] above [`LARGE_PAYLOAD`]
+/// bytes), single-threaded, with its content size and no checksum.
+pub fn compress_payload(raw: &[u8]) -> Result<Vec<u8>> {
+    let level = if raw.len() > LARGE_PAYLOAD {
+        LARGE_PAYLOAD_LEVEL
+    } else {
+        PAYLOAD_LEVEL
+    };
+    compress(raw, level)
 }
 
 /// One zstd frame of `raw` at `level`, with its content size, no checksum.
