@@ -265,7 +265,13 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
                 .iter()
                 .map(|p| PublicKey::load(p))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            let policy = TrustPolicy::new(keys, threshold, products, max_validity)?;
+            let policy = TrustPolicy::new(
+                &output.display().to_string(),
+                keys,
+                threshold,
+                products,
+                max_validity,
+            )?;
             hotpatch_signer::policy::write_new(&output, &policy)?;
             println!(
                 "{}: {} key{}, threshold {}, products {}, packages valid for at most {} days",

@@ -140,8 +140,9 @@ struct RevokedEntry {
 
 impl TrustPolicy {
     /// A policy trusting `keys` for `products` (empty: any product), with
-    /// the release role and no validity window.
+    /// the release role and no validity window. `name` names it in errors.
     pub fn new(
+        name: &str,
         keys: Vec<PublicKey>,
         threshold: u32,
         products: Vec<String>,
@@ -167,7 +168,7 @@ impl TrustPolicy {
                 .collect(),
             revoked: Vec::new(),
         };
-        policy.validate("new policy")?;
+        policy.validate(name)?;
         Ok(policy)
     }
 
@@ -557,7 +558,7 @@ mod tests {
 
     #[test]
     fn new_policy_round_trips_through_toml() {
-        let p = TrustPolicy::new(vec![key(1), key(2)], 2, vec!["libfoo".into()], 93).unwrap();
+        let p = TrustPolicy::new("t", vec![key(1), key(2)], 2, vec!["libfoo".into()], 93).unwrap();
         let text = p.to_toml().unwrap();
         let back = TrustPolicy::from_toml(&text, Path::new("."), "t").unwrap();
         assert_eq!(back, p);
@@ -634,7 +635,7 @@ mod tests {
     fn revoke_appends_and_keeps_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trust.toml");
-        let p = TrustPolicy::new(vec![key(1)], 1, vec![], 93).unwrap();
+        let p = TrustPolicy::new("t", vec![key(1)], 1, vec![], 93).unwrap();
         let text = format!("# keep me\n{}", p.to_toml().unwrap());
         std::fs::write(&path, &text).unwrap();
         let updated = revoke_in_file(&path, key(1).key_id(), "leaked \"in\" CI logs").unwrap();

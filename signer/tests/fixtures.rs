@@ -97,6 +97,19 @@ fn control_verifies() {
     assert_eq!(s.signers.len(), 2);
     assert_eq!(s.threshold, 2);
     assert_eq!(v.payload().items().len(), 6);
+    // What verify returns is the package as written.
+    let bytes = std::fs::read(root().join("attacks/control/package.hpk")).unwrap();
+    let decoded = RawPackage::parse(&bytes).unwrap().decode().unwrap();
+    assert_eq!(v.into_package(), decoded);
+    assert_eq!(decoded, {
+        let (m, p) = fixtures::synthetic(&fixtures::Spec::default());
+        let mut m = m;
+        m.canonicalise();
+        hotpatch_formats::package::Package {
+            manifest: m,
+            payload: p,
+        }
+    });
 }
 
 #[test]

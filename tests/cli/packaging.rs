@@ -315,6 +315,49 @@ fn keygen_trust_sign_verify_round_trip_with_two_signers() {
     ));
     let policy = std::fs::read_to_string(d.join("trust.toml")).unwrap();
     assert!(policy.contains(&id1) && policy.contains(&id2));
+    let err = fails(
+        &hotpatch_in(
+            d,
+            &["trust", "new", "--key", "k1.pub", "-o", "trust.toml"],
+            &[],
+        ),
+        1,
+    );
+    assert_eq!(
+        err,
+        "hotpatch: error: trust.toml: already exists; `trust new` never overwrites a policy"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("trust.toml")).unwrap(),
+        policy
+    );
+    let err = fails(
+        &hotpatch_in(d, &["trust", "new", "--key", "k1", "-o", "t2.toml"], &[]),
+        1,
+    );
+    assert_eq!(err, "hotpatch: error: k1: not an Ed25519 public key in SPKI PEM (\"BEGIN PUBLIC KEY\"); this is a private key, give its .pub file");
+    let err = fails(
+        &hotpatch_in(
+            d,
+            &[
+                "trust",
+                "new",
+                "--key",
+                "k1.pub",
+                "--threshold",
+                "2",
+                "-o",
+                "t2.toml",
+            ],
+            &[],
+        ),
+        1,
+    );
+    assert_eq!(
+        err,
+        "hotpatch: error: t2.toml: threshold: 2 can never be met by 1 keys"
+    );
+    assert!(!d.join("t2.toml").exists());
     // Unsigned, then one signer: refused with the reason; then both.
     let err = fails(
         &hotpatch_in(d, &["verify", "--trust", "trust.toml", "pkg.hpk"], &[]),

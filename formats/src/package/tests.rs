@@ -290,7 +290,19 @@ fn bit_flips_anywhere_never_panic() {
 /// A payload frame of `blocks` RLE blocks of 128 KiB zeros, without a
 /// content size: a zstd bomb.
 fn rle_bomb(blocks: u32) -> Vec<u8> {
-    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    rle_frame(blocks, None)
+}
+
+/// The same, optionally recording (lying about) its content size.
+fn rle_frame(blocks: u32, content_size: Option<u32>) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd];
+    match content_size {
+        Some(n) => {
+            f.extend_from_slice(&[0x80, 0x38]);
+            f.extend_from_slice(&n.to_le_bytes());
+        }
+        None => f.extend_from_slice(&[0x00, 0x38]),
+    }
     for i in 0..blocks {
         let last = u32::from(i + 1 == blocks);
         let h = last | (1 << 1) | ((128 << 10) << 3);
@@ -324,6 +336,25 @@ fn zstd_bomb_stops_at_the_declared_size() {
         err.to_string(),
         "zstd bomb: the payload decompresses to more than the declared 4096 bytes (stopped there)"
     );
+}
+
+#[test]
+fn a_frame_lying_about_its_size_is_a_bomb_too() {
+    // The frame records 4096 bytes (as the header declares) but holds 1 GiB.
+    let bomb = rle_frame(8192, Some(4096));
+    let pkg = with_payload(&sample_bytes(), &bomb, 4096);
+    let err = RawPackage::parse(&pkg)
+        .unwrap()
+        .decode_payload()
+        .unwrap_err();
+    assert_eq!(err, PackageError::DecompressionBomb { declared: 4096 });
+    // An honest, large frame is decompressed in one pass, exactly.
+    let honest = rle_frame(4, Some(4 << 17));
+    assert_eq!(decompress(&honest, 4 << 17).unwrap(), vec![0; 4 << 17]);
+    assert!(matches!(
+        decompress(&honest, (4 << 17) + 1),
+        Err(PackageError::PayloadFrame { .. })
+    ));
 }
 
 #[test]

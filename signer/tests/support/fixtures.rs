@@ -438,6 +438,7 @@ pub fn rle_bomb(blocks: u32, content_size: Option<u32>) -> Vec<u8> {
 /// (empty: any), packages valid for at most 93 days.
 pub fn policy(keys: &[&str], threshold: u32, products: &[&str]) -> TrustPolicy {
     TrustPolicy::new(
+        "fixture policy",
         keys.iter().map(|k| key(k).public_key().clone()).collect(),
         threshold,
         products.iter().map(|p| p.to_string()).collect(),
