@@ -213,6 +213,15 @@ impl Item {
         }
     }
 
+    /// The baseline bytes a delta-encoded item needs to be decoded (pass
+    /// them to [`Payload::contents`]); `None` for raw bytes.
+    pub fn reference(&self) -> Option<&Reference> {
+        match &self.body {
+            Body::Raw(_) => None,
+            Body::Delta(d) => Some(&d.reference),
+        }
+    }
+
     /// The size of the item's bytes once decoded.
     pub fn size(&self) -> u64 {
         match &self.body {
