@@ -18,6 +18,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
+mod packaging;
+
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
 #[command(name = "hotpatch", version, about)]
@@ -66,6 +68,19 @@ enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Vec<String>,
     },
+    /// Make a new Ed25519 signing key: KEY (PKCS#8 PEM, mode 0600) and
+    /// KEY.pub (SPKI PEM). Prints the key id.
+    Keygen(packaging::KeygenArgs),
+    /// Add a signature to a package, keeping earlier ones.
+    Sign(packaging::SignArgs),
+    /// Verify a package against a trust policy: signatures, digests,
+    /// threshold, product, expiry and validity.
+    Verify(packaging::VerifyArgs),
+    /// Make or change a trust policy.
+    #[command(subcommand)]
+    Trust(packaging::TrustCommand),
+    /// Show what a package contains, without verifying it.
+    Inspect(packaging::InspectArgs),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -117,6 +132,11 @@ fn run(cli: Cli) -> Result<()> {
             allows(allow, reason)?,
             json,
         ),
+        Command::Keygen(args) => packaging::keygen(args),
+        Command::Sign(args) => packaging::sign(args),
+        Command::Verify(args) => packaging::verify(args),
+        Command::Trust(cmd) => packaging::trust(cmd),
+        Command::Inspect(args) => packaging::inspect(args),
     }
 }
 

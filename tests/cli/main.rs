@@ -8,6 +8,7 @@ mod corpus;
 mod diff;
 mod generated;
 mod imports;
+mod packaging;
 mod stripped;
 mod symbols;
 mod vectors;

@@ -24,6 +24,9 @@ pub const SIGNATURE_ENTRY_LEN: u64 = 96;
 pub const MAX_SIGNATURES: u64 = 32;
 /// Largest signature section.
 pub const MAX_SIGNATURES_LEN: u64 = MAX_SIGNATURES * SIGNATURE_ENTRY_LEN;
+/// The largest package a reader needs to accept.
+pub const MAX_PACKAGE_LEN: u64 =
+    HEADER_LEN as u64 + MAX_MANIFEST_LEN + MAX_PAYLOAD_LEN + MAX_SIGNATURES_LEN;
 /// The DSSE payload type of the signed message.
 pub const PAYLOAD_TYPE: &str = "application/vnd.hotpatch.package.v1";
 /// The length of the signed header fields ([`Header::signed_fields`]).

@@ -70,9 +70,11 @@ pub use manifest::{
     Manifest, NewData, Override, Redirect, RedirectScheme, TargetImage,
 };
 pub use output::{create_exclusive, write_atomic};
-pub use payload::{link, Body, Delta, Item, ItemRef, Payload, Reference, Relocation, Target};
+pub use payload::{
+    link, Body, Bytes, Delta, Item, ItemRef, Payload, Reference, Relocation, Target,
+};
 pub use reloc::{FieldError, RelocKind, Site};
-pub use time::Timestamp;
+pub use time::{Timestamp, SECONDS_PER_DAY};
 
 use error::Result;
 use header::{MAX_MANIFEST_LEN, MAX_PAYLOAD_LEN, MAX_PAYLOAD_UNCOMPRESSED_LEN, MAX_SIGNATURES};
@@ -176,7 +178,7 @@ impl<'a> RawPackage<'a> {
     pub fn decode_payload(&self) -> Result<Payload> {
         self.check_payload_digest()?;
         let raw = decompress(self.payload, self.header.payload_uncompressed_len)?;
-        Payload::decode(&raw)
+        Payload::decode(raw)
     }
 
     /// Stage 2, both, and the manifest checked against the payload. Does not
@@ -224,12 +226,7 @@ pub fn write(manifest: &Manifest, payload: &Payload) -> Result<Vec<u8>> {
         raw.len(),
         MAX_PAYLOAD_UNCOMPRESSED_LEN,
     )?;
-    let level = if raw.len() > LARGE_PAYLOAD {
-        LARGE_PAYLOAD_LEVEL
-    } else {
-        PAYLOAD_LEVEL
-    };
-    let compressed = compress(&raw, level)?;
+    let compressed = compress_payload(&raw)?;
     cap_len("payload length", compressed.len(), MAX_PAYLOAD_LEN)?;
     let header = Header {
         version: FORMAT_VERSION,
@@ -258,6 +255,18 @@ pub fn assemble(header: &Header, manifest: &[u8], payload: &[u8], signatures: &[
     out
 }
 
+/// Compress an encoded payload as [`write`] does: one zstd frame at
+/// [`PAYLOAD_LEVEL`] (or [`LARGE_PAYLOAD_LEVEL`] above [`LARGE_PAYLOAD`]
+/// bytes), single-threaded, with its content size and no checksum.
+pub fn compress_payload(raw: &[u8]) -> Result<Vec<u8>> {
+    let level = if raw.len() > LARGE_PAYLOAD {
+        LARGE_PAYLOAD_LEVEL
+    } else {
+        PAYLOAD_LEVEL
+    };
+    compress(raw, level)
+}
+
 /// One zstd frame of `raw` at `level`, with its content size, no checksum.
 fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
     let err = |code| PackageError::Zstd {
@@ -276,21 +285,29 @@ fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Payloads whose frame records their size and that inflate at most this
+/// many times are decompressed in one pass into a buffer of exactly the
+/// declared size; others (a bomb's shape) stream into a buffer that grows
+/// with the real output.
+pub const ONE_SHOT_RATIO: u64 = 64;
+
 /// Decompress the payload: exactly one zstd frame, whose content size, if
-/// it records one, must be `declared`; output stops at `declared + 1` bytes
-/// and must be exactly `declared`. Memory grows with the actual output,
-/// never with a declared size alone.
+/// it records one, must be `declared`; the output must be exactly
+/// `declared` bytes, and decompression stops as soon as it would exceed it.
+/// The buffer is allocated up front only when the frame records its size
+/// and `declared` is at most [`ONE_SHOT_RATIO`] times the frame (or 1 MiB);
+/// otherwise it grows with the actual output.
 pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
     let ferr = |detail: String| PackageError::PayloadFrame { detail };
-    match zstd_safe::get_frame_content_size(frame) {
+    let recorded = match zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) if n != declared => {
             return Err(ferr(format!(
                 "the zstd frame declares {n} bytes, the header {declared}"
             )))
         }
-        Ok(_) => {}
+        Ok(n) => n.is_some(),
         Err(_) => return Err(ferr("not a zstd frame".into())),
-    }
+    };
     match zstd_safe::find_frame_compressed_size(frame) {
         Ok(n) if n == frame.len() => {}
         Ok(n) => {
@@ -305,6 +322,12 @@ pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
                 zstd_safe::get_error_name(code)
             )))
         }
+    }
+    let one_shot_limit = (frame.len() as u64)
+        .saturating_mul(ONE_SHOT_RATIO)
+        .max(1 << 20);
+    if recorded && declared <= one_shot_limit {
+        return decompress_one_shot(frame, declared);
     }
     let zerr = |e: std::io::Error| PackageError::Zstd {
         what: "payload".into(),
@@ -330,6 +353,39 @@ pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// One pass into a buffer of exactly `declared` bytes (the frame records
+/// that size): zstd stops with "destination buffer too small" rather than
+/// write past it.
+fn decompress_one_shot(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
+    let capacity = usize::try_from(declared).map_err(|_| PackageError::PayloadFrame {
+        detail: format!("{declared} bytes do not fit in memory"),
+    })?;
+    let mut dctx = zstd_safe::DCtx::create();
+    let zerr = |code| {
+        if code == DST_TOO_SMALL {
+            PackageError::DecompressionBomb { declared }
+        } else {
+            PackageError::Zstd {
+                what: "payload".into(),
+                detail: zstd_safe::get_error_name(code).into(),
+            }
+        }
+    };
+    dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(payload::MAX_WINDOW_LOG))
+        .map_err(zerr)?;
+    let mut out = Vec::with_capacity(capacity);
+    dctx.decompress(&mut out, frame).map_err(zerr)?;
+    let actual = out.len() as u64;
+    if actual != declared {
+        return Err(PackageError::DecompressedSize { declared, actual });
+    }
+    Ok(out)
+}
+
+/// zstd's error code for "destination buffer is too small"
+/// (`-ZSTD_error_dstSize_tooSmall`, 70, as `size_t`).
+const DST_TOO_SMALL: usize = 0usize.wrapping_sub(70);
 
 fn check_digest(section: Section, declared: Sha256Digest, bytes: &[u8]) -> Result<()> {
     let actual = Sha256Digest::of(bytes);

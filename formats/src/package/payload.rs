@@ -6,6 +6,8 @@
 //! implementation.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use zstd::zstd_safe;
@@ -32,6 +34,79 @@ pub const MAX_WINDOW_LOG: u32 = 27;
 const MIN_ITEM_BYTES: usize = 4 + 1 + 8 + 8 + 4;
 /// Smallest encoding of a relocation record.
 const MIN_RELOC_BYTES: usize = 8 + 1 + 1 + 1 + 4 + 8;
+
+/// Bytes that share one buffer: a decoded payload's items are slices of
+/// the decompressed payload, not copies. Compared and hashed by content.
+#[derive(Clone)]
+pub struct Bytes {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Bytes {
+    /// The bytes `range` of these bytes, sharing the buffer; `None` if the
+    /// range is out of bounds.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Bytes> {
+        let start = self.start.checked_add(range.start)?;
+        let end = self.start.checked_add(range.end)?;
+        (start <= end && end <= self.end).then(|| Bytes {
+            buf: Arc::clone(&self.buf),
+            start,
+            end,
+        })
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        let end = v.len();
+        Bytes {
+            buf: Arc::new(v),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(v: &[u8]) -> Self {
+        Bytes::from(v.to_vec())
+    }
+}
+
+impl From<&Vec<u8>> for Bytes {
+    fn from(v: &Vec<u8>) -> Self {
+        Bytes::from(v.clone())
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Bytes {}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.len())
+    }
+}
 
 /// The index of an item in the payload; the manifest's reference to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -66,7 +141,7 @@ pub struct Item {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     /// The bytes themselves.
-    Raw(Vec<u8>),
+    Raw(Bytes),
     /// A zstd frame that decodes to the bytes with baseline bytes as its
     /// (raw-content) prefix.
     Delta(Delta),
@@ -80,7 +155,7 @@ pub struct Delta {
     /// The size of the decoded body.
     pub size: u64,
     /// One zstd frame.
-    pub frame: Vec<u8>,
+    pub frame: Bytes,
 }
 
 /// A range of the baseline image and the SHA-256 of its bytes.
@@ -130,11 +205,20 @@ pub enum Target {
 
 impl Item {
     /// An item of raw bytes.
-    pub fn raw(align: u32, bytes: Vec<u8>, relocations: Vec<Relocation>) -> Self {
+    pub fn raw(align: u32, bytes: impl Into<Bytes>, relocations: Vec<Relocation>) -> Self {
         Item {
             align,
-            body: Body::Raw(bytes),
+            body: Body::Raw(bytes.into()),
             relocations,
+        }
+    }
+
+    /// The baseline bytes a delta-encoded item needs to be decoded (pass
+    /// them to [`Payload::contents`]); `None` for raw bytes.
+    pub fn reference(&self) -> Option<&Reference> {
+        match &self.body {
+            Body::Raw(_) => None,
+            Body::Delta(d) => Some(&d.reference),
         }
     }
 
@@ -172,7 +256,7 @@ impl Body {
                 sha256: Sha256Digest::of(reference),
             },
             size: bytes.len() as u64,
-            frame,
+            frame: frame.into(),
         }))
     }
 }
@@ -302,9 +386,11 @@ impl Payload {
     }
 
     /// Decode the binary encoding, checking every count against the bytes
-    /// left before allocating for it, then [`Payload::validate`].
-    pub fn decode(bytes: &[u8]) -> Result<Payload> {
-        let mut c = Cursor::new(bytes);
+    /// left before allocating for it, then [`Payload::validate`]. The items'
+    /// bytes share `bytes`' buffer.
+    pub fn decode(bytes: impl Into<Bytes>) -> Result<Payload> {
+        let shared: Bytes = bytes.into();
+        let mut c = Cursor::new(&shared);
         let count = c.u32("item count").map_err(payload_err)?;
         if count > MAX_ITEMS {
             return Err(payload_err(format!(
@@ -314,7 +400,9 @@ impl Payload {
         bounded_count(count, MIN_ITEM_BYTES, c.remaining(), "item count")?;
         let mut items = Vec::with_capacity(count as usize);
         for i in 0..count {
-            items.push(decode_item(&mut c).map_err(|e| payload_err(format!("item {i}: {e}")))?);
+            items.push(
+                decode_item(&mut c, &shared).map_err(|e| payload_err(format!("item {i}: {e}")))?,
+            );
         }
         if c.remaining() != 0 {
             return Err(payload_err(format!(
@@ -329,7 +417,16 @@ impl Payload {
     }
 }
 
-fn decode_item(c: &mut Cursor<'_>) -> std::result::Result<Item, String> {
+/// The bytes `c` just read (the last `len` bytes before its position), as
+/// a slice of `shared`.
+fn shared_slice(c: &Cursor<'_>, shared: &Bytes, len: usize) -> std::result::Result<Bytes, String> {
+    let end = c.position();
+    end.checked_sub(len)
+        .and_then(|start| shared.slice(start..end))
+        .ok_or_else(|| "data out of bounds".to_string())
+}
+
+fn decode_item(c: &mut Cursor<'_>, shared: &Bytes) -> std::result::Result<Item, String> {
     let align = c.u32("align")?;
     let encoding = c.u8("encoding")?;
     let size = c.u64("size")?;
@@ -342,15 +439,17 @@ fn decode_item(c: &mut Cursor<'_>) -> std::result::Result<Item, String> {
             if len != size {
                 return Err(format!("raw data of {len} bytes, size says {size}"));
             }
-            let data = c.take(usize_of(len)?, "data")?;
-            Body::Raw(data.to_vec())
+            let len = usize_of(len)?;
+            c.take(len, "data")?;
+            Body::Raw(shared_slice(c, shared, len)?)
         }
         1 => {
             let rva = c.u64("reference rva")?;
             let ref_size = c.u64("reference size")?;
             let sha = c.bytes32("reference sha256")?;
-            let len = c.u64("frame length")?;
-            let frame = c.take(usize_of(len)?, "delta frame")?;
+            let len = usize_of(c.u64("frame length")?)?;
+            c.take(len, "delta frame")?;
+            let frame = shared_slice(c, shared, len)?;
             Body::Delta(Delta {
                 reference: Reference {
                     rva,
@@ -358,7 +457,7 @@ fn decode_item(c: &mut Cursor<'_>) -> std::result::Result<Item, String> {
                     sha256: Sha256Digest(sha),
                 },
                 size,
-                frame: frame.to_vec(),
+                frame,
             })
         }
         e => return Err(format!("unknown body encoding {e}")),
@@ -675,6 +774,21 @@ mod tests {
     }
 
     #[test]
+    fn decoded_items_share_the_payload_buffer() {
+        let bytes = sample().encode().unwrap();
+        let p = Payload::decode(bytes).unwrap();
+        let (Body::Raw(a), Body::Raw(b)) = (&p.items()[0].body, &p.items()[1].body) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&a.buf, &b.buf));
+        assert_eq!(a.slice(0..16).unwrap(), *a);
+        assert_eq!(a.slice(2..4).unwrap().len(), 2);
+        assert!(a.slice(0..17).is_none());
+        assert!(a.slice(usize::MAX - 1..usize::MAX).is_none());
+        assert!(a.slice(3..usize::MAX).is_none());
+    }
+
+    #[test]
     fn huge_counts_are_refused_before_allocating() {
         let mut b = u32::MAX.to_le_bytes().to_vec();
         assert_eq!(
@@ -786,7 +900,7 @@ mod tests {
             body,
             relocations: vec![],
         });
-        let p = Payload::decode(&p.encode().unwrap()).unwrap();
+        let p = Payload::decode(p.encode().unwrap()).unwrap();
         assert_eq!(p.contents(r, Some(&old)).unwrap().as_ref(), &new[..]);
         let mut wrong = old.clone();
         wrong[0] ^= 1;

@@ -290,7 +290,19 @@ fn bit_flips_anywhere_never_panic() {
 /// A payload frame of `blocks` RLE blocks of 128 KiB zeros, without a
 /// content size: a zstd bomb.
 fn rle_bomb(blocks: u32) -> Vec<u8> {
-    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    rle_frame(blocks, None)
+}
+
+/// The same, optionally recording (lying about) its content size.
+fn rle_frame(blocks: u32, content_size: Option<u32>) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd];
+    match content_size {
+        Some(n) => {
+            f.extend_from_slice(&[0x80, 0x38]);
+            f.extend_from_slice(&n.to_le_bytes());
+        }
+        None => f.extend_from_slice(&[0x00, 0x38]),
+    }
     for i in 0..blocks {
         let last = u32::from(i + 1 == blocks);
         let h = last | (1 << 1) | ((128 << 10) << 3);
@@ -324,6 +336,25 @@ fn zstd_bomb_stops_at_the_declared_size() {
         err.to_string(),
         "zstd bomb: the payload decompresses to more than the declared 4096 bytes (stopped there)"
     );
+}
+
+#[test]
+fn a_frame_lying_about_its_size_is_a_bomb_too() {
+    // The frame records 4096 bytes (as the header declares) but holds 1 GiB.
+    let bomb = rle_frame(8192, Some(4096));
+    let pkg = with_payload(&sample_bytes(), &bomb, 4096);
+    let err = RawPackage::parse(&pkg)
+        .unwrap()
+        .decode_payload()
+        .unwrap_err();
+    assert_eq!(err, PackageError::DecompressionBomb { declared: 4096 });
+    // An honest, large frame is decompressed in one pass, exactly.
+    let honest = rle_frame(4, Some(4 << 17));
+    assert_eq!(decompress(&honest, 4 << 17).unwrap(), vec![0; 4 << 17]);
+    assert!(matches!(
+        decompress(&honest, (4 << 17) + 1),
+        Err(PackageError::PayloadFrame { .. })
+    ));
 }
 
 #[test]
@@ -475,4 +506,83 @@ fn too_many_signatures_are_refused() {
         raw.with_signatures(&vec![e; 33]).unwrap_err().to_string(),
         "the package already carries 33 signatures, the most a package may carry"
     );
+}
+
+fn corpus(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus/01-bounds-check/bin")
+        .join(path)
+}
+
+#[test]
+fn identities_and_redirects_of_real_images() {
+    use crate::read;
+    let pe_path = corpus("x86_64-windows/v1.dll");
+    let pe_bytes = read::load_file(&pe_path).unwrap();
+    let pe = read::parse(&pe_bytes, &crate::ReadOptions::new(&pe_path)).unwrap();
+    let id = ImageIdentity::of(&pe);
+    assert_eq!(id.sha256, Sha256Digest::of(&pe_bytes));
+    let crate::FormatIdentity::Pe {
+        time_date_stamp,
+        size_of_image,
+        codeview: Some(cv),
+        ..
+    } = &pe.identity.format
+    else {
+        panic!("not a PE identity with CodeView")
+    };
+    assert_eq!(
+        id.build,
+        BuildIdentity::Pe {
+            time_date_stamp: *time_date_stamp,
+            size_of_image: *size_of_image,
+            codeview: Some(CodeViewId {
+                guid: Guid(cv.guid),
+                age: cv.age
+            }),
+        }
+    );
+    // The GUID's text form is the readers' own.
+    let json = serde_json::to_string(&id).unwrap();
+    assert!(json.contains(&cv.guid_string()), "{json}");
+    let echo = pe.functions.iter().find(|f| f.name == "hb_echo").unwrap();
+    let r = Redirect::from_baseline(&pe, RedirectScheme::X64PaddingShortJump, echo.rva).unwrap();
+    assert_eq!((r.rva, r.size), (echo.rva - 5, 7));
+    assert_eq!(
+        r.sha256,
+        Sha256Digest::of(pe.bytes_at(echo.rva - 5, 7).unwrap())
+    );
+
+    let elf_path = corpus("aarch64-linux/v1.so");
+    let elf_bytes = read::load_file(&elf_path).unwrap();
+    let elf = read::parse(&elf_bytes, &crate::ReadOptions::new(&elf_path)).unwrap();
+    let id = ImageIdentity::of(&elf);
+    let crate::FormatIdentity::Elf { build_id } = &elf.identity.format else {
+        panic!()
+    };
+    assert_eq!(
+        id.build,
+        BuildIdentity::Elf {
+            build_id: build_id.clone().map(digest::HexBytes)
+        }
+    );
+    assert_eq!(id.format(), Format::Elf);
+    let load = elf.functions.iter().find(|f| f.name == "hb_load").unwrap();
+    let r = Redirect::from_baseline(&elf, RedirectScheme::A64Branch, load.rva).unwrap();
+    assert_eq!(
+        r.sha256,
+        Sha256Digest::of(elf.bytes_at(load.rva, 4).unwrap())
+    );
+    // Past the end of the file: no redirect.
+    assert!(Redirect::from_baseline(&elf, RedirectScheme::A64Branch, u64::MAX - 2).is_none());
+}
+
+#[test]
+fn identity_json_refuses_unknown_fields() {
+    let ok = r#"{"sha256":"0000000000000000000000000000000000000000000000000000000000000000","build":{"elf":{"build_id":null}}}"#;
+    assert!(serde_json::from_str::<ImageIdentity>(ok).is_ok());
+    let bad = ok.replace("\"build_id\":null", "\"build_id\":null,\"extra\":1");
+    assert!(serde_json::from_str::<ImageIdentity>(&bad).is_err());
+    let other = ok.replace("\"elf\"", "\"macho\"");
+    assert!(serde_json::from_str::<ImageIdentity>(&other).is_err());
 }
