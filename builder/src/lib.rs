@@ -22,6 +22,7 @@
     )
 )]
 
+pub mod assemble;
 pub mod diff;
 pub mod index;
 pub mod key;
