@@ -32,11 +32,15 @@ fn corpus_image(version: &str) -> PathBuf {
         .join(format!("{version}.so"))
 }
 
-/// Build the live test program once per test binary.
+/// Build the live test program once per test binary (or take a prebuilt
+/// one from `HOTPATCH_LIVEPROG`, as in the ARM64 VM, which has no compiler).
 fn liveprog() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(prebuilt) = std::env::var_os("HOTPATCH_LIVEPROG") {
+                return PathBuf::from(prebuilt);
+            }
             let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("liveprog");
             let status = Command::new("cc")
                 .args(["-O2", "-Wall", "-Werror", "-pthread"])
