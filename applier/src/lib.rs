@@ -56,3 +56,6 @@ pub use report::{
 };
 pub use state::StateRecord;
 pub use target::{Located, Protection, Target, TargetError, ThreadPc};
+
+#[cfg(test)]
+mod tests;
