@@ -29,6 +29,7 @@ pub mod key;
 pub mod lines;
 pub mod matching;
 pub mod norm;
+pub mod package;
 pub mod patchability;
 pub mod report;
 #[cfg(test)]
