@@ -721,6 +721,19 @@ impl Vm {
             })
     }
 
+    /// The RVA of an absolute address, when it lies inside the image's span
+    /// (for translating pointers found in memory).
+    pub fn rva_of(&self, address: u64) -> Option<u64> {
+        address
+            .checked_sub(self.image.base)
+            .filter(|rva| *rva < self.image.size)
+    }
+
+    /// The absolute address of an RVA of the image.
+    pub fn address_of(&self, rva: u64) -> u64 {
+        self.image.base.wrapping_add(rva)
+    }
+
     /// Read `len` bytes at an RVA of the image.
     pub fn read_rva(&self, rva: u64, len: usize) -> Result<Vec<u8>> {
         self.read(self.image.base.wrapping_add(rva), len)
@@ -758,7 +771,8 @@ impl Vm {
 
     /// Map `size` bytes (page multiple), readable and writable, in free
     /// address space at or above `lo` and ending at or below `hi`; the
-    /// lowest such range. Returns its start.
+    /// lowest such range. The image's span, gaps between its segments
+    /// included, is never free. Returns its start.
     pub fn allocate(&mut self, lo: u64, hi: u64, size: u64) -> Result<u64> {
         if size == 0 || size % PAGE != 0 {
             return Err(self.engine(format!(
@@ -767,21 +781,30 @@ impl Vm {
         }
         let lo = lo.max(LOWEST_ADDRESS).div_ceil(PAGE).saturating_mul(PAGE);
         let hi = hi.min(ALLOC_LIMIT);
+        // Occupied: every mapping, and the image's whole span (the pages
+        // between its segments are reserved, as an OS loader reserves them).
+        let mut used: Vec<(u64, u64)> = self
+            .regions()?
+            .iter()
+            .map(|r| (r.address, r.address + r.size))
+            .collect();
+        used.push((self.image.base, self.image.base + self.image.size));
+        used.sort_unstable();
         let mut at = lo;
-        for r in self.regions()? {
+        for (start, end_used) in used {
             let Some(end) = at.checked_add(size) else {
                 break;
             };
             if end > hi {
                 break;
             }
-            if r.address + r.size <= at {
+            if end_used <= at {
                 continue;
             }
-            if end <= r.address {
+            if end <= start {
                 break;
             }
-            at = r.address + r.size;
+            at = end_used;
         }
         match at.checked_add(size) {
             Some(end) if end <= hi && at >= lo => {
