@@ -29,6 +29,11 @@
 //! kernel would (on x86-64 through the saved `orig_rax`; on AArch64 the
 //! kernel has already rewound its PC).
 //!
+//! # Freeing
+//! Memory that an earlier apply mapped is never unmapped (see
+//! [`Target::free`] on [`Process`]): the code a package replaced stays
+//! mapped, since a thread may still run in it or return into it.
+//!
 //! # Caches
 //! Writes through `/proc/PID/mem` into executable mappings are made visible
 //! to instruction fetch by the kernel itself (`copy_to_user_page`), and
@@ -52,6 +57,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hotpatch_formats::package::{BuildIdentity, ImageIdentity, Sha256Digest};
+use hotpatch_formats::{Arch, Format};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::ptrace;
@@ -76,6 +82,10 @@ const MAX_TASK_SCANS: usize = 64;
 const HOST_MACHINE: u16 = object::elf::EM_X86_64;
 #[cfg(target_arch = "aarch64")]
 const HOST_MACHINE: u16 = object::elf::EM_AARCH64;
+#[cfg(target_arch = "x86_64")]
+const HOST_ARCH: Arch = Arch::X86_64;
+#[cfg(target_arch = "aarch64")]
+const HOST_ARCH: Arch = Arch::Aarch64;
 
 /// The system call instruction: `syscall` / `svc #0`.
 #[cfg(target_arch = "x86_64")]
@@ -187,6 +197,10 @@ pub struct Process {
     last_threads: usize,
     /// A system call instruction in the process.
     gadget: Option<u64>,
+    /// Ranges this instance mapped, which it may unmap again.
+    allocated: BTreeSet<(u64, u64)>,
+    /// Ranges mapped by an earlier apply that [`Target::free`] left mapped.
+    retired: Vec<(u64, u64)>,
     /// ptrace ties a tracee to the tracer thread: not `Send`, not `Sync`.
     _one_thread: PhantomData<*const ()>,
 }
@@ -234,6 +248,8 @@ impl Process {
             last_pause: None,
             last_threads: 0,
             gadget: None,
+            allocated: BTreeSet::new(),
+            retired: Vec::new(),
             _one_thread: PhantomData,
         })
     }
@@ -247,6 +263,12 @@ impl Process {
     /// how many there were.
     pub fn last_pause(&self) -> Option<(Duration, usize)> {
         self.last_pause.map(|d| (d, self.last_threads))
+    }
+
+    /// The ranges [`Target::free`] left mapped (start, size): memory of an
+    /// earlier apply, which a thread may still run in or return into.
+    pub fn retired(&self) -> &[(u64, u64)] {
+        &self.retired
     }
 
     /// Whether the process (this instance of the PID) still exists.
@@ -690,6 +712,7 @@ impl Target for Process {
             }
             let got = r as u64;
             if got == hint && got >= lo && got.saturating_add(size) <= hi {
+                self.allocated.insert((got, size));
                 return Ok(got);
             }
             // A kernel without MAP_FIXED_NOREPLACE treats it as a hint.
@@ -698,7 +721,16 @@ impl Target for Process {
         Err(no_room())
     }
 
+    /// Unmap a range this instance mapped (an apply that failed and is
+    /// rolled back: no thread ever ran its code). A range an earlier apply
+    /// mapped is left mapped and listed in [`Process::retired`]: a thread
+    /// may still be running in the replaced code, or hold a return address
+    /// into it on its stack, and unmapping it would crash the process.
     fn free(&mut self, address: u64, size: u64) -> Result<(), TargetError> {
+        if !self.allocated.remove(&(address, size)) {
+            self.retired.push((address, size));
+            return Ok(());
+        }
         let r = self.remote_syscall(libc::SYS_munmap, [address, size, 0, 0, 0, 0])?;
         if r < 0 {
             return Err(self.other(format!(
@@ -979,6 +1011,8 @@ impl Process {
         Ok(Located {
             base,
             file_sha256: file.sha256,
+            format: Format::Elf,
+            arch: HOST_ARCH,
             how: format!(
                 "{} mapped at {lo:#x}-{hi:#x}, base {base:#x}, matched {how}",
                 file.path
