@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
 mod build;
+mod apply;
 mod packaging;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
@@ -85,6 +86,10 @@ enum Command {
     Trust(packaging::TrustCommand),
     /// Show what a package contains, without verifying it.
     Inspect(packaging::InspectArgs),
+    /// Apply a package to a running Linux process (or, with --revert, undo
+    /// it): verify, find the image in the process, place the new code near
+    /// it, stop every thread, write the redirects, resume.
+    Apply(apply::ApplyArgs),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -142,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => packaging::verify(args),
         Command::Trust(cmd) => packaging::trust(cmd),
         Command::Inspect(args) => packaging::inspect(args),
+        Command::Apply(args) => apply::apply(args),
     }
 }
 
