@@ -60,6 +60,8 @@ impl Target for Vm {
         Ok(Located {
             base: image.base,
             file_sha256: image.sha256,
+            format: image.format,
+            arch: image.arch,
             how: format!("loaded by the VM at {:#x} from {}", image.base, image.label),
         })
     }
