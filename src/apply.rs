@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::Args;
 
 /// `hotpatch apply`.
@@ -33,7 +32,7 @@ pub struct ApplyArgs {
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
-pub fn apply(_args: ApplyArgs) -> Result<()> {
+pub fn apply(_args: ApplyArgs) -> anyhow::Result<()> {
     Err(anyhow::anyhow!(
         "apply --pid: live processes are patched on Linux x86-64 and AArch64 only"
     ))

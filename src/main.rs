@@ -18,8 +18,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
-mod build;
 mod apply;
+mod build;
 mod packaging;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.

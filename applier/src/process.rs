@@ -44,9 +44,12 @@
 //! Records live in a state directory (default [`DEFAULT_STATE_DIR`]), one
 //! folder per process instance: `process-PID-START/` where `START` is the
 //! process's start time in clock ticks since boot, so a later process that
-//! reuses the PID never sees them. Each record is written to a temporary file,
-//! synced and renamed over the old one. Folders of processes that no longer
-//! exist are removed when a [`Process`] is opened.
+//! reuses the PID never sees them. Each record is written to a temporary file
+//! and renamed over the old one, so a reader sees the old record or the new
+//! one, whole. They are not synced to disk: the engine writes them while the
+//! threads are stopped, and a record only describes a process that a power
+//! loss ends anyway. Folders of processes that no longer exist are removed
+//! when a [`Process`] is opened.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -356,8 +359,11 @@ impl Process {
         }
         let mut held = Vec::new();
         let mut failure = None;
+        // The main thread last: it stops as fast as the others, and is the
+        // one a dying process reports last.
+        seized.sort_by_key(|t| *t == self.pid);
         for tid in seized {
-            match wait_stop(tid) {
+            match self.wait_stop(tid) {
                 Ok(Some(pending)) => held.push(Held { tid, pending }),
                 Ok(None) => {} // the thread exited
                 Err(e) => {
@@ -370,6 +376,46 @@ impl Process {
             return Err(e);
         }
         Ok(held)
+    }
+
+    /// Wait for a change of state of traced thread `tid`. Never blocks for
+    /// good: the kernel does not report a traced main thread while other
+    /// threads of its process are zombies that only the tracer can reap, so
+    /// a blocking wait would deadlock when the process dies. So poll, and
+    /// fail with `ESRCH` once no thread of the process lives.
+    fn wait_thread(&self, tid: Pid) -> Result<WaitStatus, Errno> {
+        let mut polls = 0u32;
+        loop {
+            match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                other => return other,
+            }
+            polls = polls.saturating_add(1);
+            if polls % 64 == 0 && !self.alive() {
+                return Err(Errno::ESRCH);
+            }
+            if polls < 256 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+
+    /// Wait until seized thread `tid` is in a ptrace stop. `Ok(Some(sig))`:
+    /// it is stopped, with `sig` to deliver on resume when a signal stop
+    /// came first; `Ok(None)`: it exited.
+    fn wait_stop(&self, tid: Pid) -> Result<Option<Option<Signal>>, Errno> {
+        loop {
+            match self.wait_thread(tid) {
+                Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Some(None)),
+                Ok(WaitStatus::Stopped(_, sig)) => return Ok(Some(Some(sig))),
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(None),
+                Ok(_) => continue,
+                Err(Errno::ECHILD) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Detach threads that were seized (best effort: a thread that exited
@@ -482,7 +528,7 @@ impl Process {
             if let Err(e) = ptrace::step(tid, None) {
                 break Err(self.ptrace_error("step", tid, e));
             }
-            match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            match self.wait_thread(tid) {
                 Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => {
                     match ptrace::getregs(tid) {
                         Ok(r) if regs::pc(&r) == after => break Ok(regs::result(&r)),
@@ -767,6 +813,10 @@ impl Target for Process {
         Ok(())
     }
 
+    fn retires_freed_code(&self) -> bool {
+        true
+    }
+
     fn stop(&mut self) -> Result<Vec<ThreadPc>, TargetError> {
         if self.stop_began.is_none() {
             self.stop_began = Some(Instant::now());
@@ -861,9 +911,7 @@ impl Target for Process {
                         .mode(0o600)
                         .open(&tmp)?;
                     f.write_all(bytes)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &path)?;
-                    File::open(&dir)?.sync_all()
+                    std::fs::rename(&tmp, &path)
                 })();
                 if let Err(e) = written {
                     let _ = std::fs::remove_file(&tmp);
@@ -1021,35 +1069,21 @@ impl Process {
     }
 }
 
-/// Wait until seized thread `tid` is in a ptrace stop. `Ok(Some(sig))`: it
-/// is stopped, with `sig` to deliver on resume when a signal stop came
-/// first; `Ok(None)`: it exited.
-fn wait_stop(tid: Pid) -> Result<Option<Option<Signal>>, Errno> {
-    loop {
-        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(Some(None)),
-            Ok(WaitStatus::Stopped(_, sig)) => return Ok(Some(Some(sig))),
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(None),
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::ECHILD) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Process start time (field 22 of `/proc/PID/stat`), if it exists.
+/// Process start time (field 22 of `/proc/PID/stat`), while one of its
+/// threads still lives.
 fn read_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses.
     let rest = &stat.get(stat.rfind(')')?.checked_add(1)?..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields after the name start at field 3.
-    let state = fields.first()?;
-    if *state == "Z" || *state == "X" {
-        return None;
-    }
-    fields.get(22 - 3)?.parse().ok()
+    let start = fields.get(22 - 3)?.parse().ok()?;
+    // The main thread may have exited while others run on.
+    let live = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|tid| !thread_is_zombie(pid, tid));
+    live.then_some(start)
 }
 
 /// Whether thread `tid` is a zombie (an exited main thread whose process

@@ -12,7 +12,8 @@
  *
  * with the results of its latest round. With --park SYMBOL, one more thread
  * calls SYMBOL(0), which is expected never to return (a busy loop the tests
- * use to block a patch). The first line is "ready <pid>" once every thread
+ * use to block a patch). Threads are named worker-<i> and parked (see
+ * /proc/PID/task/TID/comm). The first line is "ready <pid>" once every thread
  * runs. The process allows any process of its user to ptrace it
  * (PR_SET_PTRACER_ANY), for kernels with Yama. It runs until killed.
  *
@@ -72,6 +73,10 @@ static void *worker(void *arg)
     unsigned long long rounds = 0;
     double last = 0;
 
+    char name[16];
+
+    snprintf(name, sizeof name, "worker-%d", id);
+    pthread_setname_np(pthread_self(), name);
     __sync_fetch_and_add(&started, 1);
     for (;;) {
         int i;
@@ -109,6 +114,7 @@ static void *parker(void *arg)
 {
     entry_fn fn = (entry_fn)arg;
 
+    pthread_setname_np(pthread_self(), "parked");
     __sync_fetch_and_add(&started, 1);
     fn(0, 0);
     pthread_mutex_lock(&out_lock);
