@@ -56,6 +56,8 @@ type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
 /// How far from the image a block may lie when nothing else limits it.
 const NEAR: i128 = 1 << 31;
+/// Where the engine first tries to place a block: this close to the image.
+const PREFER_NEAR: i128 = 128 << 20;
 
 /// A point between two steps of [`Engine::apply`] or [`Engine::revert`],
 /// where a test can inject a fault.
@@ -1277,13 +1279,35 @@ fn allocate(
             Err(e) => Err(e.into()),
         }
     };
-    let (region, start) = match try_window(target, &with_redirects)? {
-        Ok(x) => x,
-        Err(why) if !soft || p.redirects.is_empty() => return Err(placement(why)),
-        Err(_) => match try_window(target, &hard)? {
-            Ok(x) => x,
-            Err(why) => return Err(placement(why)),
-        },
+    // Near the image first (a target's allocator may give the lowest fit
+    // of a wide window), then anywhere in reach; on AArch64, then without
+    // the redirects, which veneers bridge.
+    let near = |w: &Window| {
+        let mut n = w.clone();
+        let b = i128::from(base);
+        n.limit(b - PREFER_NEAR, b + PREFER_NEAR, &|| {
+            "the block is preferably within 128 MiB of the image".into()
+        });
+        n
+    };
+    let mut attempts = vec![near(&with_redirects), with_redirects];
+    if soft && !p.redirects.is_empty() {
+        attempts.push(near(&hard));
+        attempts.push(hard);
+    }
+    let mut why = String::new();
+    let mut found = None;
+    for w in &attempts {
+        match try_window(target, w)? {
+            Ok(x) => {
+                found = Some(x);
+                break;
+            }
+            Err(w) => why = w,
+        }
+    }
+    let Some((region, start)) = found else {
+        return Err(placement(why));
     };
     journal.undo.push(Undo::Free(region));
     p.block = Some(region);
