@@ -164,6 +164,10 @@ struct VectorReport {
     /// The mid-run updated VM's result, while the package is applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     updated_vm: Option<Outcome>,
+    /// Whether the result is the expectation's (which assumes one build
+    /// ran from the start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<bool>,
     matches: bool,
 }
 
@@ -190,6 +194,14 @@ struct Differential {
     agree: usize,
     /// The vectors (1-based) where they differ, with both results.
     disagreements: Vec<(usize, Outcome, Outcome)>,
+    /// From the start: vectors with an expectation for the update, and
+    /// those the patched baseline meets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<(usize, usize)>,
+    /// From the start: the vectors (1-based) whose expectation the patched
+    /// baseline does not meet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    table_misses: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<transfer::Copied>,
 }
@@ -288,7 +300,12 @@ fn stem(path: &Path) -> String {
 /// image beside the baseline whose SHA-256 is the package's `updated`
 /// identity (how the corpus names versions), or `updated`.
 fn updated_key(verified: &Verified, baseline: &Path, given: Option<&Path>) -> String {
-    let Some(want) = verified.manifest().targets.first().map(|t| t.updated.sha256) else {
+    let Some(want) = verified
+        .manifest()
+        .targets
+        .first()
+        .map(|t| t.updated.sha256)
+    else {
         return "updated".into();
     };
     let sha = |p: &Path| std::fs::read(p).ok().map(|b| Sha256Digest::of(&b));
@@ -388,7 +405,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
     if let Some(k) = args.revert_at {
         if k < then_at.unwrap_or(apply_at) {
-            return Err(Usage("--revert-at must not be before the packages are applied".into()).into());
+            return Err(
+                Usage("--revert-at must not be before the packages are applied".into()).into(),
+            );
         }
     }
 
@@ -431,6 +450,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                     compared: 0,
                     agree: 0,
                     disagreements: Vec::new(),
+                    table: None,
+                    table_misses: Vec::new(),
                     state: Some(copied),
                 });
             }
@@ -462,7 +483,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         if Some(i) == args.revert_at {
             let mut last = None;
             for image in &applied_images {
-                last = Some(engine.revert(&mut vm, image).map_err(|e| anyhow!("revert after call {i}: {e}"))?);
+                last = Some(
+                    engine
+                        .revert(&mut vm, image)
+                        .map_err(|e| anyhow!("revert after call {i}: {e}"))?,
+                );
             }
             keys = vec!["baseline".into(), base_key.clone()];
             phase = Phase::Reverted;
@@ -479,17 +504,20 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         let result = call(&mut vm, v);
         let expect = expectation(v, &keys);
         let updated_vm = mid.as_mut().map(|m| call(m, v));
-        let mut matches = match &expect {
-            Some((_, want)) => result.value() == Some(*want),
-            None => !matches!(result, Outcome::Failed(_)),
-        };
+        // Expectations hold for a run of one build from the start. After a
+        // patch lands mid-run the state has another history: there the
+        // updated VM that received this state is the reference, when given.
+        let table = expect
+            .as_ref()
+            .map(|(_, want)| result.value() == Some(*want));
+        let mut matches = table.unwrap_or(!matches!(result, Outcome::Failed(_)));
         if let (Some(u), Some(d)) = (&updated_vm, mid_diff.as_mut()) {
             d.compared += 1;
-            if *u == result {
+            matches = *u == result;
+            if matches {
                 d.agree += 1;
             } else {
                 d.disagreements.push((i + 1, result.clone(), u.clone()));
-                matches = false;
             }
         }
         results.push(VectorReport {
@@ -499,6 +527,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             result,
             expect,
             updated_vm,
+            table,
             matches,
         });
     }
@@ -515,17 +544,32 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             .map_err(|e| anyhow!("{}: applying to a fresh VM: {e}", pkg.path.display()))?;
         let mut plain = load_vm(&args.baseline)?;
         let mut fresh_upd = args.updated.as_deref().map(load_vm).transpose()?;
+        let keys = vec![
+            "updated".to_string(),
+            updated_key(verified, &args.baseline, args.updated.as_deref()),
+        ];
         let mut d = Differential {
             compared: 0,
             agree: 0,
             disagreements: Vec::new(),
+            table: None,
+            table_misses: Vec::new(),
             state: None,
         };
+        let (mut with_table, mut table_ok) = (0, 0);
         for (i, v) in vectors.iter().enumerate() {
             let p = call(&mut patched, v);
             let b = call(&mut plain, v);
             if p != b {
                 fix_changes.push(i + 1);
+            }
+            if let Some((_, want)) = expectation(v, &keys) {
+                with_table += 1;
+                if p.value() == Some(want) {
+                    table_ok += 1;
+                } else {
+                    d.table_misses.push(i + 1);
+                }
             }
             if let Some(u) = fresh_upd.as_mut() {
                 let u = call(u, v);
@@ -537,13 +581,14 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 }
             }
         }
-        if fresh_upd.is_some() {
-            from_start = Some(d);
-        }
+        d.table = Some((with_table, table_ok));
+        from_start = Some(d);
     }
 
     let mismatches = results.iter().filter(|r| !r.matches).count()
-        + from_start.as_ref().map_or(0, |d| d.disagreements.len());
+        + from_start
+            .as_ref()
+            .map_or(0, |d| d.disagreements.len() + d.table_misses.len());
     let timings = {
         let t = first_applied
             .as_ref()
@@ -654,7 +699,14 @@ fn write_text(
         let expect = x
             .expect
             .as_ref()
-            .map(|(k, v)| format!("expect {k}={v}"))
+            .map(|(k, v)| {
+                let differs = if x.table == Some(false) {
+                    " (not met: that assumes a fresh run)"
+                } else {
+                    ""
+                };
+                format!("expect {k}={v}{differs}")
+            })
             .unwrap_or_default();
         let upd = x
             .updated_vm
@@ -673,13 +725,24 @@ fn write_text(
     }
     print_steps(out, vectors.len())?;
     if let Some(d) = &r.from_start {
-        writeln!(
-            out,
-            "differential from the start: {} of {} vectors agree (return value and buffers) between the baseline patched before the first call and a fresh VM of the updated image",
-            d.agree, d.compared
-        )?;
+        if r.updated.is_some() {
+            writeln!(
+                out,
+                "differential from the start: {} of {} vectors agree (return value and buffers) between the baseline patched before the first call and a fresh VM of the updated image",
+                d.agree, d.compared
+            )?;
+        }
         for (i, p, u) in &d.disagreements {
             writeln!(out, "  #{i}: patched {p}, updated {u}")?;
+        }
+        if let Some((n, good)) = d.table {
+            writeln!(
+                out,
+                "patched before the first call: {good} of {n} vectors give the update's expected result"
+            )?;
+        }
+        for i in &d.table_misses {
+            writeln!(out, "  #{i}: not the update's expected result")?;
         }
     }
     if let Some(d) = &r.mid_run {
@@ -712,7 +775,10 @@ fn write_text(
         changed.join(", ")
     )?;
     if changed.is_empty() {
-        writeln!(out, "  warning: no vector tells the patched baseline from the baseline")?;
+        writeln!(
+            out,
+            "  warning: no vector tells the patched baseline from the baseline"
+        )?;
     }
     writeln!(
         out,

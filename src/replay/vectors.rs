@@ -92,7 +92,8 @@ impl fmt::Display for Vector {
 
 /// Read the vectors of `path`.
 pub fn load(path: &Path) -> Result<Vec<Vector>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
     if meta.len() > MAX_FILE {
         return Err(anyhow!(
             "{}: {} bytes is over the {MAX_FILE}-byte limit for a vectors file",
@@ -100,8 +101,8 @@ pub fn load(path: &Path) -> Result<Vec<Vector>> {
             meta.len()
         ));
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let file: File = toml::from_str(&text).map_err(|e| {
         anyhow!(
             "{}: invalid vectors file: {}",
