@@ -313,6 +313,8 @@ pub fn renormalise(
             continue;
         };
         if let Some(o) = upd_img.data.iter().find(|o| o.name == name) {
+            // A changed constant's name moves to its new copy.
+            data.retain(|d| !(d.name == o.name && d.unit == o.unit));
             data.push(DataObject {
                 rva: i.address - base,
                 size: i.size,
