@@ -42,7 +42,7 @@ use hotpatch_formats::package::{
 use hotpatch_formats::Arch;
 use hotpatch_signer::{verify, TrustPolicy, Verified};
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, Digests};
 use crate::jump;
 use crate::report::{
     Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
@@ -788,8 +788,10 @@ fn check_image(
             target: desc.to_string(),
             image: img(),
             how: located.how.clone(),
-            want: t.baseline.sha256.to_string(),
-            found: located.file_sha256.to_string(),
+            digests: Box::new(Digests {
+                want: t.baseline.sha256,
+                found: located.file_sha256,
+            }),
         });
     }
     let base = located.base;
@@ -886,8 +888,10 @@ fn check_image(
                 what: format!("bytes the redirect of `{}` overwrites", f.name),
                 address: site,
                 size,
-                want: r.sha256.to_string(),
-                found: found.to_string(),
+                digests: Box::new(Digests {
+                    want: r.sha256,
+                    found,
+                }),
             });
         }
         redirects.push(RedirectPlan {
@@ -1000,8 +1004,10 @@ fn check_image(
                         what: format!("baseline bytes {r} is encoded against"),
                         address: addr,
                         size: reference.size,
-                        want: reference.sha256.to_string(),
-                        found: found.to_string(),
+                        digests: Box::new(Digests {
+                            want: reference.sha256,
+                            found,
+                        }),
                     });
                 }
                 Some(buf)
@@ -1012,7 +1018,7 @@ fn check_image(
             .map_err(|error| ApplyError::Package {
                 target: desc.to_string(),
                 image: img(),
-                error,
+                error: Box::new(error),
             })?
             .into_owned();
         let (what, class) = named
@@ -1406,7 +1412,7 @@ fn link_image(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan)
         .map_err(|error: PackageError| ApplyError::Package {
             target: desc.to_string(),
             image: t.name.clone(),
-            error,
+            error: Box::new(error),
         })?;
     }
     for r in &mut p.redirects {

@@ -23,9 +23,6 @@
 //! and [`state`] for the record kept in each target.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-// Errors carry the target, the image and both digests for a one-line
-// message; they are returned once per call, never in a loop.
-#![allow(clippy::result_large_err)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -50,7 +47,7 @@ pub mod state;
 pub mod target;
 
 pub use engine::{Engine, Options, Step};
-pub use error::ApplyError;
+pub use error::{ApplyError, Digests};
 pub use report::{
     Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
 };

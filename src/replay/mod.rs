@@ -386,9 +386,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let vectors = vectors::load(&args.vectors)?;
     let n = vectors.len();
     let apply_at = args.apply_at.unwrap_or(n / 2);
-    let then_at = pkg2
-        .as_ref()
-        .map(|_| args.then_at.unwrap_or((apply_at + n).div_ceil(2)));
+    let then_at = pkg2.as_ref().map(|_| {
+        args.then_at
+            .unwrap_or(apply_at.saturating_add(n).div_ceil(2))
+    });
     for (flag, v) in [
         ("--apply-at", Some(apply_at)),
         ("--then-at", then_at),
@@ -512,16 +513,17 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             .map(|(_, want)| result.value() == Some(*want));
         let mut matches = table.unwrap_or(!matches!(result, Outcome::Failed(_)));
         if let (Some(u), Some(d)) = (&updated_vm, mid_diff.as_mut()) {
-            d.compared += 1;
+            d.compared = d.compared.saturating_add(1);
             matches = *u == result;
             if matches {
-                d.agree += 1;
+                d.agree = d.agree.saturating_add(1);
             } else {
-                d.disagreements.push((i + 1, result.clone(), u.clone()));
+                d.disagreements
+                    .push((i.saturating_add(1), result.clone(), u.clone()));
             }
         }
         results.push(VectorReport {
-            index: i + 1,
+            index: i.saturating_add(1),
             call: v.to_string(),
             phase,
             result,
@@ -556,28 +558,28 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             table_misses: Vec::new(),
             state: None,
         };
-        let (mut with_table, mut table_ok) = (0, 0);
+        let (mut with_table, mut table_ok) = (0usize, 0usize);
         for (i, v) in vectors.iter().enumerate() {
             let p = call(&mut patched, v);
             let b = call(&mut plain, v);
             if p != b {
-                fix_changes.push(i + 1);
+                fix_changes.push(i.saturating_add(1));
             }
             if let Some((_, want)) = expectation(v, &keys) {
-                with_table += 1;
+                with_table = with_table.saturating_add(1);
                 if p.value() == Some(want) {
-                    table_ok += 1;
+                    table_ok = table_ok.saturating_add(1);
                 } else {
-                    d.table_misses.push(i + 1);
+                    d.table_misses.push(i.saturating_add(1));
                 }
             }
             if let Some(u) = fresh_upd.as_mut() {
                 let u = call(u, v);
-                d.compared += 1;
+                d.compared = d.compared.saturating_add(1);
                 if u == p {
-                    d.agree += 1;
+                    d.agree = d.agree.saturating_add(1);
                 } else {
-                    d.disagreements.push((i + 1, p, u));
+                    d.disagreements.push((i.saturating_add(1), p, u));
                 }
             }
         }
@@ -585,10 +587,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         from_start = Some(d);
     }
 
-    let mismatches = results.iter().filter(|r| !r.matches).count()
-        + from_start
-            .as_ref()
-            .map_or(0, |d| d.disagreements.len() + d.table_misses.len());
+    let mismatches = results
+        .iter()
+        .filter(|r| !r.matches)
+        .count()
+        .saturating_add(from_start.as_ref().map_or(0, |d| {
+            d.disagreements.len().saturating_add(d.table_misses.len())
+        }));
     let timings = {
         let t = first_applied
             .as_ref()
@@ -695,7 +700,7 @@ fn write_text(
         Ok(())
     };
     for x in &r.results {
-        print_steps(out, x.index - 1)?;
+        print_steps(out, x.index.saturating_sub(1))?;
         let expect = x
             .expect
             .as_ref()
@@ -764,7 +769,11 @@ fn write_text(
     let changed: Vec<String> = r
         .fix_changes
         .iter()
-        .filter_map(|i| vectors.get(i - 1).map(|v| format!("#{i} {v}")))
+        .filter_map(|i| {
+            vectors
+                .get(i.saturating_sub(1))
+                .map(|v| format!("#{i} {v}"))
+        })
         .collect();
     writeln!(
         out,

@@ -69,8 +69,7 @@ fn writable(img: &Image<'_>, d: &DataObject) -> bool {
 /// Find the updated image's object or function called `name` (in `unit`
 /// when both record one).
 fn find<'a>(syms: &'a [Symbol<'a>], name: &str, unit: Option<&str>) -> Option<&'a Symbol<'a>> {
-    let mut same = syms.iter().filter(|s| s.name == name);
-    let all: Vec<&Symbol<'a>> = same.by_ref().collect();
+    let all: Vec<&Symbol<'a>> = syms.iter().filter(|s| s.name == name).collect();
     match all.as_slice() {
         [one] => Some(one),
         many => many
@@ -148,31 +147,34 @@ pub fn copy_state(
         let mut bytes = from.read(s.address, len)?;
         // Pointers: aligned 8-byte words holding an address in the image
         // or in the package's memory.
-        let mut off = (8 - (s.address % 8)) % 8;
-        while off + 8 <= len as u64 {
+        let first = (8u64.wrapping_sub(s.address % 8)) % 8;
+        let offsets: Vec<u64> = (first..len as u64).step_by(8).collect();
+        for off in offsets {
             let at = usize::try_from(off).unwrap_or(usize::MAX);
-            let Some(word) = bytes.get(at..at + 8) else {
+            let Some(word) = at
+                .checked_add(8)
+                .and_then(|end| bytes.get(at..end))
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            else {
                 break;
             };
-            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            let translated = translate(value, from_base, from_span, &from_syms, applied, &to_syms);
-            match translated {
+            let value = u64::from_le_bytes(word);
+            match translate(value, from_base, from_span, &from_syms, applied, &to_syms) {
                 Pointer::NotOne => {}
                 Pointer::To(v) => {
-                    if let Some(w) = bytes.get_mut(at..at + 8) {
+                    if let Some(w) = bytes.get_mut(at..at.saturating_add(8)) {
                         w.copy_from_slice(&v.to_le_bytes());
                     }
-                    out.pointers += 1;
+                    out.pointers = out.pointers.saturating_add(1);
                 }
                 Pointer::Lost(why) => out
                     .notes
                     .push(format!("`{}`+{off:#x}: pointer {value:#x} {why}", s.name)),
             }
-            off += 8;
         }
         to.write(to_base.wrapping_add(dest.rva), &bytes)?;
-        out.objects += 1;
-        out.bytes += len as u64;
+        out.objects = out.objects.saturating_add(1);
+        out.bytes = out.bytes.saturating_add(len as u64);
     }
     Ok(out)
 }
@@ -191,31 +193,34 @@ fn translate(
     applied: Option<&AppliedPackage>,
     to_syms: &[Symbol<'_>],
 ) -> Pointer {
-    let in_image = value >= from_base && value - from_base < from_span;
+    let in_image = value.checked_sub(from_base).is_some_and(|o| o < from_span);
     let item = applied.and_then(|a| {
-        a.items
-            .iter()
-            .find(|i| value >= i.address && value - i.address < i.size.max(1))
+        a.items.iter().find(|i| {
+            value
+                .checked_sub(i.address)
+                .is_some_and(|o| o < i.size.max(1))
+        })
     });
     let (name, unit, offset) = if in_image {
         let idx = from_syms.partition_point(|s| s.start <= value);
-        let Some(sym) = from_syms
-            .get(..idx)
-            .and_then(|v| v.iter().rev().find(|s| value - s.start < s.size.max(1)))
-        else {
+        let Some(sym) = from_syms.get(..idx).and_then(|v| {
+            v.iter()
+                .rev()
+                .find(|s| value.wrapping_sub(s.start) < s.size.max(1))
+        }) else {
             return Pointer::Lost(format!(
                 "into the image at RVA {:#x}, outside every symbol, not translated",
-                value - from_base
+                value.wrapping_sub(from_base)
             ));
         };
-        (sym.name, sym.unit, value - sym.start)
+        (sym.name, sym.unit, value.wrapping_sub(sym.start))
     } else if let Some(i) = item {
         let name = i
             .what
             .split_once(' ')
             .map_or(i.what.as_str(), |(_, n)| n)
             .trim_start_matches("function ");
-        (name, None, value - i.address)
+        (name, None, value.wrapping_sub(i.address))
     } else {
         return Pointer::NotOne;
     };

@@ -115,12 +115,12 @@ pub fn load(path: &Path) -> Result<Vec<Vector>> {
     }
     for (i, v) in file.vector.iter().enumerate() {
         v.args()
-            .with_context(|| format!("{}: vector {}", path.display(), i + 1))?;
+            .with_context(|| format!("{}: vector {}", path.display(), i.saturating_add(1)))?;
         if v.args.len() > 4 {
             return Err(anyhow!(
                 "{}: vector {} ({}) has {} arguments; at most 4 are passed in registers",
                 path.display(),
-                i + 1,
+                i.saturating_add(1),
                 v.call,
                 v.args.len()
             ));
