@@ -6,10 +6,12 @@
 //! from the `.eh_frame` FDE ranges, named from `.dynsym` where an exported
 //! symbol starts at the same address (see [`eh_frame_ranges`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader, Rela, SectionHeader, SectionTable, Sym};
+use object::read::elf::{
+    FileHeader, ProgramHeader, Rela, SectionHeader, SectionTable, Sym, SymbolTable,
+};
 use object::read::StringTable;
 use object::Endianness;
 
@@ -18,6 +20,7 @@ use crate::image::{
     Arch, DataObject, Export, Format, FormatIdentity, Function, Identity, Image, Permissions,
     RelocTarget, Relocation, Section, Visibility,
 };
+use crate::name::escape_name;
 use crate::read::ReadOptions;
 
 /// Offset of the class byte (32/64-bit) in `e_ident`.
@@ -52,6 +55,44 @@ fn malformed(opts: &ReadOptions, detail: impl Into<String>) -> Error {
     }
 }
 
+/// One section header, as the checks and data objects need it.
+#[derive(Clone, Debug)]
+struct SecInfo {
+    /// Its name, escaped.
+    name: String,
+    /// Its address.
+    addr: u64,
+    /// Its size in memory.
+    size: u64,
+    /// `SHF_ALLOC`: mapped when loaded.
+    alloc: bool,
+    /// `SHF_TLS`: the template of thread-local storage.
+    tls: bool,
+}
+
+impl SecInfo {
+    /// Whether `[addr, addr + len)` lies inside this section (a zero-length
+    /// range may sit at its very end).
+    fn holds(&self, addr: u64, len: u64) -> bool {
+        addr.checked_sub(self.addr)
+            .and_then(|off| off.checked_add(len))
+            .is_some_and(|end| end <= self.size)
+    }
+
+    /// `.data (0x4000..0x4020)`, for messages.
+    fn describe(&self, base: u64) -> String {
+        let start = self.addr.wrapping_sub(base);
+        format!(
+            "{} ({start:#x}..{:#x})",
+            self.name,
+            start.saturating_add(self.size)
+        )
+    }
+}
+
+/// A memory range of a segment: `[start, end)` in virtual addresses.
+type Range = (u64, u64);
+
 /// Parse an ELF image.
 pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
     // Class and data encoding come first: a 32-bit or big-endian image is a
@@ -63,11 +104,11 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         .get(EI_DATA)
         .ok_or_else(|| malformed(opts, "truncated ELF identification"))?;
     let raw_machine = |le: bool| -> Option<u16> {
-        let b = data.get(18..20)?;
+        let b: [u8; 2] = data.get(18..20)?.try_into().ok()?;
         Some(if le {
-            u16::from_le_bytes([b[0], b[1]])
+            u16::from_le_bytes(b)
         } else {
-            u16::from_be_bytes([b[0], b[1]])
+            u16::from_be_bytes(b)
         })
     };
     if encoding != elf::ELFDATA2LSB {
@@ -124,20 +165,28 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     // The preferred base is the lowest loadable address, page-aligned. For a
     // shared object it is 0, and an RVA equals a virtual address.
     let mut base = u64::MAX;
-    let mut relro: Option<(u64, u64)> = None;
-    for ph in segments {
+    let mut relro: Option<Range> = None;
+    let mut loads: Vec<Range> = Vec::new();
+    let mut tls: Option<Range> = None;
+    for (i, ph) in segments.iter().enumerate() {
+        let start = ph.p_vaddr(endian);
+        let end = start.checked_add(ph.p_memsz(endian));
         match ph.p_type(endian) {
             elf::PT_LOAD => {
                 let align = ph.p_align(endian).max(1);
-                let vaddr = ph.p_vaddr(endian);
-                base = base.min(vaddr - vaddr % align);
+                base = base.min(start.saturating_sub(start.checked_rem(align).unwrap_or(0)));
+                let end = end.ok_or_else(|| {
+                    malformed(opts, format!("program header {i} (PT_LOAD) overflows"))
+                })?;
+                loads.push((start, end));
             }
             elf::PT_GNU_RELRO => {
-                let start = ph.p_vaddr(endian);
-                let end = start
-                    .checked_add(ph.p_memsz(endian))
-                    .ok_or_else(|| malformed(opts, "PT_GNU_RELRO segment overflows"))?;
+                let end = end.ok_or_else(|| malformed(opts, "PT_GNU_RELRO segment overflows"))?;
                 relro = Some((start, end));
+            }
+            elf::PT_TLS => {
+                let end = end.ok_or_else(|| malformed(opts, "PT_TLS segment overflows"))?;
+                tls = Some((start, end));
             }
             _ => {}
         }
@@ -148,32 +197,66 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     let rva_of = |vaddr: u64| vaddr.wrapping_sub(base);
 
     let mut out_sections = Vec::new();
-    // Section index -> name, for data objects.
-    let mut section_names: HashMap<usize, String> = HashMap::new();
+    // Every section by index, for the symbol checks and data objects.
+    let mut infos: Vec<SecInfo> = Vec::with_capacity(sections.len());
     for (index, sh) in sections.enumerate() {
         let name = sections
             .section_name(endian, sh)
-            .map_err(|e| malformed(opts, format!("section name: {e}")))?;
-        let name = String::from_utf8_lossy(name).into_owned();
-        section_names.insert(index.0, name.clone());
+            .map_err(|e| malformed(opts, format!("section {}: name: {e}", index.0)))?;
+        let name = escape_name(name);
         let flags = sh.sh_flags(endian);
-        if flags & u64::from(elf::SHF_ALLOC) == 0 || index.0 == 0 {
-            continue;
-        }
         let addr = sh.sh_addr(endian);
         let size = sh.sh_size(endian);
-        if addr.checked_add(size).is_none() {
-            return Err(malformed(opts, format!("section {name} overflows")));
+        let alloc = flags & u64::from(elf::SHF_ALLOC) != 0 && index.0 != 0;
+        let is_tls = flags & u64::from(elf::SHF_TLS) != 0;
+        infos.push(SecInfo {
+            name: name.clone(),
+            addr,
+            size,
+            alloc,
+            tls: is_tls,
+        });
+        if !alloc {
+            continue;
         }
-        let bytes: &[u8] = if sh.sh_type(endian) == elf::SHT_NOBITS {
+        let end = addr
+            .checked_add(size)
+            .ok_or_else(|| malformed(opts, format!("section {name} overflows")))?;
+        // A loaded section lies in the memory of a loadable segment; the
+        // thread-local template (.tdata, .tbss) in PT_TLS.
+        let inside = |r: &Range| addr >= r.0 && end <= r.1;
+        let placed = if is_tls {
+            tls.as_ref().is_some_and(inside)
+        } else {
+            loads.iter().any(inside)
+        };
+        if !placed {
+            return Err(malformed(
+                opts,
+                format!(
+                    "section {name} ({:#x}..{:#x}) lies outside every {} segment",
+                    rva_of(addr),
+                    rva_of(addr).saturating_add(size),
+                    if is_tls { "PT_TLS" } else { "loadable" }
+                ),
+            ));
+        }
+        let nobits = sh.sh_type(endian) == elf::SHT_NOBITS;
+        let bytes: &[u8] = if nobits {
             &[]
         } else {
             sh.data(endian, data)
                 .map_err(|_| malformed(opts, format!("section {name} lies outside the file")))?
         };
+        if is_tls && nobits {
+            // .tbss takes no memory in the image: each thread gets its own
+            // zeroed copy. Its addresses overlap the sections after it, so
+            // it is not a section of the model.
+            continue;
+        }
         // Runtime permissions: a section inside PT_GNU_RELRO is made
         // read-only once the loader has applied its relocations.
-        let in_relro = relro.is_some_and(|(s, e)| addr >= s && addr + size <= e);
+        let in_relro = relro.is_some_and(|(s, e)| addr >= s && end <= e);
         out_sections.push(Section {
             name,
             rva: rva_of(addr),
@@ -193,12 +276,20 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     let symtab = sections
         .symbols(endian, data, elf::SHT_SYMTAB)
         .map_err(|e| malformed(opts, format!(".symtab: {e}")))?;
+    let checker = Checker {
+        opts,
+        endian,
+        sections: &infos,
+        base,
+    };
 
-    // Exports: defined global or weak dynamic symbols of default or protected visibility.
+    // Exports: defined global or weak dynamic symbols of default or
+    // protected visibility, in a section (absolute symbols, such as the
+    // version-definition symbols, are not addresses in the image).
     let mut exports = Vec::new();
     let mut exported: HashSet<(String, u64)> = HashSet::new();
-    for sym in dynsym.iter() {
-        if sym.st_shndx(endian) == elf::SHN_UNDEF || !is_global(sym.st_bind()) {
+    for (index, sym) in dynsym.enumerate() {
+        if !is_global(sym.st_bind()) {
             continue;
         }
         if !matches!(sym.st_visibility(), elf::STV_DEFAULT | elf::STV_PROTECTED) {
@@ -215,6 +306,10 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         if name.is_empty() {
             continue;
         }
+        let Some(section) = checker.section_of(&dynsym, sym, index, ".dynsym", &name)? else {
+            continue;
+        };
+        checker.extent(section, sym, kind, &name, ".dynsym")?;
         let rva = rva_of(sym.st_value(endian));
         exported.insert((name.clone(), rva));
         exports.push(Export { name, rva });
@@ -223,15 +318,11 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     let mut functions = Vec::new();
     let mut data_objects = Vec::new();
     let mut unit: Option<String> = None;
-    for sym in symtab.iter() {
+    for (index, sym) in symtab.enumerate() {
         let kind = sym.st_type();
         if kind == elf::STT_FILE {
             let name = symbol_name(opts, symtab.strings(), sym.st_name(endian))?;
             unit = (!name.is_empty()).then_some(name);
-            continue;
-        }
-        let shndx = sym.st_shndx(endian);
-        if shndx == elf::SHN_UNDEF || shndx == elf::SHN_ABS || shndx >= elf::SHN_LORESERVE {
             continue;
         }
         if !matches!(kind, elf::STT_FUNC | elf::STT_GNU_IFUNC | elf::STT_OBJECT) {
@@ -241,6 +332,10 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         if name.is_empty() {
             continue;
         }
+        let Some(section) = checker.section_of(&symtab, sym, index, ".symtab", &name)? else {
+            continue;
+        };
+        checker.extent(section, sym, kind, &name, ".symtab")?;
         let rva = rva_of(sym.st_value(endian));
         let size = sym.st_size(endian);
         let local = sym.st_bind() == elf::STB_LOCAL;
@@ -255,15 +350,11 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         // follow all locals in .symtab, after the last STT_FILE.
         let sym_unit = if local { unit.clone() } else { None };
         if kind == elf::STT_OBJECT {
-            let section = section_names
-                .get(&usize::from(shndx))
-                .cloned()
-                .unwrap_or_default();
             data_objects.push(DataObject {
                 name,
                 rva,
                 size,
-                section,
+                section: section.name.clone(),
                 unit: sym_unit,
                 visibility,
             });
@@ -289,19 +380,34 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         }
         // Name each range from an exported function that starts there.
         let mut dyn_funcs: BTreeMap<u64, String> = BTreeMap::new();
-        for sym in dynsym.iter() {
-            if sym.st_shndx(endian) == elf::SHN_UNDEF
-                || !matches!(sym.st_type(), elf::STT_FUNC | elf::STT_GNU_IFUNC)
-            {
+        for (index, sym) in dynsym.enumerate() {
+            if !matches!(sym.st_type(), elf::STT_FUNC | elf::STT_GNU_IFUNC) {
                 continue;
             }
             let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
+            if checker
+                .section_of(&dynsym, sym, index, ".dynsym", &name)?
+                .is_none()
+            {
+                continue;
+            }
             // Keep the first name in symbol-table order for aliases.
             dyn_funcs
                 .entry(rva_of(sym.st_value(endian)))
                 .or_insert(name);
         }
         for (start, len) in ranges {
+            // An FDE describes code: it lies in one loaded section.
+            if !infos.iter().any(|s| s.alloc && !s.tls && s.holds(start, len)) {
+                return Err(malformed(
+                    opts,
+                    format!(
+                        ".eh_frame: the FDE for {:#x}..{:#x} lies outside every loaded section",
+                        rva_of(start),
+                        rva_of(start).saturating_add(len)
+                    ),
+                ));
+            }
             let rva = rva_of(start);
             let (name, visibility) = match dyn_funcs.get(&rva) {
                 Some(n) => (n.clone(), Visibility::Exported),
@@ -315,27 +421,27 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 visibility,
             });
         }
-        for sym in dynsym.iter() {
-            if sym.st_shndx(endian) == elf::SHN_UNDEF || sym.st_type() != elf::STT_OBJECT {
+        for (index, sym) in dynsym.enumerate() {
+            if sym.st_type() != elf::STT_OBJECT {
                 continue;
             }
             let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
-            let section = section_names
-                .get(&usize::from(sym.st_shndx(endian)))
-                .cloned()
-                .unwrap_or_default();
+            let Some(section) = checker.section_of(&dynsym, sym, index, ".dynsym", &name)? else {
+                continue;
+            };
+            checker.extent(section, sym, elf::STT_OBJECT, &name, ".dynsym")?;
             data_objects.push(DataObject {
                 name,
                 rva: rva_of(sym.st_value(endian)),
                 size: sym.st_size(endian),
-                section,
+                section: section.name.clone(),
                 unit: None,
                 visibility: Visibility::Exported,
             });
         }
     }
 
-    let relocations = dynamic_relocations(data, endian, arch, &sections, base, opts)?;
+    let relocations = dynamic_relocations(data, endian, arch, &sections, &infos, base, opts)?;
 
     let build_id = gnu_build_id(data, endian, &sections, opts)?;
 
@@ -357,6 +463,97 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     })
 }
 
+/// The symbol checks: every function, data object and export lies inside
+/// the section its symbol names.
+struct Checker<'a> {
+    /// The options, for messages.
+    opts: &'a ReadOptions,
+    /// The image's byte order.
+    endian: Endianness,
+    /// Every section, by index.
+    sections: &'a [SecInfo],
+    /// The preferred base, to show RVAs.
+    base: u64,
+}
+
+impl<'a> Checker<'a> {
+    /// The section a defined symbol is in, or `None` for an undefined,
+    /// absolute or common symbol (they place nothing in the image). A
+    /// symbol that names a section the image does not have, or one that is
+    /// not loaded, is refused.
+    fn section_of<'d>(
+        &self,
+        table: &SymbolTable<'d, Header, &'d [u8]>,
+        sym: &elf::Sym64<Endianness>,
+        index: object::SymbolIndex,
+        which: &str,
+        name: &str,
+    ) -> Result<Option<&'a SecInfo>> {
+        let section = table
+            .symbol_section(self.endian, sym, index)
+            .map_err(|e| malformed(self.opts, format!("{which}: symbol `{name}`: {e}")))?;
+        let Some(section) = section else {
+            return Ok(None);
+        };
+        let info = self.sections.get(section.0).ok_or_else(|| {
+            malformed(
+                self.opts,
+                format!(
+                    "{which}: symbol `{name}` names section {}, but the image has {} sections",
+                    section.0,
+                    self.sections.len()
+                ),
+            )
+        })?;
+        if !info.alloc {
+            return Err(malformed(
+                self.opts,
+                format!(
+                    "{which}: symbol `{name}` is in section {} `{}`, which is not loaded",
+                    section.0, info.name
+                ),
+            ));
+        }
+        Ok(Some(info))
+    }
+
+    /// Check that a function's or data object's `[value, value + size)` lies
+    /// inside its section. Zero-size symbols may sit at the section's end
+    /// (linker-defined markers such as `__TMC_END__` do).
+    fn extent(
+        &self,
+        section: &SecInfo,
+        sym: &elf::Sym64<Endianness>,
+        kind: u8,
+        name: &str,
+        which: &str,
+    ) -> Result<()> {
+        let value = sym.st_value(self.endian);
+        // An indirect function's size is its resolver's; a symbol of no
+        // particular type is a label: only its address must be inside.
+        let size = match kind {
+            elf::STT_FUNC | elf::STT_OBJECT | elf::STT_GNU_IFUNC => sym.st_size(self.endian),
+            _ => 0,
+        };
+        if section.holds(value, size) {
+            return Ok(());
+        }
+        let what = match kind {
+            elf::STT_OBJECT => "data object",
+            elf::STT_FUNC | elf::STT_GNU_IFUNC => "function",
+            _ => "symbol",
+        };
+        Err(malformed(
+            self.opts,
+            format!(
+                "{which}: {what} `{name}` ({:#x}, {size} bytes) extends past its section {}",
+                value.wrapping_sub(self.base),
+                section.describe(self.base)
+            ),
+        ))
+    }
+}
+
 fn is_global(bind: u8) -> bool {
     matches!(bind, elf::STB_GLOBAL | elf::STB_WEAK | elf::STB_GNU_UNIQUE)
 }
@@ -365,7 +562,7 @@ fn symbol_name(opts: &ReadOptions, strings: StringTable<'_>, offset: u32) -> Res
     let bytes = strings
         .get(offset)
         .map_err(|_| malformed(opts, format!("symbol name offset {offset} is out of range")))?;
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    Ok(escape_name(bytes))
 }
 
 /// The `NT_GNU_BUILD_ID` note, if any.
@@ -402,7 +599,19 @@ struct RelocTypes {
     glob_dat: u32,
     jump_slot: u32,
     irelative: u32,
+    /// The thread-local storage relocations, and the suffix that names
+    /// what each makes the loader write.
+    tls: [(u32, &'static str); 4],
 }
+
+/// The suffixes of thread-local relocation targets.
+const DTPMOD: &str = "@dtpmod";
+/// See [`DTPMOD`].
+const DTPOFF: &str = "@dtpoff";
+/// See [`DTPMOD`].
+const TPOFF: &str = "@tpoff";
+/// See [`DTPMOD`].
+const TLSDESC: &str = "@tlsdesc";
 
 const X86_64_RELOCS: RelocTypes = RelocTypes {
     none: elf::R_X86_64_NONE,
@@ -411,6 +620,12 @@ const X86_64_RELOCS: RelocTypes = RelocTypes {
     glob_dat: elf::R_X86_64_GLOB_DAT,
     jump_slot: elf::R_X86_64_JUMP_SLOT,
     irelative: elf::R_X86_64_IRELATIVE,
+    tls: [
+        (elf::R_X86_64_DTPMOD64, DTPMOD),
+        (elf::R_X86_64_DTPOFF64, DTPOFF),
+        (elf::R_X86_64_TPOFF64, TPOFF),
+        (elf::R_X86_64_TLSDESC, TLSDESC),
+    ],
 };
 
 const AARCH64_RELOCS: RelocTypes = RelocTypes {
@@ -420,14 +635,26 @@ const AARCH64_RELOCS: RelocTypes = RelocTypes {
     glob_dat: elf::R_AARCH64_GLOB_DAT,
     jump_slot: elf::R_AARCH64_JUMP_SLOT,
     irelative: elf::R_AARCH64_IRELATIVE,
+    tls: [
+        (elf::R_AARCH64_TLS_DTPMOD, DTPMOD),
+        (elf::R_AARCH64_TLS_DTPREL, DTPOFF),
+        (elf::R_AARCH64_TLS_TPREL, TPOFF),
+        (elf::R_AARCH64_TLSDESC, TLSDESC),
+    ],
 };
 
 /// Every dynamic relocation (`SHT_RELA` sections that are loaded, and `SHT_RELR`).
+///
+/// Each patched location must lie inside a loaded section. RELR entries
+/// must be in increasing address order (as the format's encoders write
+/// them): besides being a sign of damage, a RELR bitmap that repeats
+/// addresses would turn every 8 bytes of input into up to 63 relocations.
 fn dynamic_relocations(
     data: &[u8],
     endian: Endianness,
     arch: Arch,
     sections: &Sections<'_>,
+    infos: &[SecInfo],
     base: u64,
     opts: &ReadOptions,
 ) -> Result<Vec<Relocation>> {
@@ -445,8 +672,16 @@ fn dynamic_relocations(
             .relr(endian, data)
             .map_err(|e| malformed(opts, format!("RELR section: {e}")))?
         {
+            let mut last: Option<u64> = None;
             for vaddr in relr {
                 let rva = vaddr.wrapping_sub(base);
+                if last.is_some_and(|l| vaddr <= l) {
+                    return Err(malformed(
+                        opts,
+                        format!("RELR relocation at {rva:#x} is not above the one before it: the entries must be in increasing address order"),
+                    ));
+                }
+                last = Some(vaddr);
                 // RELR stores the addend in place.
                 let target = read_u64(sh_bytes_at(sections, endian, data, vaddr), opts, rva)?;
                 out.push(Relocation {
@@ -468,10 +703,17 @@ fn dynamic_relocations(
             .map_err(|e| malformed(opts, format!("relocation symbol table: {e}")))?;
         for rela in relas {
             let r_type = rela.r_type(endian, false);
-            let rva = rela.r_offset(endian).wrapping_sub(base);
+            let vaddr = rela.r_offset(endian);
+            let rva = vaddr.wrapping_sub(base);
             let addend = rela.r_addend(endian);
             let sym_index = rela.r_sym(endian, false);
-            let sym_name = || -> Result<String> {
+            // Thread-local relocations may name no symbol (index 0): a
+            // local-dynamic module slot, or an offset in this module's own
+            // block given by the addend.
+            let sym_name = |none_allowed: bool| -> Result<String> {
+                if sym_index == 0 && none_allowed {
+                    return Ok(String::new());
+                }
                 let sym = symbols
                     .symbol(object::SymbolIndex(sym_index as usize))
                     .map_err(|_| {
@@ -482,25 +724,46 @@ fn dynamic_relocations(
                     })?;
                 symbol_name(opts, symbols.strings(), sym.st_name(endian))
             };
-            let target = if r_type == types.none {
+            let tls = types.tls.iter().find(|(t, _)| *t == r_type);
+            let (target, width) = if r_type == types.none {
                 continue;
             } else if r_type == types.relative || r_type == types.irelative {
-                RelocTarget::Rva((addend as u64).wrapping_sub(base))
+                (RelocTarget::Rva((addend as u64).wrapping_sub(base)), 8)
             } else if r_type == types.abs64 || r_type == types.glob_dat || r_type == types.jump_slot
             {
-                RelocTarget::Symbol {
-                    name: sym_name()?,
+                let target = RelocTarget::Symbol {
+                    name: sym_name(false)?,
                     addend,
-                }
+                };
+                (target, 8)
+            } else if let Some(&(_, suffix)) = tls {
+                // A TLS descriptor is two words: resolver and argument.
+                let width = if suffix == TLSDESC { 16 } else { 8 };
+                let target = RelocTarget::Symbol {
+                    name: format!("{}{suffix}", sym_name(true)?),
+                    addend,
+                };
+                (target, width)
             } else {
                 return Err(malformed(
                     opts,
                     format!("unsupported dynamic relocation type {r_type} at {rva:#x}"),
                 ));
             };
+            if !infos
+                .iter()
+                .any(|s| s.alloc && !s.tls && s.holds(vaddr, u64::from(width)))
+            {
+                return Err(malformed(
+                    opts,
+                    format!(
+                        "relocation at {rva:#x} ({width} bytes) lies outside every loaded section"
+                    ),
+                ));
+            }
             out.push(Relocation {
                 rva,
-                width: 8,
+                width,
                 target,
             });
         }
@@ -520,13 +783,12 @@ fn sh_bytes_at<'data>(
         let size = sh.sh_size(endian);
         if sh.sh_type(endian) == elf::SHT_NOBITS
             || sh.sh_flags(endian) & u64::from(elf::SHF_ALLOC) == 0
-            || vaddr < start
-            || vaddr - start >= size
         {
             return None;
         }
+        let offset = vaddr.checked_sub(start).filter(|&o| o < size)?;
         let bytes = sh.data(endian, data).ok()?;
-        bytes.get(usize::try_from(vaddr - start).ok()?..)
+        bytes.get(usize::try_from(offset).ok()?..)
     })
 }
 

@@ -18,14 +18,29 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// The library is linted against panic sources (`[lints.clippy]` in
+// Cargo.toml); the unit tests build hostile input on purpose and index and
+// unwrap freely.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod elf;
 pub mod error;
 pub mod image;
+pub mod name;
 mod pe;
 pub mod read;
 
 pub use error::{Error, Result};
+pub use name::escape_name;
 pub use image::{
     Arch, CodeView, DataObject, Export, Format, FormatIdentity, Function, Identity, Image,
     Permissions, RelocTarget, Relocation, Section, Visibility,
