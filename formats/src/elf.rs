@@ -68,9 +68,17 @@ struct SecInfo {
     alloc: bool,
     /// `SHF_TLS`: the template of thread-local storage.
     tls: bool,
+    /// `SHT_NOBITS`: no bytes in the file.
+    nobits: bool,
 }
 
 impl SecInfo {
+    /// Whether the section occupies its addresses when the image is loaded
+    /// (`.tbss` does not: each thread gets a zeroed block elsewhere).
+    fn mapped(&self) -> bool {
+        self.alloc && !(self.tls && self.nobits)
+    }
+
     /// Whether `[addr, addr + len)` lies inside this section (a zero-length
     /// range may sit at its very end).
     fn holds(&self, addr: u64, len: u64) -> bool {
@@ -209,12 +217,14 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         let size = sh.sh_size(endian);
         let alloc = flags & u64::from(elf::SHF_ALLOC) != 0 && index.0 != 0;
         let is_tls = flags & u64::from(elf::SHF_TLS) != 0;
+        let nobits = sh.sh_type(endian) == elf::SHT_NOBITS;
         infos.push(SecInfo {
             name: name.clone(),
             addr,
             size,
             alloc,
             tls: is_tls,
+            nobits,
         });
         if !alloc {
             continue;
@@ -241,7 +251,6 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 ),
             ));
         }
-        let nobits = sh.sh_type(endian) == elf::SHT_NOBITS;
         let bytes: &[u8] = if nobits {
             &[]
         } else {
@@ -280,6 +289,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         opts,
         endian,
         sections: &infos,
+        loads: &loads,
         base,
     };
 
@@ -398,7 +408,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         }
         for (start, len) in ranges {
             // An FDE describes code: it lies in one loaded section.
-            if !infos.iter().any(|s| s.alloc && !s.tls && s.holds(start, len)) {
+            if !infos.iter().any(|s| s.mapped() && s.holds(start, len)) {
                 return Err(malformed(
                     opts,
                     format!(
@@ -472,15 +482,19 @@ struct Checker<'a> {
     endian: Endianness,
     /// Every section, by index.
     sections: &'a [SecInfo],
+    /// The loadable segments' memory ranges.
+    loads: &'a [Range],
     /// The preferred base, to show RVAs.
     base: u64,
 }
 
 impl<'a> Checker<'a> {
     /// The section a defined symbol is in, or `None` for an undefined,
-    /// absolute or common symbol (they place nothing in the image). A
-    /// symbol that names a section the image does not have, or one that is
-    /// not loaded, is refused.
+    /// absolute or common symbol, or one in a section that is not loaded
+    /// (glibc's `__evoke_link_warning_*` objects live in `.gnu.warning.*`
+    /// sections, which the loader never maps): none of those places anything
+    /// in the image. A symbol that names a section the image does not have
+    /// is refused.
     fn section_of<'d>(
         &self,
         table: &SymbolTable<'d, Header, &'d [u8]>,
@@ -505,21 +519,18 @@ impl<'a> Checker<'a> {
                 ),
             )
         })?;
-        if !info.alloc {
-            return Err(malformed(
-                self.opts,
-                format!(
-                    "{which}: symbol `{name}` is in section {} `{}`, which is not loaded",
-                    section.0, info.name
-                ),
-            ));
-        }
-        Ok(Some(info))
+        Ok(info.alloc.then_some(info))
     }
 
     /// Check that a function's or data object's `[value, value + size)` lies
-    /// inside its section. Zero-size symbols may sit at the section's end
-    /// (linker-defined markers such as `__TMC_END__` do).
+    /// inside its section.
+    ///
+    /// A symbol of no type or of size zero places no bytes: it is a label,
+    /// and the linker defines some of them by address alone, naming a
+    /// section nearby (`__bss_start`, `_edata` and `_end` before or after
+    /// their section; `__TMC_END__` in the alignment padding after `.data`).
+    /// For those only the address is checked: it must lie in, or at the end
+    /// of, a loadable segment.
     fn extent(
         &self,
         section: &SecInfo,
@@ -529,19 +540,26 @@ impl<'a> Checker<'a> {
         which: &str,
     ) -> Result<()> {
         let value = sym.st_value(self.endian);
-        // An indirect function's size is its resolver's; a symbol of no
-        // particular type is a label: only its address must be inside.
-        let size = match kind {
-            elf::STT_FUNC | elf::STT_OBJECT | elf::STT_GNU_IFUNC => sym.st_size(self.endian),
-            _ => 0,
-        };
+        let size = sym.st_size(self.endian);
+        if kind == elf::STT_NOTYPE || size == 0 {
+            if self.loads.iter().any(|&(s, e)| value >= s && value <= e) {
+                return Ok(());
+            }
+            return Err(malformed(
+                self.opts,
+                format!(
+                    "{which}: symbol `{name}` ({:#x}) lies outside every loadable segment",
+                    value.wrapping_sub(self.base)
+                ),
+            ));
+        }
         if section.holds(value, size) {
             return Ok(());
         }
-        let what = match kind {
-            elf::STT_OBJECT => "data object",
-            elf::STT_FUNC | elf::STT_GNU_IFUNC => "function",
-            _ => "symbol",
+        let what = if kind == elf::STT_OBJECT {
+            "data object"
+        } else {
+            "function"
         };
         Err(malformed(
             self.opts,
@@ -594,6 +612,7 @@ fn gnu_build_id(
 /// Relocation types this reader understands, per architecture.
 struct RelocTypes {
     none: u32,
+    copy: u32,
     relative: u32,
     abs64: u32,
     glob_dat: u32,
@@ -615,6 +634,7 @@ const TLSDESC: &str = "@tlsdesc";
 
 const X86_64_RELOCS: RelocTypes = RelocTypes {
     none: elf::R_X86_64_NONE,
+    copy: elf::R_X86_64_COPY,
     relative: elf::R_X86_64_RELATIVE,
     abs64: elf::R_X86_64_64,
     glob_dat: elf::R_X86_64_GLOB_DAT,
@@ -630,6 +650,7 @@ const X86_64_RELOCS: RelocTypes = RelocTypes {
 
 const AARCH64_RELOCS: RelocTypes = RelocTypes {
     none: elf::R_AARCH64_NONE,
+    copy: elf::R_AARCH64_COPY,
     relative: elf::R_AARCH64_RELATIVE,
     abs64: elf::R_AARCH64_ABS64,
     glob_dat: elf::R_AARCH64_GLOB_DAT,
@@ -644,6 +665,11 @@ const AARCH64_RELOCS: RelocTypes = RelocTypes {
 };
 
 /// Every dynamic relocation (`SHT_RELA` sections that are loaded, and `SHT_RELR`).
+///
+/// A copy relocation (`R_*_COPY`, in executables) makes the loader copy a
+/// shared library's initial value of a variable into this image's `.bss`:
+/// it stores no address, so it is not a relocation of the model (its site
+/// is still checked).
 ///
 /// Each patched location must lie inside a loaded section. RELR entries
 /// must be in increasing address order (as the format's encoders write
@@ -698,9 +724,16 @@ fn dynamic_relocations(
         else {
             continue;
         };
-        let symbols = sections
-            .symbol_table_by_index(endian, data, symtab_index)
-            .map_err(|e| malformed(opts, format!("relocation symbol table: {e}")))?;
+        // A static executable's IRELATIVE relocations name no symbol table.
+        let symbols = if symtab_index.0 == 0 {
+            None
+        } else {
+            Some(
+                sections
+                    .symbol_table_by_index(endian, data, symtab_index)
+                    .map_err(|e| malformed(opts, format!("relocation symbol table: {e}")))?,
+            )
+        };
         for rela in relas {
             let r_type = rela.r_type(endian, false);
             let vaddr = rela.r_offset(endian);
@@ -714,18 +747,30 @@ fn dynamic_relocations(
                 if sym_index == 0 && none_allowed {
                     return Ok(String::new());
                 }
+                let missing = || {
+                    malformed(
+                        opts,
+                        format!(
+                            "relocation at {rva:#x} names symbol {sym_index}, which does not exist"
+                        ),
+                    )
+                };
+                let symbols = symbols.as_ref().ok_or_else(missing)?;
                 let sym = symbols
                     .symbol(object::SymbolIndex(sym_index as usize))
-                    .map_err(|_| {
-                        malformed(
-                            opts,
-                            format!("relocation at {rva:#x} names symbol {sym_index}, which does not exist"),
-                        )
-                    })?;
+                    .map_err(|_| missing())?;
                 symbol_name(opts, symbols.strings(), sym.st_name(endian))
             };
             let tls = types.tls.iter().find(|(t, _)| *t == r_type);
             let (target, width) = if r_type == types.none {
+                continue;
+            } else if r_type == types.copy {
+                if !infos.iter().any(|s| s.mapped() && s.holds(vaddr, 0)) {
+                    return Err(malformed(
+                        opts,
+                        format!("copy relocation at {rva:#x} lies outside every loaded section"),
+                    ));
+                }
                 continue;
             } else if r_type == types.relative || r_type == types.irelative {
                 (RelocTarget::Rva((addend as u64).wrapping_sub(base)), 8)
@@ -752,7 +797,7 @@ fn dynamic_relocations(
             };
             if !infos
                 .iter()
-                .any(|s| s.alloc && !s.tls && s.holds(vaddr, u64::from(width)))
+                .any(|s| s.mapped() && s.holds(vaddr, u64::from(width)))
             {
                 return Err(malformed(
                     opts,
@@ -761,11 +806,7 @@ fn dynamic_relocations(
                     ),
                 ));
             }
-            out.push(Relocation {
-                rva,
-                width,
-                target,
-            });
+            out.push(Relocation { rva, width, target });
         }
     }
     Ok(out)

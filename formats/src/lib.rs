@@ -40,9 +40,9 @@ mod pe;
 pub mod read;
 
 pub use error::{Error, Result};
-pub use name::escape_name;
 pub use image::{
     Arch, CodeView, DataObject, Export, Format, FormatIdentity, Function, Identity, Image,
     Permissions, RelocTarget, Relocation, Section, Visibility,
 };
+pub use name::escape_name;
 pub use read::ReadOptions;

@@ -40,10 +40,7 @@ use std::fmt::Write;
 /// ```
 pub fn escape_name(raw: &[u8]) -> String {
     // The common case: printable ASCII without a backslash.
-    if raw
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
-    {
+    if raw.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
         return raw.iter().map(|&b| char::from(b)).collect();
     }
     let mut out = String::with_capacity(raw.len().saturating_add(8));
@@ -173,7 +170,10 @@ mod tests {
         assert_eq!(escape_name(b"del\x7f"), "del\\x7f");
         // U+009B (CSI as a C1 control), encoded in UTF-8.
         assert_eq!(escape_name("x\u{9b}31m".as_bytes()), "x\\u{9b}31m");
-        assert_eq!(escape_name("a\u{2028}b\u{2029}".as_bytes()), "a\\u{2028}b\\u{2029}");
+        assert_eq!(
+            escape_name("a\u{2028}b\u{2029}".as_bytes()),
+            "a\\u{2028}b\\u{2029}"
+        );
         assert_eq!(
             escape_name("\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}".as_bytes()),
             "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}"
@@ -211,7 +211,10 @@ mod tests {
         assert_ne!(escape_name(b"f\xff"), escape_name("f\u{fffd}".as_bytes()));
         // An escape's text and the byte it stands for.
         assert_ne!(escape_name(b"\\x1b"), escape_name(b"\x1b"));
-        assert_ne!(escape_name(b"\\u{202e}"), escape_name("\u{202e}".as_bytes()));
+        assert_ne!(
+            escape_name(b"\\u{202e}"),
+            escape_name("\u{202e}".as_bytes())
+        );
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //! one-line [`Error`] naming the file.
 
 mod cursor;
+#[cfg(test)]
+mod damage_tests;
 mod source;
 mod streams;
 mod symbols;
+#[cfg(test)]
+pub(crate) mod test_msf;
 mod types;
 
 use std::collections::HashMap;
@@ -404,11 +408,7 @@ fn check_hybrid(
 /// `#<ordinal>`.
 ///
 /// An export whose RVA lies outside every section is refused.
-fn read_exports(
-    file: &PeFile64<'_>,
-    sections: &[Section<'_>],
-    path: &Path,
-) -> Result<Vec<Export>> {
+fn read_exports(file: &PeFile64<'_>, sections: &[Section<'_>], path: &Path) -> Result<Vec<Export>> {
     let table = file
         .export_table()
         .map_err(|e| malformed(path, format!("export directory: {e}")))?;
@@ -810,7 +810,9 @@ mod tests {
                 target: RelocTarget::Rva(0x1000)
             }]
         );
-        assert!(read_exports(&file, &sections, Path::new("t")).unwrap().is_empty());
+        assert!(read_exports(&file, &sections, Path::new("t"))
+            .unwrap()
+            .is_empty());
         assert_eq!(read_codeview(&file, Path::new("t")).unwrap(), None);
     }
 

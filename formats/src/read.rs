@@ -155,9 +155,7 @@ pub(crate) fn check_pdb_magic(path: &Path, head: &[u8]) -> Result<()> {
             "an old MSF 2.00 PDB; only MSF 7.00 PDBs are supported",
         ))
     } else {
-        Err(malformed(
-            "not a PDB file: it lacks the MSF 7.00 signature",
-        ))
+        Err(malformed("not a PDB file: it lacks the MSF 7.00 signature"))
     }
 }
 
@@ -287,12 +285,21 @@ mod tests {
         let text = write(dir.path(), "a.txt", b"hello");
         assert_eq!(
             load_file(&text).unwrap_err().to_string(),
-            format!("{}: not a PE or ELF image (it starts with bytes 68 65 6c 6c)", text.display())
+            format!(
+                "{}: not a PE or ELF image (it starts with bytes 68 65 6c 6c)",
+                text.display()
+            )
         );
         let empty = write(dir.path(), "e.so", b"");
-        assert!(load_file(&empty).unwrap_err().to_string().ends_with("(the file is empty)"));
+        assert!(load_file(&empty)
+            .unwrap_err()
+            .to_string()
+            .ends_with("(the file is empty)"));
         let short = write(dir.path(), "s.so", b"\x7fEL");
-        assert!(load_file(&short).unwrap_err().to_string().ends_with("(it starts with bytes 7f 45 4c)"));
+        assert!(load_file(&short)
+            .unwrap_err()
+            .to_string()
+            .ends_with("(it starts with bytes 7f 45 4c)"));
         let err = load_file(dir.path()).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
     }
@@ -307,9 +314,15 @@ mod tests {
         let p = write(dir.path(), "old.pdb", MSF2_MAGIC);
         assert!(load_pdb(&p).unwrap_err().to_string().contains("MSF 2.00"));
         let p = write(dir.path(), "elf.pdb", b"\x7fELF\x02\x01");
-        assert!(load_pdb(&p).unwrap_err().to_string().contains("lacks the MSF 7.00 signature"));
+        assert!(load_pdb(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks the MSF 7.00 signature"));
         let p = write(dir.path(), "short.pdb", &MSF7_MAGIC[..10]);
-        assert!(load_pdb(&p).unwrap_err().to_string().contains("lacks the MSF 7.00 signature"));
+        assert!(load_pdb(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks the MSF 7.00 signature"));
     }
 
     #[test]
@@ -320,11 +333,17 @@ mod tests {
         let big = dir.path().join("big.so");
         sparse(&big, b"\x7fELF", MAX_IMAGE_SIZE + 1);
         let msg = load_file(&big).unwrap_err().to_string();
-        assert!(msg.contains("over the 4 GiB (4294967296-byte) limit for images"), "{msg}");
+        assert!(
+            msg.contains("over the 4 GiB (4294967296-byte) limit for images"),
+            "{msg}"
+        );
         let text = dir.path().join("big.txt");
         sparse(&text, b"", 3 << 30);
         let msg = load_file(&text).unwrap_err().to_string();
-        assert!(msg.ends_with("not a PE or ELF image (it starts with bytes 00 00 00 00)"), "{msg}");
+        assert!(
+            msg.ends_with("not a PE or ELF image (it starts with bytes 00 00 00 00)"),
+            "{msg}"
+        );
         let pdb = dir.path().join("big.pdb");
         sparse(&pdb, MSF7_MAGIC, MAX_PDB_SIZE + 1);
         let msg = load_pdb(&pdb).unwrap_err().to_string();

@@ -168,9 +168,8 @@ impl Dbi<'_> {
         while !c.is_empty() {
             let at = c.pos();
             let number = out.len();
-            let bad = |what: &str| {
-                format!("DBI module list: module {number} (offset {at:#x}): {what}")
-            };
+            let bad =
+                |what: &str| format!("DBI module list: module {number} (offset {at:#x}): {what}");
             let header = c
                 .take(MODULE_HEADER_SIZE)
                 .ok_or_else(|| bad("the record is truncated"))?;
@@ -477,7 +476,16 @@ mod tests {
         d.extend_from_slice(&[0xff; 8]); // streams and versions
         d.extend_from_slice(&7u16.to_le_bytes()); // symbol records
         d.extend_from_slice(&0u16.to_le_bytes());
-        for size in [modules.len(), contributions.len(), 0, 0, 0, 0, debug_header.len(), 0] {
+        for size in [
+            modules.len(),
+            contributions.len(),
+            0,
+            0,
+            0,
+            0,
+            debug_header.len(),
+            0,
+        ] {
             d.extend_from_slice(&(size as u32).to_le_bytes());
         }
         d.extend_from_slice(&0u16.to_le_bytes());
@@ -560,7 +568,12 @@ mod tests {
         let mut huge = good.clone();
         huge[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
         let msg = dbi(&huge).unwrap_err();
-        assert!(msg.contains("module info substream (4294967295 bytes at offset 0x40) runs past the end"), "{msg}");
+        assert!(
+            msg.contains(
+                "module info substream (4294967295 bytes at offset 0x40) runs past the end"
+            ),
+            "{msg}"
+        );
         let mut sig = good.clone();
         sig[0] = 0;
         assert!(dbi(&sig).unwrap_err().contains("signature"));
@@ -568,14 +581,26 @@ mod tests {
         let mut m = module(b"a.obj", 11, 100);
         m.truncate(MODULE_HEADER_SIZE + 3);
         let stream = dbi_stream(&m, &[], &[]);
-        assert!(dbi(&stream).unwrap().modules().unwrap_err().contains("no terminating NUL"));
+        assert!(dbi(&stream)
+            .unwrap()
+            .modules()
+            .unwrap_err()
+            .contains("no terminating NUL"));
         // Contributions: unknown version, ragged length.
         let stream = dbi_stream(&[], &[1, 2, 3, 4], &[]);
-        assert!(dbi(&stream).unwrap().contributions().unwrap_err().contains("unknown version"));
+        assert!(dbi(&stream)
+            .unwrap()
+            .contributions()
+            .unwrap_err()
+            .contains("unknown version"));
         let mut sc = SC_VER_60.to_le_bytes().to_vec();
         sc.extend_from_slice(&[0; 27]);
         let stream = dbi_stream(&[], &sc, &[]);
-        assert!(dbi(&stream).unwrap().contributions().unwrap_err().contains("not a whole number"));
+        assert!(dbi(&stream)
+            .unwrap()
+            .contributions()
+            .unwrap_err()
+            .contains("not a whole number"));
     }
 
     #[test]
@@ -610,7 +635,9 @@ mod tests {
         assert!(r.next_record().unwrap_err().contains("truncated"));
         let mut r = records(&[1, 0, 0]);
         assert!(r.next_record().unwrap_err().contains("too short"));
-        assert!(module_records(&[5, 0, 0, 0], 4).unwrap_err().contains("signature 5"));
+        assert!(module_records(&[5, 0, 0, 0], 4)
+            .unwrap_err()
+            .contains("signature 5"));
         assert_eq!(procedure(&proc_[..proc_.len() - 1]), None);
         assert_eq!(data(&[0; 10]), None);
     }

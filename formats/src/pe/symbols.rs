@@ -159,10 +159,30 @@ fn check_msf_header(data: &[u8], path: &Path) -> Result<()> {
     if directory > len {
         return Err(malformed(
             path,
-            format!("the MSF stream directory is {directory} bytes, larger than the {len}-byte file"),
+            format!(
+                "the MSF stream directory is {directory} bytes, larger than the {len}-byte file"
+            ),
         ));
     }
     Ok(())
+}
+
+/// What an error of the `pdb` crate's MSF layer means for this file.
+fn msf_error(e: pdb::Error) -> String {
+    match e {
+        pdb::Error::StreamNotFound(n) => {
+            format!("the MSF stream directory has no stream {n}")
+        }
+        pdb::Error::UnexpectedEof => {
+            "the MSF stream directory ends before the stream's page list".to_owned()
+        }
+        pdb::Error::PageReferenceOutOfRange(page) => {
+            format!(
+                "the MSF stream directory names block {page}, past the blocks the file declares"
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A stream's bytes, or `None` for [`NO_STREAM`].
@@ -173,7 +193,7 @@ fn stream<'s>(
     what: &str,
 ) -> Result<Option<impl std::ops::Deref<Target = [u8]> + 's>> {
     pdb.raw_stream(StreamIndex(index))
-        .map_err(|e| malformed(path, format!("{what} (stream {index}): {e}")))
+        .map_err(|e| malformed(path, format!("{what} (stream {index}): {}", msf_error(e))))
 }
 
 /// A data symbol before its size is known.
@@ -200,8 +220,12 @@ struct Candidate {
 pub(super) fn read(req: &Request<'_>) -> Result<Found> {
     let path = req.pdb_path;
     check_msf_header(req.pdb, path)?;
-    let mut pdb = PDB::open(MemSource::new(req.pdb))
-        .map_err(|e| malformed(path, format!("cannot open the MSF container: {e}")))?;
+    let mut pdb = PDB::open(MemSource::new(req.pdb)).map_err(|e| {
+        malformed(
+            path,
+            format!("cannot open the MSF container: {}", msf_error(e)),
+        )
+    })?;
 
     // Identity first: a PDB of another build is refused before anything else.
     let info = stream(&mut pdb, INFO_STREAM, path, "PDB information stream")?
@@ -237,13 +261,9 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         });
     }
     if dbi.omap_stream().is_some() {
-        return Err(Error::UnsupportedMachine {
-            path: req.image_path.to_path_buf(),
-            machine: format!(
-                "{}, rewritten after linking (its PDB {} carries an OMAP address map, which this reader does not apply)",
-                super::machine_name(req.machine),
-                path.display()
-            ),
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            detail: "the PDB carries an OMAP address map (its image was rewritten after linking), which this reader does not apply".into(),
         });
     }
 
@@ -471,7 +491,11 @@ impl Layout<'_> {
                 Some(rva) => Ok(Some((rva, index))),
                 None => Err(malformed(
                     self.pdb_path,
-                    format!("{}: {} has an address that overflows", record(), p.describe()),
+                    format!(
+                        "{}: {} has an address that overflows",
+                        record(),
+                        p.describe()
+                    ),
                 )),
             };
         }
@@ -598,9 +622,7 @@ fn contributions(
 ) -> Result<Vec<Contribution>> {
     let path = layout.pdb_path;
     let mut out = Vec::new();
-    let list = dbi
-        .contributions()
-        .map_err(|e| malformed(path, e))?;
+    let list = dbi.contributions().map_err(|e| malformed(path, e))?;
     for (i, c) in list.iter().enumerate() {
         let record = || format!("DBI section contribution {i}");
         let placed = Placed {
@@ -839,20 +861,32 @@ mod tests {
             pdb_path: Path::new("x.pdb"),
         };
         let rec = || "record".to_owned();
-        let msg = layout.place(&placed(1, 0x100, 0x20), &rec).unwrap_err().to_string();
+        let msg = layout
+            .place(&placed(1, 0x100, 0x20), &rec)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             msg,
             "x.dll: malformed PE image: section 1 `.text` is 0x1000..0x1010, but its PDB x.pdb recorded it as 0x1000..0x11e7 at link time and places function `f` (0x1100, 32 bytes) inside it: the image's section table is damaged"
         );
         // A record that fits neither is the PDB's fault.
-        let msg = layout.place(&placed(1, 0x1e0, 0x20), &rec).unwrap_err().to_string();
-        assert!(msg.starts_with("x.pdb: malformed PDB: record: function `f`"), "{msg}");
+        let msg = layout
+            .place(&placed(1, 0x1e0, 0x20), &rec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("x.pdb: malformed PDB: record: function `f`"),
+            "{msg}"
+        );
         // A missing section the PDB recorded.
         let layout = Layout {
             image: &[],
             ..layout
         };
-        let msg = layout.place(&placed(1, 0, 4), &rec).unwrap_err().to_string();
+        let msg = layout
+            .place(&placed(1, 0, 4), &rec)
+            .unwrap_err()
+            .to_string();
         assert!(msg.starts_with("x.dll: malformed PE image: the image has 0 sections, but its PDB x.pdb recorded section 1 `.text`"), "{msg}");
     }
 }
