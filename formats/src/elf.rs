@@ -894,3 +894,149 @@ pub(crate) fn eh_frame_ranges(
     ranges.dedup();
     Ok(ranges)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_elf;
+
+    fn corpus(scenario: &str, target: &str, version: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../corpus")
+            .join(scenario)
+            .join("bin")
+            .join(target)
+            .join(format!("{version}.so"));
+        std::fs::read(p).unwrap()
+    }
+
+    fn message(d: &[u8]) -> String {
+        match crate::read::parse(d, &ReadOptions::new("v2.so")) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn data_symbol_with_a_huge_size_is_refused() {
+        for target in ["x86_64-linux", "aarch64-linux"] {
+            let good = corpus("08-struct-grows", target, "v2");
+            let session = test_elf::symbol(&good, "session");
+            for size in [1u64 << 40, u64::MAX, u64::MAX - 7, session.size + 1] {
+                let mut d = good.clone();
+                test_elf::set_size(&mut d, &session, size);
+                let data = test_elf::section(&d, ".data");
+                assert_eq!(
+                    message(&d),
+                    format!(
+                        "v2.so: malformed ELF image: .symtab: data object `session` ({:#x}, {size} bytes) extends past its section .data ({:#x}..{:#x})",
+                        session.value,
+                        data.addr,
+                        data.addr + data.size
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn function_past_its_section_is_refused() {
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let f = test_elf::symbol(&d, "sess_frames");
+        test_elf::set_size(&mut d, &f, 0x1000);
+        let msg = message(&d);
+        assert!(
+            msg.starts_with("v2.so: malformed ELF image: .symtab: function `sess_frames` (0x1070, 4096 bytes) extends past its section .text (0x1000..0x1078)"),
+            "{msg}"
+        );
+        // Moved before its section.
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        test_elf::set_value(&mut d, &f, 0x10);
+        assert!(message(&d).contains("function `sess_frames` (0x10, 8 bytes) extends past"));
+    }
+
+    #[test]
+    fn legitimate_edge_symbols_are_accepted() {
+        let good = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let data = test_elf::section(&good, ".data");
+        let session = test_elf::symbol(&good, "session");
+        // An object that fills its section exactly, and a zero-size one at
+        // its very end, or just outside it (as `__TMC_END__` can be, in the
+        // padding after `.data`).
+        for (value, size) in [
+            (data.addr, data.size),
+            (data.addr + data.size, 0),
+            (data.addr - 8, 0),
+        ] {
+            let mut d = good.clone();
+            test_elf::set_value(&mut d, &session, value);
+            test_elf::set_size(&mut d, &session, size);
+            let image = crate::read::parse(&d, &ReadOptions::new("v1.so")).unwrap();
+            let o = image.data.iter().find(|o| o.name == "session").unwrap();
+            assert_eq!((o.rva, o.size, o.section.as_str()), (value, size, ".data"));
+        }
+        // A zero-size symbol far outside any segment is still a lie.
+        let mut d = good.clone();
+        test_elf::set_value(&mut d, &session, 1 << 40);
+        test_elf::set_size(&mut d, &session, 0);
+        assert!(
+            message(&d).contains("`session` (0x10000000000) lies outside every loadable segment")
+        );
+    }
+
+    #[test]
+    fn section_larger_than_its_segment_is_refused() {
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let data = test_elf::section(&d, ".data");
+        d[data.at + 32..data.at + 40].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let msg = message(&d);
+        assert!(
+            msg.contains(
+                "section .data (0x4000..0x10000004000) lies outside every loadable segment"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn symbol_in_a_missing_section_is_refused() {
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let s = test_elf::symbol(&d, "session");
+        d[s.at + 6..s.at + 8].copy_from_slice(&0x7000u16.to_le_bytes());
+        let msg = message(&d);
+        assert!(
+            msg.contains("symbol `session` names section 28672, but the image has"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn relocation_outside_every_section_is_refused() {
+        let mut d = corpus("11-function-pointer-table", "x86_64-linux", "v1");
+        let rela = test_elf::section(&d, ".rela.dyn");
+        d[rela.offset..rela.offset + 8].copy_from_slice(&0x9_0000u64.to_le_bytes());
+        let msg = message(&d);
+        assert!(
+            msg.contains("relocation at 0x90000 (8 bytes) lies outside every loaded section"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn names_are_escaped_at_read_time() {
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let f = test_elf::symbol(&d, "sess_frames");
+        test_elf::rename(&mut d, &f, b"a\x1b[2J\n\xff");
+        let image = crate::read::parse(&d, &ReadOptions::new("v1.so")).unwrap();
+        assert!(image
+            .functions
+            .iter()
+            .any(|f| f.name == "a\\x1b[2J\\x0a\\xff"));
+        // And in a message.
+        let f = test_elf::symbol(&d, "a\u{1b}[2J\n\u{fffd}");
+        test_elf::set_size(&mut d, &f, 1 << 20);
+        let msg = message(&d);
+        assert!(msg.contains("function `a\\x1b[2J\\x0a\\xff`"), "{msg}");
+        assert!(!msg.contains('\n') && !msg.contains('\u{1b}'), "{msg:?}");
+    }
+}

@@ -38,6 +38,8 @@ pub mod image;
 pub mod name;
 mod pe;
 pub mod read;
+#[cfg(test)]
+mod test_elf;
 
 pub use error::{Error, Result};
 pub use image::{

@@ -910,6 +910,42 @@ mod tests {
     }
 
     #[test]
+    fn section_layout_is_checked() {
+        // .data moved up: a gap after .text.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 40 + 12, 0x3000);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(
+            msg.contains("section 2 `.data` starts at RVA 0x3000, but section 1 `.text` (0x1000..0x1010) ends at 0x2000 once aligned"),
+            "{msg}"
+        );
+        // .text grown into .data.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 8, 0x1001);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(msg.contains("section 2 `.data` starts at RVA 0x2000, but section 1 `.text` (0x1000..0x2001) ends at 0x3000"), "{msg}");
+        // Not aligned.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 12, 0x1010);
+        assert!(message(parse(&d, &opts(), Pdb::FromDisk))
+            .contains("not a multiple of SectionAlignment 0x1000"));
+        // Past SizeOfImage.
+        let mut d = image();
+        put32(&mut d, OPT + 56, 0x3008);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(
+            msg.contains("section 3 `.reloc` (0x3000..0x3010) extends past SizeOfImage 0x3008"),
+            "{msg}"
+        );
+        // A section name with a terminal escape in it is escaped.
+        let mut d = image();
+        d[SECTIONS..SECTIONS + 8].copy_from_slice(b"\x1b]0;x\x07\n\0");
+        let file = PeFile64::parse(&d[..]).unwrap();
+        let sections = read_sections(&file, &d, Path::new("t")).unwrap();
+        assert_eq!(sections[0].name, "\\x1b]0;x\\x07\\x0a");
+    }
+
+    #[test]
     fn unknown_relocation_type() {
         let mut d = image();
         put16(&mut d, RELOC_FILE + 8, 5 << 12);

@@ -10,4 +10,8 @@ mod generated;
 mod imports;
 mod stripped;
 mod symbols;
+#[path = "../../formats/src/test_elf.rs"]
+mod test_elf;
+#[path = "../../formats/src/pe/test_msf.rs"]
+mod test_msf;
 mod vectors;
