@@ -262,10 +262,12 @@ fn struct_record(tpi: &[u8], name: &[u8]) -> usize {
         let kind = u16::from_le_bytes([tpi[at + 2], tpi[at + 3]]);
         let props = u16::from_le_bytes([tpi[at + 6], tpi[at + 7]]);
         // LF_STRUCTURE, not a forward reference, a direct size, then the name.
-        if kind == 0x1505 && props & 0x80 == 0 && tpi[at + 20..].starts_with(&[0x20, 0]) {
-            if tpi[at + 22..].starts_with(name) {
-                return at;
-            }
+        if kind == 0x1505
+            && props & 0x80 == 0
+            && tpi[at + 20..].starts_with(&[0x20, 0])
+            && tpi[at + 22..].starts_with(name)
+        {
+            return at;
         }
         at += 2 + len;
     }
