@@ -396,3 +396,29 @@ fn damaged_pdb_sizes_and_counts_are_clean_errors() {
         tally.require(key, 5);
     }
 }
+
+#[test]
+fn parse_with_pdb_reads_a_pdb_from_memory() {
+    let s = &samples()[0];
+    let opts = ReadOptions::new("dir/v2.dll");
+    let image = crate::read::parse_with_pdb(&s.image, &s.pdb, &opts).unwrap();
+    assert!(!image.functions.is_empty());
+    // Messages name the default PDB path when none is given.
+    let msg = crate::read::parse_with_pdb(&s.image, b"not a pdb", &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "dir/v2.pdb: malformed PDB: not a PDB file: it lacks the MSF 7.00 signature"
+    );
+    let elf = std::fs::read(corpus().join("07-new-global/bin/x86_64-linux/v1.so")).unwrap();
+    let msg = crate::read::parse_with_pdb(&elf, &s.pdb, &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("it is an ELF image, which has no PDB"),
+        "{msg}"
+    );
+}
