@@ -279,6 +279,8 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         });
     }
 
+    check_overlaps(&out_sections, opts)?;
+
     let dynsym = sections
         .symbols(endian, data, elf::SHT_DYNSYM)
         .map_err(|e| malformed(opts, format!(".dynsym: {e}")))?;
@@ -316,10 +318,12 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         if name.is_empty() {
             continue;
         }
-        let Some(section) = checker.section_of(&dynsym, sym, index, ".dynsym", &name)? else {
+        if checker
+            .dyn_place(&dynsym, sym, index, kind, &name)?
+            .is_none()
+        {
             continue;
-        };
-        checker.extent(section, sym, kind, &name, ".dynsym")?;
+        }
         let rva = rva_of(sym.st_value(endian));
         exported.insert((name.clone(), rva));
         exports.push(Export { name, rva });
@@ -396,7 +400,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             }
             let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
             if checker
-                .section_of(&dynsym, sym, index, ".dynsym", &name)?
+                .dyn_place(&dynsym, sym, index, sym.st_type(), &name)?
                 .is_none()
             {
                 continue;
@@ -436,15 +440,15 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 continue;
             }
             let name = symbol_name(opts, dynsym.strings(), sym.st_name(endian))?;
-            let Some(section) = checker.section_of(&dynsym, sym, index, ".dynsym", &name)? else {
+            let Some(section) = checker.dyn_place(&dynsym, sym, index, elf::STT_OBJECT, &name)?
+            else {
                 continue;
             };
-            checker.extent(section, sym, elf::STT_OBJECT, &name, ".dynsym")?;
             data_objects.push(DataObject {
                 name,
                 rva: rva_of(sym.st_value(endian)),
                 size: sym.st_size(endian),
-                section: section.name.clone(),
+                section,
                 unit: None,
                 visibility: Visibility::Exported,
             });
@@ -474,7 +478,14 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
 }
 
 /// The symbol checks: every function, data object and export lies inside
-/// the section its symbol names.
+/// its section.
+///
+/// For `.symtab` the section is the one the symbol names (`st_shndx`). For
+/// `.dynsym` it is the loaded section that holds the symbol's address: the
+/// dynamic loader never looks at a defined symbol's section index, and
+/// post-link optimisers leave it stale (BOLT, which the Rust toolchain's
+/// `libLLVM.so` and `librustc_driver.so` go through, moves sections and keeps
+/// the old indexes in `.dynsym`).
 struct Checker<'a> {
     /// The options, for messages.
     opts: &'a ReadOptions,
@@ -520,6 +531,62 @@ impl<'a> Checker<'a> {
             )
         })?;
         Ok(info.alloc.then_some(info))
+    }
+
+    /// Where a `.dynsym` symbol lies: `None` for an undefined, absolute or
+    /// common symbol, and for one whose section index names no loaded
+    /// section (rustc's `rust_metadata_*` objects live in the unloaded
+    /// `.rustc` section, and after BOLT their index can point past the
+    /// section table): none of those places anything in the loaded image.
+    /// Otherwise the name of the loaded section that holds
+    /// `[value, value + size)`. A label (no type, or size zero) may lie
+    /// between sections, inside a loadable segment (its section name is
+    /// then empty); anything else outside every loaded section is refused.
+    fn dyn_place<'d>(
+        &self,
+        table: &SymbolTable<'d, Header, &'d [u8]>,
+        sym: &elf::Sym64<Endianness>,
+        index: object::SymbolIndex,
+        kind: u8,
+        name: &str,
+    ) -> Result<Option<String>> {
+        let defined = table
+            .symbol_section(self.endian, sym, index)
+            .map_err(|e| malformed(self.opts, format!(".dynsym: symbol `{name}`: {e}")))?;
+        let Some(named) = defined else {
+            return Ok(None);
+        };
+        if !self.sections.get(named.0).is_some_and(|s| s.alloc) {
+            return Ok(None);
+        }
+        let value = sym.st_value(self.endian);
+        let size = if kind == elf::STT_NOTYPE {
+            0
+        } else {
+            sym.st_size(self.endian)
+        };
+        if let Some(s) = self
+            .sections
+            .iter()
+            .find(|s| s.mapped() && s.holds(value, size))
+        {
+            return Ok(Some(s.name.clone()));
+        }
+        if size == 0 && self.loads.iter().any(|&(s, e)| value >= s && value <= e) {
+            return Ok(Some(String::new()));
+        }
+        let what = match kind {
+            elf::STT_OBJECT => "data object",
+            elf::STT_FUNC | elf::STT_GNU_IFUNC => "function",
+            _ => "symbol",
+        };
+        Err(malformed(
+            self.opts,
+            format!(
+                ".dynsym: {what} `{name}` ({:#x}, {size} bytes) lies outside every loaded section",
+                value.wrapping_sub(self.base)
+            ),
+        ))
     }
 
     /// Check that a function's or data object's `[value, value + size)` lies
@@ -570,6 +637,32 @@ impl<'a> Checker<'a> {
             ),
         ))
     }
+}
+
+/// Refuse two loaded sections that share bytes of memory: every address
+/// of the image belongs to one section at most (`.tbss`, which overlaps by
+/// design, is not a section of the model).
+fn check_overlaps(sections: &[Section<'_>], opts: &ReadOptions) -> Result<()> {
+    let mut by_rva: Vec<&Section<'_>> = sections.iter().filter(|s| s.size > 0).collect();
+    by_rva.sort_by_key(|s| s.rva);
+    for pair in by_rva.windows(2) {
+        let [a, b] = pair else { continue };
+        let a_end = a.rva.saturating_add(a.size);
+        if b.rva < a_end {
+            return Err(malformed(
+                opts,
+                format!(
+                    "sections {} ({:#x}..{a_end:#x}) and {} ({:#x}..{:#x}) overlap",
+                    a.name,
+                    a.rva,
+                    b.name,
+                    b.rva,
+                    b.rva.saturating_add(b.size)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_global(bind: u8) -> bool {
@@ -994,6 +1087,28 @@ mod tests {
             msg.contains(
                 "section .data (0x4000..0x10000004000) lies outside every loadable segment"
             ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn overlapping_sections_are_refused() {
+        // Found by fuzzing (parse_elf): .dynsym moved onto .bss, so a data
+        // object's address fell in two sections. Here .data is moved onto
+        // .dynamic, in the same segment.
+        let mut d = corpus("08-struct-grows", "x86_64-linux", "v1");
+        let dynamic = test_elf::section(&d, ".dynamic");
+        let data = test_elf::section(&d, ".data");
+        d[data.at + 16..data.at + 24].copy_from_slice(&(dynamic.addr + 8).to_le_bytes());
+        let msg = message(&d);
+        assert!(
+            msg.contains(&format!(
+                "sections .dynamic ({:#x}..{:#x}) and .data ({:#x}..{:#x}) overlap",
+                dynamic.addr,
+                dynamic.addr + dynamic.size,
+                dynamic.addr + 8,
+                dynamic.addr + 8 + data.size
+            )),
             "{msg}"
         );
     }
