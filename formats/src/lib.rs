@@ -4,6 +4,13 @@
 //! [`Image`]: sections, functions with their translation units, data objects,
 //! exports, load-time relocations and the build identity.
 //!
+//! The readers take hostile input: every file is checked before it is read
+//! whole ([`read::load_file`], [`read::load_pdb`]), every extent is checked
+//! against the file, a lie is a one-line [`Error`] that names the damaged
+//! file, and every name taken from the input is escaped once, when it is
+//! read ([`escape_name`]), so that the model and any message built from it
+//! hold no control characters.
+//!
 //! ```no_run
 //! use std::path::Path;
 //! use hotpatch_formats::{read, ReadOptions};
