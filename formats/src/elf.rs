@@ -66,19 +66,9 @@ struct SecInfo {
     size: u64,
     /// `SHF_ALLOC`: mapped when loaded.
     alloc: bool,
-    /// `SHF_TLS`: the template of thread-local storage.
-    tls: bool,
-    /// `SHT_NOBITS`: no bytes in the file.
-    nobits: bool,
 }
 
 impl SecInfo {
-    /// Whether the section occupies its addresses when the image is loaded
-    /// (`.tbss` does not: each thread gets a zeroed block elsewhere).
-    fn mapped(&self) -> bool {
-        self.alloc && !(self.tls && self.nobits)
-    }
-
     /// Whether `[addr, addr + len)` lies inside this section (a zero-length
     /// range may sit at its very end).
     fn holds(&self, addr: u64, len: u64) -> bool {
@@ -223,8 +213,6 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             addr,
             size,
             alloc,
-            tls: is_tls,
-            nobits,
         });
         if !alloc {
             continue;
@@ -280,6 +268,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
     }
 
     check_overlaps(&out_sections, opts)?;
+    let mapped = Mapped::new(&out_sections, base);
 
     let dynsym = sections
         .symbols(endian, data, elf::SHT_DYNSYM)
@@ -291,6 +280,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         opts,
         endian,
         sections: &infos,
+        mapped: &mapped,
         loads: &loads,
         base,
     };
@@ -412,7 +402,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         }
         for (start, len) in ranges {
             // An FDE describes code: it lies in one loaded section.
-            if !infos.iter().any(|s| s.mapped() && s.holds(start, len)) {
+            if mapped.holding(start, len).is_none() {
                 return Err(malformed(
                     opts,
                     format!(
@@ -455,7 +445,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         }
     }
 
-    let relocations = dynamic_relocations(data, endian, arch, &sections, &infos, base, opts)?;
+    let relocations = dynamic_relocations(data, endian, arch, &sections, &mapped, opts)?;
 
     let build_id = gnu_build_id(data, endian, &sections, opts)?;
 
@@ -486,20 +476,22 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
 /// post-link optimisers leave it stale (BOLT, which the Rust toolchain's
 /// `libLLVM.so` and `librustc_driver.so` go through, moves sections and keeps
 /// the old indexes in `.dynsym`).
-struct Checker<'a> {
+struct Checker<'a, 'data> {
     /// The options, for messages.
     opts: &'a ReadOptions,
     /// The image's byte order.
     endian: Endianness,
     /// Every section, by index.
     sections: &'a [SecInfo],
+    /// The loaded sections, by address.
+    mapped: &'a Mapped<'a, 'data>,
     /// The loadable segments' memory ranges.
     loads: &'a [Range],
     /// The preferred base, to show RVAs.
     base: u64,
 }
 
-impl<'a> Checker<'a> {
+impl<'a> Checker<'a, '_> {
     /// The section a defined symbol is in, or `None` for an undefined,
     /// absolute or common symbol, or one in a section that is not loaded
     /// (glibc's `__evoke_link_warning_*` objects live in `.gnu.warning.*`
@@ -565,11 +557,7 @@ impl<'a> Checker<'a> {
         } else {
             sym.st_size(self.endian)
         };
-        if let Some(s) = self
-            .sections
-            .iter()
-            .find(|s| s.mapped() && s.holds(value, size))
-        {
+        if let Some(s) = self.mapped.holding(value, size) {
             return Ok(Some(s.name.clone()));
         }
         if size == 0 && self.loads.iter().any(|&(s, e)| value >= s && value <= e) {
@@ -663,6 +651,35 @@ fn check_overlaps(sections: &[Section<'_>], opts: &ReadOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The model's sections sorted by address, for lookups in logarithmic
+/// time (an image may have tens of thousands of sections and millions of
+/// relocations). The sections do not overlap ([`check_overlaps`]).
+struct Mapped<'s, 'data> {
+    /// Sections of non-zero size, by RVA.
+    sorted: Vec<&'s Section<'data>>,
+    /// The preferred base: virtual address minus RVA.
+    base: u64,
+}
+
+impl<'s, 'data> Mapped<'s, 'data> {
+    /// Index `sections`.
+    fn new(sections: &'s [Section<'data>], base: u64) -> Self {
+        let mut sorted: Vec<&Section<'data>> = sections.iter().filter(|s| s.size > 0).collect();
+        sorted.sort_by_key(|s| s.rva);
+        Mapped { sorted, base }
+    }
+
+    /// The section that holds `[vaddr, vaddr + len)` (a zero-length range
+    /// may sit at a section's end).
+    fn holding(&self, vaddr: u64, len: u64) -> Option<&'s Section<'data>> {
+        let rva = vaddr.checked_sub(self.base)?;
+        let after = self.sorted.partition_point(|s| s.rva <= rva);
+        let s = *self.sorted.get(after.checked_sub(1)?)?;
+        let end = rva.checked_sub(s.rva)?.checked_add(len)?;
+        (end <= s.size).then_some(s)
+    }
 }
 
 fn is_global(bind: u8) -> bool {
@@ -773,10 +790,10 @@ fn dynamic_relocations(
     endian: Endianness,
     arch: Arch,
     sections: &Sections<'_>,
-    infos: &[SecInfo],
-    base: u64,
+    mapped: &Mapped<'_, '_>,
     opts: &ReadOptions,
 ) -> Result<Vec<Relocation>> {
+    let base = mapped.base;
     let types = match arch {
         Arch::X86_64 => &X86_64_RELOCS,
         Arch::Aarch64 => &AARCH64_RELOCS,
@@ -802,7 +819,8 @@ fn dynamic_relocations(
                 }
                 last = Some(vaddr);
                 // RELR stores the addend in place.
-                let target = read_u64(sh_bytes_at(sections, endian, data, vaddr), opts, rva)?;
+                let bytes = mapped.holding(vaddr, 8).and_then(|s| s.bytes_at(rva, 8));
+                let target = read_u64(bytes, opts, rva)?;
                 out.push(Relocation {
                     rva,
                     width: 8,
@@ -858,7 +876,7 @@ fn dynamic_relocations(
             let (target, width) = if r_type == types.none {
                 continue;
             } else if r_type == types.copy {
-                if !infos.iter().any(|s| s.mapped() && s.holds(vaddr, 0)) {
+                if mapped.holding(vaddr, 0).is_none() {
                     return Err(malformed(
                         opts,
                         format!("copy relocation at {rva:#x} lies outside every loaded section"),
@@ -888,10 +906,7 @@ fn dynamic_relocations(
                     format!("unsupported dynamic relocation type {r_type} at {rva:#x}"),
                 ));
             };
-            if !infos
-                .iter()
-                .any(|s| s.mapped() && s.holds(vaddr, u64::from(width)))
-            {
+            if mapped.holding(vaddr, u64::from(width)).is_none() {
                 return Err(malformed(
                     opts,
                     format!(
@@ -903,27 +918,6 @@ fn dynamic_relocations(
         }
     }
     Ok(out)
-}
-
-/// The file bytes from virtual address `vaddr` to the end of its section.
-fn sh_bytes_at<'data>(
-    sections: &Sections<'data>,
-    endian: Endianness,
-    data: &'data [u8],
-    vaddr: u64,
-) -> Option<&'data [u8]> {
-    sections.iter().find_map(|sh| {
-        let start = sh.sh_addr(endian);
-        let size = sh.sh_size(endian);
-        if sh.sh_type(endian) == elf::SHT_NOBITS
-            || sh.sh_flags(endian) & u64::from(elf::SHF_ALLOC) == 0
-        {
-            return None;
-        }
-        let offset = vaddr.checked_sub(start).filter(|&o| o < size)?;
-        let bytes = sh.data(endian, data).ok()?;
-        bytes.get(usize::try_from(offset).ok()?..)
-    })
 }
 
 fn read_u64(bytes: Option<&[u8]>, opts: &ReadOptions, rva: u64) -> Result<u64> {

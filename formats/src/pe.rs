@@ -341,9 +341,18 @@ fn read_sections<'data>(
     Ok(sections)
 }
 
-/// Whether `[rva, rva + len)` lies inside one section's memory range.
+/// The section that starts last at or before `rva`: the only one that can
+/// hold it. `sections` is in table order, which [`read_sections`] has
+/// checked to be ascending and without overlaps, so this is a binary search.
+fn holding<'s, 'data>(sections: &'s [Section<'data>], rva: u64) -> Option<&'s Section<'data>> {
+    let after = sections.partition_point(|s| s.rva <= rva);
+    sections.get(after.checked_sub(1)?)
+}
+
+/// Whether `[rva, rva + len)` lies inside one section's memory range (a
+/// zero-length range may sit at a section's end).
 fn in_section(sections: &[Section<'_>], rva: u64, len: u64) -> bool {
-    sections.iter().any(|s| {
+    holding(sections, rva).is_some_and(|s| {
         rva.checked_sub(s.rva)
             .and_then(|off| off.checked_add(len))
             .is_some_and(|end| end <= s.size)
@@ -352,10 +361,7 @@ fn in_section(sections: &[Section<'_>], rva: u64, len: u64) -> bool {
 
 /// The initialised bytes of `[rva, rva + len)` in one of `sections`.
 fn bytes_at<'data>(sections: &[Section<'data>], rva: u64, len: u64) -> Option<&'data [u8]> {
-    sections
-        .iter()
-        .find(|s| s.contains(rva))
-        .and_then(|s| s.bytes_at(rva, len))
+    holding(sections, rva)?.bytes_at(rva, len)
 }
 
 /// Refuse hybrid images: an ARM64X image (machine ARM64) or an ARM64EC image
