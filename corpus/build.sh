@@ -112,7 +112,11 @@ PE_LDFLAGS_aarch64=(/machine:arm64 /functionpadmin:4)
 # section, so a change in one function cannot add or remove nops inside an
 # unchanged neighbour; it also keeps aarch64 section anchors from addressing
 # several objects through one base.
-ELF_CFLAGS=("${COMMON_CFLAGS[@]}" -fPIC -fvisibility=hidden -fasynchronous-unwind-tables
+# -g: DWARF (gcc 12 writes version 5), so that struct layouts and the types each
+# function uses can be compared like the PE targets' CodeView; -g does not
+# change the code GCC generates. The scratch directory is mapped to "." (see
+# build_one), so DW_AT_comp_dir and the line table hold no absolute path.
+ELF_CFLAGS=("${COMMON_CFLAGS[@]}" -g -fPIC -fvisibility=hidden -fasynchronous-unwind-tables
   -ffunction-sections -fdata-sections -fno-tree-loop-distribute-patterns -fno-ipa-icf)
 ELF_CFLAGS_x86_64=(-fcf-protection=none)
 ELF_CFLAGS_aarch64=(-mbranch-protection=none)
@@ -172,9 +176,12 @@ build_one() { # scenario version target outdir
         local cc=gcc
         [ "$arch" = aarch64 ] && cc=aarch64-linux-gnu-gcc
         local -n ecf="ELF_CFLAGS_$arch"
+        # The scratch directory, logical and physical, becomes "." in the
+        # debug information (GCC leaves this option out of DW_AT_producer).
+        local maps=(-ffile-prefix-map="$PWD"=. -ffile-prefix-map="$(pwd -P)"=.)
         for c in $order; do
           base=${c%.c}
-          "$cc" "${ELF_CFLAGS[@]}" "${ecf[@]}" -c "$c" -o "$base.o"
+          "$cc" "${ELF_CFLAGS[@]}" "${ecf[@]}" "${maps[@]}" -c "$c" -o "$base.o"
           objs+=("$base.o")
         done
         "$cc" "${ELF_LDFLAGS[@]}" -o "$ver.so" "${objs[@]}"

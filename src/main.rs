@@ -2,6 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 bad input or a failed operation, 2 bad usage.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +17,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
+
+mod packaging;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
@@ -49,8 +59,41 @@ enum Command {
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
+        /// Lift a blocker after review: `type:NAME` for a type whose layout
+        /// changed (when no object of it outlives a call). Each needs its
+        /// own --reason, given in the same order.
+        #[arg(long, value_name = "type:NAME")]
+        allow: Vec<String>,
+        /// Why the matching --allow is safe (recorded and shown).
+        #[arg(long, value_name = "TEXT")]
+        reason: Vec<String>,
     },
+    /// Make a new Ed25519 signing key: KEY (PKCS#8 PEM, mode 0600) and
+    /// KEY.pub (SPKI PEM). Prints the key id.
+    Keygen(packaging::KeygenArgs),
+    /// Add a signature to a package, keeping earlier ones.
+    Sign(packaging::SignArgs),
+    /// Verify a package against a trust policy: signatures, digests,
+    /// threshold, product, expiry and validity.
+    Verify(packaging::VerifyArgs),
+    /// Make or change a trust policy.
+    #[command(subcommand)]
+    Trust(packaging::TrustCommand),
+    /// Show what a package contains, without verifying it.
+    Inspect(packaging::InspectArgs),
 }
+
+/// A command line that parses but makes no sense (exit code 2).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,6 +107,9 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("hotpatch: error: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                return ExitCode::from(2);
+            }
             ExitCode::from(1)
         }
     }
@@ -78,12 +124,51 @@ fn run(cli: Cli) -> Result<()> {
             updated,
             updated_pdb,
             json,
+            allow,
+            reason,
         } => diff(
             read_options(baseline, baseline_pdb),
             read_options(updated, updated_pdb),
+            allows(allow, reason)?,
             json,
         ),
+        Command::Keygen(args) => packaging::keygen(args),
+        Command::Sign(args) => packaging::sign(args),
+        Command::Verify(args) => packaging::verify(args),
+        Command::Trust(cmd) => packaging::trust(cmd),
+        Command::Inspect(args) => packaging::inspect(args),
     }
+}
+
+/// Pair each `--allow` with its `--reason`, in order.
+fn allows(
+    objects: Vec<String>,
+    reasons: Vec<String>,
+) -> Result<Vec<hotpatch_builder::diff::Allow>> {
+    if objects.len() != reasons.len() {
+        return Err(Usage(format!(
+            "every --allow needs its own --reason ({} --allow, {} --reason)",
+            objects.len(),
+            reasons.len()
+        ))
+        .into());
+    }
+    objects
+        .into_iter()
+        .zip(reasons)
+        .map(|(object, reason)| {
+            if object.strip_prefix("type:").is_none_or(str::is_empty) {
+                return Err(Usage(format!(
+                    "--allow {object:?}: only type layouts can be overridden, as type:NAME (changed writable data is state the running process already holds)"
+                ))
+                .into());
+            }
+            if reason.trim().is_empty() {
+                return Err(Usage(format!("--allow {object}: the --reason is empty")).into());
+            }
+            Ok(hotpatch_builder::diff::Allow { object, reason })
+        })
+        .collect()
 }
 
 fn read_options(image: PathBuf, pdb: Option<PathBuf>) -> ReadOptions {
@@ -110,7 +195,12 @@ fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn diff(base_opts: ReadOptions, upd_opts: ReadOptions, json: bool) -> Result<()> {
+fn diff(
+    base_opts: ReadOptions,
+    upd_opts: ReadOptions,
+    allow: Vec<hotpatch_builder::diff::Allow>,
+    json: bool,
+) -> Result<()> {
     // Read both images at once; report the baseline's error first.
     let (base_bytes, upd_bytes) = std::thread::scope(|s| {
         let upd = s.spawn(|| read::load_file(&upd_opts.path));
@@ -126,7 +216,12 @@ fn diff(base_opts: ReadOptions, upd_opts: ReadOptions, json: bool) -> Result<()>
     });
     let base = base?;
     let upd = upd.map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
-    let d = hotpatch_builder::diff::diff(&base, &upd).with_context(|| {
+    let options = hotpatch_builder::diff::Options {
+        baseline_name: base_opts.path.display().to_string(),
+        updated_name: upd_opts.path.display().to_string(),
+        allow,
+    };
+    let d = hotpatch_builder::diff::diff_with(&base, &upd, &options).with_context(|| {
         format!(
             "cannot diff {} against {}",
             base_opts.path.display(),

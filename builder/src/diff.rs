@@ -17,8 +17,9 @@ use hotpatch_formats::Image;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::index::{ImageIndex, Part};
+use crate::index::{ImageIndex, Part, SymRef};
 use crate::key::Key;
+use crate::matching::{self, Confidence, Match};
 use crate::norm::{self, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme};
 
@@ -69,6 +70,15 @@ pub struct Entry<'i> {
     pub updated_size: Option<u64>,
     /// Why it differs, for changed entries.
     pub reason: Option<String>,
+    /// Its other names in either build (symbols at the same address with
+    /// the same size), as `unit:name` for local ones.
+    pub aliases: Vec<String>,
+    /// For a function whose names are only its addresses (a stripped
+    /// image), how it was paired with its counterpart by structure, with
+    /// the evidence; `null` for everything matched by name, and for added
+    /// and removed entries.
+    #[serde(rename = "match")]
+    pub matched: Option<Match<'i>>,
 }
 
 impl Entry<'_> {
@@ -94,9 +104,33 @@ pub enum BlockerKind {
     /// A changed function's compiler clone (with its own calling convention)
     /// has no counterpart in the update and still has unchanged callers.
     CloneWithoutCounterpart,
+    /// An image has no symbols for its data (stripped): nothing shows
+    /// whether writable data changed.
+    NoDataSymbols,
+    /// Writable bytes that no data symbol covers differ between the
+    /// builds: state the diff cannot name changed.
+    UnaccountedWritableData,
+    /// A struct, union or class that a changed function uses changed its
+    /// size or field offsets: objects made before the patch keep the old
+    /// layout.
+    TypeLayoutChanged,
+    /// An image has no (readable) debug information for its types, so the
+    /// diff cannot tell whether a type that changed code uses grew.
+    NoTypeInfo,
 }
 
 impl BlockerKind {
+    /// Whether a reviewed override may lift a blocker of this kind: a
+    /// type's layout (`type:NAME`), or the lack of type information
+    /// (`type:*`), which only an engineer who knows the fix can vouch for.
+    /// Changed writable data never: the running process holds it.
+    pub fn overridable(self) -> bool {
+        matches!(
+            self,
+            BlockerKind::TypeLayoutChanged | BlockerKind::NoTypeInfo
+        )
+    }
+
     /// The kebab-case name used in JSON and in the summary.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,6 +138,10 @@ impl BlockerKind {
             BlockerKind::WritableDataResized => "writable-data-resized",
             BlockerKind::FunctionTooSmall => "function-too-small",
             BlockerKind::CloneWithoutCounterpart => "clone-without-counterpart",
+            BlockerKind::NoDataSymbols => "no-data-symbols",
+            BlockerKind::UnaccountedWritableData => "unaccounted-writable-data",
+            BlockerKind::TypeLayoutChanged => "type-layout-changed",
+            BlockerKind::NoTypeInfo => "no-type-info",
         }
     }
 }
@@ -121,6 +159,87 @@ pub struct Blocker {
     pub functions: Vec<String>,
 }
 
+/// A reviewed override of a blocker, recorded by a release engineer who
+/// knows why it is safe (for a type: that no object of it outlives a call).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    /// What it allows, as `type:NAME`.
+    pub object: String,
+    /// Why it is safe, in the engineer's words.
+    pub reason: String,
+}
+
+/// What the caller tells [`diff_with`] beyond the two images.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How blockers name the baseline image (its path).
+    pub baseline_name: String,
+    /// How blockers name the updated image.
+    pub updated_name: String,
+    /// Reviewed overrides of blockers.
+    pub allow: Vec<Allow>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            baseline_name: "baseline".into(),
+            updated_name: "update".into(),
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// A blocker that a reviewed override lifted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Overridden {
+    /// The blocker, as it would have been reported.
+    pub blocker: Blocker,
+    /// The override's reason.
+    pub reason: String,
+}
+
+/// A struct, union or class whose layout differs between the builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TypeEntry<'i> {
+    /// The type's name.
+    pub name: &'i str,
+    /// `struct`, `union` or `class`.
+    pub kind: &'static str,
+    /// Size in the baseline.
+    pub baseline_size: u64,
+    /// Size in the update.
+    pub updated_size: u64,
+    /// What changed: sizes and the fields that moved or appeared.
+    pub reason: String,
+    /// Every function that uses it in either build (parameters, locals,
+    /// return type, through pointers and typedefs), sorted.
+    pub users: Vec<String>,
+    /// The changed functions among them.
+    pub changed_users: Vec<String>,
+    /// Whether it blocks the update: a changed function uses it.
+    pub blocking: bool,
+}
+
+/// The outcome of structural matching, when either image names functions
+/// only by their addresses (see [`crate::matching`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Structural<'i> {
+    /// Pairs matched by structure (each entry's `match` says how).
+    pub matched: usize,
+    /// How many of them with high confidence.
+    pub high: usize,
+    /// With medium confidence.
+    pub medium: usize,
+    /// With low confidence.
+    pub low: usize,
+    /// Baseline functions without names left unmatched (reported
+    /// removed), in key order.
+    pub unmatched_baseline: Vec<&'i str>,
+    /// Update functions without names left unmatched (reported added).
+    pub unmatched_update: Vec<&'i str>,
+}
+
 /// The result of [`diff`]. Names borrow from the two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff<'i> {
@@ -128,10 +247,19 @@ pub struct Diff<'i> {
     pub functions: Vec<Entry<'i>>,
     /// Every data object of either image, sorted by status then name.
     pub data: Vec<Entry<'i>>,
+    /// Every type whose layout changed, sorted by name.
+    pub types: Vec<TypeEntry<'i>>,
     /// Whether the update can be applied to a running process.
     pub hotpatchable: bool,
     /// Why not, if not.
     pub blockers: Vec<Blocker>,
+    /// Blockers lifted by a reviewed override ([`Options::allow`]).
+    pub overridden: Vec<Overridden>,
+    /// Overrides that matched no blocker (most likely a misspelt name).
+    pub unused_overrides: Vec<Allow>,
+    /// Structural matching of functions without names (stripped images);
+    /// `None` when every function of both images has a name.
+    pub structural: Option<Structural<'i>>,
 }
 
 impl<'i> Diff<'i> {
@@ -146,9 +274,11 @@ impl<'i> Diff<'i> {
     }
 }
 
-/// Sections whose symbols are loader metadata, not program data: their
-/// contents always move with the layout and no code patch touches them.
-const LOADER_SECTIONS: [&str; 8] = [
+/// Sections whose contents are loader metadata, not program data: they
+/// always move with the layout and no code patch touches them (ELF dynamic
+/// linking and unwind tables; PE import, export, relocation and unwind
+/// tables, which MinGW links keep in sections of their own).
+const LOADER_SECTIONS: [&str; 14] = [
     ".dynamic",
     ".got",
     ".got.plt",
@@ -157,6 +287,12 @@ const LOADER_SECTIONS: [&str; 8] = [
     ".dynsym",
     ".dynstr",
     ".interp",
+    ".idata",
+    ".didat",
+    ".edata",
+    ".reloc",
+    ".pdata",
+    ".xdata",
 ];
 
 fn describe(image: &Image<'_>) -> String {
@@ -340,7 +476,7 @@ fn first_group_difference(
 /// appending what it found to `out`. `vanished` lists the baseline's
 /// compiler clones that the update lacks (sorted).
 #[allow(clippy::too_many_arguments)]
-fn compare<'a>(
+fn compare_pair<'a>(
     base: &'a ImageIndex<'_, '_>,
     bg: usize,
     upd: &'a ImageIndex<'_, '_>,
@@ -478,28 +614,26 @@ enum Mismatch {
 }
 
 /// Where two instruction streams first differ: the position in the streams,
-/// and how.
+/// and how. Exact: the fast hashes only find a difference sooner; equal
+/// hashes are confirmed word by word, and the references and places are
+/// compared themselves (see [`norm::exact_difference`]).
 fn first_difference(b: &Normalized<'_>, u: &Normalized<'_>) -> Option<(usize, Mismatch)> {
-    for (k, (x, y)) in b.insns.iter().zip(&u.insns).enumerate() {
-        // The hash is the whole comparison: lengths may differ for one
-        // meaning (a branch relaxed from rel8 to rel32).
-        if x.hash != y.hash {
-            return Some((k, Mismatch::Instruction((x.offset, y.offset))));
-        }
+    let k = norm::exact_difference(b, u)?;
+    if let (Some(x), Some(y)) = (b.insns.get(k), u.insns.get(k)) {
+        return Some((k, Mismatch::Instruction((x.offset, y.offset))));
     }
     // Equal up to the shorter stream: the longer one has extra code.
-    let (side, longer, shorter) = if b.insns.len() >= u.insns.len() {
-        ("baseline", b, u)
+    let (side, longer) = if b.insns.len() >= u.insns.len() {
+        ("baseline", b)
     } else {
-        ("update", u, b)
+        ("update", u)
     };
-    let k = shorter.insns.len();
     let extra = longer.insns.get(k)?;
     Some((
         k,
         Mismatch::Extra(format!(
             "{side} has {} more instructions from +{:#x}",
-            longer.insns.len() - k,
+            longer.insns.len().saturating_sub(k),
             extra.offset
         )),
     ))
@@ -525,6 +659,43 @@ fn show_instructions(
     }
 }
 
+/// The file-backed bytes of `[rva, rva + size)`: at most `size` bytes,
+/// fewer when the object runs into zero-filled memory (`.bss`), borrowed
+/// from the image (never allocated from a declared size).
+fn file_bytes<'d>(idx: &ImageIndex<'_, 'd>, rva: u64, size: u64) -> &'d [u8] {
+    idx.image
+        .section_at(rva)
+        .and_then(|s| {
+            let start = usize::try_from(rva.checked_sub(s.rva)?).ok()?;
+            let rest = s.data.get(start.min(s.data.len())..)?;
+            let len = usize::try_from(size).unwrap_or(usize::MAX).min(rest.len());
+            rest.get(..len)
+        })
+        .unwrap_or(&[])
+}
+
+/// The first offset in `[from, to)` at which two byte strings differ, each
+/// taken as zero-extended past its end. Costs at most the length of the
+/// file-backed bytes, however large the range.
+fn first_byte_difference(a: &[u8], b: &[u8], from: u64, to: u64) -> Option<u64> {
+    fn clip(x: &[u8], from: u64, to: u64) -> &[u8] {
+        let len = x.len() as u64;
+        let (lo, hi) = (from.min(len) as usize, to.min(len) as usize);
+        x.get(lo..hi.max(lo)).unwrap_or(&[])
+    }
+    let (x, y) = (clip(a, from, to), clip(b, from, to));
+    let common = x.len().min(y.len());
+    if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
+        return Some(from.saturating_add(i as u64));
+    }
+    // Past the shorter one, the other must be zero.
+    let longer = if x.len() > y.len() { x } else { y };
+    longer
+        .get(common..)
+        .and_then(|rest| rest.iter().position(|&v| v != 0))
+        .map(|i| from.saturating_add(common.saturating_add(i) as u64))
+}
+
 /// Compare two data objects: size, then contents with pointers normalised.
 /// Returns the reason they differ.
 fn compare_data(
@@ -533,38 +704,24 @@ fn compare_data(
     upd: &ImageIndex<'_, '_>,
     ud: usize,
 ) -> Option<String> {
-    let bo = &base.image.data[base.data[bd].object];
-    let uo = &upd.image.data[upd.data[ud].object];
+    let (Some((_, bo)), Some((_, uo))) = (base.data_object(bd), upd.data_object(ud)) else {
+        return None;
+    };
     if bo.size != uo.size {
         return Some(format!(
             "size changed from {} to {} bytes",
             bo.size, uo.size
         ));
     }
-    let bytes = |idx: &ImageIndex<'_, '_>, rva: u64, size: u64| -> Vec<u8> {
-        // File-backed bytes, zero-filled to the object's size (`.bss`).
-        let mut v = idx
-            .image
-            .section_at(rva)
-            .and_then(|s| {
-                let start = usize::try_from(rva - s.rva).ok()?;
-                s.data.get(start.min(s.data.len())..)
-            })
-            .unwrap_or(&[])
-            .iter()
-            .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .copied()
-            .collect::<Vec<u8>>();
-        v.resize(usize::try_from(size).unwrap_or(0), 0);
-        v
-    };
-    let mut bb = bytes(base, bo.rva, bo.size);
-    let mut ub = bytes(upd, uo.rva, uo.size);
-    // Pointer slots: compare what they point at, then blank them.
+    let bb = file_bytes(base, bo.rva, bo.size);
+    let ub = file_bytes(upd, uo.rva, uo.size);
+    // Pointer slots: compare what they point at; their bytes are skipped.
     let brel = base.relocations_in(bo.rva, bo.size);
     let urel = upd.relocations_in(uo.rva, uo.size);
-    let boffs: Vec<u64> = brel.iter().map(|r| r.rva - bo.rva).collect();
-    let uoffs: Vec<u64> = urel.iter().map(|r| r.rva - uo.rva).collect();
+    let offsets = |rel: &[hotpatch_formats::Relocation], at: u64| -> Vec<u64> {
+        rel.iter().map(|r| r.rva.wrapping_sub(at)).collect()
+    };
+    let (boffs, uoffs) = (offsets(brel, bo.rva), offsets(urel, uo.rva));
     if boffs != uoffs {
         let at = boffs
             .iter()
@@ -580,25 +737,18 @@ fn compare_data(
             .unwrap_or(0);
         return Some(format!("pointer layout differs at +{at:#x}"));
     }
-    for ((br, ur), off) in brel.iter().zip(urel).zip(&boffs) {
-        let bt = base.resolve_reloc(br, None);
-        let ut = upd.resolve_reloc(ur, None);
+    let mut pos = 0u64;
+    for ((br, ur), &off) in brel.iter().zip(urel).zip(&boffs) {
         // Anonymous blocks compare by digest, which covers their contents.
-        if bt != ut {
+        if base.resolve_reloc(br, None) != upd.resolve_reloc(ur, None) {
             return Some(format!("pointer at +{off:#x} points elsewhere"));
         }
-        let o = usize::try_from(*off).unwrap_or(usize::MAX);
-        let w = usize::from(br.width);
-        for buf in [&mut bb, &mut ub] {
-            if let Some(s) = buf.get_mut(o..o.saturating_add(w)) {
-                s.fill(0);
-            }
+        if let Some(i) = first_byte_difference(bb, ub, pos, off) {
+            return Some(format!("initial value differs at +{i:#x}"));
         }
+        pos = pos.max(off.saturating_add(u64::from(br.width)));
     }
-    bb.iter()
-        .zip(&ub)
-        .position(|(a, b)| a != b)
-        .map(|i| format!("initial value differs at +{i:#x}"))
+    first_byte_difference(bb, ub, pos, bo.size).map(|i| format!("initial value differs at +{i:#x}"))
 }
 
 /// Diff a baseline image against its update.
@@ -616,13 +766,55 @@ fn compare_data(
 /// # Ok::<(), hotpatch_formats::Error>(())
 /// ```
 pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<'i>, Error> {
+    diff_with(baseline, updated, &Options::default())
+}
+
+/// [`diff`], with the images' names for blockers and reviewed overrides.
+pub fn diff_with<'i>(
+    baseline: &'i Image<'_>,
+    updated: &'i Image<'_>,
+    options: &Options,
+) -> Result<Diff<'i>, Error> {
+    compare(baseline, updated, options).map(|c| c.report)
+}
+
+/// The whole comparison of a baseline and its update: both images'
+/// finished indexes, the functions matched between them, and the report.
+/// What the report, the blocker policy and the packager all read.
+#[derive(Debug)]
+pub struct Comparison<'i, 'd> {
+    /// The baseline's index.
+    pub base: ImageIndex<'i, 'd>,
+    /// The update's index.
+    pub upd: ImageIndex<'i, 'd>,
+    /// Matched function groups (baseline group, update group), in the
+    /// baseline's key order.
+    pub pairs: Vec<(usize, usize)>,
+    /// For each pair, whether it changed.
+    pub changed: Vec<bool>,
+    /// Update groups without a baseline counterpart.
+    pub added: Vec<usize>,
+    /// Baseline groups without an update counterpart.
+    pub removed: Vec<usize>,
+    /// The report.
+    pub report: Diff<'i>,
+}
+
+/// Compare a baseline with its update (see [`diff`]), keeping everything a
+/// packager needs.
+pub fn compare<'i, 'd>(
+    baseline: &'i Image<'d>,
+    updated: &'i Image<'d>,
+    options: &Options,
+) -> Result<Comparison<'i, 'd>, Error> {
     if baseline.arch != updated.arch || baseline.format != updated.format {
         return Err(Error::Incompatible {
             baseline: describe(baseline),
             updated: describe(updated),
         });
     }
-    let (base, upd) = rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
+    let (mut base, mut upd) =
+        rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(updated));
 
     // Match functions by key (both lists are sorted by key).
     let mut pairs: Vec<(usize, usize)> = Vec::new();
@@ -635,6 +827,80 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
             (None, None) => {}
         }
     }
+    let group_names = |update: bool, g: usize| {
+        let idx = if update { &upd } else { &base };
+        idx.groups
+            .get(g)
+            .map(|g| {
+                std::iter::once(g.key)
+                    .chain(g.aliases.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pair_aliases(group_names, &mut pairs, &mut removed, &mut added);
+    let (structural, matches) =
+        match_unnamed(&mut base, &mut upd, &mut pairs, &mut removed, &mut added);
+    let run = compare_indexes(
+        baseline,
+        &base,
+        updated,
+        &upd,
+        options,
+        Matched {
+            pairs,
+            removed,
+            added,
+            structural,
+            matches,
+        },
+    );
+    Ok(Comparison {
+        base,
+        upd,
+        pairs: run.pairs,
+        changed: run.changed,
+        added: run.added,
+        removed: run.removed,
+        report: run.report,
+    })
+}
+
+/// How the functions of two builds were matched, before comparing them.
+struct Matched<'i> {
+    pairs: Vec<(usize, usize)>,
+    removed: Vec<usize>,
+    added: Vec<usize>,
+    structural: Option<Structural<'i>>,
+    matches: HashMap<usize, Match<'i>>,
+}
+
+/// What [`compare_indexes`] found (see [`Comparison`]).
+struct Run<'i> {
+    pairs: Vec<(usize, usize)>,
+    changed: Vec<bool>,
+    added: Vec<usize>,
+    removed: Vec<usize>,
+    report: Diff<'i>,
+}
+
+/// The comparison proper, over the two matched indexes (which it
+/// finishes).
+fn compare_indexes<'i>(
+    baseline: &'i Image<'_>,
+    base: &ImageIndex<'i, '_>,
+    updated: &'i Image<'_>,
+    upd: &ImageIndex<'i, '_>,
+    options: &Options,
+    matched: Matched<'i>,
+) -> Run<'i> {
+    let Matched {
+        pairs,
+        removed,
+        added,
+        structural,
+        matches,
+    } = matched;
     // Compiler clones of the baseline that the update lacks: their callers
     // are recorded during the comparison.
     let mut vanished: Vec<(Key<'_>, &str)> = Vec::new();
@@ -645,7 +911,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                 && !p.signature.is_empty()
                 && !uparts.iter().any(|q| q.signature == p.signature)
             {
-                vanished.push((base.groups[b].key, &*p.signature));
+                vanished.push((base.key(b), &*p.signature));
             }
         }
     }
@@ -663,8 +929,8 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
             .map_init(Scratch::default, |scratch, (c, chunk)| {
                 let mut out = ChunkOut::default();
                 for (i, &(b, u)) in chunk.iter().enumerate() {
-                    let pair = c * CHUNK + i;
-                    compare(base, b, upd, u, pair, vanished, scratch, &mut out);
+                    let pair = c.saturating_mul(CHUNK).saturating_add(i);
+                    compare_pair(base, b, upd, u, pair, vanished, scratch, &mut out);
                 }
                 for a in [&mut out.anchors.0, &mut out.anchors.1] {
                     a.sort_unstable();
@@ -675,29 +941,81 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
             .collect()
     };
     let (mut base_anchors, mut upd_anchors) =
-        rayon::join(|| anchors_of(&base, &removed), || anchors_of(&upd, &added));
+        rayon::join(|| anchors_of(base, &removed), || anchors_of(upd, &added));
     for c in &chunks {
         base_anchors.extend(&c.anchors.0);
         upd_anchors.extend(&c.anchors.1);
     }
     rayon::join(|| base.finish(base_anchors), || upd.finish(upd_anchors));
-    let (base, upd) = (&base, &upd);
 
     // Data objects.
     let is_program_data = |idx: &ImageIndex<'_, '_>, d: usize| {
-        let o = &idx.image.data[idx.data[d].object];
-        !LOADER_SECTIONS.contains(&o.section.as_str())
-            && !matches!(o.name.as_str(), "_DYNAMIC" | "_GLOBAL_OFFSET_TABLE_")
+        idx.data_object(d).is_some_and(|(_, o)| {
+            !LOADER_SECTIONS.contains(&o.section.as_str())
+                && !matches!(o.name.as_str(), "_DYNAMIC" | "_GLOBAL_OFFSET_TABLE_")
+        })
     };
     let mut data: Vec<Entry<'_>> = Vec::new();
     let mut changed_rodata: BTreeSet<Key<'_>> = BTreeSet::new();
     let mut writable_changes: Vec<(Key<'_>, BlockerKind, String)> = Vec::new();
+    let (mut dpairs, mut dremoved, mut dadded) = (Vec::new(), Vec::new(), Vec::new());
     for m in merge_by_key(&base.data, &upd.data, |d| &d.key) {
         match m {
+            (Some(b), Some(u)) => dpairs.push((b, u)),
+            (Some(b), None) => dremoved.push(b),
+            (None, Some(u)) => dadded.push(u),
+            (None, None) => {}
+        }
+    }
+    let data_names = |update: bool, d: usize| {
+        let idx = if update { upd } else { base };
+        idx.data
+            .get(d)
+            .map(|e| {
+                std::iter::once(e.key)
+                    .chain(e.aliases.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pair_aliases(data_names, &mut dpairs, &mut dremoved, &mut dadded);
+    // In key order again (pairs and removals by the baseline's key).
+    let mut matched: Vec<(Key<'_>, Option<usize>, Option<usize>)> = dpairs
+        .iter()
+        .map(|&(b, u)| (base.data.get(b).map(|e| e.key), Some(b), Some(u)))
+        .chain(
+            dremoved
+                .iter()
+                .map(|&b| (base.data.get(b).map(|e| e.key), Some(b), None)),
+        )
+        .chain(
+            dadded
+                .iter()
+                .map(|&u| (upd.data.get(u).map(|e| e.key), None, Some(u))),
+        )
+        .filter_map(|(k, b, u)| Some((k?, b, u)))
+        .collect();
+    matched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let entry_names = |b: Option<usize>, u: Option<usize>| -> Vec<Key<'_>> {
+        let mut all = Vec::new();
+        if let Some(b) = b {
+            all.extend(data_names(false, b));
+        }
+        if let Some(u) = u {
+            all.extend(data_names(true, u));
+        }
+        all
+    };
+    for (_, b, u) in matched {
+        let m = (b, u);
+        let names = entry_names(b, u);
+        match m {
             (Some(bd), Some(ud)) if is_program_data(base, bd) => {
-                let key = base.data[bd].key;
-                let bo = &baseline.data[base.data[bd].object];
-                let uo = &updated.data[upd.data[ud].object];
+                let (Some((e, bo)), Some((_, uo))) = (base.data_object(bd), upd.data_object(ud))
+                else {
+                    continue;
+                };
+                let key = e.key;
                 let reason = compare_data(base, bd, upd, ud);
                 let status = if reason.is_some() {
                     Status::Changed
@@ -717,17 +1035,31 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                         changed_rodata.insert(key);
                     }
                 }
-                data.push(data_entry(key, Some(bo), Some(uo), status, reason));
+                data.push(data_entry(key, names, Some(bo), Some(uo), status, reason));
             }
             (Some(bd), None) if is_program_data(base, bd) => {
-                let e = &base.data[bd];
-                let bo = &baseline.data[e.object];
-                data.push(data_entry(e.key, Some(bo), None, Status::Removed, None));
+                if let Some((e, bo)) = base.data_object(bd) {
+                    data.push(data_entry(
+                        e.key,
+                        names,
+                        Some(bo),
+                        None,
+                        Status::Removed,
+                        None,
+                    ));
+                }
             }
             (None, Some(ud)) if is_program_data(upd, ud) => {
-                let e = &upd.data[ud];
-                let uo = &updated.data[e.object];
-                data.push(data_entry(e.key, None, Some(uo), Status::Added, None));
+                if let Some((e, uo)) = upd.data_object(ud) {
+                    data.push(data_entry(
+                        e.key,
+                        names,
+                        None,
+                        Some(uo),
+                        Status::Added,
+                        None,
+                    ));
+                }
             }
             _ => {}
         }
@@ -742,16 +1074,16 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     for c in &chunks {
         for &(pair, key) in &c.data_refs {
             if changed_rodata.contains(&key) {
-                let first = &mut rodata_use[pair];
-                if first.is_none_or(|f| key < f) {
-                    *first = Some(key);
+                if let Some(first) = rodata_use.get_mut(pair) {
+                    if first.is_none_or(|f| key < f) {
+                        *first = Some(key);
+                    }
                 }
             }
             if writable_keys.contains(&key) {
-                users
-                    .entry(key)
-                    .or_default()
-                    .push(base.groups[pairs[pair].0].key);
+                if let Some(&(b, _)) = pairs.get(pair) {
+                    users.entry(key).or_default().push(base.key(b));
+                }
             }
         }
     }
@@ -771,14 +1103,20 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         })
         .collect();
     // In report order: by status, each in key order (the indexes' order).
-    let mut functions: Vec<Entry<'_>> =
-        Vec::with_capacity(pairs.len() + added.len() + removed.len());
+    let mut functions: Vec<Entry<'_>> = Vec::with_capacity(
+        pairs
+            .len()
+            .saturating_add(added.len())
+            .saturating_add(removed.len()),
+    );
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    let how = |b: usize| matches.get(&b).cloned();
     for (&(b, u), reason) in pairs.iter().zip(reasons) {
         if let Some(reason) = reason {
-            changed_keys.insert(base.groups[b].key);
-            let e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            changed_keys.insert(base.key(b));
+            let mut e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
+            e.matched = how(b);
             functions.push(e);
         }
     }
@@ -789,14 +1127,9 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
     }
     for (&(b, u), _) in pairs.iter().zip(&changed).filter(|(_, &c)| !c) {
-        functions.push(group_entry(
-            base,
-            Some(b),
-            upd,
-            Some(u),
-            Status::Unchanged,
-            None,
-        ));
+        let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
+        e.matched = how(b);
+        functions.push(e);
     }
 
     // Blockers.
@@ -813,7 +1146,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
         let used = if fns.is_empty() {
             String::new()
         } else {
-            format!("; used by {}", fns.join(", "))
+            format!("; used by {}", listing(&fns))
         };
         blockers.push(Blocker {
             object: key.to_string(),
@@ -828,14 +1161,15 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     let mut callers: HashMap<(Key<'_>, &str), Vec<Key<'_>>> = HashMap::new();
     for c in &chunks {
         for &(pair, k, s) in &c.clone_calls {
-            callers
-                .entry((k, s))
-                .or_default()
-                .push(base.groups[pairs[pair].0].key);
+            if let Some(&(b, _)) = pairs.get(pair) {
+                callers.entry((k, s)).or_default().push(base.key(b));
+            }
         }
     }
     for &(b, _) in &pairs {
-        let g = &base.groups[b];
+        let Some(g) = base.groups.get(b) else {
+            continue;
+        };
         if !changed_keys.contains(&g.key) {
             continue;
         }
@@ -876,7 +1210,7 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
                     reason: format!(
                         "compiler clone `{}` has no counterpart in the update, and unchanged functions still call it with its private calling convention: {}",
                         part.symbol,
-                        unchanged.join(", ")
+                        listing(&unchanged)
                     ),
                     functions: unchanged,
                 });
@@ -889,13 +1223,361 @@ pub fn diff<'i>(baseline: &'i Image<'_>, updated: &'i Image<'_>) -> Result<Diff<
     let data = by_status(data);
     debug_assert!(functions.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
     debug_assert!(data.is_sorted_by_key(|e| (e.status, e.name, e.unit)));
+    // What the diff cannot see: data without symbols, and writable bytes
+    // that no symbol covers.
+    for (image, name) in [
+        (baseline, &options.baseline_name),
+        (updated, &options.updated_name),
+    ] {
+        if image.stripped {
+            blockers.push(Blocker {
+                object: name.clone(),
+                kind: BlockerKind::NoDataSymbols,
+                reason: format!(
+                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; diff the unstripped builds (or give their debug files)"
+                ),
+                functions: Vec::new(),
+            });
+        }
+    }
+    if !baseline.stripped && !updated.stripped {
+        if let Some(reason) = unaccounted_writable(base, upd) {
+            blockers.push(Blocker {
+                object: options.updated_name.clone(),
+                kind: BlockerKind::UnaccountedWritableData,
+                reason,
+                functions: Vec::new(),
+            });
+        }
+    }
+    // Types: a changed layout that changed code uses blocks; one that only
+    // unchanged code uses is reported.
+    // New code (changed and added functions) runs against objects the old
+    // code made.
+    let mut new_code = changed_keys.clone();
+    new_code.extend(added.iter().map(|&u| upd.key(u)));
+    let types = type_entries(baseline, base, updated, upd, &new_code);
+    for t in types.iter().filter(|t| t.blocking) {
+        blockers.push(Blocker {
+            object: format!("type:{}", t.name),
+            kind: BlockerKind::TypeLayoutChanged,
+            reason: format!(
+                "{}; used by changed functions {}",
+                t.reason,
+                listing(&t.changed_users)
+            ),
+            functions: t.changed_users.clone(),
+        });
+    }
+    if !new_code.is_empty() {
+        for (image, name) in [
+            (baseline, &options.baseline_name),
+            (updated, &options.updated_name),
+        ] {
+            let missing = match &image.type_info {
+                hotpatch_formats::TypeInfo::Read => continue,
+                hotpatch_formats::TypeInfo::Absent => {
+                    "has no debug information for its types (build it with -g, or give its PDB)"
+                        .to_string()
+                }
+                hotpatch_formats::TypeInfo::Unsupported(why) => {
+                    format!("has type information this tool cannot read ({why})")
+                }
+            };
+            blockers.push(Blocker {
+                object: name.clone(),
+                kind: BlockerKind::NoTypeInfo,
+                reason: format!(
+                    "`{name}` {missing}, so the diff cannot tell whether a structure that changed code uses changed its layout; after review, --allow 'type:*' accepts that"
+                ),
+                functions: Vec::new(),
+            });
+        }
+    }
     blockers.sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
-    Ok(Diff {
+    let (blockers, overridden, unused_overrides) = apply_overrides(blockers, &options.allow);
+    let report = Diff {
         hotpatchable: blockers.is_empty(),
         functions,
         data,
+        types,
         blockers,
-    })
+        overridden,
+        unused_overrides,
+        structural,
+    };
+    Run {
+        pairs,
+        changed,
+        added,
+        removed,
+        report,
+    }
+}
+
+/// Structural matching, when either index has functions whose names are
+/// only their addresses ([`crate::index::Group::unnamed`]): such names
+/// never match by name (pairs made by them are undone), the unnamed
+/// functions left over are paired by [`matching::match_unnamed`], the
+/// pairs join `pairs`, and every unnamed function gets its identity
+/// ([`ImageIndex::set_identity`]): its baseline group for a matched pair
+/// (in both builds), one of its own for a function left unmatched. Returns
+/// the summary and each pair's [`Match`] by baseline group. Costs nothing
+/// when every function has a name.
+fn match_unnamed<'i>(
+    base: &mut ImageIndex<'i, '_>,
+    upd: &mut ImageIndex<'i, '_>,
+    pairs: &mut Vec<(usize, usize)>,
+    removed: &mut Vec<usize>,
+    added: &mut Vec<usize>,
+) -> (Option<Structural<'i>>, HashMap<usize, Match<'i>>) {
+    if !base.has_unnamed() && !upd.has_unnamed() {
+        return (None, HashMap::new());
+    }
+    pairs.retain(|&(b, u)| {
+        let by_address = base.is_unnamed(b) || upd.is_unnamed(u);
+        if by_address {
+            removed.push(b);
+            added.push(u);
+        }
+        !by_address
+    });
+    removed.sort_unstable();
+    added.sort_unstable();
+    let found = matching::match_unnamed(base, upd, pairs, removed, added);
+    let (mut taken_b, mut taken_u) = (HashSet::new(), HashSet::new());
+    for p in &found {
+        pairs.push((p.baseline, p.update));
+        taken_b.insert(p.baseline);
+        taken_u.insert(p.update);
+        base.set_identity(p.baseline, p.baseline as u64);
+        upd.set_identity(p.update, p.baseline as u64);
+    }
+    pairs.sort_unstable();
+    removed.retain(|b| !taken_b.contains(b));
+    added.retain(|u| !taken_u.contains(u));
+    // Identities nothing in the other build has.
+    for &b in removed.iter() {
+        base.set_identity(b, (1u64 << 62) | b as u64);
+    }
+    for &u in added.iter() {
+        upd.set_identity(u, (1u64 << 63) | u as u64);
+    }
+    let count = |c: Confidence| found.iter().filter(|p| p.found.confidence == c).count();
+    let unmatched = |idx: &ImageIndex<'i, '_>, list: &[usize]| -> Vec<&'i str> {
+        list.iter()
+            .filter(|&&g| idx.is_unnamed(g))
+            .map(|&g| idx.key(g).name)
+            .collect()
+    };
+    let summary = Structural {
+        matched: found.len(),
+        high: count(Confidence::High),
+        medium: count(Confidence::Medium),
+        low: count(Confidence::Low),
+        unmatched_baseline: unmatched(base, removed),
+        unmatched_update: unmatched(upd, added),
+    };
+    let matches = found.into_iter().map(|p| (p.baseline, p.found)).collect();
+    (Some(summary), matches)
+}
+
+/// Split `blockers` into those that stand and those a reviewed override
+/// lifts, and list the overrides that matched nothing. Only type layouts
+/// can be overridden (`type:NAME`): the other blockers are facts about
+/// state the running process already holds.
+fn apply_overrides(
+    blockers: Vec<Blocker>,
+    allow: &[Allow],
+) -> (Vec<Blocker>, Vec<Overridden>, Vec<Allow>) {
+    let mut used = vec![false; allow.len()];
+    let mut stand = Vec::new();
+    let mut lifted = Vec::new();
+    for b in blockers {
+        let hit = allow.iter().position(|a| match b.kind {
+            BlockerKind::TypeLayoutChanged => a.object == b.object,
+            BlockerKind::NoTypeInfo => a.object == "type:*",
+            _ => false,
+        });
+        match hit {
+            Some(i) => {
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+                let reason = allow.get(i).map(|a| a.reason.clone()).unwrap_or_default();
+                lifted.push(Overridden { blocker: b, reason });
+            }
+            None => stand.push(b),
+        }
+    }
+    let unused = allow
+        .iter()
+        .zip(&used)
+        .filter(|(_, &u)| !u)
+        .map(|(a, _)| a.clone())
+        .collect();
+    (stand, lifted, unused)
+}
+
+/// The types whose layout changed, with their users by name, and whether
+/// new code (`changed`: changed and added functions, by key) uses them.
+fn type_entries<'i>(
+    baseline: &'i Image<'_>,
+    base: &ImageIndex<'i, '_>,
+    updated: &'i Image<'_>,
+    upd: &ImageIndex<'i, '_>,
+    changed: &HashSet<Key<'i>>,
+) -> Vec<TypeEntry<'i>> {
+    let mut out: Vec<TypeEntry<'i>> = crate::types::compare_types(baseline, updated)
+        .into_iter()
+        .map(|t| {
+            let mut users: Vec<Key<'i>> = Vec::new();
+            for (idx, rvas) in [(base, &t.users_baseline), (upd, &t.users_updated)] {
+                for &rva in rvas {
+                    if let Some((g, _)) = idx.function_at(rva) {
+                        users.push(idx.key(g));
+                    }
+                }
+            }
+            users.sort_unstable();
+            users.dedup();
+            let changed_users: Vec<String> = users
+                .iter()
+                .filter(|k| changed.contains(k))
+                .map(ToString::to_string)
+                .collect();
+            TypeEntry {
+                name: t.name,
+                kind: t.kind.keyword(),
+                baseline_size: t.old_size(),
+                updated_size: t.new_size(),
+                reason: t.reason(),
+                users: users.iter().map(ToString::to_string).collect(),
+                blocking: !changed_users.is_empty(),
+                changed_users,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(b.name));
+    out
+}
+
+/// Unnamed writable state of one section: its name, its non-zero bytes, and
+/// its pointers' targets (see [`unnamed_writable`]).
+type UnnamedState<'a> = (&'a str, Vec<u8>, Vec<Option<SymRef<'a>>>);
+
+/// What an image's writable memory holds outside every data object (and
+/// outside the loader's own sections), per section: the non-zero bytes in
+/// address order, and what every relocated pointer among them points at.
+/// Zeros are left out because padding and `.bss` gaps are zeros, and how
+/// the unnamed bytes are cut into runs changes whenever a named object moves
+/// or appears between them; the content does not. A pointer into code that
+/// no symbol names (a MinGW runtime's functions, which carry no debug
+/// records) is taken as just that, `None`: such code's bytes hold
+/// displacements that change with every layout, so they say nothing.
+fn unnamed_writable<'a>(idx: &'a ImageIndex<'_, '_>) -> Vec<UnnamedState<'a>> {
+    let image = idx.image;
+    let mut covered: Vec<(u64, u64)> = image
+        .data
+        .iter()
+        .map(|d| (d.rva, d.rva.saturating_add(d.size)))
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    for s in &image.sections {
+        if !s.perms.write || LOADER_SECTIONS.contains(&s.name.as_str()) {
+            continue;
+        }
+        let end = s.rva.saturating_add(s.data.len() as u64);
+        let mut pos = s.rva;
+        let (mut bytes, mut targets) = (Vec::new(), Vec::new());
+        let mut take = |from: u64, to: u64| {
+            if from >= to {
+                return;
+            }
+            let len = to.saturating_sub(from);
+            let run = image.bytes_at(from, len).unwrap_or(&[]);
+            let mut skip: Vec<(u64, u64)> = Vec::new();
+            for r in idx.relocations_in(from, len) {
+                let t = idx.resolve_reloc(r, None);
+                let code = t.is_anon()
+                    && match r.target {
+                        hotpatch_formats::RelocTarget::Rva(t) => {
+                            image.section_at(t).is_some_and(|s| s.perms.execute)
+                        }
+                        hotpatch_formats::RelocTarget::Symbol { .. } => false,
+                    };
+                targets.push((!code).then_some(t));
+                skip.push((r.rva, r.rva.saturating_add(u64::from(r.width))));
+            }
+            for (a, &v) in (from..).zip(run) {
+                if v != 0 && !skip.iter().any(|&(lo, hi)| a >= lo && a < hi) {
+                    bytes.push(v);
+                }
+            }
+        };
+        let first = covered.partition_point(|&(_, e)| e <= s.rva);
+        for &(start, stop) in covered.get(first..).unwrap_or(&[]) {
+            if start >= end {
+                break;
+            }
+            take(pos, start.min(end));
+            pos = pos.max(stop);
+        }
+        take(pos, end);
+        if !bytes.is_empty() || !targets.is_empty() {
+            out.push((s.name.as_str(), bytes, targets));
+        }
+    }
+    out
+}
+
+/// Why the writable bytes that no data symbol covers differ between the
+/// two builds, if they do.
+fn unaccounted_writable(base: &ImageIndex<'_, '_>, upd: &ImageIndex<'_, '_>) -> Option<String> {
+    let (b, u) = (unnamed_writable(base), unnamed_writable(upd));
+    if b == u {
+        return None;
+    }
+    let describe = |runs: &[UnnamedState<'_>]| -> String {
+        let bytes: usize = runs.iter().map(|r| r.1.len()).sum();
+        let pointers: usize = runs.iter().map(|r| r.2.len()).sum();
+        let mut names: Vec<&str> = runs.iter().map(|r| r.0).collect();
+        names.dedup();
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        format!(
+            "{} and {} in {}",
+            plural(bytes, "non-zero byte", "non-zero bytes"),
+            plural(pointers, "pointer", "pointers"),
+            if names.is_empty() {
+                "no section".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    };
+    Some(format!(
+        "writable bytes that no data symbol covers differ (baseline: {}; update: {}), so state the diff cannot name may have changed; a running process holds the old state",
+        describe(&b),
+        describe(&u)
+    ))
+}
+
+/// How many names a reason lists before it gives a count of the rest (the
+/// blocker's `functions` keep them all).
+const LISTED: usize = 5;
+
+/// `names` for a reason: the first [`LISTED`], then how many more, so that
+/// a global used by four hundred functions does not bury the verdict.
+fn listing(names: &[String]) -> String {
+    let shown = names.get(..LISTED.min(names.len())).unwrap_or(names);
+    let rest = names.len().saturating_sub(shown.len());
+    if rest == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {rest} more", shown.join(", "))
+    }
 }
 
 /// `entries` grouped by status, in [`Status`] order, keeping their order
@@ -909,7 +1591,9 @@ fn by_status(entries: Vec<Entry<'_>>) -> Vec<Entry<'_>> {
             Status::Removed => 2,
             Status::Unchanged => 3,
         };
-        buckets[b].push(e);
+        if let Some(bucket) = buckets.get_mut(b) {
+            bucket.push(e);
+        }
     }
     buckets.into_iter().flatten().collect()
 }
@@ -921,32 +1605,31 @@ fn merge_by_key<'k, T, K: Ord>(
     b: &'k [T],
     key: impl Fn(&'k T) -> K + 'k,
 ) -> impl Iterator<Item = (Option<usize>, Option<usize>)> + 'k {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(x), Some(y)) => Some(match key(x).cmp(&key(y)) {
+    let (mut i, mut j) = (0usize, 0usize);
+    std::iter::from_fn(move || {
+        let (x, y) = (a.get(i), b.get(j));
+        let order = match (x, y) {
+            (Some(x), Some(y)) => key(x).cmp(&key(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return None,
+        };
+        let (ai, bj) = (i, j);
+        Some(match order {
             std::cmp::Ordering::Less => {
-                i += 1;
-                (Some(i - 1), None)
+                i = i.saturating_add(1);
+                (Some(ai), None)
             }
             std::cmp::Ordering::Greater => {
-                j += 1;
-                (None, Some(j - 1))
+                j = j.saturating_add(1);
+                (None, Some(bj))
             }
             std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-                (Some(i - 1), Some(j - 1))
+                i = i.saturating_add(1);
+                j = j.saturating_add(1);
+                (Some(ai), Some(bj))
             }
-        }),
-        (Some(_), None) => {
-            i += 1;
-            Some((Some(i - 1), None))
-        }
-        (None, Some(_)) => {
-            j += 1;
-            Some((None, Some(j - 1)))
-        }
-        (None, None) => None,
+        })
     })
 }
 
@@ -960,13 +1643,29 @@ fn group_entry<'i>(
     reason: Option<String>,
 ) -> Entry<'i> {
     let key = match (b, u) {
-        (Some(b), _) => base.groups[b].key,
-        (None, Some(u)) => upd.groups[u].key,
+        (Some(b), _) => base.key(b),
+        (None, Some(u)) => upd.key(u),
         (None, None) => Key {
             name: "",
             unit: None,
         },
     };
+    // A name that is only an address is no alias: the entry's `match`
+    // gives the update's. Most entries have no alias at all: no list.
+    let bg = b.and_then(|g| base.groups.get(g));
+    let ug = u.and_then(|g| upd.groups.get(g));
+    let aliased = bg.is_some_and(|g| !g.aliases.is_empty())
+        || ug.is_some_and(|g| !g.aliases.is_empty())
+        || bg.zip(ug).is_some_and(|(x, y)| x.key != y.key);
+    let mut aliases: Vec<Key<'i>> = Vec::new();
+    if aliased {
+        for g in [bg, ug].into_iter().flatten() {
+            if !g.unnamed {
+                aliases.push(g.key);
+            }
+            aliases.extend(g.aliases.iter().copied());
+        }
+    }
     Entry {
         name: key.name,
         unit: key.unit,
@@ -976,17 +1675,73 @@ fn group_entry<'i>(
         baseline_size: b.map(|b| base.group_size(b)),
         updated_size: u.map(|u| upd.group_size(u)),
         reason,
+        aliases: other_names(key, aliases),
+        matched: None,
+    }
+}
+
+/// The names in `all` other than `key`, displayed, sorted, once each.
+fn other_names(key: Key<'_>, mut all: Vec<Key<'_>>) -> Vec<String> {
+    if all.is_empty() {
+        return Vec::new();
+    }
+    all.retain(|k| *k != key);
+    all.sort_unstable();
+    all.dedup();
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// Pair functions (or data objects) that only one side's canonical name
+/// left apart: a `removed` entry and an `added` one that share any name
+/// (one build added or dropped an alias, and the canonical name moved with
+/// it). `names(side, i)` lists entry `i`'s key and aliases.
+fn pair_aliases<'i>(
+    names: impl Fn(bool, usize) -> Vec<Key<'i>>,
+    pairs: &mut Vec<(usize, usize)>,
+    removed: &mut Vec<usize>,
+    added: &mut Vec<usize>,
+) {
+    if removed.is_empty() || added.is_empty() {
+        return;
+    }
+    let mut by_name: HashMap<Key<'i>, usize> = HashMap::new();
+    for &u in added.iter() {
+        for k in names(true, u) {
+            by_name.entry(k).or_insert(u);
+        }
+    }
+    let mut taken: HashSet<usize> = HashSet::new();
+    let mut found = false;
+    removed.retain(|&b| {
+        let hit = names(false, b)
+            .iter()
+            .find_map(|k| by_name.get(k).copied().filter(|u| !taken.contains(u)));
+        match hit {
+            Some(u) => {
+                taken.insert(u);
+                pairs.push((b, u));
+                found = true;
+                false
+            }
+            None => true,
+        }
+    });
+    if found {
+        added.retain(|u| !taken.contains(u));
+        pairs.sort_unstable();
     }
 }
 
 fn data_entry<'i>(
     key: Key<'i>,
+    aliases: Vec<Key<'i>>,
     b: Option<&hotpatch_formats::DataObject>,
     u: Option<&hotpatch_formats::DataObject>,
     status: Status,
     reason: Option<String>,
 ) -> Entry<'i> {
     Entry {
+        aliases: other_names(key, aliases),
         name: key.name,
         unit: key.unit,
         status,
@@ -995,6 +1750,7 @@ fn data_entry<'i>(
         baseline_size: b.map(|o| o.size),
         updated_size: u.map(|o| o.size),
         reason,
+        matched: None,
     }
 }
 
@@ -1003,7 +1759,7 @@ mod tests {
     use super::*;
     use crate::norm::NormInsn;
     use crate::testutil::{corpus, image, read, section};
-    use hotpatch_formats::{read::parse, Arch, Format};
+    use hotpatch_formats::{read::parse, Arch, Format, Section};
 
     /// An x86-64 ELF image with `text` at 0x1000 and read-only `rodata` at
     /// 0x3000.
@@ -1185,17 +1941,131 @@ mod tests {
         assert!(pairs > 400, "{pairs}");
     }
 
+    /// Two names at one address with one size are one function
+    /// (`xmlIsID` and `xmlIsID__internal_alias` in libxml2): reported once,
+    /// under its most visible name, with the other listed, and matched by
+    /// any name, even when one build drops the alias that was canonical.
+    #[test]
+    fn aliases_are_one_function_matched_by_any_name() {
+        // f: mov eax, N; ret
+        let text = |n: u8| vec![0xb8, n, 0, 0, 0, 0xc3];
+        let (ta, tb) = (text(1), text(2));
+        let with = |t: &'static [u8], names: &[(&str, hotpatch_formats::Visibility)]| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![section(".text", 0x1000, t, false, true)],
+                &[],
+            );
+            img.functions = names
+                .iter()
+                .map(|&(name, visibility)| hotpatch_formats::Function {
+                    name: name.into(),
+                    rva: 0x1000,
+                    size: 6,
+                    unit: None,
+                    visibility,
+                })
+                .collect();
+            img
+        };
+        use hotpatch_formats::Visibility::{Exported, Global};
+        let ta: &'static [u8] = Box::leak(ta.into_boxed_slice());
+        let tb: &'static [u8] = Box::leak(tb.into_boxed_slice());
+        let a = with(
+            ta,
+            &[("xmlIsID__internal_alias", Global), ("xmlIsID", Exported)],
+        );
+        let b = with(
+            tb,
+            &[("xmlIsID", Exported), ("xmlIsID__internal_alias", Global)],
+        );
+        let d = diff(&a, &b).unwrap();
+        let changed: Vec<(&str, Vec<String>)> = d
+            .functions_with(Status::Changed)
+            .map(|e| (e.name, e.aliases.clone()))
+            .collect();
+        assert_eq!(
+            changed,
+            [("xmlIsID", vec!["xmlIsID__internal_alias".to_string()])]
+        );
+        assert_eq!(d.functions.len(), 1);
+        // The update drops the exported name: the alias still matches.
+        let c = with(tb, &[("xmlIsID__internal_alias", Global)]);
+        let d = diff(&a, &c).unwrap();
+        let all: Vec<(&str, Status)> = d.functions.iter().map(|e| (e.name, e.status)).collect();
+        assert_eq!(all, [("xmlIsID", Status::Changed)]);
+    }
+
+    /// A data object whose declared size is far beyond its file bytes (a
+    /// 1 TiB `.bss` array, or a lie) used to make `compare_data` allocate
+    /// that size (abort) or overflow a capacity (panic). It is compared over
+    /// its file bytes, zero-extended, without allocating.
+    #[test]
+    fn huge_data_object_is_compared_without_allocating_its_size() {
+        let build = |init: &'static [u8]| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![Section {
+                    size: 1 << 40,
+                    ..section(".data", 0x4000, init, true, false)
+                }],
+                &[],
+            );
+            img.data = vec![hotpatch_formats::DataObject {
+                name: "huge".into(),
+                rva: 0x4000,
+                size: (1 << 40) - 8,
+                section: ".data".into(),
+                unit: None,
+                visibility: hotpatch_formats::Visibility::Global,
+            }];
+            img
+        };
+        let (a, b, c) = (build(&[1, 2, 0, 0]), build(&[1, 2]), build(&[1, 2, 0, 3]));
+        let d = diff(&a, &b).unwrap();
+        let st: Vec<_> = d.data.iter().map(|e| (e.name, e.status)).collect();
+        assert_eq!(st, [("huge", Status::Unchanged)]);
+        let d = diff(&a, &c).unwrap();
+        assert_eq!(
+            d.data[0].reason.as_deref(),
+            Some("initial value differs at +0x3")
+        );
+        assert_eq!(d.blockers[0].kind, BlockerKind::WritableDataChanged);
+    }
+
+    #[test]
+    fn listing_shows_the_first_few_and_counts_the_rest() {
+        let names = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
+        assert_eq!(listing(&names(2)), "f0, f1");
+        assert_eq!(listing(&names(5)), "f0, f1, f2, f3, f4");
+        assert_eq!(listing(&names(400)), "f0, f1, f2, f3, f4 and 395 more");
+    }
+
+    /// Zero-extended comparison over any range, reading only file bytes.
+    #[test]
+    fn first_byte_difference_zero_extends_both_sides() {
+        assert_eq!(first_byte_difference(b"ab", b"ab\0\0", 0, 1 << 50), None);
+        assert_eq!(first_byte_difference(b"ab", b"ab\0c", 0, 1 << 50), Some(3));
+        assert_eq!(first_byte_difference(b"ab\0c", b"ab", 0, 3), None);
+        assert_eq!(first_byte_difference(b"xb", b"ab", 1, 2), None);
+        assert_eq!(first_byte_difference(b"", b"", 5, 1), None);
+    }
+
     fn stream(hashes: &[u64]) -> Normalized<'static> {
         let mut n = Normalized::default();
         n.insns = hashes
             .iter()
             .enumerate()
-            .map(|(i, &hash)| NormInsn {
+            .map(|(i, _)| NormInsn {
                 offset: 4 * i as u32,
                 len: 4,
-                hash,
+                start: i as u32,
+                count: 1,
             })
             .collect();
+        n.words = hashes.to_vec();
         n
     }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use hotpatch_formats::{Image, RelocTarget, Relocation, Visibility};
+use hotpatch_formats::{Arch, DataObject, Image, RelocTarget, Relocation, Visibility};
 use rayon::prelude::*;
 
 use crate::key::{is_split_part, split_clone, unit_stem, Key};
@@ -33,6 +33,17 @@ pub struct Part<'i> {
 pub struct Group<'i> {
     /// The key.
     pub key: Key<'i>,
+    /// Other names of the same function: symbols at the same address with
+    /// the same size (see [`fold_aliases`]), sorted.
+    pub aliases: Vec<Key<'i>>,
+    /// Whether its name is only its address: a function of a stripped image
+    /// that the reader named `sub_<rva>` (no exported symbol starts there).
+    /// Such a name says nothing across builds, so the function is never
+    /// matched by it, and references to it are [`SymRef::Unnamed`].
+    pub unnamed: bool,
+    /// For an unnamed group: what references to it are (see
+    /// [`SymRef::Unnamed`] and [`ImageIndex::set_identity`]).
+    identity: u64,
     /// Where its parts lie in the index's flat list of parts.
     first: u32,
     /// How many parts it has.
@@ -44,6 +55,8 @@ pub struct Group<'i> {
 pub struct DataEntry<'i> {
     /// The key.
     pub key: Key<'i>,
+    /// Other names of the same object (same address, same size), sorted.
+    pub aliases: Vec<Key<'i>>,
     /// Index into [`Image::data`].
     pub object: usize,
 }
@@ -54,9 +67,11 @@ pub struct DataEntry<'i> {
 /// `SymRef`s, however far that thing moved.
 ///
 /// Hashing one reads no names: functions and data objects hash by their
-/// [`fingerprint`], which the index computes once per symbol. Equality
-/// compares the keys themselves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// [`fingerprint`], which the index computes once per symbol. Equality is
+/// exact: it compares the keys themselves (after the fingerprints, which
+/// settle almost every inequality without reading a name), and anonymous
+/// blocks by their SHA-256 digest.
+#[derive(Clone, Copy, Debug)]
 pub enum SymRef<'a> {
     /// Inside the function being normalised: which part, and the offset in it.
     Local {
@@ -79,6 +94,22 @@ pub enum SymRef<'a> {
         /// hashing a `SymRef` reads instead of the names.
         fingerprint: u64,
     },
+    /// Another function whose name is only its address
+    /// ([`Group::unnamed`]). It is identified by what the diff's structural
+    /// matching made of it ([`ImageIndex::set_identity`]): a matched pair
+    /// shares one identity in both builds, and a function left unmatched
+    /// has one that nothing in the other build has. Until the diff sets
+    /// them, every unnamed function has the same identity
+    /// ([`UNASSIGNED`]): a placeholder, which is what structural
+    /// fingerprints want. Equality reads the identity and the offset only.
+    Unnamed {
+        /// The group in its own index (not compared: it is an address).
+        group: u32,
+        /// Offset from the start of its (only) part.
+        offset: u64,
+        /// Its identity (see above).
+        identity: u64,
+    },
     /// A named data object and the offset in it.
     Data {
         /// The object's key.
@@ -91,9 +122,9 @@ pub enum SymRef<'a> {
     /// Anonymous bytes (string literal, jump table, literal pool, constant):
     /// identified by the digest of the block's normalised contents.
     Anon {
-        /// Digest of the block's contents, pointers normalised (computed
-        /// by the index when first needed).
-        digest: u64,
+        /// SHA-256 of the block's contents, pointers normalised (computed
+        /// by the index when first needed; see [`BlockDigest`]).
+        digest: &'a BlockDigest,
         /// Offset from the block's start.
         offset: u64,
     },
@@ -130,11 +161,123 @@ impl Hash for SymRef<'_> {
                 offset,
                 ..
             } => (2u8, fingerprint, offset).hash(h),
-            SymRef::Anon { digest, offset } => (3u8, digest, offset).hash(h),
+            SymRef::Anon { digest, offset } => (3u8, digest.short(), offset).hash(h),
             SymRef::External { name, addend } => (4u8, name, addend).hash(h),
             SymRef::Unmapped(rva) => (5u8, rva).hash(h),
             SymRef::Deferred(rva) => (6u8, rva).hash(h),
+            SymRef::Unnamed {
+                identity, offset, ..
+            } => (7u8, identity, offset).hash(h),
         }
+    }
+}
+
+impl PartialEq for SymRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (*self, *other) {
+            (SymRef::Local { part: a, offset: x }, SymRef::Local { part: b, offset: y }) => {
+                a == b && x == y
+            }
+            (
+                SymRef::Function {
+                    key: ka,
+                    part: pa,
+                    offset: x,
+                    fingerprint: fa,
+                },
+                SymRef::Function {
+                    key: kb,
+                    part: pb,
+                    offset: y,
+                    fingerprint: fb,
+                },
+            ) => fa == fb && x == y && ka == kb && pa == pb,
+            (
+                SymRef::Data {
+                    key: ka,
+                    offset: x,
+                    fingerprint: fa,
+                },
+                SymRef::Data {
+                    key: kb,
+                    offset: y,
+                    fingerprint: fb,
+                },
+            ) => fa == fb && x == y && ka == kb,
+            (
+                SymRef::Anon {
+                    digest: a,
+                    offset: x,
+                },
+                SymRef::Anon {
+                    digest: b,
+                    offset: y,
+                },
+            ) => x == y && a == b,
+            (SymRef::External { name: a, addend: x }, SymRef::External { name: b, addend: y }) => {
+                x == y && a == b
+            }
+            (SymRef::Unmapped(a), SymRef::Unmapped(b)) => a == b,
+            (SymRef::Deferred(a), SymRef::Deferred(b)) => a == b,
+            (
+                SymRef::Unnamed {
+                    identity: a,
+                    offset: x,
+                    ..
+                },
+                SymRef::Unnamed {
+                    identity: b,
+                    offset: y,
+                    ..
+                },
+            ) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SymRef<'_> {}
+
+/// The identity of every unnamed function until the diff sets them
+/// ([`ImageIndex::set_identity`]).
+pub const UNASSIGNED: u64 = u64::MAX;
+
+/// The SHA-256 digest of an anonymous block's normalised contents: what
+/// makes two anonymous references equal. A collision-resistant digest, not
+/// a fast hash, because "equal" here decides that code is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockDigest(pub [u8; 32]);
+
+impl BlockDigest {
+    /// The digest of nothing: what a block that cannot be read resolves to.
+    pub const NONE: BlockDigest = BlockDigest([0; 32]);
+
+    /// The first eight bytes, for hashing.
+    pub fn short(&self) -> u64 {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
+    }
+}
+
+/// A [`Hasher`] that feeds SHA-256: the `Hash` encodings of what is written
+/// (length-prefixed slices, `0xff`-terminated strings, fixed-width
+/// integers) go in byte for byte, so the digest identifies them.
+struct Sha256Writer(sha2::Sha256);
+
+impl Hasher for Sha256Writer {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Only the full digest is ever used (see `Sha256Writer::digest`).
+        0
+    }
+}
+
+impl Sha256Writer {
+    fn digest(self) -> BlockDigest {
+        BlockDigest(sha2::Digest::finalize(self.0).into())
     }
 }
 
@@ -210,19 +353,19 @@ impl Buckets {
             return Buckets::default();
         };
         // About one item per bucket.
-        let span = last - base;
-        let mut shift = 0;
-        while (span >> shift) as usize >= items.len() {
-            shift += 1;
+        let span = last.wrapping_sub(base);
+        let mut shift = 0u32;
+        while shift < 63 && (span >> shift) as usize >= items.len() {
+            shift = shift.saturating_add(1);
         }
-        let count = (span >> shift) as usize + 2;
+        let count = ((span >> shift) as usize).saturating_add(2);
         let mut table = Vec::with_capacity(count);
         let mut i = 0usize;
         for k in 0..count as u128 {
             // Wide arithmetic: the last buckets may begin past `u64::MAX`.
-            let begin = u128::from(base) + (k << shift);
+            let begin = u128::from(base).saturating_add(k << shift);
             while items.get(i).is_some_and(|x| u128::from(x.start()) < begin) {
-                i += 1;
+                i = i.saturating_add(1);
             }
             table.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
@@ -236,14 +379,17 @@ impl Buckets {
         if rva < self.base || items.is_empty() {
             return 0;
         }
-        let k = ((rva - self.base) >> self.shift) as usize;
-        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k + 1)) else {
+        let k = (rva.wrapping_sub(self.base) >> self.shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.table.get(k), self.table.get(k.saturating_add(1)))
+        else {
             return items.len();
         };
         let (lo, hi) = (lo as usize, (hi as usize).min(items.len()));
-        lo + items
-            .get(lo..hi)
-            .map_or(0, |s| s.partition_point(|x| x.start() <= rva))
+        lo.saturating_add(
+            items
+                .get(lo..hi)
+                .map_or(0, |s| s.partition_point(|x| x.start() <= rva)),
+        )
     }
 
     /// How many of `items` start below `rva`.
@@ -370,9 +516,10 @@ struct Blocks {
     /// Starts of anonymous blocks and of everything named, so that a block
     /// ends where the next thing starts (sorted, deduplicated).
     anchors: Sorted<u64>,
-    /// Digest of the block at each anchor (0 where none starts), computed
-    /// when first asked for: few blocks are ever compared.
-    digests: Vec<OnceLock<u64>>,
+    /// Digest of the block at each anchor ([`BlockDigest::NONE`] where
+    /// none starts), computed when first asked for: few blocks are ever
+    /// compared.
+    digests: Vec<OnceLock<BlockDigest>>,
 }
 
 /// The order of `items` under `cmp`, which must order first by `name`
@@ -389,8 +536,9 @@ fn sorted_order<T>(
         .map(|(i, x)| {
             let mut prefix = [0u8; 16];
             let n = name(x).as_bytes();
-            let len = n.len().min(16);
-            prefix[..len].copy_from_slice(&n[..len]);
+            for (p, b) in prefix.iter_mut().zip(n) {
+                *p = *b;
+            }
             (u128::from_be_bytes(prefix), i as u32)
         })
         .collect();
@@ -414,6 +562,179 @@ fn key_for<'i>(name: &'i str, unit: Option<&'i str>, visibility: Visibility) -> 
             _ => None,
         },
     }
+}
+
+/// The slot an x86-64 stub at `rva` (bytes `code`) jumps through:
+/// `[endbr64] [bnd] [rex] jmp qword ptr [rip+disp32]`.
+fn x86_stub_slot(rva: u64, code: &[u8]) -> Option<u64> {
+    let mut at = 0usize;
+    if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+        at = 4;
+    }
+    if code.get(at) == Some(&0xf2) {
+        at = at.saturating_add(1);
+    }
+    if code.get(at).is_some_and(|b| b & 0xf0 == 0x40) {
+        at = at.saturating_add(1);
+    }
+    if code.get(at..at.saturating_add(2)) != Some(&[0xff, 0x25]) {
+        return None;
+    }
+    let disp = code.get(at.saturating_add(2)..at.saturating_add(6))?;
+    let disp = i32::from_le_bytes(disp.try_into().ok()?);
+    let next = rva.wrapping_add(at.saturating_add(6) as u64);
+    Some(next.wrapping_add_signed(i64::from(disp)))
+}
+
+/// What an AArch64 stub forwards through.
+enum Arm64Stub {
+    /// A PLT entry or import thunk: the pointer slot it loads.
+    Slot(u64),
+    /// A range-extension veneer: the address it branches to.
+    Veneer(u64),
+}
+
+/// The AArch64 stub at `rva` (bytes `code`): `adrp x16|x17, page`, then
+/// `ldr xN, [x16|x17, #imm]` or `add x16|x17, x16|x17, #imm`, then (for a
+/// slot, possibly after an `add`) a `br`.
+fn arm64_stub(rva: u64, code: &[u8]) -> Option<Arm64Stub> {
+    let word = |k: usize| -> Option<u32> {
+        let b = code.get(k.checked_mul(4)?..k.checked_mul(4)?.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    };
+    let adrp = word(0)?;
+    if adrp & 0x9f00_0000 != 0x9000_0000 {
+        return None;
+    }
+    let reg = adrp & 31;
+    if reg != 16 && reg != 17 {
+        return None;
+    }
+    let imm = u64::from(((adrp >> 3) & 0x1f_fffc) | ((adrp >> 29) & 3));
+    // Sign-extend the 21-bit page count.
+    let pages = ((imm << 43) as i64) >> 43;
+    let page = (rva & !0xfff).wrapping_add_signed(pages.wrapping_mul(4096));
+    let next = word(1)?;
+    if (next >> 5) & 31 != reg {
+        return None;
+    }
+    let lo12 = u64::from((next >> 10) & 0xfff);
+    let is_br = |w: u32| w & 0xffff_fc1f == 0xd61f_0000;
+    if next & 0xffc0_0000 == 0xf940_0000 {
+        // LDR Xt, [Xn, #imm*8], then BR (PE thunk) or ADD + BR (PLT).
+        let br = word(2).is_some_and(is_br) || word(3).is_some_and(is_br);
+        return br.then_some(Arm64Stub::Slot(page.wrapping_add(lo12 << 3)));
+    }
+    if next & 0xffc0_0000 == 0x9100_0000 && next & 31 == reg {
+        return word(2)
+            .is_some_and(is_br)
+            .then_some(Arm64Stub::Veneer(page.wrapping_add(lo12)));
+    }
+    None
+}
+
+/// Whether the symbol of part `p` is a name the reader made up from its
+/// address (`sub_<rva>`, lower-case hexadecimal) for a function of a
+/// stripped image that no exported symbol names.
+fn made_up(image: &Image<'_>, p: &Part<'_>) -> bool {
+    let Some(hex) = p.symbol.strip_prefix("sub_") else {
+        return false;
+    };
+    let canonical = !hex.is_empty()
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && (hex == "0" || !hex.starts_with('0'));
+    if !canonical || u64::from_str_radix(hex, 16).ok() != Some(p.rva) {
+        return false;
+    }
+    let first = image.functions.partition_point(|f| f.rva < p.rva);
+    image
+        .functions
+        .get(first..)
+        .unwrap_or(&[])
+        .iter()
+        .take_while(|f| f.rva == p.rva)
+        .filter(|f| f.name == p.symbol)
+        .all(|f| f.visibility != Visibility::Exported)
+}
+
+/// The longest string literal [`ImageIndex::string_at`] recognises.
+const MAX_STRING: usize = 64 << 10;
+
+/// A symbol for [`fold_aliases`]: its key, visibility, and `(rva, size)`
+/// when it may have aliases.
+type Named<'i> = (Key<'i>, Visibility, Option<(u64, u64)>);
+
+/// Aliases: symbols with different keys at one address with one size are
+/// one function (or object) with several names (`xmlIsID` and
+/// `xmlIsID__internal_alias`). `items` holds, for each symbol, its key, its
+/// visibility, and its `(rva, size)` when it may have aliases (`None` for
+/// clone parts and empty symbols). Every alias's key is rewritten to the
+/// set's canonical key: the most visible name (exported, then global, then
+/// local), then the shortest, then the first in byte order, so that both
+/// builds pick the same one whatever other names they add. Returns the
+/// canonical keys with their other names, sorted.
+fn fold_aliases<'i>(items: &mut [Named<'i>]) -> Vec<(Key<'i>, Vec<Key<'i>>)> {
+    let rank = |k: &Key<'i>, v: Visibility| {
+        let v = match v {
+            Visibility::Exported => 0u8,
+            Visibility::Global => 1,
+            Visibility::Local => 2,
+        };
+        (v, k.name.len(), k.name, k.unit)
+    };
+    let mut at: Vec<((u64, u64), usize)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, place))| place.map(|p| (p, i)))
+        .collect();
+    at.sort_unstable();
+    let mut out = Vec::new();
+    for run in at.chunk_by(|a, b| a.0 == b.0) {
+        let best = run
+            .iter()
+            .filter_map(|&(_, i)| items.get(i).map(|(k, v, _)| (rank(k, *v), *k)))
+            .min();
+        let Some((_, canonical)) = best else {
+            continue;
+        };
+        let mut others: Vec<Key<'i>> = Vec::new();
+        for &(_, i) in run {
+            if let Some(item) = items.get_mut(i) {
+                if item.0 != canonical {
+                    others.push(item.0);
+                    item.0 = canonical;
+                }
+            }
+        }
+        if !others.is_empty() {
+            others.sort_unstable();
+            others.dedup();
+            out.push((canonical, others));
+        }
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // A key may own several addresses (never in practice): merge.
+    out.dedup_by(|later, first| {
+        if later.0 == first.0 {
+            first.1.append(&mut later.1);
+            first.1.sort_unstable();
+            first.1.dedup();
+            true
+        } else {
+            false
+        }
+    });
+    out
+}
+
+/// The aliases recorded for `key` by [`fold_aliases`].
+fn aliases_of<'i>(aliases: &[(Key<'i>, Vec<Key<'i>>)], key: &Key<'i>) -> Vec<Key<'i>> {
+    aliases
+        .binary_search_by(|(k, _)| k.cmp(key))
+        .ok()
+        .and_then(|i| aliases.get(i))
+        .map(|(_, a)| a.clone())
+        .unwrap_or_default()
 }
 
 impl<'i, 'd> ImageIndex<'i, 'd> {
@@ -455,6 +776,19 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             }
         }
         drop(globals);
+        // Aliases of plain functions fold into one group.
+        let mut named: Vec<Named<'i>> = items
+            .iter()
+            .zip(&image.functions)
+            .map(|((k, p), f)| {
+                let place = (p.signature.is_empty() && p.size > 0).then_some((p.rva, p.size));
+                (*k, f.visibility, place)
+            })
+            .collect();
+        let fn_aliases = fold_aliases(&mut named);
+        for ((key, _), (folded, _, _)) in items.iter_mut().zip(named) {
+            *key = folded;
+        }
         let order = sorted_order(
             &items,
             |(k, _)| k.name,
@@ -478,9 +812,12 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             last = Some(item);
             let at = u32::try_from(parts.len()).unwrap_or(u32::MAX);
             match groups.last_mut() {
-                Some(g) if g.key == *key => g.count += 1,
+                Some(g) if g.key == *key => g.count = g.count.saturating_add(1),
                 _ => groups.push(Group {
                     key: *key,
+                    aliases: aliases_of(&fn_aliases, key),
+                    unnamed: false,
+                    identity: UNASSIGNED,
                     first: at,
                     count: 1,
                 }),
@@ -488,9 +825,23 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             parts.push(part.clone());
         }
         drop(items);
+        if image.stripped {
+            for g in &mut groups {
+                let one = parts.get(g.first as usize..).and_then(|p| {
+                    p.get(..g.count as usize)
+                        .filter(|p| p.len() == 1)
+                        .and_then(|p| p.first())
+                });
+                g.unnamed = g.aliases.is_empty()
+                    && g.key.unit.is_none()
+                    && one.is_some_and(|p| {
+                        p.signature.is_empty() && g.key.name == p.symbol && made_up(image, p)
+                    });
+            }
+        }
         let mut ranges: Vec<Range> = Vec::with_capacity(parts.len());
         for (gi, g) in groups.iter().enumerate() {
-            for flat in g.first..g.first + g.count {
+            for flat in g.first..g.first.saturating_add(g.count) {
                 let Some(p) = parts.get(flat as usize) else {
                     continue;
                 };
@@ -507,12 +858,21 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         ranges.sort_unstable_by_key(|r| (r.start, r.end, r.group, r.flat));
 
-        let all: Vec<DataEntry<'i>> = image
+        let mut named: Vec<Named<'i>> = image
             .data
             .iter()
+            .map(|d| {
+                let key = key_for(&d.name, d.unit.as_deref(), d.visibility);
+                (key, d.visibility, (d.size > 0).then_some((d.rva, d.size)))
+            })
+            .collect();
+        let data_aliases = fold_aliases(&mut named);
+        let all: Vec<DataEntry<'i>> = named
+            .into_iter()
             .enumerate()
-            .map(|(i, d)| DataEntry {
-                key: key_for(&d.name, d.unit.as_deref(), d.visibility),
+            .map(|(i, (key, _, _))| DataEntry {
+                key,
+                aliases: aliases_of(&data_aliases, &key),
                 object: i,
             })
             .collect();
@@ -526,13 +886,13 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .filter_map(|&i| all.get(i as usize).cloned())
             .collect();
         drop(all);
-        // Duplicate keys (aliases) keep the first.
+        // Duplicate keys (aliases, folded above) keep the first.
         data.dedup_by(|a, b| a.key == b.key);
         let mut data_ranges: Vec<DataRange> = data
             .iter()
             .enumerate()
             .filter_map(|(entry, d)| {
-                let o = &image.data[d.object];
+                let o = image.data.get(d.object)?;
                 (o.size > 0).then(|| DataRange {
                     start: o.rva,
                     end: o.rva.saturating_add(o.size),
@@ -595,6 +955,29 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         self.blocks.get().map_or(&self.named, |b| &b.anchors)
     }
 
+    /// Whether any group's name is only its address ([`Group::unnamed`]).
+    pub fn has_unnamed(&self) -> bool {
+        self.image.stripped && self.groups.iter().any(|g| g.unnamed)
+    }
+
+    /// Whether group `group` is unnamed ([`Group::unnamed`]).
+    pub fn is_unnamed(&self, group: usize) -> bool {
+        self.groups.get(group).is_some_and(|g| g.unnamed)
+    }
+
+    /// Set what references to unnamed group `group` are
+    /// ([`SymRef::Unnamed`]): the diff gives a structurally matched pair
+    /// one identity in both builds, and every function left unmatched one
+    /// that nothing in the other build has. Must happen before anything is
+    /// compared, and before [`ImageIndex::finish`] (anonymous blocks that
+    /// point at the function digest its identity). Ignored for a named
+    /// group.
+    pub fn set_identity(&mut self, group: usize, identity: u64) {
+        if let Some(g) = self.groups.get_mut(group).filter(|g| g.unnamed) {
+            g.identity = identity;
+        }
+    }
+
     /// The group with this key.
     pub fn group(&self, key: &Key<'_>) -> Option<usize> {
         self.groups.binary_search_by(|g| g.key.cmp(key)).ok()
@@ -623,6 +1006,24 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         self.parts(group).iter().map(|p| p.size).sum()
     }
 
+    /// The key of group `group` (an empty key for an index out of range,
+    /// which the index never hands out).
+    pub fn key(&self, group: usize) -> Key<'i> {
+        self.groups.get(group).map_or(
+            Key {
+                name: "",
+                unit: None,
+            },
+            |g| g.key,
+        )
+    }
+
+    /// Data entry `d` with its object in the image.
+    pub fn data_object(&self, d: usize) -> Option<(&DataEntry<'i>, &'i DataObject)> {
+        let e = self.data.get(d)?;
+        Some((e, self.image.data.get(e.object)?))
+    }
+
     /// The data entry with this key.
     pub fn data_entry(&self, key: &Key<'_>) -> Option<usize> {
         self.data.binary_search_by(|d| d.key.cmp(key)).ok()
@@ -633,7 +1034,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     pub fn function_at(&self, rva: u64) -> Option<(usize, usize)> {
         let r = self.range_at(rva)?;
         let first = self.groups.get(r.group as usize)?.first;
-        Some((r.group as usize, (r.flat - first) as usize))
+        Some((r.group as usize, r.flat.wrapping_sub(first) as usize))
     }
 
     /// The [`Range`] of the function part containing `rva`. Parts that
@@ -681,8 +1082,8 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             .copied()
             .unwrap_or(section_end)
             .min(section_end);
-        let from = usize::try_from(start - section.rva).ok()?;
-        let to = usize::try_from(end - section.rva).ok()?;
+        let from = usize::try_from(start.wrapping_sub(section.rva)).ok()?;
+        let to = usize::try_from(end.wrapping_sub(section.rva)).ok()?;
         let bytes = section
             .data
             .get(from.min(section.data.len())..to.min(section.data.len()))
@@ -717,18 +1118,32 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// Turn an address into a [`SymRef`]. `current` is the group being
     /// normalised: references into any of its parts become [`SymRef::Local`].
     pub fn resolve(&self, rva: u64, current: Option<usize>) -> SymRef<'_> {
+        self.resolve_as(rva, current, true)
+    }
+
+    /// [`ImageIndex::resolve`]; `stubs` says whether an import thunk, PLT
+    /// entry or veneer is followed to what it forwards to (once: a stub's
+    /// own target is resolved without following another).
+    fn resolve_as(&self, rva: u64, current: Option<usize>, stubs: bool) -> SymRef<'_> {
         if let Some(r) = self.range_at(rva) {
             let g = r.group as usize;
-            let offset = rva - r.start;
+            let offset = rva.wrapping_sub(r.start);
             if Some(g) == current {
                 let first = self.groups.get(g).map_or(0, |g| g.first);
                 return SymRef::Local {
-                    part: r.flat - first,
+                    part: r.flat.wrapping_sub(first),
                     offset,
                 };
             }
             if let (Some(group), Some(part)) = (self.groups.get(g), self.parts.get(r.flat as usize))
             {
+                if group.unnamed {
+                    return SymRef::Unnamed {
+                        group: r.group,
+                        offset,
+                        identity: group.identity,
+                    };
+                }
                 return SymRef::Function {
                     key: &group.key,
                     part: &part.signature,
@@ -741,9 +1156,14 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             if let Some(entry) = self.data.get(r.entry) {
                 return SymRef::Data {
                     key: &entry.key,
-                    offset: rva - r.start,
+                    offset: rva.wrapping_sub(r.start),
                     fingerprint: r.fingerprint,
                 };
+            }
+        }
+        if stubs {
+            if let Some(s) = self.stub(rva, current) {
+                return s;
             }
         }
         let Some(blocks) = self.blocks.get() else {
@@ -755,35 +1175,138 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         match self.block_in(&blocks.anchors, rva) {
             Some((b, at)) => SymRef::Anon {
                 digest: self.digest_at(blocks, at),
-                offset: rva - b.start,
+                offset: rva.wrapping_sub(b.start),
             },
             None => SymRef::Unmapped(rva),
         }
     }
 
-    /// The digest of the block at anchor `at` of `blocks` (0 for an anchor
-    /// inside a function or data object, or past the end).
-    fn digest_at(&self, blocks: &Blocks, at: usize) -> u64 {
-        let (Some(cell), Some(&a)) = (blocks.digests.get(at), blocks.anchors.items.get(at)) else {
-            return 0;
+    /// If `rva`, in executable memory outside every function, starts a stub
+    /// that forwards to something else, what that is:
+    ///
+    /// - x86-64: `[endbr64] [bnd] jmp [rip+slot]` (an ELF PLT entry, a PE
+    ///   import thunk `jmp [__imp_f]`): what the slot's relocation points at
+    ///   (`dll!name`, or the symbol);
+    /// - AArch64: `adrp x16|x17, page` then `ldr xN, [x16|x17, #off]` (a PLT
+    ///   entry or an import thunk: the slot's relocation, else the slot) or
+    ///   `add x16|x17, x16|x17, #off` (a range-extension veneer: its target).
+    ///
+    /// Stubs have no symbols and move between builds; the import they stand
+    /// for does not. So a call to one, and a pointer to one in code or data,
+    /// means that import.
+    fn stub(&self, rva: u64, current: Option<usize>) -> Option<SymRef<'_>> {
+        let section = self.image.section_at(rva)?;
+        if !section.perms.execute {
+            return None;
+        }
+        let avail = section
+            .rva
+            .saturating_add(section.data.len() as u64)
+            .checked_sub(rva)?;
+        let bytes = self.image.bytes_at(rva, avail.min(16))?;
+        let slot = match self.image.arch {
+            Arch::X86_64 => x86_stub_slot(rva, bytes)?,
+            Arch::Aarch64 => match arm64_stub(rva, bytes)? {
+                Arm64Stub::Slot(slot) => slot,
+                Arm64Stub::Veneer(target) => return Some(self.resolve_as(target, current, false)),
+            },
         };
-        *cell.get_or_init(|| {
+        match self.relocation_in(slot, 1).filter(|r| r.rva == slot) {
+            Some(r) => Some(self.resolve_reloc_as(r, current, false)),
+            // A slot without a load-time relocation (an AArch64 GOT entry
+            // of a static link): the slot itself. x86 requires one.
+            None if self.image.arch == Arch::Aarch64 => Some(self.resolve_as(slot, current, false)),
+            None => None,
+        }
+    }
+
+    /// The digest of the block at anchor `at` of `blocks`
+    /// ([`BlockDigest::NONE`] for an anchor inside a function or data
+    /// object, or past the end).
+    fn digest_at<'s>(&'s self, blocks: &'s Blocks, at: usize) -> &'s BlockDigest {
+        let (Some(cell), Some(&a)) = (blocks.digests.get(at), blocks.anchors.items.get(at)) else {
+            return &BlockDigest::NONE;
+        };
+        cell.get_or_init(|| {
             if self.function_at(a).is_some() || self.data_at(a).is_some() {
-                return 0;
+                return BlockDigest::NONE;
+            }
+            if let Some(text) = self.string_at(a) {
+                let mut h = Sha256Writer(sha2::Sha256::default());
+                (b"string", text).hash(&mut h);
+                return h.digest();
             }
             match self.block_in(&blocks.anchors, a) {
                 Some((block, _)) if block.start == a => {
                     self.compute_digest(&block, &blocks.anchors)
                 }
-                _ => 0,
+                _ => BlockDigest::NONE,
             }
         })
     }
 
+    /// The string literal at `rva`, with its terminating NUL: when `rva`
+    /// lies in anonymous read-only, non-executable data and the bytes from
+    /// it to the first NUL (at least one, at most [`MAX_STRING`]) are text
+    /// (printable ASCII, tab, newline, carriage return, or UTF-8 bytes).
+    ///
+    /// An anonymous reference that meets text is to a string literal, and
+    /// a literal is exactly its bytes up to the NUL. Its anonymous block,
+    /// cut by the addresses the code refers to, is not: when the linker
+    /// merges strings, a neighbour that the update no longer refers to
+    /// joins the block, and the users of an unchanged string would look
+    /// changed. (Named arrays of text are data objects, compared whole.)
+    ///
+    /// Bytes that a load-time relocation patches are never text: a table of
+    /// pointers in RELRO data (read-only once relocated) holds its
+    /// addends, and `d0 00 04 00` would otherwise read as a one-byte
+    /// string whose value is an address.
+    pub fn string_at(&self, rva: u64) -> Option<&'d [u8]> {
+        let section = self.image.section_at(rva)?;
+        if section.perms.write || section.perms.execute {
+            return None;
+        }
+        let start = usize::try_from(rva.checked_sub(section.rva)?).ok()?;
+        let rest = section.data.get(start..)?;
+        let rest = rest.get(..rest.len().min(MAX_STRING.saturating_add(1)))?;
+        let nul = rest.iter().position(|&b| b == 0)?;
+        if nul == 0 {
+            return None;
+        }
+        let text = rest.get(..nul)?;
+        let is_text = |b: u8| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r' | 0x80..);
+        if !text.iter().all(|&b| is_text(b)) {
+            return None;
+        }
+        // A relocation that starts up to 7 bytes before `rva` may cover it.
+        let from = rva.saturating_sub(7);
+        let len = (nul as u64).saturating_add(8);
+        let end = rva.saturating_add(nul as u64).saturating_add(1);
+        let patched = self
+            .relocations_in(from, len)
+            .iter()
+            .any(|r| r.rva < end && r.rva.saturating_add(u64::from(r.width)) > rva);
+        if patched {
+            return None;
+        }
+        rest.get(..=nul)
+    }
+
     /// Resolve the target of a relocation.
     pub fn resolve_reloc(&self, r: &'i Relocation, current: Option<usize>) -> SymRef<'_> {
+        self.resolve_reloc_as(r, current, true)
+    }
+
+    /// [`ImageIndex::resolve_reloc`], following stubs or not (see
+    /// [`ImageIndex::resolve_as`]).
+    fn resolve_reloc_as(
+        &self,
+        r: &'i Relocation,
+        current: Option<usize>,
+        stubs: bool,
+    ) -> SymRef<'_> {
         match &r.target {
-            RelocTarget::Rva(t) => self.resolve(*t, current),
+            RelocTarget::Rva(t) => self.resolve_as(*t, current, stubs),
             RelocTarget::Symbol { name, addend } => SymRef::External {
                 name,
                 addend: *addend,
@@ -795,27 +1318,42 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// what it points at. A pointer to another anonymous block is taken by
     /// its position in that block and the block's length, not by the block's
     /// contents, so digests never recurse.
-    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> u64 {
-        let mut h = crate::norm::InsnHasher::default();
-        (block.end - block.start).hash(&mut h);
+    fn compute_digest(&self, block: &Block<'_>, anchors: &Sorted<u64>) -> BlockDigest {
+        let mut h = Sha256Writer(sha2::Sha256::default());
+        block.end.wrapping_sub(block.start).hash(&mut h);
         let mut pos = block.start;
-        for r in self.relocations_in(block.start, block.end - block.start) {
-            let lo = (pos - block.start) as usize;
-            let hi = (r.rva - block.start) as usize;
+        for r in self.relocations_in(block.start, block.end.wrapping_sub(block.start)) {
+            let lo = pos.wrapping_sub(block.start) as usize;
+            let hi = r.rva.wrapping_sub(block.start) as usize;
             block
                 .bytes
                 .get(lo.min(block.bytes.len())..hi.min(block.bytes.len()))
                 .hash(&mut h);
             match &r.target {
                 RelocTarget::Rva(t) => {
-                    if let Some((g, p)) = self.function_at(*t) {
-                        let part = &self.parts(g)[p];
-                        (0u8, &self.groups[g].key, &part.signature, t - part.rva).hash(&mut h);
-                    } else if let Some(d) = self.data_at(*t) {
-                        let e = &self.data[d];
-                        (1u8, &e.key, t - self.image.data[e.object].rva).hash(&mut h);
+                    // Named targets by name; an anonymous one by its place
+                    // in its block (never by the block's digest: digests
+                    // must not recurse).
+                    let function = self
+                        .function_at(*t)
+                        .and_then(|(g, p)| Some((self.groups.get(g)?, self.parts(g).get(p)?)));
+                    let data = self.data_at(*t).and_then(|d| {
+                        let e = self.data.get(d)?;
+                        Some((e, self.image.data.get(e.object)?))
+                    });
+                    if let Some((group, part)) = function {
+                        let offset = t.wrapping_sub(part.rva);
+                        if group.unnamed {
+                            (6u8, group.identity, offset).hash(&mut h);
+                        } else {
+                            (0u8, &group.key, &part.signature, offset).hash(&mut h);
+                        }
+                    } else if let Some((entry, object)) = data {
+                        (1u8, &entry.key, t.wrapping_sub(object.rva)).hash(&mut h);
+                    } else if let Some(text) = self.string_at(*t) {
+                        (5u8, text).hash(&mut h);
                     } else if let Some((b, _)) = self.block_in(anchors, *t) {
-                        (2u8, t - b.start, b.end - b.start).hash(&mut h);
+                        (2u8, t.wrapping_sub(b.start), b.end.wrapping_sub(b.start)).hash(&mut h);
                     } else {
                         (3u8, *t).hash(&mut h);
                     }
@@ -826,7 +1364,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         }
         let lo = pos.saturating_sub(block.start) as usize;
         block.bytes.get(lo.min(block.bytes.len())..).hash(&mut h);
-        h.finish()
+        h.digest()
     }
 }
 
@@ -850,25 +1388,87 @@ mod tests {
         }
     }
 
+    /// The digest of the anonymous reference to 0x2000 in `.rdata` holding
+    /// `bytes`, with these linker `boundaries`.
+    fn digest(bytes: &'static [u8], boundaries: Vec<u64>) -> BlockDigest {
+        let img = image(bytes, boundaries);
+        let idx = ImageIndex::new(&img);
+        idx.finish([0x2000]);
+        match idx.resolve(0x2000, None) {
+            SymRef::Anon { digest, offset: 0 } => *digest,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A constant (not text) followed by a linker structure whose bytes
+    /// change every build (a debug directory's GUID): the PDB contribution's
+    /// end keeps the constant's block from running into it.
     #[test]
-    fn string_literal_block_stops_at_linker_boundary_before_debug_directory() {
-        let a = b"hotpatch-name\0\0\0GUID-build-one!!";
-        let b = b"hotpatch-name\0\0\0GUID-build-two!!";
-        let digest = |bytes: &'static [u8], boundaries: Vec<u64>| {
-            let img = image(bytes, boundaries);
-            let idx = ImageIndex::new(&img);
-            idx.finish([0x2000]);
-            match idx.resolve(0x2000, None) {
-                SymRef::Anon { digest, offset: 0 } => digest,
-                other => panic!("{other:?}"),
-            }
-        };
-        // Without the boundary the literal's block runs into the GUID.
+    fn constant_block_stops_at_linker_boundary_before_debug_directory() {
+        let a = b"\x01\x02\x03\x04\x05\x06\x07\x08\0\0\0\0\0\0\0\0GUID-build-one!!";
+        let b = b"\x01\x02\x03\x04\x05\x06\x07\x08\0\0\0\0\0\0\0\0GUID-build-two!!";
+        // Without the boundary the constant's block runs into the GUID.
         assert_ne!(digest(a, vec![]), digest(b, vec![]));
         // With the PDB contribution's end as a boundary it does not.
         assert_eq!(
             digest(a, vec![0x2000, 0x2010]),
             digest(b, vec![0x2000, 0x2010])
         );
+    }
+
+    /// A table of pointers in RELRO data (read-only at run time) holds
+    /// its relocations' addends: `d0 00 04 00 ...` is no one-byte string
+    /// literal. Two builds whose tables point at the same functions at
+    /// other addresses must digest alike (lcms2's `FormattersAlpha` in a
+    /// stripped AArch64 build).
+    #[test]
+    fn relocated_pointer_table_in_relro_is_not_a_string_literal() {
+        let digest_of = |table: &'static [u8], targets: [u64; 2]| {
+            let mut img = bare(
+                Format::Elf,
+                Arch::Aarch64,
+                vec![
+                    section(".text", 0x10000, &[0u8; 0x100], false, true),
+                    section(".data.rel.ro", 0x2000, table, false, false),
+                ],
+                &[
+                    ("f", 0x10000 + targets[0], 8),
+                    ("g", 0x10000 + targets[1], 8),
+                ],
+            );
+            img.relocations = (0..2)
+                .map(|i| Relocation {
+                    rva: 0x2000 + 8 * i as u64,
+                    width: 8,
+                    target: RelocTarget::Rva(0x10000 + targets[i]),
+                })
+                .collect();
+            let idx = ImageIndex::new(&img);
+            assert_eq!(idx.string_at(0x2000), None);
+            idx.finish([0x2000]);
+            match idx.resolve(0x2000, None) {
+                SymRef::Anon { digest, offset: 0 } => *digest,
+                other => panic!("{other:?}"),
+            }
+        };
+        // The addends, as GNU ld leaves them in place: 0x100d0, 0x100e0.
+        let a = digest_of(b"\xd0\0\x01\0\0\0\0\0\xe0\0\x01\0\0\0\0\0", [0xd0, 0xe0]);
+        let b = digest_of(b"\x70\0\x01\0\0\0\0\0\x80\0\x01\0\0\0\0\0", [0x70, 0x80]);
+        assert_eq!(a, b);
+    }
+
+    /// A string literal is its bytes up to the NUL, whatever its block
+    /// runs on into: a merged neighbour the update no longer refers to
+    /// (libexif's `table` of tag names), or a debug directory. A change to
+    /// the literal itself still shows.
+    #[test]
+    fn string_literal_is_its_bytes_up_to_the_nul() {
+        let a = b"hotpatch-name\0\0\0GUID-build-one!!";
+        let b = b"hotpatch-name\0\0\0GUID-build-two!!";
+        let c = b"hotpatch-nama\0\0\0GUID-build-one!!";
+        let d = b"hotpatch-name\0neighbour gone\0";
+        assert_eq!(digest(a, vec![]), digest(b, vec![]));
+        assert_eq!(digest(a, vec![]), digest(d, vec![]));
+        assert_ne!(digest(a, vec![]), digest(c, vec![]));
     }
 }

@@ -63,19 +63,19 @@ pub fn split_clone(symbol: &str) -> (&str, Cow<'_, str>) {
     let Some(dot) = symbol.bytes().position(|b| b == b'.') else {
         return plain;
     };
-    let (Some(base), Some(rest)) = (symbol.get(..dot), symbol.get(dot + 1..)) else {
+    let (Some(base), Some(rest)) = (symbol.get(..dot), symbol.get(dot.saturating_add(1)..)) else {
         return plain;
     };
     if base.is_empty() {
         return plain;
     }
-    let mut families = 0;
+    let mut families = 0u32;
     let mut numbers = false;
     for part in rest.split('.') {
         if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() {
             numbers = true;
         } else if CLONE_SUFFIXES.contains(&part) {
-            families += 1;
+            families = families.saturating_add(1);
         } else {
             return plain;
         }

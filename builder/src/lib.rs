@@ -4,12 +4,32 @@
 //! update, and decides which functions really changed ([`diff::diff`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod diff;
 pub mod index;
 pub mod key;
+pub mod lines;
+pub mod matching;
 pub mod norm;
 pub mod patchability;
 pub mod report;
 #[cfg(test)]
 mod testutil;
+pub mod types;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use hotpatch_formats::read::load_file;
 use hotpatch_formats::{
     Arch, Format, FormatIdentity, Function, Identity, Image, Permissions, ReadOptions, Section,
-    Visibility,
+    TypeInfo, Visibility,
 };
 
 /// The corpus directory.
@@ -96,5 +96,8 @@ pub fn image<'d>(
         },
         boundaries: Vec::new(),
         stripped: false,
+        type_info: TypeInfo::Absent,
+        types: Vec::new(),
+        type_uses: Vec::new(),
     }
 }

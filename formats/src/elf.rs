@@ -449,6 +449,20 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
 
     let build_id = gnu_build_id(data, endian, &sections, opts)?;
 
+    let code: Vec<(u64, u64)> = out_sections
+        .iter()
+        .filter(|s| s.perms.execute)
+        .map(|s| (s.rva, s.size))
+        .collect();
+    let types = crate::types::dwarf::read(&crate::types::dwarf::Input {
+        data,
+        endian,
+        sections: &sections,
+        base,
+        code: &code,
+        path: &opts.path,
+    })?;
+
     Ok(Image {
         file: data,
         format: Format::Elf,
@@ -464,6 +478,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         },
         boundaries: Vec::new(),
         stripped,
+        type_info: types.info,
+        types: types.types,
+        type_uses: types.uses,
     })
 }
 

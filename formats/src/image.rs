@@ -8,10 +8,10 @@
 //! load base. For ELF shared objects, whose first segment is linked at 0, the
 //! RVA equals the symbol value.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The container format an image was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Portable Executable (Windows), with its symbols from a PDB.
@@ -31,7 +31,7 @@ impl Format {
 }
 
 /// The instruction-set architecture of an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// x86-64 (AMD64).
@@ -228,6 +228,110 @@ pub fn guid_to_string(g: &[u8; 16]) -> String {
     )
 }
 
+/// Whether a [`TypeLayout`] is a `struct`, a `union` or a `class`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeKind {
+    /// `struct` (DWARF `DW_TAG_structure_type`, PDB `LF_STRUCTURE`).
+    Struct,
+    /// `union` (DWARF `DW_TAG_union_type`, PDB `LF_UNION`).
+    Union,
+    /// `class` (DWARF `DW_TAG_class_type`, PDB `LF_CLASS` and `LF_INTERFACE`).
+    Class,
+}
+
+impl TypeKind {
+    /// The C/C++ keyword: `struct`, `union` or `class`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            TypeKind::Struct => "struct",
+            TypeKind::Union => "union",
+            TypeKind::Class => "class",
+        }
+    }
+}
+
+/// One data member of a [`TypeLayout`].
+///
+/// Members of an anonymous `struct` or `union` member are listed as members
+/// of the enclosing type, at their offset in it (that is how C and C++ name
+/// them). A base class is a field named `base <class name>`, and the hidden
+/// pointer to a virtual function table a field named `vfptr` (PDB) or
+/// `_vptr.<class>` (GCC). Static members, methods and nested types are not
+/// fields.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Field {
+    /// Byte offset from the start of the type. For a bit-field, the byte that
+    /// holds its first bit.
+    pub offset: u64,
+    /// For a bit-field: its first bit, counted from bit 0 of the byte at
+    /// [`Field::offset`] (so `offset * 8 + bit.0` is its bit offset in the
+    /// type, on these little-endian targets), and its width in bits.
+    pub bit: Option<(u32, u32)>,
+    /// Size in bytes of the member's type (for a bit-field, of its declared
+    /// type, such as 4 for `unsigned int x : 3`); 0 for a flexible array
+    /// member or a type whose size the debug information does not give.
+    pub size: u64,
+    /// The member's name.
+    pub name: String,
+}
+
+/// A `struct`, `union` or `class` layout from the debug information
+/// (DWARF in ELF images, the PDB type stream for PE images).
+///
+/// Only complete definitions are layouts; declarations and forward
+/// references are not. The same name can have several layouts in one image
+/// (two unrelated `struct node` in two source files): each is its own entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TypeLayout {
+    /// The tag name (`struct conn` is `conn`); the `typedef` name of an
+    /// anonymous type named only through a `typedef`; the qualified name of
+    /// a C++ type (`net::conn`). Types with no reachable name are not read.
+    pub name: String,
+    /// `struct`, `union` or `class`.
+    pub kind: TypeKind,
+    /// Size in bytes (`sizeof`).
+    pub size: u64,
+    /// Data members, sorted by offset, bit, size and name.
+    pub fields: Vec<Field>,
+}
+
+/// The struct, union and class types one function uses, by name.
+///
+/// A function uses a type when its debug information gives it a parameter,
+/// a local variable (at any scope, including those of subroutines inlined
+/// into it) or a return value of that type, or of a pointer, reference,
+/// array, `typedef` or `const`/`volatile` qualification of it, through any
+/// chain of those. A type reached only through another type's members is
+/// not a use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TypeUse {
+    /// RVA of the function's entry point (the `rva` of its
+    /// [`Function`]); for a function split into parts (GCC's hot and
+    /// `.cold` parts), one entry per part.
+    pub rva: u64,
+    /// Names of the types it uses (as in [`TypeLayout::name`]), sorted,
+    /// without duplicates.
+    pub types: Vec<String>,
+}
+
+/// Where an image's [`TypeLayout`]s and [`TypeUse`]s come from, and whether
+/// they are complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "lowercase")]
+pub enum TypeInfo {
+    /// No debug information about types: an ELF image without
+    /// `.debug_info` (stripped, or built without `-g`), or a PDB without
+    /// a type stream. Layouts cannot be compared.
+    Absent,
+    /// Read from DWARF (ELF) or from the PDB's type and symbol streams (PE).
+    Read,
+    /// The debug information is there but in a form this reader does not
+    /// read (for example compressed DWARF sections); the text says what.
+    /// Layouts cannot be compared.
+    Unsupported(String),
+}
+
 /// Format-specific identity fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "format", rename_all = "lowercase")]
@@ -294,6 +398,17 @@ pub struct Image<'data> {
     /// Whether function boundaries came from a fallback (`.eh_frame` ranges on a
     /// stripped ELF) rather than a full symbol table.
     pub stripped: bool,
+    /// Whether [`Image::types`] and [`Image::type_uses`] could be read: the
+    /// image may lack the debug information they come from, and then they
+    /// are empty because nothing could be read, not because the program has
+    /// no types.
+    pub type_info: TypeInfo,
+    /// Struct, union and class layouts, sorted (by name, kind, size, then
+    /// fields) and without duplicates.
+    pub types: Vec<TypeLayout>,
+    /// The types each function uses, sorted by RVA, one entry per RVA.
+    /// Functions that use no struct, union or class have no entry.
+    pub type_uses: Vec<TypeUse>,
 }
 
 impl<'data> Image<'data> {
@@ -352,5 +467,47 @@ impl<'data> Image<'data> {
         self.relocations.sort_by_key(|r| r.rva);
         self.boundaries.sort_unstable();
         self.boundaries.dedup();
+        for t in &mut self.types {
+            t.fields.sort_unstable();
+        }
+        self.types.sort_unstable();
+        self.types.dedup();
+        self.type_uses.sort_unstable();
+        // One entry per RVA: merge the names of entries that share one.
+        let mut merged: Vec<TypeUse> = Vec::with_capacity(self.type_uses.len());
+        for u in self.type_uses.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.rva == u.rva => last.types.extend(u.types),
+                _ => merged.push(u),
+            }
+        }
+        for u in &mut merged {
+            u.types.sort_unstable();
+            u.types.dedup();
+        }
+        merged.retain(|u| !u.types.is_empty());
+        self.type_uses = merged;
+    }
+
+    /// The layouts named `name` (usually one; several when unrelated types
+    /// share a name), in canonical order.
+    pub fn layouts_named<'s>(&'s self, name: &str) -> &'s [TypeLayout] {
+        let start = self.types.partition_point(|t| t.name.as_str() < name);
+        let len = self
+            .types
+            .get(start..)
+            .map_or(0, |rest| rest.iter().take_while(|t| t.name == name).count());
+        self.types
+            .get(start..start.saturating_add(len))
+            .unwrap_or_default()
+    }
+
+    /// The names of the types the function entered at `rva` uses (empty when
+    /// it uses none, or has no debug information).
+    pub fn types_used_at(&self, rva: u64) -> &[String] {
+        match self.type_uses.binary_search_by_key(&rva, |u| u.rva) {
+            Ok(i) => self.type_uses.get(i).map_or(&[][..], |u| &u.types),
+            Err(_) => &[],
+        }
     }
 }

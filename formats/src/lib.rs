@@ -2,7 +2,10 @@
 //!
 //! [`read`] turns a PE image with its PDB, or an ELF image, into one
 //! [`Image`]: sections, functions with their translation units, data objects,
-//! exports, load-time relocations and the build identity.
+//! exports, load-time relocations and the build identity; and, from the debug
+//! information (DWARF, or the PDB's type and symbol streams), struct, union
+//! and class layouts ([`TypeLayout`]) and the types each function uses
+//! ([`TypeUse`]).
 //!
 //! The readers take hostile input: every file is checked before it is read
 //! whole ([`read::load_file`], [`read::load_pdb`]), every extent is checked
@@ -43,15 +46,18 @@ mod elf;
 pub mod error;
 pub mod image;
 pub mod name;
+pub mod package;
 mod pe;
 pub mod read;
 #[cfg(test)]
 mod test_elf;
+mod types;
 
 pub use error::{Error, Result};
 pub use image::{
-    Arch, CodeView, DataObject, Export, Format, FormatIdentity, Function, Identity, Image,
-    Permissions, RelocTarget, Relocation, Section, Visibility,
+    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, Identity, Image,
+    Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout, TypeUse,
+    Visibility,
 };
 pub use name::escape_name;
 pub use read::ReadOptions;

@@ -4,7 +4,9 @@
 //! import address table and the identity (header fields and the CodeView
 //! record). Functions and data
 //! objects come from the PDB that matches the image's CodeView GUID and age;
-//! see [`symbols`] for that part and [`types`] for the data sizes.
+//! see [`symbols`] for that part and [`types`] for the data sizes. Struct,
+//! union and class layouts and the types each function uses come from the
+//! same PDB, read in the same pass ([`layouts`]).
 //!
 //! Every value read from either file is untrusted: offsets and sizes are
 //! checked before use, arithmetic on them is checked, and every failure is a
@@ -13,6 +15,7 @@
 mod cursor;
 #[cfg(test)]
 mod damage_tests;
+mod layouts;
 mod source;
 mod streams;
 mod symbols;
@@ -700,6 +703,9 @@ pub(crate) fn parse<'data>(
         },
         boundaries,
         stripped: false,
+        type_info: found.types.info,
+        types: found.types.types,
+        type_uses: found.types.uses,
     })
 }
 

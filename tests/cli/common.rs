@@ -226,6 +226,30 @@ pub struct Sets {
     /// Objects that block the update.
     #[serde(default)]
     pub blockers: Vec<String>,
+    /// The blocker kind of listed objects (`type:conn` =
+    /// `type-layout-changed`), for the objects the key names one for.
+    #[serde(default)]
+    pub blocker_kinds: BTreeMap<String, String>,
+    /// Struct, union and class types whose layout changed, whether they
+    /// block or not.
+    #[serde(default)]
+    pub types_changed: Vec<String>,
+    /// Reviewed overrides the release engineer records for this update.
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+    /// Blockers that an `allow` entry waives: reported, not blocking.
+    #[serde(default)]
+    pub overridden: Vec<String>,
+}
+
+/// A reviewed override of one blocker.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// The blocked object, as in `blockers` (`type:NAME` for a type).
+    pub object: String,
+    /// Why it is safe, in the engineer's words.
+    pub reason: String,
 }
 
 /// A per-target override of [`Sets`].
@@ -247,6 +271,12 @@ pub struct SetsOverride {
     pub hotpatchable: Option<bool>,
     /// Blockers.
     pub blockers: Option<Vec<String>>,
+    /// Blocker kinds.
+    pub blocker_kinds: Option<BTreeMap<String, String>>,
+    /// Changed types.
+    pub types_changed: Option<Vec<String>>,
+    /// Overridden blockers.
+    pub overridden: Option<Vec<String>>,
 }
 
 /// One call of an exported entry point and its result in each version.

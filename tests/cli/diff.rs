@@ -16,6 +16,31 @@ pub struct DiffJson {
     pub data: Vec<EntryJson>,
     pub hotpatchable: bool,
     pub blockers: Vec<BlockerJson>,
+    #[serde(default)]
+    pub types: Vec<TypeJson>,
+    #[serde(default)]
+    pub overridden: Vec<OverriddenJson>,
+    #[serde(default)]
+    pub unused_overrides: Vec<AllowJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TypeJson {
+    pub name: String,
+    pub blocking: bool,
+    pub changed_users: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OverriddenJson {
+    pub blocker: BlockerJson,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AllowJson {
+    pub object: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,9 +81,27 @@ fn image_args(dir: &Path, target: &str, version: &str, side: &str) -> Vec<String
 
 /// Run `hotpatch diff --json` on v1 → `version`.
 pub fn run_diff(dir: &Path, target: &str, version: &str) -> DiffJson {
+    run_diff_allowing(dir, target, version, &[])
+}
+
+/// [`run_diff`] with reviewed overrides (`--allow OBJECT --reason TEXT`).
+pub fn run_diff_allowing(
+    dir: &Path,
+    target: &str,
+    version: &str,
+    allow: &[crate::common::Allow],
+) -> DiffJson {
     let mut args = vec!["diff".to_string(), "--json".to_string()];
     args.extend(image_args(dir, target, "v1", "baseline"));
     args.extend(image_args(dir, target, version, "updated"));
+    for a in allow {
+        args.extend([
+            "--allow".to_string(),
+            a.object.clone(),
+            "--reason".to_string(),
+            a.reason.clone(),
+        ]);
+    }
     serde_json::from_str(&hotpatch_ok(&args)).expect("diff --json is not JSON")
 }
 
@@ -114,8 +157,9 @@ fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
     d.blockers
         .iter()
         .map(|b| {
-            // "unit:name" → "name" when the name is unique.
-            match b.object.split_once(':') {
+            // "unit:name" → "name" when the name is unique ("type:NAME"
+            // stays as it is).
+            match b.object.split_once(':').filter(|(u, _)| *u != "type") {
                 Some((_, n))
                     if all
                         .iter()
@@ -141,7 +185,7 @@ fn mismatches(target: &str) -> Vec<String> {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for u in &exp.update {
             let want: Sets = resolve(&u.sets, u.targets.get(target));
-            let d = run_diff(&dir, target, &u.version);
+            let d = run_diff_allowing(&dir, target, &u.version, &want.allow);
             let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 5] = [
                 (
                     "changed",
@@ -186,6 +230,37 @@ fn mismatches(target: &str) -> Vec<String> {
                     d.blockers.iter().map(|b| &b.reason).collect::<Vec<_>>()
                 ));
             }
+            let got_t: BTreeSet<String> = d.types.iter().map(|t| t.name.clone()).collect();
+            let want_t = expected_set(&want.types_changed);
+            if got_t != want_t {
+                bad.push(format!(
+                    "{name} v1→{} {target}: types changed {got_t:?}, expected {want_t:?}",
+                    u.version
+                ));
+            }
+            let got_o: BTreeSet<String> = d
+                .overridden
+                .iter()
+                .map(|o| o.blocker.object.clone())
+                .collect();
+            let want_o = expected_set(&want.overridden);
+            if got_o != want_o {
+                bad.push(format!(
+                    "{name} v1→{} {target}: overridden {got_o:?}, expected {want_o:?}",
+                    u.version
+                ));
+            }
+            if let Some(o) = d.overridden.iter().find(|o| {
+                !want
+                    .allow
+                    .iter()
+                    .any(|a| a.object == o.blocker.object && a.reason == o.reason)
+            }) {
+                bad.push(format!(
+                    "{name} v1→{} {target}: override of {} recorded with another reason: {:?}",
+                    u.version, o.blocker.object, o.reason
+                ));
+            }
             let got_b = blocker_set(&d);
             let want_b = expected_set(&want.blockers);
             if got_b != want_b {
@@ -193,6 +268,23 @@ fn mismatches(target: &str) -> Vec<String> {
                     "{name} v1→{} {target}: blockers {got_b:?}, expected {want_b:?}",
                     u.version
                 ));
+            }
+            // The kind of each blocker the key gives one for.
+            for (object, kind) in &want.blocker_kinds {
+                if !want.blockers.contains(object) {
+                    continue;
+                }
+                let found = d.blockers.iter().find(|b| {
+                    b.object == *object
+                        || b.object.rsplit_once(':').is_some_and(|(_, n)| n == object)
+                });
+                if found.is_none_or(|b| b.kind != *kind) {
+                    bad.push(format!(
+                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {:?}",
+                        u.version,
+                        found.map(|b| &b.kind)
+                    ));
+                }
             }
         }
     }
@@ -210,6 +302,12 @@ fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> Sets {
         s.data_changed = pick(&o.data_changed, &base.data_changed);
         s.data_added = pick(&o.data_added, &base.data_added);
         s.blockers = pick(&o.blockers, &base.blockers);
+        s.types_changed = pick(&o.types_changed, &base.types_changed);
+        s.overridden = pick(&o.overridden, &base.overridden);
+        s.blocker_kinds = o
+            .blocker_kinds
+            .clone()
+            .unwrap_or_else(|| base.blocker_kinds.clone());
         s.hotpatchable = o.hotpatchable.unwrap_or(base.hotpatchable);
     }
     s

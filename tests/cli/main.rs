@@ -8,6 +8,7 @@ mod corpus;
 mod diff;
 mod generated;
 mod imports;
+mod packaging;
 mod stripped;
 mod symbols;
 #[path = "../../formats/src/test_elf.rs"]
@@ -15,3 +16,4 @@ mod test_elf;
 #[path = "../../formats/src/pe/test_msf.rs"]
 mod test_msf;
 mod vectors;
+mod verdicts;

@@ -67,14 +67,16 @@
 //! generated images this finds exactly the instructions that carry an
 //! `:lo12:` relocation in the object files (GCC and clang alike).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use super::InsnHasher;
+use super::Canon;
 
 use yaxpeax_arch::{Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Instruction, Opcode, Operand};
 
-use super::{hash_ref, Normalized, Scope};
+use super::{hash_ref, FieldKind, Normalized, Scope};
+use hotpatch_formats::package::RelocKind;
 use hotpatch_formats::Image;
 
 use crate::index::{ImageIndex, SymRef};
@@ -97,13 +99,14 @@ const TAG_DATA: u8 = 7;
 const TAG_JUMP_TABLE: u8 = 8;
 /// Hash tag of the `ADD` that formed a jump table's address.
 const TAG_JUMP_TABLE_BASE: u8 = 9;
+/// Hash tag of a jump table that an earlier dispatch of the part already
+/// wrote out, followed by its number.
+const TAG_TABLE_AGAIN: u8 = 10;
 /// Marker hashed before a target reached through a relocation (a GOT slot,
 /// a relocated literal).
 const VIA_RELOC: u8 = 0xa0;
 /// Marker hashed before the value of an anonymous read-only constant.
 const VIA_VALUE: u8 = 0xa2;
-/// Marker hashed before a target reached through a PLT entry or veneer.
-const VIA_STUB: u8 = 0xa1;
 
 /// The `NOP` instruction (`HINT #0`), the only word left out as padding.
 const NOP: u32 = 0xd503_201f;
@@ -164,14 +167,14 @@ struct JumpTable {
 impl JumpTable {
     /// Byte length of the table.
     fn len(&self) -> u64 {
-        u64::from(self.entry.count) * u64::from(self.entry.size)
+        u64::from(self.entry.count).saturating_mul(u64::from(self.entry.size))
     }
 
     /// The branch target of an entry's raw little-endian bytes.
     fn target(&self, raw: &[u8]) -> u64 {
         let mut v: u64 = 0;
         for (i, b) in raw.iter().take(8).enumerate() {
-            v |= u64::from(*b) << (8 * i);
+            v |= u64::from(*b) << ((i as u32) << 3);
         }
         let bits = u32::from(self.entry.size) * 8;
         // As loaded into the register.
@@ -252,7 +255,7 @@ fn sign_extend(v: u64, bits: u32) -> u64 {
     if bits == 0 || bits >= 64 {
         return v;
     }
-    let shift = 64 - bits;
+    let shift = 64u32.saturating_sub(bits);
     (((v << shift) as i64) >> shift) as u64
 }
 
@@ -412,13 +415,13 @@ fn mask_bound(w: u32) -> Option<u32> {
         if n != sf || immr != 0 || (n == 0 && imms >= 32) {
             return None;
         }
-        imms + 1
+        imms.saturating_add(1)
     } else if w & 0x7f80_0000 == 0x5300_0000 {
         // UBFM: UBFX (and UXTB/UXTH) when imms >= immr.
         if n != sf || imms < immr {
             return None;
         }
-        imms - immr + 1
+        imms.wrapping_sub(immr).wrapping_add(1)
     } else {
         return None;
     };
@@ -449,8 +452,18 @@ struct Scanner<'c> {
     pending: Vec<(u32, u32, u32)>,
     /// The smallest word index in `pending` (`u32::MAX` when empty).
     next_pending: u32,
-    /// Pages held at forward branches: (target word index, register, page).
-    snapshots: Vec<(u32, u8, u64)>,
+    /// Pages held at forward branches, by target word index: (register,
+    /// page).
+    snapshots: BTreeMap<u32, Vec<(u8, u64)>>,
+    /// How many (register, page) records `snapshots` holds.
+    snapshot_count: usize,
+    /// Jump tables whose cases are recorded, by address: their number.
+    table_ids: HashMap<u64, usize>,
+    /// The pages held at each recorded table's dispatches, per register
+    /// (every dispatch of a shared table merged; see [`CasePage`]).
+    table_pages: Vec<[CasePage; 32]>,
+    /// For each word that is a recorded table's case: those tables.
+    cases: BTreeMap<u32, Vec<usize>>,
     /// Pages held at the last indirect branch (`BR`), as (register, page):
     /// the state in which jump-table cases, placed after it, are entered.
     at_indirect: Option<Vec<(u8, u64)>>,
@@ -459,13 +472,42 @@ struct Scanner<'c> {
     /// Bit set of the word indexes that a forward branch taken while no
     /// register held a page leads to (empty until there is one).
     bare: Vec<u64>,
+    /// What the backward branches of an earlier scan held (see
+    /// [`normalize`]).
+    known_backward: Backward,
+    /// What this scan's backward branches hold (at most
+    /// [`MAX_SNAPSHOTS`] records).
+    seen_backward: Backward,
+    /// Words entered after an instruction that never falls through, with
+    /// nothing recorded for them: their state is a guess.
+    entered_blind: Vec<u32>,
     /// Whether the previous instruction never falls through (`B`, `BR`,
     /// `RET`): the next one is reached only by branches.
     dead: bool,
-    /// Sorted word indexes that are data, not code.
-    data: Vec<u32>,
-    /// Next entry of `data` to consider.
-    data_cursor: usize,
+    /// Word indexes that are data, not code.
+    data: BTreeSet<u32>,
+}
+
+/// What a register holds on entry to a jump table's cases, over all the
+/// table's dispatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CasePage {
+    /// No dispatch held a page in it.
+    Unset,
+    /// Every dispatch that held a page in it held this one.
+    Page(u64),
+    /// Dispatches held different pages in it.
+    Conflict,
+}
+
+/// Two accounts of what a register holds on entry to some code, merged: a
+/// page that every account that has one agrees on, else a conflict.
+fn merge_page(a: CasePage, b: CasePage) -> CasePage {
+    match (a, b) {
+        (CasePage::Unset, x) | (x, CasePage::Unset) => x,
+        (CasePage::Page(p), CasePage::Page(q)) if p == q => a,
+        _ => CasePage::Conflict,
+    }
 }
 
 impl<'c> Scanner<'c> {
@@ -480,18 +522,21 @@ impl<'c> Scanner<'c> {
                 continue;
             }
             let size = literal_size(w);
-            let target = imm19_target(rva.wrapping_add(4 * i as u64), w);
+            let target = imm19_target(rva.wrapping_add((i as u64) << 2), w);
             if size == 0 || target < rva || target >= end {
                 continue;
             }
-            let first = (target - rva) / 4;
-            let last = (target - rva + u64::from(size) - 1) / 4;
+            let first = target.wrapping_sub(rva) / 4;
+            let last = target
+                .wrapping_sub(rva)
+                .wrapping_add(u64::from(size))
+                .wrapping_sub(1)
+                / 4;
             for k in first..=last {
                 data.push(k as u32);
             }
         }
-        data.sort_unstable();
-        data.dedup();
+        let data: BTreeSet<u32> = data.into_iter().collect();
         Scanner {
             image,
             code,
@@ -501,31 +546,30 @@ impl<'c> Scanner<'c> {
             last_cmp: None,
             pending: Vec::new(),
             next_pending: u32::MAX,
-            snapshots: Vec::new(),
+            snapshots: BTreeMap::new(),
+            snapshot_count: 0,
+            table_ids: HashMap::new(),
+            table_pages: Vec::new(),
+            cases: BTreeMap::new(),
             next_snapshot: u32::MAX,
             bare: Vec::new(),
+            known_backward: Backward::default(),
+            seen_backward: Backward::default(),
+            entered_blind: Vec::new(),
             at_indirect: None,
             dead: false,
             data,
-            data_cursor: 0,
         }
     }
 
-    /// Whether word `i` is data. Must be called with increasing `i`.
+    /// Whether word `i` is data.
     fn is_data(&mut self, i: u32) -> bool {
-        while let Some(&d) = self.data.get(self.data_cursor) {
-            if d < i {
-                self.data_cursor += 1;
-            } else {
-                return d == i;
-            }
-        }
-        false
+        self.data.contains(&i)
     }
 
     /// Whether `target` lies inside the part.
     fn inside(&self, target: u64) -> bool {
-        target >= self.rva && target - self.rva < self.code.len() as u64
+        target >= self.rva && target.wrapping_sub(self.rva) < self.code.len() as u64
     }
 
     /// Scan every word, calling `f(word index, event)`; a trailing partial
@@ -540,8 +584,8 @@ impl<'c> Scanner<'c> {
                 f(i, Event::Data);
                 continue;
             }
-            let off = 4 * i as usize;
-            let Some(bytes) = self.code.get(off..off + 4) else {
+            let off = (i as usize) << 2;
+            let Some(bytes) = self.code.get(off..off.saturating_add(4)) else {
                 break;
             };
             if self.dead || i >= self.next_snapshot {
@@ -556,7 +600,7 @@ impl<'c> Scanner<'c> {
                 continue;
             }
             let w = le32(bytes);
-            let pc = self.rva.wrapping_add(u64::from(4 * i));
+            let pc = self.rva.wrapping_add(u64::from(i) << 2);
             let ev = self.step(i, pc, w, &insn);
             f(i, ev);
         }
@@ -573,43 +617,84 @@ impl<'c> Scanner<'c> {
     /// of the last indirect branch; forget the rest.
     fn enter(&mut self, i: u32) {
         let dead = std::mem::replace(&mut self.dead, false);
-        let mut found = false;
+        let mut held = Vec::new();
         if i >= self.next_snapshot {
-            if dead {
-                let mut set = 0u32;
-                let mut conflict = 0u32;
-                let mut fresh = [Reg::Unknown; 32];
-                for &(_, r, page) in self.snapshots.iter().filter(|s| s.0 == i) {
-                    found = true;
-                    let bit = 1u32 << r;
-                    let Some(slot) = fresh.get_mut(usize::from(r)) else {
-                        continue;
-                    };
-                    if set & bit != 0 && *slot != Reg::Page(page) {
-                        conflict |= bit;
-                    }
-                    set |= bit;
-                    *slot = Reg::Page(page);
+            held = self.snapshots.remove(&i).unwrap_or_default();
+            self.snapshot_count = self.snapshot_count.saturating_sub(held.len());
+            // Records for words already passed (inside data) are stale.
+            while let Some(entry) = self.snapshots.first_entry() {
+                if *entry.key() > i {
+                    break;
                 }
-                if found {
-                    for (r, slot) in fresh.iter_mut().enumerate() {
-                        if conflict & (1 << r) != 0 {
-                            *slot = Reg::Unknown;
-                        }
-                    }
-                    self.regs = fresh;
-                }
+                let gone = entry.remove();
+                self.snapshot_count = self.snapshot_count.saturating_sub(gone.len());
             }
-            self.snapshots.retain(|s| s.0 > i);
-            self.next_snapshot = self.snapshots.iter().map(|s| s.0).min().unwrap_or(u32::MAX);
+            self.next_snapshot = self.snapshots.keys().next().copied().unwrap_or(u32::MAX);
+        }
+        // Jump-table cases at `i` (and stale ones before it).
+        while self.cases.first_key_value().is_some_and(|(&k, _)| k < i) {
+            self.cases.pop_first();
+        }
+        let tables = self.cases.remove(&i).unwrap_or_default();
+        if let Some(back) = self.known_backward.pages.get(&i) {
+            held.extend(back.iter().copied());
         }
         if !dead {
+            // Reached by falling through and by branches: a register
+            // unknown on the way here holds the page the branches agree on;
+            // pages that disagree are unknown.
+            let mut merged = [CasePage::Unset; 32];
+            for &(r, page) in &held {
+                if let Some(slot) = merged.get_mut(usize::from(r)) {
+                    *slot = merge_page(*slot, CasePage::Page(page));
+                }
+            }
+            for (reg, m) in self.regs.iter_mut().zip(merged) {
+                *reg = match (*reg, m) {
+                    (_, CasePage::Unset) => *reg,
+                    (Reg::Unknown, CasePage::Page(p)) => Reg::Page(p),
+                    (Reg::Page(q), CasePage::Page(p)) if p == q => *reg,
+                    _ => Reg::Unknown,
+                };
+            }
             return;
         }
-        let bare = self
-            .bare
-            .get(i as usize / 64)
-            .is_some_and(|b| b & (1 << (i % 64)) != 0);
+        let mut found = !held.is_empty();
+        // Reached by a dispatch, or a backward branch, that held no page.
+        let mut bare_case = self.known_backward.bare.contains(&i);
+        let mut merged = [CasePage::Unset; 32];
+        for &(r, page) in &held {
+            if let Some(slot) = merged.get_mut(usize::from(r)) {
+                *slot = merge_page(*slot, CasePage::Page(page));
+            }
+        }
+        for id in tables {
+            let Some(pages) = self.table_pages.get(id) else {
+                continue;
+            };
+            if pages.iter().all(|p| *p == CasePage::Unset) {
+                bare_case = true;
+                continue;
+            }
+            found = true;
+            for (slot, &p) in merged.iter_mut().zip(pages) {
+                *slot = merge_page(*slot, p);
+            }
+        }
+        if found {
+            let mut fresh = [Reg::Unknown; 32];
+            for (slot, p) in fresh.iter_mut().zip(merged) {
+                if let CasePage::Page(page) = p {
+                    *slot = Reg::Page(page);
+                }
+            }
+            self.regs = fresh;
+        }
+        let bare = bare_case
+            || self
+                .bare
+                .get(i as usize / 64)
+                .is_some_and(|b| b & (1 << (i % 64)) != 0);
         if bare && !found {
             // Reached by a branch that held no page (and none that held
             // one): start with none.
@@ -617,6 +702,9 @@ impl<'c> Scanner<'c> {
             found = true;
         }
         if !found {
+            if self.entered_blind.len() < MAX_SNAPSHOTS {
+                self.entered_blind.push(i);
+            }
             let Some(pages) = &self.at_indirect else {
                 return;
             };
@@ -644,17 +732,14 @@ impl<'c> Scanner<'c> {
 
     /// Remember the pages held at a forward branch to `target`.
     fn snapshot(&mut self, pc: u64, target: u64) {
-        if target <= pc || !self.inside(target) || self.snapshots.len() >= MAX_SNAPSHOTS {
+        if target <= pc || !self.inside(target) || self.snapshot_count >= MAX_SNAPSHOTS {
             return;
         }
-        let at = ((target - self.rva) / 4) as u32;
-        let before = self.snapshots.len();
-        for (r, p) in self.regs.iter().enumerate() {
-            if let Reg::Page(page) = *p {
-                self.snapshots.push((at, r as u8, page));
-            }
-        }
-        if self.snapshots.len() > before {
+        let at = (target.wrapping_sub(self.rva) / 4) as u32;
+        let held: Vec<(u8, u64)> = self.pages().collect();
+        if !held.is_empty() {
+            self.snapshot_count = self.snapshot_count.saturating_add(held.len());
+            self.snapshots.entry(at).or_default().extend(held);
             self.next_snapshot = self.next_snapshot.min(at);
         } else {
             // A branch that holds no page says so too: its target must not
@@ -665,6 +750,26 @@ impl<'c> Scanner<'c> {
             if let Some(b) = self.bare.get_mut(at as usize / 64) {
                 *b |= 1 << (at % 64);
             }
+        }
+    }
+
+    /// Remember the pages held at a backward branch to `target`, for a
+    /// second scan (see [`normalize`]).
+    fn backward_snapshot(&mut self, pc: u64, target: u64) {
+        if target > pc || !self.inside(target) || target.wrapping_sub(self.rva) % 4 != 0 {
+            return;
+        }
+        if self.seen_backward.records >= MAX_SNAPSHOTS {
+            return;
+        }
+        let at = (target.wrapping_sub(self.rva) / 4) as u32;
+        let held: Vec<(u8, u64)> = self.pages().collect();
+        let seen = &mut self.seen_backward;
+        seen.records = seen.records.saturating_add(held.len().max(1));
+        if held.is_empty() {
+            seen.bare.insert(at);
+        } else {
+            seen.pages.entry(at).or_default().extend(held);
         }
     }
 
@@ -771,7 +876,7 @@ impl<'c> Scanner<'c> {
             if size > 0 && self.inside(target) {
                 Event::PoolLoad {
                     masked: w & 0xff00_001f,
-                    offset: (target - self.rva) as usize,
+                    offset: target.wrapping_sub(self.rva) as usize,
                     size,
                 }
             } else {
@@ -804,6 +909,7 @@ impl<'c> Scanner<'c> {
         {
             if w & 0xfc00_0000 != 0x9400_0000 {
                 self.snapshot(pc, target);
+                self.backward_snapshot(pc, target);
             }
         }
         let indirect = matches!(
@@ -826,7 +932,7 @@ impl<'c> Scanner<'c> {
         let mut writes = writes & 0x7fff_ffff;
         while writes != 0 {
             let r = writes.trailing_zeros() as usize;
-            writes &= writes - 1;
+            writes &= writes.wrapping_sub(1);
             if let Some(reg) = self.regs.get_mut(r) {
                 *reg = Reg::Unknown;
             }
@@ -870,10 +976,10 @@ impl<'c> Scanner<'c> {
         let at = match cond {
             // LS, LO (CC): taken when in range.
             0b1001 | 0b0011 => {
-                if !self.inside(target) || target <= pc || (target - self.rva) % 4 != 0 {
+                if !self.inside(target) || target <= pc || target.wrapping_sub(self.rva) % 4 != 0 {
                     return;
                 }
-                ((target - self.rva) / 4) as u32
+                (target.wrapping_sub(self.rva) / 4) as u32
             }
             // HI, HS (CS): taken when out of range; in range after it.
             0b1000 | 0b0010 => i.saturating_add(1),
@@ -932,7 +1038,11 @@ impl<'c> Scanner<'c> {
         } else if w & 0x3b80_0000 == 0x2900_0000 {
             // LDP/STP (signed offset).
             let opc = w >> 30;
-            let scale = if simd { 2 + opc } else { 2 + (opc >> 1) };
+            let scale = if simd {
+                opc.saturating_add(2)
+            } else {
+                (opc >> 1).saturating_add(2)
+            };
             let imm = sign_extend(u64::from((w >> 15) & 0x7f), 7) << scale;
             (imm, w & !0x003f_8000, 0)
         } else {
@@ -953,7 +1063,7 @@ impl<'c> Scanner<'c> {
         if !self.inside(start) {
             return;
         }
-        let first = ((start - self.rva) / 4) as u32;
+        let first = (start.wrapping_sub(self.rva) / 4) as u32;
         let end = start
             .saturating_add(table.len())
             .min(self.rva.saturating_add(self.code.len() as u64));
@@ -961,27 +1071,48 @@ impl<'c> Scanner<'c> {
         if first <= i {
             return;
         }
-        for k in first..last {
-            let at = self.data.partition_point(|&d| d < k);
-            if self.data.get(at) != Some(&k) {
-                self.data.insert(at, k);
-            }
-        }
+        self.data.extend(first..last);
     }
 
     /// Record the pages held at a jump table's dispatch (at `pc`) for each
     /// of its cases, as for a forward branch to each: a case is entered in
     /// the state of its own dispatch, not of whichever indirect branch comes
-    /// last before it (a function with two switches has two).
+    /// last before it (a function with two switches has two). A table's
+    /// entries are walked at its first dispatch only; another dispatch of
+    /// the same table merges its pages into the table's (a register with
+    /// two different pages holds none), so the work stays linear however
+    /// many dispatches share a table.
     fn table_cases(&mut self, pc: u64, table: &JumpTable) {
+        let mut pages = [CasePage::Unset; 32];
+        for (r, page) in self.pages() {
+            if let Some(slot) = pages.get_mut(usize::from(r)) {
+                *slot = CasePage::Page(page);
+            }
+        }
+        if let Some(&id) = self.table_ids.get(&table.entry.table) {
+            if let Some(known) = self.table_pages.get_mut(id) {
+                for (slot, p) in known.iter_mut().zip(pages) {
+                    *slot = merge_page(*slot, p);
+                }
+            }
+            return;
+        }
+        let id = self.table_pages.len();
+        self.table_ids.insert(table.entry.table, id);
+        self.table_pages.push(pages);
         let size = usize::from(table.entry.size);
         let Some(bytes) = self.image.bytes_at(table.entry.table, table.len()) else {
             return;
         };
         for raw in bytes.chunks_exact(size.max(1)) {
             let target = table.target(raw);
-            if (target.wrapping_sub(self.rva)) % 4 == 0 {
-                self.snapshot(pc, target);
+            if target <= pc || !self.inside(target) || target.wrapping_sub(self.rva) % 4 != 0 {
+                continue;
+            }
+            let at = (target.wrapping_sub(self.rva) / 4) as u32;
+            let ids = self.cases.entry(at).or_default();
+            if ids.last() != Some(&id) {
+                ids.push(id);
             }
         }
     }
@@ -1054,29 +1185,55 @@ impl<'c> Scanner<'c> {
 /// partial word), except that `NOP`s go to [`Normalized::nops`]. References
 /// into the group's own code are recorded for [`super::normalize_group`].
 pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
+    // A block entered only by branches from later code (a loop body placed
+    // after an unconditional branch) learns its pages from those branches,
+    // which the linear pass meets too late: then the part is scanned again,
+    // knowing them.
+    if let Some(backward) = pass(scope, code, out, Backward::default()) {
+        out.clear();
+        pass(scope, code, out, backward);
+    }
+}
+
+/// One scan of a part into `out`, with what the backward branches of an
+/// earlier scan held (`backward`). Returns what this scan's backward
+/// branches held, when a block they lead to was entered without it.
+fn pass<'a>(
+    scope: Scope<'a, '_, '_>,
+    code: &[u8],
+    out: &mut Normalized<'a>,
+    backward: Backward,
+) -> Option<Backward> {
     let (index, group, rva) = (scope.index, scope.group, scope.rva);
     // Words that a load-time relocation patches are data.
-    let relocs = index.relocations_in(rva.saturating_sub(7), code.len() as u64 + 7);
+    let relocs = index.relocations_in(rva.saturating_sub(7), (code.len() as u64).saturating_add(7));
     let end = rva.saturating_add(code.len() as u64);
     let mut extra = Vec::new();
     for r in relocs {
         let start = r.rva.max(rva);
         let stop = r.rva.saturating_add(u64::from(r.width.max(1))).min(end);
         if start < stop {
-            let first = (start - rva) / 4;
-            let last = (stop - rva - 1) / 4;
+            let first = start.wrapping_sub(rva) / 4;
+            let last = stop.wrapping_sub(rva).wrapping_sub(1) / 4;
             extra.extend((first..=last).map(|k| k as u32));
         }
     }
     out.insns.reserve(code.len().div_ceil(4));
     let mut rewrites: Vec<usize> = Vec::new();
+    // Jump tables already written out, by address: a table that several
+    // dispatches share is written once, the others name it by its number.
+    let mut tables: HashMap<u64, u32> = HashMap::new();
     let mut scanner = Scanner::new(index.image, code, rva, extra);
+    let rerun = backward.is_empty();
+    scanner.known_backward = backward;
     scanner.run(|i, ev| {
-        let off = 4 * i as usize;
-        let mut h = InsnHasher::default();
+        let off = (i as usize) << 2;
+        out.discard();
         match ev {
             Event::Raw => {
-                let bytes = code.get(off..(off + 4).min(code.len())).unwrap_or(&[]);
+                let bytes = code
+                    .get(off..off.saturating_add(4).min(code.len()))
+                    .unwrap_or(&[]);
                 out.push_raw(off, bytes);
                 return;
             }
@@ -1084,32 +1241,67 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 out.push_nop(off, 4);
                 return;
             }
-            Event::Plain(w) => h.write_u32(w),
+            Event::Plain(w) => out.write_u32(w),
             Event::Data => {
-                TAG_DATA.hash(&mut h);
-                hash_bytes(index, group, rva, code, off, 4, &mut h, out);
+                if out.want_fields {
+                    let at = rva.saturating_add(off as u64);
+                    for r in index.relocations_in(at, 4) {
+                        let kind = if r.width == 8 {
+                            FieldKind::Reloc(RelocKind::Abs64)
+                        } else {
+                            FieldKind::Abs32
+                        };
+                        let target = match r.target {
+                            hotpatch_formats::RelocTarget::Rva(t) => t,
+                            hotpatch_formats::RelocTarget::Symbol { .. } => 0,
+                        };
+                        out.field(r.rva.wrapping_sub(rva) as usize, kind, target, 0);
+                    }
+                }
+                TAG_DATA.hash(out);
+                hash_bytes(index, group, rva, code, off, 4, out);
             }
-            Event::Adrp(masked) => (TAG_ADRP, masked).hash(&mut h),
+            Event::Adrp(masked) => {
+                if out.want_fields {
+                    let w = le32(code.get(off..).unwrap_or(&[]));
+                    let pc = rva.wrapping_add(off as u64);
+                    let imm = sign_extend(u64::from(((w >> 3) & 0x1f_fffc) | ((w >> 29) & 3)), 21);
+                    let page = (pc & !0xfff).wrapping_add(imm << 12);
+                    out.reg_field(
+                        off,
+                        FieldKind::Reloc(RelocKind::A64AdrpPage21),
+                        page,
+                        0,
+                        Some((w & 31) as u8),
+                    );
+                }
+                (TAG_ADRP, masked).hash(out)
+            }
             Event::Target {
                 tag,
                 masked,
                 target,
                 load,
             } => {
-                (tag, masked).hash(&mut h);
+                if out.want_fields {
+                    let (kind, reg) = target_field(tag, masked);
+                    out.reg_field(off, kind, target, 0, reg);
+                }
+                (tag, masked).hash(out);
                 let outside = target < rva || target >= end;
                 let r = if target >= rva && target < end && load == 0 {
                     (0, scope.resolve(target))
                 } else if tag == TAG_BRANCH {
-                    resolve_branch(index, group, target)
+                    // Stubs and veneers are followed by the index.
+                    r_plain(index.resolve(target, Some(group)))
                 } else if load > 0 {
                     if let Some(value) = constant_value(index, target, load) {
                         // Anonymous bytes: an anchor (see below).
                         if outside {
                             out.anchors.push(target);
                         }
-                        (VIA_VALUE, value).hash(&mut h);
-                        out.push(off, 4, h);
+                        (VIA_VALUE, value).hash(out);
+                        out.push(off, 4);
                         return;
                     }
                     resolve_loaded(index, group, target)
@@ -1120,12 +1312,18 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 // every function cuts anonymous data. The target is
                 // in a function exactly when it resolved to one directly (a
                 // stub or slot is followed only from anonymous bytes).
-                let in_function = matches!(r, (0, SymRef::Function { .. } | SymRef::Local { .. }));
+                let in_function = matches!(
+                    r,
+                    (
+                        0,
+                        SymRef::Function { .. } | SymRef::Unnamed { .. } | SymRef::Local { .. }
+                    )
+                );
                 if outside && !in_function {
                     out.anchors.push(target);
                 }
-                r.0.hash(&mut h);
-                hash_ref(&r.1, &mut h, out);
+                r.0.hash(out);
+                hash_ref(&r.1, out);
                 out.note(&r.1);
             }
             Event::PoolLoad {
@@ -1133,36 +1331,47 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 offset,
                 size,
             } => {
-                (TAG_POOL_LOAD, masked).hash(&mut h);
-                hash_bytes(
-                    index,
-                    group,
-                    rva,
-                    code,
-                    offset,
-                    usize::from(size),
-                    &mut h,
-                    out,
-                );
+                (TAG_POOL_LOAD, masked).hash(out);
+                hash_bytes(index, group, rva, code, offset, usize::from(size), out);
             }
             Event::JumpTable { word, table } => {
                 out.anchors.push(table.entry.table);
                 out.anchors
                     .push(table.entry.table.wrapping_add(table.len()));
-                (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(&mut h);
+                (TAG_JUMP_TABLE, word, table.entry.count, table.entry.size).hash(out);
+                let seen = tables.len() as u32;
+                if out.want_fields && !tables.contains_key(&table.entry.table) {
+                    // Entries are relative to an anchor in the code: the
+                    // table moves as bytes.
+                    out.owned_tables.push(super::OwnedTable {
+                        rva: table.entry.table,
+                        entries: Vec::new(),
+                        size: table.len(),
+                    });
+                }
+                let number = *tables.entry(table.entry.table).or_insert(seen);
+                if number != seen {
+                    // The same table again: its entries are written once.
+                    (TAG_TABLE_AGAIN, number).hash(out);
+                    if let Some(at) = table.entry.at {
+                        rewrites.push(at as usize);
+                    }
+                    out.push(off, 4);
+                    return;
+                }
                 let size = u64::from(table.entry.size);
                 match index.image.bytes_at(table.entry.table, table.len()) {
                     Some(bytes) => {
                         for raw in bytes.chunks_exact(size as usize) {
                             let r = scope.resolve(table.target(raw));
-                            hash_ref(&r, &mut h, out);
+                            hash_ref(&r, out);
                             out.note(&r);
                         }
                     }
                     None => {
                         let r = index.resolve(table.entry.table, Some(group));
-                        1u8.hash(&mut h);
-                        hash_ref(&r, &mut h, out);
+                        1u8.hash(out);
+                        hash_ref(&r, out);
                     }
                 }
                 if let Some(at) = table.entry.at {
@@ -1170,19 +1379,50 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
                 }
             }
         }
-        out.push(off, 4, h);
+        out.push(off, 4);
     });
     // The ADD that formed a jump table's address: drop its (layout-dependent)
     // target, keep the instruction's shape.
-    for at in rewrites {
-        let off = 4 * at;
-        let Some(bytes) = code.get(off..off + 4) else {
-            continue;
-        };
-        let w = le32(bytes);
-        let mut h = InsnHasher::default();
-        (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
-        out.rehash(off, h.finish());
+    rewrites.sort_unstable();
+    rewrites.dedup();
+    let forms: Vec<(usize, Canon)> = rewrites
+        .iter()
+        .filter_map(|&at| {
+            let off = at.saturating_mul(4);
+            let w = le32(code.get(off..off.saturating_add(4))?);
+            let mut h = Canon::default();
+            (TAG_JUMP_TABLE_BASE, w & !0x003f_fc00).hash(&mut h);
+            Some((off, h))
+        })
+        .collect();
+    out.rehash(&forms);
+    if !rerun {
+        return None;
+    }
+    let seen = std::mem::take(&mut scanner.seen_backward);
+    scanner
+        .entered_blind
+        .iter()
+        .any(|i| seen.pages.contains_key(i) || seen.bare.contains(i))
+        .then_some(seen)
+}
+
+/// What backward branches held: the pages at each branch to an earlier
+/// word of the part (by target word), and the targets of those that held
+/// none.
+#[derive(Debug, Default)]
+struct Backward {
+    /// Pages held, by target word: (register, page).
+    pages: BTreeMap<u32, Vec<(u8, u64)>>,
+    /// Targets of backward branches that held no page.
+    bare: BTreeSet<u32>,
+    /// How many records (pages or bare targets) it holds.
+    records: usize,
+}
+
+impl Backward {
+    fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.bare.is_empty()
     }
 }
 
@@ -1196,26 +1436,25 @@ fn hash_bytes<'a>(
     code: &[u8],
     off: usize,
     len: usize,
-    h: &mut InsnHasher,
     out: &mut Normalized<'a>,
 ) {
     let Some(bytes) = code.get(off..off.saturating_add(len)) else {
         // Outside the part (should not happen): the offset is all we have.
-        (0xffu8, off, len).hash(h);
+        (0xffu8, off, len).hash(out);
         return;
     };
     let at = rva.saturating_add(off as u64);
-    let relocs = index.relocations_in(at.saturating_sub(7), len as u64 + 7);
+    let relocs = index.relocations_in(at.saturating_sub(7), (len as u64).saturating_add(7));
     if relocs
         .iter()
         .all(|r| r.rva.saturating_add(u64::from(r.width)) <= at)
     {
-        bytes.hash(h);
+        bytes.hash(out);
         return;
     }
     let mut masked = [0u8; 16];
     let n = bytes.len().min(16);
-    masked[..n].copy_from_slice(&bytes[..n]);
+    masked.iter_mut().zip(bytes).for_each(|(m, b)| *m = *b);
     for r in relocs {
         let lo = r.rva.max(at);
         let hi = r
@@ -1223,18 +1462,18 @@ fn hash_bytes<'a>(
             .saturating_add(u64::from(r.width))
             .min(at.saturating_add(n as u64));
         for a in lo..hi {
-            if let Some(b) = masked.get_mut((a - at) as usize) {
+            if let Some(b) = masked.get_mut(a.wrapping_sub(at) as usize) {
                 *b = 0;
             }
         }
         if r.rva >= at {
             let t = index.resolve_reloc(r, Some(group));
-            (r.rva - at, VIA_RELOC).hash(h);
-            hash_ref(&t, h, out);
+            (r.rva.wrapping_sub(at), VIA_RELOC).hash(out);
+            hash_ref(&t, out);
             out.note(&t);
         }
     }
-    masked[..n].hash(h);
+    masked.get(..n).unwrap_or(&[]).hash(out);
 }
 
 /// The bytes a load of `len` bytes at `target` reads, when `target` lies in
@@ -1282,52 +1521,44 @@ fn resolve_loaded<'a>(
     (0, r)
 }
 
-/// Resolve a branch target; a target outside every function that is a PLT
-/// entry or a veneer (`ADRP x16/x17` + `LDR`/`ADD` + `BR`) is followed.
-fn resolve_branch<'a>(
-    index: &'a ImageIndex<'_, '_>,
-    group: usize,
-    target: u64,
-) -> (u8, SymRef<'a>) {
-    let r = index.resolve(target, Some(group));
-    if !matches!(
-        r,
-        SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_)
-    ) {
-        return r_plain(r);
-    }
-    let Some(stub) = index.image.bytes_at(target, 16) else {
-        return r_plain(r);
-    };
-    let word = |k: usize| stub.get(4 * k..4 * k + 4).map(le32).unwrap_or(0);
-    let adrp = word(0);
-    if adrp & 0x9f00_0000 != 0x9000_0000 {
-        return r_plain(r);
-    }
-    let reg = adrp & 31;
-    let imm = u64::from(((adrp >> 3) & 0x1f_fffc) | ((adrp >> 29) & 3));
-    let page = (target & !0xfff).wrapping_add(sign_extend(imm, 21) << 12);
-    let next = word(1);
-    if (next >> 5) & 31 != reg {
-        return r_plain(r);
-    }
-    let lo12 = u64::from((next >> 10) & 0xfff);
-    if next & 0xffc0_0000 == 0xf940_0000 {
-        // LDR Xt, [Xn, #imm]: a PLT entry or an import thunk.
-        let slot = page.wrapping_add(lo12 << 3);
-        if let Some(rel) = index.relocation_in(slot, 1).filter(|rel| rel.rva == slot) {
-            return (VIA_STUB, index.resolve_reloc(rel, Some(group)));
+/// How the address field of an instruction that refers to an address is
+/// encoded (its tag and the word with the field cleared), and the page
+/// register an `ADRP` user adds to.
+fn target_field(tag: u8, masked: u32) -> (FieldKind, Option<u8>) {
+    let kind = match tag {
+        TAG_BRANCH if masked & 0x7c00_0000 == 0x1400_0000 => RelocKind::A64Branch26,
+        TAG_BRANCH if masked & 0x7e00_0000 == 0x3600_0000 => RelocKind::A64TestBranch14,
+        TAG_BRANCH => RelocKind::A64CondBranch19,
+        TAG_ADR => RelocKind::A64Adr,
+        TAG_LITERAL => RelocKind::A64LdrLiteral19,
+        TAG_CONSUMER => {
+            let reg = Some(((masked >> 5) & 31) as u8);
+            let simd = masked & (1 << 26) != 0;
+            let size = masked >> 30;
+            let kind = if masked & 0xff80_0000 == 0x9100_0000 {
+                if masked & (1 << 22) != 0 {
+                    return (FieldKind::A64Unsupported, reg);
+                }
+                RelocKind::A64Lo12 { scale: 0 }
+            } else if masked & 0x3b00_0000 == 0x3900_0000 {
+                let opc = (masked >> 22) & 3;
+                let scale = if simd && opc >= 2 { 4 } else { size };
+                RelocKind::A64Lo12 { scale: scale as u8 }
+            } else if masked & 0x3b80_0000 == 0x2900_0000 {
+                let scale = if simd {
+                    size.saturating_add(2)
+                } else {
+                    (size >> 1).saturating_add(2)
+                };
+                RelocKind::A64PairLo12 { scale: scale as u8 }
+            } else {
+                return (FieldKind::A64Unsupported, reg);
+            };
+            return (FieldKind::Reloc(kind), reg);
         }
-        return (VIA_STUB, index.resolve(slot, Some(group)));
-    }
-    if next & 0xffc0_0000 == 0x9100_0000 {
-        // ADD Xd, Xn, #imm: a range-extension veneer.
-        return (
-            VIA_STUB,
-            index.resolve(page.wrapping_add(lo12), Some(group)),
-        );
-    }
-    r_plain(r)
+        _ => return (FieldKind::A64Unsupported, None),
+    };
+    (FieldKind::Reloc(kind), None)
 }
 
 /// A reference reached directly.
@@ -1463,7 +1694,7 @@ mod synth {
         let mut out = Normalized::default();
         normalize_part(&ix, g, 0, &mut out);
         let refs = out.data_refs.iter().map(|k| k.to_string()).collect();
-        (out.insns.iter().map(|i| i.hash).collect(), refs)
+        (out.insn_digests(), refs)
     }
 
     /// Put `words` (built by `f(pc of word 0)`) at `rva` in `.text`.
@@ -1837,6 +2068,135 @@ mod tests {
         // Case B's consumer is `table` itself (by name, in both builds).
         assert_eq!(a.1, ["table"]);
         assert_eq!(b.1, ["table"]);
+    }
+
+    /// One jump table reached from many dispatches (a crafted function:
+    /// `K` copies of `cmp; b.hi; adrp; add; ldrb; adr; add; br` on one table
+    /// of `N` entries). The table is written out once, not once per
+    /// dispatch, so the work is linear in the function: the references the
+    /// part records grow with `K + N`, not `K * N`.
+    #[test]
+    fn jump_table_reached_from_many_dispatches_is_walked_once() {
+        const K: u64 = 2000;
+        const N: u64 = 2000;
+        let table = 0x10_0000;
+        let mut s = Synth::new(0x1000, table, 0x20_0000);
+        // Byte entries of 0: every case is the first word after the cases'
+        // anchor.
+        put_ro(&mut s, table, &[0; N as usize]);
+        place(&mut s, "f", 0x1000, |pc| {
+            let cases = pc + 4 * (8 * K);
+            let mut words = Vec::new();
+            for k in 0..K {
+                let w = |i: u64| pc + 4 * (8 * k + i);
+                words.extend([
+                    0x7100_001f | (((N - 1) as u32) << 10), // cmp w0, #N-1
+                    bcond(8, w(1), cases),                  // b.hi cases
+                    adrp(1, w(2), table),
+                    add_imm(1, 1, table & 0xfff),
+                    0x3860_4821, // ldrb w1, [x1, w0, uxtw]
+                    adr(4, w(5), cases),
+                    0x8b21_8881, // add x1, x4, w1, sxtb #2
+                    0xd61f_0020, // br x1
+                ]);
+            }
+            words.push(RET);
+            words
+        });
+        let text = s.text_bytes();
+        let img = s.image(&text);
+        let ix = index(&img);
+        let g = ix.groups.iter().position(|g| g.key.name == "f").unwrap();
+        let mut out = crate::norm::Normalized::default();
+        crate::norm::normalize_part(&ix, g, 0, &mut out);
+        // Every dispatch is recognised: all but the first name the table.
+        let again = out
+            .words
+            .iter()
+            .filter(|&&w| w == u64::from(super::TAG_TABLE_AGAIN))
+            .count() as u64;
+        assert_eq!(again, K - 1);
+        // N entries once, plus the branches and `adr`s of every copy.
+        assert!(
+            (out.places.len() as u64) < N + 3 * K,
+            "{} places",
+            out.places.len()
+        );
+    }
+
+    /// Every AArch64 address field the normaliser records for a packager
+    /// reads back, with its kind at its own address, as its target (the
+    /// page, for an `ADRP`; the low 12 bits, for its users), and every page
+    /// user has an `ADRP` of the same register and page in its function:
+    /// on every function of every AArch64 corpus image, ELF and PE.
+    #[test]
+    fn address_fields_read_back_as_their_targets() {
+        use crate::norm::{normalize_group_with_fields, FieldKind};
+        use hotpatch_formats::package::{RelocKind, Site};
+        use hotpatch_formats::read::parse;
+        let mut checked = 0;
+        for scenario in std::fs::read_dir(crate::testutil::corpus()).unwrap() {
+            let scenario = scenario.unwrap().path();
+            for target in ["aarch64-linux", "aarch64-windows"] {
+                let Ok(files) = std::fs::read_dir(scenario.join("bin").join(target)) else {
+                    continue;
+                };
+                for f in files {
+                    let path = f.unwrap().path();
+                    if !matches!(
+                        path.extension().and_then(|e| e.to_str()),
+                        Some("so" | "dll")
+                    ) {
+                        continue;
+                    }
+                    let (bytes, opts) = crate::testutil::read(&path);
+                    let img = parse(&bytes, &opts).unwrap();
+                    let idx = index(&img);
+                    for g in 0..idx.groups.len() {
+                        let parts = normalize_group_with_fields(&idx, g);
+                        let pages: Vec<(u8, u64)> = parts
+                            .iter()
+                            .flat_map(|n| &n.fields)
+                            .filter(|f| f.kind == FieldKind::Reloc(RelocKind::A64AdrpPage21))
+                            .map(|f| (f.reg.unwrap(), f.target))
+                            .collect();
+                        for (p, n) in parts.iter().enumerate() {
+                            let part = &idx.parts(g)[p];
+                            let code = img.bytes_at(part.rva, part.size).unwrap();
+                            for f in &n.fields {
+                                let FieldKind::Reloc(kind) = f.kind else {
+                                    continue;
+                                };
+                                let at = f.offset as usize;
+                                let site = Site {
+                                    address: part.rva + u64::from(f.offset),
+                                    image_base: img.preferred_base,
+                                };
+                                let got = kind.read(&code[at..], site).unwrap();
+                                let want = match kind {
+                                    RelocKind::A64Lo12 { .. } | RelocKind::A64PairLo12 { .. } => {
+                                        let page = f.target & !0xfff;
+                                        assert!(
+                                            pages.contains(&(f.reg.unwrap(), page)),
+                                            "{} {:?}: no ADRP of x{} page {page:#x}",
+                                            path.display(),
+                                            f,
+                                            f.reg.unwrap()
+                                        );
+                                        f.target & 0xfff
+                                    }
+                                    RelocKind::Abs64 => f.target + img.preferred_base,
+                                    _ => f.target,
+                                };
+                                assert_eq!(got, want, "{} {:?}", path.display(), f);
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     /// A register overwritten after its `ADRP` is no longer a page: an

@@ -7,8 +7,9 @@
 //! memory base/index/scale/displacement/segment/size). Operands that hold an
 //! address are replaced by the [`SymRef`] of what they point at:
 //!
-//! - near branch and call targets (a call through an ELF PLT stub is taken
-//!   by the symbol of the stub's GOT slot);
+//! - near branch and call targets (a call through an ELF PLT stub or a PE
+//!   import thunk is taken by the import it forwards to, see
+//!   [`ImageIndex::resolve`]);
 //! - RIP-relative memory operands (`next_ip + disp32`). Two refinements for
 //!   anonymous read-only targets: a pointer slot with a relocation (a GOT
 //!   entry) is taken by what the relocation points at, and a load of a known
@@ -46,18 +47,17 @@
 //! Bytes that do not decode become one opaque token per byte, and decoding
 //! resumes at the next byte.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use super::InsnHasher;
+use super::Canon;
 
+use hotpatch_formats::package::RelocKind;
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
-use super::{hash_ref, Normalized, Scope};
+use super::{hash_ref, FieldKind, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
-
-/// Longest x86 instruction, in bytes.
-const MAX_INSN_LEN: usize = 15;
 
 /// Fewest consecutive entries that make a jump table.
 const MIN_TABLE_ENTRIES: usize = 2;
@@ -92,12 +92,13 @@ mod tag {
     pub const JUMP_TABLE: u8 = 13;
     /// One entry of a jump table inside the code.
     pub const TABLE_ENTRY: u8 = 14;
-    /// A branch to a PLT stub, taken by the stub's GOT slot.
-    pub const PLT: u8 = 15;
     /// A load of anonymous read-only bytes, taken by the bytes it reads.
     pub const CONSTANT: u8 = 16;
     /// An instruction with no address in it, taken by its bytes.
     pub const PLAIN: u8 = 17;
+    /// A jump table that an earlier `lea` of the part already wrote out,
+    /// by its number.
+    pub const TABLE_AGAIN: u8 = 18;
 }
 
 /// The `len` (at most 16) bytes at `pos` of `code`, zero-padded, as two
@@ -105,13 +106,13 @@ mod tag {
 /// that the common case copies no variable-length slice.
 #[inline]
 fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
-    let v = match code.get(pos..pos + 16) {
+    let v = match code.get(pos..pos.saturating_add(16)) {
         Some(window) => {
             let mut w = [0u8; 16];
             w.copy_from_slice(window);
             let mask = match len {
                 16.. => u128::MAX,
-                n => (1u128 << (8 * n)) - 1,
+                n => (1u128 << ((n as u32) << 3)).wrapping_sub(1),
             };
             u128::from_le_bytes(w) & mask
         }
@@ -120,7 +121,7 @@ fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
             .skip(pos)
             .take(len.min(16))
             .enumerate()
-            .fold(0u128, |v, (i, &b)| v | u128::from(b) << (8 * i)),
+            .fold(0u128, |v, (i, &b)| v | u128::from(b) << ((i as u32) << 3)),
     };
     [v as u64, (v >> 64) as u64]
 }
@@ -166,26 +167,27 @@ enum Step {
 }
 
 /// The jump tables found inside the part being decoded and not yet reached,
-/// sorted by start.
+/// by start (at most one per start: the first one found).
 #[derive(Default)]
-struct InlineTables(Vec<InlineTable>);
+struct InlineTables(std::collections::BTreeMap<usize, InlineTable>);
 
 impl InlineTables {
     /// Remember a table (once).
     fn add(&mut self, t: InlineTable) {
-        if !self.0.contains(&t) {
-            let at = self.0.partition_point(|x| x.start < t.start);
-            self.0.insert(at, t);
-        }
+        self.0.entry(t.start).or_insert(t);
     }
 
     /// What to do at offset `pos`: tables already passed are forgotten.
+    #[inline]
     fn at(&mut self, pos: usize) -> Step {
-        while let Some(&t) = self.0.first() {
-            if t.start > pos {
+        if self.0.is_empty() {
+            return Step::Decode;
+        }
+        while let Some(entry) = self.0.first_entry() {
+            if *entry.key() > pos {
                 break;
             }
-            self.0.remove(0);
+            let t = entry.remove();
             if t.start == pos {
                 return Step::Table(t);
             }
@@ -195,11 +197,16 @@ impl InlineTables {
 
     /// If an instruction at `pos` of `len` bytes runs into a table, where
     /// the table starts.
+    #[inline]
     fn cut(&self, pos: usize, len: usize) -> Option<usize> {
+        if self.0.is_empty() {
+            return None;
+        }
         self.0
-            .first()
-            .map(|t| t.start)
-            .filter(|&s| s > pos && s < pos + len)
+            .keys()
+            .next()
+            .copied()
+            .filter(|&s| s > pos && s < pos.saturating_add(len))
     }
 }
 
@@ -214,62 +221,26 @@ fn count_entries(table: u64, bytes: &[u8], mut lands: impl FnMut(u64) -> bool) -
         .count()
 }
 
-/// Folds the fields of one instruction, as 64-bit words, into its hash.
-struct Acc {
-    /// The hash so far.
-    h: InsnHasher,
-}
-
-impl Acc {
-    /// An empty accumulator.
-    fn new() -> Self {
-        Acc {
-            h: InsnHasher::default(),
-        }
-    }
-
-    /// Start a new instruction.
-    fn clear(&mut self) {
-        self.h = InsnHasher::default();
-    }
-
-    /// Append one 64-bit word.
-    #[inline]
-    fn word(&mut self, w: u64) {
-        self.h.write_u64(w);
-    }
-
-    /// Append a reference, after `tag`. A place inside the function group
-    /// is recorded in `out` (see [`Normalized::local`]) and only its tag goes
-    /// in; anything else goes in by its own hash.
-    fn sym<'a>(&mut self, tag: u8, s: &SymRef<'a>, out: &mut Normalized<'a>) {
-        match *s {
-            SymRef::Local { part, offset } => {
-                out.local(part, offset);
-                self.word(u64::from(tag) | 0x100);
-            }
-            SymRef::Deferred(rva) => {
-                out.defer(rva);
-                self.word(u64::from(tag) | 0x300);
-            }
-            _ => {
-                self.word(u64::from(tag) | 0x200);
-                self.word(hash_of(s));
-            }
-        }
-    }
-
-    /// The hasher with everything written.
-    fn hasher(&self) -> InsnHasher {
-        self.h
+/// Record the address field that a load-time relocation patches: an
+/// absolute pointer (64 bits; 32-bit ones are recorded with their width's
+/// kind so that relinking refuses them).
+fn reloc_field(out: &mut Normalized<'_>, offset: usize, r: &Relocation) {
+    let kind = if r.width == 8 {
+        FieldKind::Reloc(RelocKind::Abs64)
+    } else {
+        FieldKind::Abs32
+    };
+    match r.target {
+        hotpatch_formats::RelocTarget::Rva(t) => out.field(offset, kind, t, 0),
+        hotpatch_formats::RelocTarget::Symbol { .. } => out.field(offset, kind, 0, 0),
     }
 }
 
-/// The 64-bit hash of any value.
-fn hash_of(v: impl Hash) -> u64 {
-    let mut h = InsnHasher::default();
-    v.hash(&mut h);
-    h.finish()
+/// Append a reference to the instruction being built, after `tag` (see
+/// [`hash_ref`]).
+fn sym<'a>(tag: u8, s: &SymRef<'a>, out: &mut Normalized<'a>) {
+    out.write_u64(u64::from(tag) | 0x200);
+    hash_ref(s, out);
 }
 
 /// What the normaliser needs to know about the function being normalised.
@@ -280,18 +251,13 @@ struct Context<'a, 'i, 'd, 'c> {
     code: &'c [u8],
     /// Jump tables found inside the part, not yet reached.
     inline_tables: InlineTables,
-    /// Jump tables in anonymous data, hashed once the part is decoded:
-    /// (position of the `lea` in the stream, address, whether measured
-    /// before the index was finished).
+    /// Jump tables in anonymous data, written out once the part is
+    /// decoded: (position of the `lea` in the stream, address, whether
+    /// measured before the index was finished).
     anon_tables: Vec<(u32, u64, bool)>,
-}
-
-/// How [`Context::jump_table`] hashed a table.
-enum TableHash {
-    /// Its hash, to go in the `lea`'s.
-    Now(u64),
-    /// Recorded, to be folded into the `lea`'s hash at the end of the part.
-    Later,
+    /// Jump tables inside the part already written out, by offset, with
+    /// their number: a table several `lea`s load is written once.
+    inline_seen: HashMap<usize, u64>,
 }
 
 /// The bytes from `table` to the end of its anonymous read-only block, and
@@ -352,11 +318,11 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         code,
         inline_tables: InlineTables::default(),
         anon_tables: Vec::new(),
+        inline_seen: HashMap::new(),
     };
     out.insns.reserve(code.len() / 4);
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
     let mut insn = Instruction::default();
-    let mut acc = Acc::new();
     while decoder.can_decode() {
         let pos = decoder.position();
         // A jump table inside the code starts here: emit its entries.
@@ -369,8 +335,8 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         }
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
-            out.push_raw(pos, code.get(pos..pos + 1).unwrap_or(&[]));
-            if !resync(&mut decoder, rva, pos + 1) {
+            out.push_raw(pos, code.get(pos..pos.saturating_add(1)).unwrap_or(&[]));
+            if !resync(&mut decoder, rva, pos.saturating_add(1)) {
                 break;
             }
             continue;
@@ -388,14 +354,14 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         // Relocations whose patched bytes start inside this instruction.
         let ip = insn.ip();
         while relocs.get(next_reloc).is_some_and(|r| r.rva < ip) {
-            next_reloc += 1;
+            next_reloc = next_reloc.saturating_add(1);
         }
         let first = next_reloc;
         while relocs
             .get(next_reloc)
             .is_some_and(|r| r.rva < insn.next_ip())
         {
-            next_reloc += 1;
+            next_reloc = next_reloc.saturating_add(1);
         }
         let here = relocs.get(first..next_reloc).unwrap_or(&[]);
         // Padding: left out of the stream (unless a relocation patches it,
@@ -405,7 +371,6 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
             continue;
         }
 
-        acc.clear();
         if here.is_empty()
             && !insn.is_ip_rel_memory_operand()
             && !matches!(
@@ -419,30 +384,35 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         {
             // Nothing in it depends on where it is: its bytes are its form.
             let [lo, hi] = insn_words(code, pos, len);
-            acc.word(u64::from(tag::PLAIN) | (len as u64) << 8);
-            acc.word(lo);
+            out.write_u64(u64::from(tag::PLAIN) | (len as u64) << 8);
+            out.write_u64(lo);
             if len > 8 {
-                acc.word(hi);
+                out.write_u64(hi);
             }
         } else {
-            cx.hash_insn(&decoder, &mut insn, here, &mut acc, out);
+            cx.hash_insn(&decoder, &mut insn, here, out);
         }
-        out.push(pos, len, acc.hasher());
+        out.push(pos, len);
     }
     cx.finish_anon_tables(out);
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
-    /// Feed the address-independent form of `insn` to `acc`. `relocs` are
+    /// Write the address-independent form of `insn` to `out`. `relocs` are
     /// the relocations whose patched bytes start inside it.
     fn hash_insn(
         &mut self,
         decoder: &Decoder<'_>,
         insn: &mut Instruction,
         relocs: &'i [Relocation],
-        acc: &mut Acc,
         out: &mut Normalized<'a>,
     ) {
+        // Where the address fields are, for a packager.
+        let fields = out.want_fields.then(|| {
+            let co = decoder.get_constant_offsets(insn);
+            let pos = insn.ip().wrapping_sub(self.scope.rva) as usize;
+            (co, pos, insn.len())
+        });
         // `jmp short` and `jmp near` to the same place are the same thing.
         insn.as_near_branch();
         let flags = u64::from(insn.has_lock_prefix())
@@ -453,7 +423,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             | u64::from(insn.is_broadcast()) << 5
             | u64::from(insn.zeroing_masking()) << 6
             | u64::from(insn.suppress_all_exceptions()) << 7;
-        acc.word(
+        out.write_u64(
             insn.code() as u64
                 | u64::from(insn.op_count()) << 16
                 | flags << 24
@@ -475,9 +445,12 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 } else if co.has_immediate() && at == co.immediate_offset() as u64 {
                     imm_reloc = Some(r);
                 } else {
+                    if let Some((_, pos, _)) = fields {
+                        reloc_field(out, pos.saturating_add(at as usize), r);
+                    }
                     let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
-                    acc.word(u64::from(tag::OTHER_RELOC) | at << 8);
-                    acc.sym(tag::OTHER_RELOC, &s, out);
+                    out.write_u64(u64::from(tag::OTHER_RELOC) | at << 8);
+                    sym(tag::OTHER_RELOC, &s, out);
                     out.note(&s);
                 }
             }
@@ -487,13 +460,28 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
             let kind = insn.op_kind(i);
             match kind {
                 OpKind::Register => {
-                    acc.word(u64::from(tag::REGISTER) | (insn.op_register(i) as u64) << 8);
+                    out.write_u64(u64::from(tag::REGISTER) | (insn.op_register(i) as u64) << 8);
                 }
                 OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                    self.hash_branch(insn.near_branch_target(), acc, out);
+                    if let Some((co, pos, len)) = fields {
+                        // The displacement ends the instruction. A short
+                        // one is recorded too (relinking must refuse it).
+                        let size = co.immediate_size();
+                        out.field(
+                            pos.saturating_add(co.immediate_offset()),
+                            if size == 4 {
+                                FieldKind::Reloc(RelocKind::Rel32)
+                            } else {
+                                FieldKind::Rel8
+                            },
+                            insn.near_branch_target(),
+                            0i64.saturating_sub(len.saturating_sub(co.immediate_offset()) as i64),
+                        );
+                    }
+                    self.hash_branch(insn.near_branch_target(), out);
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
-                    acc.word(
+                    out.write_u64(
                         u64::from(tag::FAR)
                             | u64::from(insn.far_branch_selector()) << 8
                             | u64::from(insn.far_branch32()) << 24,
@@ -509,17 +497,20 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 | OpKind::Immediate8to64
                 | OpKind::Immediate32to64 => match imm_reloc.take() {
                     Some(r) => {
+                        if let Some((co, pos, _)) = fields {
+                            reloc_field(out, pos.saturating_add(co.immediate_offset()), r);
+                        }
                         let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
-                        acc.sym(tag::IMMEDIATE_RELOC, &s, out);
+                        sym(tag::IMMEDIATE_RELOC, &s, out);
                         out.note(&s);
                     }
                     None => {
-                        acc.word(u64::from(tag::IMMEDIATE));
-                        acc.word(insn.immediate(i));
+                        out.write_u64(u64::from(tag::IMMEDIATE));
+                        out.write_u64(insn.immediate(i));
                     }
                 },
                 OpKind::Memory => {
-                    acc.word(
+                    out.write_u64(
                         u64::from(tag::MEMORY)
                             | (insn.memory_base() as u64) << 8
                             | (insn.memory_index() as u64) << 16
@@ -529,20 +520,33 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     );
                     if insn.is_ip_rel_memory_operand() {
                         let target = insn.ip_rel_memory_address();
-                        self.hash_rip_target(insn, target, acc, out);
+                        if let Some((co, pos, len)) = fields {
+                            out.field(
+                                pos.saturating_add(co.displacement_offset()),
+                                FieldKind::Reloc(RelocKind::Rel32),
+                                target,
+                                0i64.saturating_sub(
+                                    len.saturating_sub(co.displacement_offset()) as i64
+                                ),
+                            );
+                        }
+                        self.hash_rip_target(insn, target, out);
                     } else if let Some(r) = disp_reloc.take() {
+                        if let Some((co, pos, _)) = fields {
+                            reloc_field(out, pos.saturating_add(co.displacement_offset()), r);
+                        }
                         let s = self.scope.index.resolve_reloc(r, Some(self.scope.group));
-                        acc.sym(tag::DISP_RELOC, &s, out);
+                        sym(tag::DISP_RELOC, &s, out);
                         out.note(&s);
                     } else {
-                        acc.word(u64::from(tag::DISP));
-                        acc.word(insn.memory_displacement64());
+                        out.write_u64(u64::from(tag::DISP));
+                        out.write_u64(insn.memory_displacement64());
                     }
                 }
                 _ => {
                     // String operands ([rsi], es:[rdi]) and the like: their
                     // form is in the code; keep the segment and size.
-                    acc.word(
+                    out.write_u64(
                         u64::from(tag::OTHER)
                             | (kind as u64) << 8
                             | (insn.memory_segment() as u64) << 16
@@ -564,81 +568,26 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     }
 
     /// Hash a near branch or call target.
-    fn hash_branch(&self, target: u64, acc: &mut Acc, out: &mut Normalized<'a>) {
+    fn hash_branch(&self, target: u64, out: &mut Normalized<'a>) {
+        // A PLT entry or import thunk resolves to what it forwards to.
         let s = self.resolve_operand(target, out);
-        if s.is_anon() {
-            if let Some(slot) = self.plt_slot(target) {
-                acc.sym(tag::PLT, &slot, out);
-                out.note(&slot);
-                return;
-            }
-        }
-        acc.sym(tag::BRANCH, &s, out);
+        sym(tag::BRANCH, &s, out);
         out.note(&s);
     }
 
-    /// If `target` is an ELF PLT stub (`[endbr64;] [bnd] jmp [rip+slot]`) whose
-    /// slot carries a relocation, what the slot points at.
-    fn plt_slot(&self, target: u64) -> Option<SymRef<'a>> {
-        let block = self.scope.index.block(target)?;
-        if !block.executable {
-            return None;
-        }
-        let off = usize::try_from(target.checked_sub(block.start)?).ok()?;
-        let bytes = block.bytes.get(off..)?;
-        let bytes = bytes.get(..bytes.len().min(2 * MAX_INSN_LEN))?;
-        let mut decoder = Decoder::with_ip(64, bytes, target, DecoderOptions::NONE);
-        let mut insn = Instruction::default();
-        for _ in 0..2 {
-            if !decoder.can_decode() {
-                return None;
-            }
-            decoder.decode_out(&mut insn);
-            match insn.code() {
-                Code::Endbr64 => continue,
-                Code::Jmp_rm64 if insn.is_ip_rel_memory_operand() => {
-                    let slot = insn.ip_rel_memory_address();
-                    let r = self.scope.index.relocation_in(slot, 1)?;
-                    return (r.rva == slot)
-                        .then(|| self.scope.index.resolve_reloc(r, Some(self.scope.group)));
-                }
-                _ => return None,
-            }
-        }
-        None
-    }
-
     /// Hash the target of a RIP-relative memory operand of `insn`.
-    fn hash_rip_target(
-        &mut self,
-        insn: &Instruction,
-        target: u64,
-        acc: &mut Acc,
-        out: &mut Normalized<'a>,
-    ) {
+    fn hash_rip_target(&mut self, insn: &Instruction, target: u64, out: &mut Normalized<'a>) {
         let s = self.resolve_operand(target, out);
-        if insn.code() == Code::Lea_r64_m {
-            match self.jump_table(target, insn.next_ip(), &s, out) {
-                Some(TableHash::Now(table)) => {
-                    acc.word(u64::from(tag::JUMP_TABLE));
-                    acc.word(table);
-                    return;
-                }
-                Some(TableHash::Later) => {
-                    // Folded in by `finish_anon_tables`.
-                    acc.word(u64::from(tag::JUMP_TABLE) | 0x100);
-                    return;
-                }
-                None => {}
-            }
+        if insn.code() == Code::Lea_r64_m && self.jump_table(target, insn.next_ip(), &s, out) {
+            return;
         }
         if let SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_) = s {
             // An anonymous pointer slot (GOT entry): what it points at.
             if let Some(r) = self.scope.index.relocation_in(target, 1) {
                 if r.rva == target {
                     let p = self.scope.index.resolve_reloc(r, Some(self.scope.group));
-                    acc.word(u64::from(tag::SLOT) | u64::from(r.width) << 8);
-                    acc.sym(tag::SLOT, &p, out);
+                    out.write_u64(u64::from(tag::SLOT) | u64::from(r.width) << 8);
+                    sym(tag::SLOT, &p, out);
                     out.note(&p);
                     return;
                 }
@@ -647,12 +596,12 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         if s.is_anon() {
             // A load of an anonymous constant: the bytes it reads.
             if let Some(bytes) = self.constant_read(insn, target) {
-                acc.word(u64::from(tag::CONSTANT));
-                acc.word(hash_of(bytes));
+                out.write_u64(u64::from(tag::CONSTANT));
+                bytes.hash(out);
                 return;
             }
         }
-        acc.sym(tag::RIP, &s, out);
+        sym(tag::RIP, &s, out);
         out.note(&s);
     }
 
@@ -680,106 +629,159 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     /// 4-aligned run of at least [`MIN_TABLE_ENTRIES`] 32-bit entries
     /// relative to the table that land in this function group, in anonymous
     /// read-only data or inside this part's own code after the `lea`
-    /// (`next_ip`).
+    /// (`next_ip`). Returns whether it wrote the `lea`'s operand as a table.
     ///
-    /// A table in the code is hashed at once (its entries, each a
-    /// [`SymRef::Local`] recorded in `out` for the `lea` being hashed, see
+    /// A table in the code is written at once (its entries, each a
+    /// [`SymRef::Local`] recorded in `out` for the `lea` being built, see
     /// [`Normalized::local`]) and remembered so that the decoder skips it.
     /// A table in anonymous data is only recorded here: it runs until its
     /// entries leave the function or its block ends, and the other tables
     /// and constants this part refers to end it too, which are known only
     /// once the whole part is decoded ([`Context::finish_anon_tables`]).
+    /// Either way a table is written out once per part: another `lea` of
+    /// the same table names it by its number, so the work stays linear
+    /// however many places load one table.
     fn jump_table(
         &mut self,
         table: u64,
         next_ip: u64,
         s: &SymRef<'_>,
         out: &mut Normalized<'a>,
-    ) -> Option<TableHash> {
+    ) -> bool {
         // Compilers align tables of 32-bit entries to 4.
         if table % 4 != 0 {
-            return None;
+            return false;
         }
         match s {
             SymRef::Anon { .. } | SymRef::Deferred(_) => {
                 // Whether it is a table at all shows in its first entries.
-                let (bytes, limit) = anon_table_bytes(self.scope.index, table)?;
-                let first = bytes.get(..bytes.len().min(4 * MIN_TABLE_ENTRIES))?;
-                let n = self.table_entries(table, first, limit, |_| {});
-                if n < MIN_TABLE_ENTRIES {
-                    return None;
+                let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
+                    return false;
+                };
+                let Some(first) = bytes.get(..bytes.len().min(4 * MIN_TABLE_ENTRIES)) else {
+                    return false;
+                };
+                if self.table_entries(table, first, limit, |_| {}) < MIN_TABLE_ENTRIES {
+                    return false;
                 }
                 let insn = u32::try_from(out.insns.len()).unwrap_or(u32::MAX);
                 self.anon_tables
                     .push((insn, table, matches!(s, SymRef::Deferred(_))));
-                Some(TableHash::Later)
+                // The entries are added by `finish_anon_tables`.
+                out.write_u64(u64::from(tag::JUMP_TABLE) | 0x100);
+                true
             }
             SymRef::Local { part, .. } if *part == self.scope.part => {
                 // Only a table inside this very part, after the `lea`.
-                let off = usize::try_from(table.checked_sub(self.scope.rva)?).ok()?;
+                let Some(off) = table
+                    .checked_sub(self.scope.rva)
+                    .and_then(|o| usize::try_from(o).ok())
+                else {
+                    return false;
+                };
                 if table < next_ip {
-                    return None;
+                    return false;
                 }
-                let bytes = self.code.get(off..)?;
-                let mut h = InsnHasher::default();
+                let seen = self.inline_seen.len() as u64;
+                if let Some(&number) = self.inline_seen.get(&off) {
+                    out.write_u64(u64::from(tag::TABLE_AGAIN));
+                    out.write_u64(number);
+                    return true;
+                }
+                let Some(bytes) = self.code.get(off..) else {
+                    return false;
+                };
                 let mark = out.mark();
-                let n =
-                    self.table_entries(table, bytes, bytes.len(), |s| hash_ref(&s, &mut h, out));
+                out.write_u64(u64::from(tag::JUMP_TABLE));
+                let n = self.table_entries(table, bytes, bytes.len(), |s| hash_ref(&s, out));
                 if n < MIN_TABLE_ENTRIES {
                     out.rollback(mark);
-                    return None;
+                    return false;
                 }
-                n.hash(&mut h);
+                n.hash(out);
+                self.inline_seen.insert(off, seen);
                 self.inline_tables.add(InlineTable {
                     start: off,
-                    end: off + 4 * n,
+                    end: off.saturating_add(n.saturating_mul(4)),
                 });
-                Some(TableHash::Now(h.finish()))
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 
-    /// Hash the jump tables in anonymous data that [`Context::jump_table`]
-    /// recorded into their `lea`s, now that the part is decoded: each ends
-    /// at its block's end or at the next address this part refers to,
+    /// Add the jump tables in anonymous data that [`Context::jump_table`]
+    /// recorded to their `lea`s, now that the part is decoded: each ends at
+    /// its block's end or at the next address this part refers to,
     /// whichever comes first. A table measured before the index is finished
-    /// goes to [`Normalized::tables`], to be measured again after.
+    /// goes to [`Normalized::tables`], to be measured again after. A table
+    /// is walked once; another `lea` of it gets its number.
     fn finish_anon_tables(&mut self, out: &mut Normalized<'a>) {
         if self.anon_tables.is_empty() {
             return;
         }
         let tables = std::mem::take(&mut self.anon_tables);
+        // Where each table must end at the latest: the next anchor after it
+        // (their order does not matter to anyone else).
+        out.anchors.sort_unstable();
+        out.anchors.dedup();
+        let anchors = &out.anchors;
+        let mut numbers: HashMap<u64, u64> = HashMap::new();
+        let mut places: Vec<(u32, u32, u64)> = Vec::new();
+        let mut late: Vec<(u32, u64)> = Vec::new();
         for &(insn, table, provisional) in &tables {
-            let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
-                continue;
-            };
-            let next = out
-                .anchors
-                .iter()
-                .filter(|&&a| a > table)
-                .min()
-                .map_or(limit, |&a| usize::try_from(a - table).unwrap_or(usize::MAX));
-            let mut h = InsnHasher::default();
-            let mut places = Vec::new();
-            let n = self.table_entries(table, bytes, limit.min(next), |s| match s {
-                SymRef::Local { part, offset } => places.push((part, offset)),
-                other => other.hash(&mut h),
-            });
-            out.locals_at(insn, &places);
-            if provisional {
-                // Fewer than a table's worth leaves the `lea` hashed as a
-                // table all the same: the final measure differs, so the
-                // part is normalised again.
-                out.tables.push((table, n));
+            let mut c = Canon::default();
+            let seen = numbers.len() as u64;
+            if let Some(&number) = numbers.get(&table) {
+                (tag::TABLE_AGAIN, number).hash(&mut c);
+            } else {
+                numbers.insert(table, seen);
+                let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
+                    continue;
+                };
+                let next = anchors
+                    .get(anchors.partition_point(|&a| a <= table))
+                    .map_or(limit, |&a| {
+                        usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX)
+                    });
+                let anchors_end = limit.min(next);
+                let n = self.table_entries(table, bytes, anchors_end, |s| match s {
+                    SymRef::Local { part, offset } => places.push((insn, part, offset)),
+                    other => out.refs.push((insn, other)),
+                });
+                if provisional {
+                    // Fewer than a table's worth leaves the `lea` written as
+                    // a table all the same: the final measure differs, so
+                    // the part is normalised again.
+                    out.tables.push((table, n));
+                }
+                if out.want_fields {
+                    let mut entries = Vec::new();
+                    let scope = self.scope;
+                    group_entries(scope.index, scope.group, table, bytes, anchors_end, |t| {
+                        let at = entries.len().saturating_mul(4);
+                        entries.push(super::AddrField {
+                            insn,
+                            offset: u32::try_from(at).unwrap_or(u32::MAX),
+                            kind: FieldKind::Reloc(RelocKind::Rel32),
+                            target: t,
+                            addend: at as i64,
+                            reg: None,
+                        });
+                    });
+                    let size = (entries.len() as u64).saturating_mul(4);
+                    out.owned_tables.push(super::OwnedTable {
+                        rva: table,
+                        entries,
+                        size,
+                    });
+                }
+                (tag::JUMP_TABLE, n).hash(&mut c);
             }
-            n.hash(&mut h);
-            if let Some(i) = out.insns.get_mut(insn as usize) {
-                let mut folded = InsnHasher::default();
-                (i.hash, h.finish()).hash(&mut folded);
-                i.hash = folded.finish();
-            }
+            late.extend(c.words.iter().map(|&w| (insn, w)));
         }
+        out.late.extend(late);
+        out.locals_late(&places);
     }
 
     /// [`group_entries`] of this function group, each entry resolved.
@@ -803,17 +805,34 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         };
         let table = self.scope.rva.wrapping_add(t.start as u64);
         let mut done = 0;
-        let mut acc = Acc::new();
-        self.table_entries(table, bytes, bytes.len(), |s| {
-            acc.clear();
-            acc.sym(tag::TABLE_ENTRY, &s, out);
-            out.push(t.start + done, 4, acc.hasher());
-            done += 4;
-        });
+        let scope = self.scope;
+        group_entries(
+            scope.index,
+            scope.group,
+            table,
+            bytes,
+            bytes.len(),
+            |target| {
+                if out.want_fields {
+                    out.field(
+                        t.start.saturating_add(done),
+                        FieldKind::Reloc(RelocKind::Rel32),
+                        target,
+                        done as i64,
+                    );
+                }
+                sym(tag::TABLE_ENTRY, &scope.resolve(target), out);
+                out.push(t.start.saturating_add(done), 4);
+                done = done.saturating_add(4);
+            },
+        );
         // Entries that no longer resolve (cannot happen: the table was
         // measured from these bytes) are kept as raw bytes.
         if done < bytes.len() {
-            out.push_raw(t.start + done, bytes.get(done..).unwrap_or(&[]));
+            out.push_raw(
+                t.start.saturating_add(done),
+                bytes.get(done..).unwrap_or(&[]),
+            );
         }
     }
 }
@@ -851,7 +870,7 @@ mod tests {
     fn group_hashes(idx: &ImageIndex<'_, '_>, g: usize) -> Vec<Vec<u64>> {
         group_norm(idx, g)
             .iter()
-            .map(|n| n.insns.iter().map(|i| i.hash).collect())
+            .map(|n| n.insn_digests())
             .collect()
     }
 
@@ -893,6 +912,186 @@ mod tests {
         functions: &[(&str, u64, u64)],
     ) -> Image<'d> {
         image(format, Arch::X86_64, sections, functions)
+    }
+
+    /// One jump table loaded by many `lea`s (a crafted function: `K`
+    /// times `lea rdx,[rip+table]`, then `N` one-byte cases; the table's
+    /// `N` entries land on the cases). The table is walked once, not once
+    /// per `lea`: the places the part records grow with `K + N`, not
+    /// `K * N` (at `K = N = 12,000` the old walk asked for 4 GB).
+    #[test]
+    fn jump_table_loaded_from_many_places_is_walked_once() {
+        const K: usize = 4000;
+        const N: usize = 4000;
+        let text_at = 0x1000u64;
+        let code_len = 7 * K + N;
+        let table = (text_at + code_len as u64 + 0xfff) & !0xfff;
+        let mut code = Vec::with_capacity(code_len);
+        for k in 0..K {
+            let next = text_at + 7 * (k as u64 + 1);
+            code.extend_from_slice(&[0x48, 0x8d, 0x15]);
+            code.extend_from_slice(&((table as i64 - next as i64) as i32).to_le_bytes());
+        }
+        let cases = text_at + code.len() as u64;
+        code.extend(std::iter::repeat_n(0xc3u8, N));
+        let entries: Vec<u8> = (0..N as u64)
+            .flat_map(|n| ((cases + n) as i64 - table as i64).to_le_bytes()[..4].to_vec())
+            .collect();
+        let img = synthetic(
+            Format::Elf,
+            vec![
+                section(".text", text_at, &code, false, true),
+                section(".rodata", table, &entries, false, false),
+            ],
+            &[("f", text_at, code.len() as u64)],
+        );
+        let idx = index(&img);
+        let g = idx
+            .group(&Key {
+                name: "f",
+                unit: None,
+            })
+            .unwrap();
+        let parts = group_norm(&idx, g);
+        assert_eq!(parts[0].insns.len(), K + N);
+        // Each entry once; every later `lea` names the table by number.
+        assert_eq!(parts[0].places.len(), N);
+        let again = parts[0]
+            .late
+            .iter()
+            .filter(|&&(_, w)| w == u64::from(tag::TABLE_AGAIN))
+            .count();
+        assert_eq!(again, K - 1);
+    }
+
+    /// Every address field the normaliser records for a packager reads back,
+    /// with its kind at its own address, as its target plus its addend: on
+    /// every function of every x86-64 corpus image, ELF and PE (branches,
+    /// calls, RIP-relative operands, absolute pointers, jump-table entries).
+    #[test]
+    fn address_fields_read_back_as_their_targets() {
+        use crate::norm::{normalize_group_with_fields, FieldKind};
+        use hotpatch_formats::package::Site;
+        let mut checked = 0;
+        for scenario in std::fs::read_dir(crate::testutil::corpus()).unwrap() {
+            let scenario = scenario.unwrap().path();
+            for target in ["x86_64-linux", "x86_64-windows"] {
+                let dir = scenario.join("bin").join(target);
+                let Ok(files) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for f in files {
+                    let path = f.unwrap().path();
+                    if !matches!(
+                        path.extension().and_then(|e| e.to_str()),
+                        Some("so" | "dll")
+                    ) {
+                        continue;
+                    }
+                    let (bytes, opts) = crate::testutil::read(&path);
+                    let img = parse(&bytes, &opts).unwrap();
+                    let idx = index(&img);
+                    for g in 0..idx.groups.len() {
+                        let parts = normalize_group_with_fields(&idx, g);
+                        for (p, n) in parts.iter().enumerate() {
+                            let part = &idx.parts(g)[p];
+                            let code = img.bytes_at(part.rva, part.size).unwrap();
+                            let check = |field: &crate::norm::AddrField, base: u64, code: &[u8]| {
+                                let at = field.offset as usize;
+                                let pc = base + u64::from(field.offset);
+                                let mut want = field.target.wrapping_add_signed(field.addend);
+                                if field.kind
+                                    == FieldKind::Reloc(hotpatch_formats::package::RelocKind::Abs64)
+                                {
+                                    // Absolute: the image is at its preferred base.
+                                    want = want.wrapping_add(img.preferred_base);
+                                }
+                                match field.kind {
+                                    FieldKind::Reloc(kind) => {
+                                        let site = Site {
+                                            address: pc,
+                                            image_base: img.preferred_base,
+                                        };
+                                        let got = kind.read(&code[at..], site).unwrap();
+                                        assert_eq!(got, want, "{} {:?}", path.display(), field);
+                                    }
+                                    FieldKind::Rel8 => {
+                                        let rel = code[at] as i8 as i64;
+                                        assert_eq!(pc.wrapping_add_signed(rel), want);
+                                    }
+                                    FieldKind::Abs32 | FieldKind::A64Unsupported => {}
+                                }
+                            };
+                            for field in &n.fields {
+                                check(field, part.rva, code);
+                                checked += 1;
+                            }
+                            for t in &n.owned_tables {
+                                let bytes = img.bytes_at(t.rva, t.size).unwrap();
+                                for e in &t.entries {
+                                    check(e, t.rva, bytes);
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    /// PE `mov r64, imm64` of an address (a base-relocated immediate): an
+    /// absolute field, read back as the preferred base plus the target.
+    #[test]
+    fn absolute_pointer_in_code_is_an_abs64_field() {
+        use crate::norm::{normalize_group_with_fields, FieldKind};
+        use hotpatch_formats::package::{RelocKind, Site};
+        // mov rax, 0x180002000 (preferred base 0x180000000 + 0x2000); ret
+        let mut code = vec![0x48, 0xb8];
+        code.extend_from_slice(&0x1_8000_2000u64.to_le_bytes());
+        code.push(0xc3);
+        let mut img = synthetic(
+            Format::Pe,
+            vec![
+                section(".text", 0x1000, &code, false, true),
+                section(".data", 0x2000, &[0u8; 8], true, false),
+            ],
+            &[("f", 0x1000, code.len() as u64)],
+        );
+        img.preferred_base = 0x1_8000_0000;
+        img.relocations = vec![hotpatch_formats::Relocation {
+            rva: 0x1002,
+            width: 8,
+            target: RelocTarget::Rva(0x2000),
+        }];
+        let idx = index(&img);
+        let g = idx
+            .group(&Key {
+                name: "f",
+                unit: None,
+            })
+            .unwrap();
+        let parts = normalize_group_with_fields(&idx, g);
+        assert_eq!(
+            parts[0].fields,
+            [crate::norm::AddrField {
+                insn: 0,
+                offset: 2,
+                kind: FieldKind::Reloc(RelocKind::Abs64),
+                target: 0x2000,
+                addend: 0,
+                reg: None
+            }]
+        );
+        let site = Site {
+            address: 0x1002,
+            image_base: img.preferred_base,
+        };
+        assert_eq!(
+            RelocKind::Abs64.read(&code[2..], site).unwrap(),
+            0x1_8000_2000
+        );
     }
 
     // ---- the corpus ------------------------------------------------------
@@ -1123,7 +1322,7 @@ mod tests {
     }
 
     /// Normalise `sw` built by [`inline_table_code`] at `at`.
-    fn normalize_inline(at: u64, cases: [i32; 3]) -> (Vec<NormInsn>, Vec<u8>) {
+    fn normalize_inline(at: u64, cases: [i32; 3]) -> (Vec<NormInsn>, Vec<u64>, Vec<u8>) {
         let code = inline_table_code(cases);
         let text = [vec![0xcc; (at - 0x1000) as usize], code.clone()].concat();
         let img = synthetic(
@@ -1140,7 +1339,8 @@ mod tests {
             .unwrap();
         let mut n = Normalized::default();
         normalize_part(&idx, g, 0, &mut n);
-        (n.insns, code)
+        let digests = n.insn_digests();
+        (n.insns, digests, code)
     }
 
     use super::super::NormInsn;
@@ -1151,7 +1351,7 @@ mod tests {
     #[test]
     fn jump_table_inline_in_code() {
         let cases = [0x15, 0x24, 0x2a];
-        let (a, code) = normalize_inline(0x1000, cases);
+        let (a, da, code) = normalize_inline(0x1000, cases);
         let offsets: Vec<u32> = a.iter().map(|i| i.offset).collect();
         assert_eq!(
             offsets,
@@ -1165,13 +1365,10 @@ mod tests {
             a.iter().map(|i| usize::from(i.len)).sum::<usize>(),
             code.len()
         );
-        let (b, _) = normalize_inline(0x1230, cases);
-        assert_eq!(a, b);
-        let (c, _) = normalize_inline(0x1000, [0x15, 0x2a, 0x24]);
-        assert_ne!(
-            a.iter().map(|i| i.hash).collect::<Vec<_>>(),
-            c.iter().map(|i| i.hash).collect::<Vec<_>>()
-        );
+        let (b, db, _) = normalize_inline(0x1230, cases);
+        assert_eq!((&a, &da), (&b, &db));
+        let (_, dc, _) = normalize_inline(0x1000, [0x15, 0x2a, 0x24]);
+        assert_ne!(da, dc);
     }
 
     // ---- other references ---------------------------------------------------
@@ -1544,7 +1741,7 @@ mod tests {
                 .unwrap();
             let mut alone = Normalized::default();
             normalize_part(&idx, g, 0, &mut alone);
-            let alone: Vec<u64> = alone.insns.iter().map(|i| i.hash).collect();
+            let alone: Vec<u64> = alone.insn_digests();
             (group, alone)
         };
         let (plain, plain_alone) = build(&[], true);

@@ -93,7 +93,11 @@ impl Target {
                 // in the section. One section per function makes the
                 // encoding of an unchanged function independent of the
                 // changed ones, so changed.txt stays exact.
+                // -g: DWARF, as the corpus builds have, so that the diff
+                // reads debug information of a realistic size (gcc does not
+                // generate different code with it).
                 f.extend([
+                    "-g",
                     "-fPIC",
                     "-fvisibility=hidden",
                     "-fno-tree-loop-distribute-patterns",
@@ -149,6 +153,14 @@ impl Target {
             .arg(file)
             .arg("-o")
             .arg(obj_dir.join(&obj_name));
+        if !self.is_pe() {
+            // The compiler records its working directory (the physical
+            // path) in the DWARF: map it to ".", so that an object does not
+            // depend on where, or for which version, it was compiled.
+            if let Ok(dir) = std::fs::canonicalize(src_dir) {
+                c.arg(format!("-ffile-prefix-map={}=.", dir.display()));
+            }
+        }
         c
     }
 

@@ -42,6 +42,7 @@ use std::path::Path;
 
 use pdb::{StreamIndex, PDB};
 
+use super::layouts;
 use super::source::MemSource;
 use super::streams::{self, Module, RecordedSection, NO_STREAM};
 use super::types::TypeTable;
@@ -63,6 +64,8 @@ const INFO_STREAM: u16 = 1;
 const TPI_STREAM: u16 = 2;
 /// The DBI stream's fixed index.
 const DBI_STREAM: u16 = 3;
+/// The item (id) stream's fixed index.
+const IPI_STREAM: u16 = 4;
 
 /// `S_LPROC32`.
 const S_LPROC32: u16 = 0x110f;
@@ -107,6 +110,8 @@ pub(super) struct Found {
     pub(super) data: Vec<DataObject>,
     /// Start and end RVAs of every section contribution.
     pub(super) boundaries: Vec<u64>,
+    /// Struct, union and class layouts and the types each function uses.
+    pub(super) types: crate::types::Found,
 }
 
 /// A [`Error::Malformed`] about the PDB at `path`.
@@ -286,6 +291,22 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         Some(s) => TypeTable::parse(s).map_err(|e| malformed(path, e))?,
         None => TypeTable::empty(),
     };
+    // The item stream: only procedures' `_ID` records and inline sites
+    // refer to it, so a PDB without one just has none of those.
+    let ipi = match pdb.raw_stream(StreamIndex(IPI_STREAM)) {
+        Err(pdb::Error::StreamNotFound(_)) => None,
+        other => other.map_err(|e| {
+            malformed(
+                path,
+                format!("id stream (IPI) (stream {IPI_STREAM}): {}", msf_error(e)),
+            )
+        })?,
+    };
+    let ids = match &ipi {
+        Some(s) => TypeTable::parse_named(s, "id stream (IPI)").map_err(|e| malformed(path, e))?,
+        None => TypeTable::empty(),
+    };
+    let mut type_reader = layouts::Reader::new(&types, &ids, req.sections);
 
     let modules = dbi.modules().map_err(|e| malformed(path, e))?;
     check_module_streams(&modules, path)?;
@@ -301,11 +322,18 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         };
         let mut records = streams::module_records(&bytes, module.symbols_size)
             .map_err(|e| malformed(path, format!("{where_}: {e}")))?;
+        if let Some(r) = type_reader.as_mut() {
+            r.module();
+        }
         while let Some(record) = records
             .next_record()
             .map_err(|e| malformed(path, format!("{where_}: {e}")))?
         {
             let at = || format!("{where_}: symbol record at offset {:#x}", record.offset);
+            if let Some(r) = type_reader.as_mut() {
+                r.symbol(record.kind, record.body)
+                    .map_err(|e| malformed(path, format!("{}: {e}", at())))?;
+            }
             match record.kind {
                 S_LPROC32 | S_GPROC32 | S_LPROC32_ID | S_GPROC32_ID | S_LPROC32_DPC
                 | S_LPROC32_DPC_ID => {
@@ -402,10 +430,15 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         .iter()
         .flat_map(|&(start, end, _)| [start, end])
         .collect();
+    let types = match type_reader {
+        Some(r) => r.finish().map_err(|e| malformed(path, e))?,
+        None => crate::types::Found::absent(),
+    };
     Ok(Found {
         functions,
         data,
         boundaries,
+        types,
     })
 }
 

@@ -90,7 +90,7 @@ enum Definition {
 }
 
 /// A numeric leaf, if it holds a non-negative value.
-fn numeric(c: &mut Cursor<'_>) -> Option<u64> {
+pub(super) fn numeric(c: &mut Cursor<'_>) -> Option<u64> {
     let leaf = c.u16()?;
     if leaf < LF_NUMERIC {
         return Some(u64::from(leaf));
@@ -108,26 +108,28 @@ fn numeric(c: &mut Cursor<'_>) -> Option<u64> {
 }
 
 /// The parts of a class, structure, interface or union record that matter.
-struct Aggregate<'a> {
+pub(super) struct Aggregate<'a> {
     /// Its tag namespace.
     tag: Tag,
     /// Whether it is only a forward reference.
-    forward: bool,
+    pub(super) forward: bool,
+    /// Its field list (`LF_FIELDLIST` type index; 0 for none).
+    pub(super) fields: u32,
     /// Its size field, if readable and not negative.
-    size: Option<u64>,
+    pub(super) size: Option<u64>,
     /// Its name.
-    name: &'a [u8],
+    pub(super) name: &'a [u8],
     /// Its unique (decorated) name, if it has one.
     unique_name: Option<&'a [u8]>,
 }
 
 /// Decode a class/structure/interface/union record (`kind` and the bytes
 /// after it).
-fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
+pub(super) fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
     let mut c = Cursor::new(body);
     let _count = c.u16()?;
     let props = c.u16()?;
-    let _fields = c.u32()?;
+    let fields = c.u32()?;
     let tag = match kind {
         LF_CLASS | LF_STRUCTURE | LF_INTERFACE => {
             let _derived = c.u32()?;
@@ -147,6 +149,7 @@ fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
     Some(Aggregate {
         tag,
         forward: props & PROP_FORWARD_REF != 0,
+        fields,
         size,
         name,
         unique_name,
@@ -189,12 +192,18 @@ impl<'a> TypeTable<'a> {
 
     /// Index the TPI stream's bytes. Errors describe what is damaged.
     pub(super) fn parse(stream: &'a [u8]) -> Result<Self, String> {
+        Self::parse_named(stream, "type stream (TPI)")
+    }
+
+    /// Index a stream laid out like the TPI stream (the TPI stream, or the
+    /// IPI stream of item records), named `what` in errors.
+    pub(super) fn parse_named(stream: &'a [u8], what: &str) -> Result<Self, String> {
         if stream.is_empty() {
             return Ok(Self::empty());
         }
         if stream.len() < HEADER_MIN {
             return Err(format!(
-                "the type stream (TPI) is {} bytes, too short for its header",
+                "the {what} is {} bytes, too short for its header",
                 stream.len()
             ));
         }
@@ -205,7 +214,7 @@ impl<'a> TypeTable<'a> {
         let end_index = header.u32().unwrap_or_default();
         if first_index < FIRST_NON_PRIMITIVE || end_index < first_index {
             return Err(format!(
-                "the type stream (TPI) header has an invalid index range {first_index:#x}..{end_index:#x}"
+                "the {what} header has an invalid index range {first_index:#x}..{end_index:#x}"
             ));
         }
         let body = usize::try_from(header_size)
@@ -214,7 +223,7 @@ impl<'a> TypeTable<'a> {
             .and_then(|h| stream.get(h..))
             .ok_or_else(|| {
                 format!(
-                    "the type stream (TPI) header size {header_size} is outside the {}-byte stream",
+                    "the {what} header size {header_size} is outside the {}-byte stream",
                     stream.len()
                 )
             })?;
@@ -231,7 +240,7 @@ impl<'a> TypeTable<'a> {
                 .filter(|r| r.len() >= 2)
                 .ok_or_else(|| {
                     format!(
-                        "the type stream (TPI) is damaged: the record at offset {:#x} is truncated or too short",
+                        "the {what} is damaged: the record at offset {:#x} is truncated or too short",
                         at.saturating_add(usize::try_from(header_size).unwrap_or_default())
                     )
                 })?;
@@ -265,6 +274,21 @@ impl<'a> TypeTable<'a> {
             by_unique_name,
             by_name,
         })
+    }
+
+    /// The record at type index `index`: its leaf kind and the bytes after
+    /// the kind (`None` for a primitive index or one past the stream).
+    pub(super) fn record(&self, index: u32) -> Option<(u16, &'a [u8])> {
+        let slot = usize::try_from(index.checked_sub(self.first_index)?).ok()?;
+        self.records.get(slot).copied()
+    }
+
+    /// Every record with its type index, in stream order.
+    pub(super) fn records(&self) -> impl Iterator<Item = (u32, u16, &'a [u8])> + '_ {
+        self.records
+            .iter()
+            .zip(self.first_index..)
+            .map(|(&(kind, body), index)| (index, kind, body))
     }
 
     /// The size in bytes of an object of type `index`, when the type says.
