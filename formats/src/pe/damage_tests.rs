@@ -3,9 +3,10 @@
 //! Each test takes a corpus image and its PDB, keeps the MSF layout and the
 //! PDB information stream (so that the GUID and age still match the image),
 //! and damages one of the streams the reader decodes after that: the DBI
-//! stream (header, module list, section contributions), the type stream,
-//! the module symbol streams, the global symbol stream and the section
-//! header copy. Every result must be an image or a clean one-line error
+//! stream (header, module list, section contributions), the type stream
+//! (whose records also give the layouts), the item stream, the module
+//! symbol streams (which also give the types each function uses), the
+//! global symbol stream and the section header copy. Every result must be an image or a clean one-line error
 //! that names the PDB (or, for what the PDB says about the image's machine,
 //! the image). A panic or an abort fails the test: nothing catches them.
 //!
@@ -107,7 +108,11 @@ fn samples() -> Vec<Sample> {
 fn targets(msf: &Msf, pdb: &[u8]) -> Vec<(String, usize)> {
     let dbi_bytes = msf.read(pdb, 3);
     let dbi = streams::dbi(&dbi_bytes).unwrap();
-    let mut out = vec![("TPI".to_owned(), 2), ("DBI".to_owned(), 3)];
+    let mut out = vec![
+        ("TPI".to_owned(), 2),
+        ("DBI".to_owned(), 3),
+        ("IPI".to_owned(), 4),
+    ];
     out.push(("globals".to_owned(), usize::from(dbi.symbol_records)));
     if let Some(s) = dbi.section_header_stream() {
         out.push(("section headers".to_owned(), usize::from(s)));
@@ -149,11 +154,13 @@ struct Tally(BTreeMap<&'static str, usize>);
 
 impl Tally {
     fn add(&mut self, r: &Result<(), String>) {
-        const PLACES: [&str; 9] = [
+        const PLACES: [&str; 11] = [
             "extends past its section",
             "symbol record",
             "section contribution",
             "DBI module list",
+            "type record",
+            "id stream",
             "type stream",
             "DBI stream",
             "section header stream",
@@ -282,10 +289,12 @@ fn damaged_pdb_sizes_and_counts_are_clean_errors() {
         let sc_count = (u32::from_le_bytes(dbi_bytes[28..32].try_into().unwrap()) as usize)
             .saturating_sub(4)
             / 28;
-        for round in 0..300 {
+        let tpi = msf.read(&s.pdb, 2);
+        let layout_records = layout_records(&tpi);
+        for round in 0..350 {
             let mut pdb = s.pdb.clone();
             let what;
-            match round % 6 {
+            match round % 7 {
                 0 => {
                     // A DBI header size field (module list, contributions,
                     // section map, file info, type servers, MFC, debug
@@ -368,6 +377,18 @@ fn damaged_pdb_sizes_and_counts_are_clean_errors() {
                         );
                     }
                 }
+                5 if !layout_records.is_empty() => {
+                    // A record the layouts come from: a field list, a
+                    // structure, class or union, or a bit-field.
+                    let (start, len) = layout_records[rng.below(layout_records.len())];
+                    let at = start + 4 + rng.below(len.saturating_sub(5).max(1));
+                    what = format!("TPI record at {start:#x}, byte {at:#x}");
+                    if rng.below(2) == 0 {
+                        msf.write(&mut pdb, 2, at, &rng.nasty_u16().to_le_bytes());
+                    } else {
+                        msf.write(&mut pdb, 2, at, &[rng.next() as u8]);
+                    }
+                }
                 4 => {
                     // The TPI header: header size, first and end index.
                     let field = [4, 8, 12][rng.below(3)];
@@ -391,10 +412,28 @@ fn damaged_pdb_sizes_and_counts_are_clean_errors() {
         "section contribution",
         "DBI stream",
         "type stream",
+        "type record",
         "extends past its section",
     ] {
         tally.require(key, 5);
     }
+}
+
+/// Offset and length (with the length field) of the TPI records the layouts
+/// are read from: field lists, structures, classes, unions, bit-fields.
+fn layout_records(tpi: &[u8]) -> Vec<(usize, usize)> {
+    let header = u32::from_le_bytes(tpi[4..8].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut at = header;
+    while at + 4 <= tpi.len() {
+        let len = 2 + u16::from_le_bytes([tpi[at], tpi[at + 1]]) as usize;
+        let kind = u16::from_le_bytes([tpi[at + 2], tpi[at + 3]]);
+        if matches!(kind, 0x1203 | 0x1504 | 0x1505 | 0x1506 | 0x1205) {
+            out.push((at, len));
+        }
+        at += len;
+    }
+    out
 }
 
 #[test]

@@ -914,6 +914,21 @@ mod tests {
     }
 
     #[test]
+    fn type_and_member_names_with_control_characters_are_escaped() {
+        let records = vec![
+            (LF_FIELDLIST, member(0x74, 0, "m\u{202e}x")),
+            (
+                LF_STRUCTURE,
+                structure(LF_STRUCTURE, 0, 0x1000, 4, "evil\x1b[2J"),
+            ),
+        ];
+        let layouts = layouts_of(&records).unwrap();
+        assert_eq!(layouts.len(), 1);
+        assert_eq!(layouts[0].name, "evil\\x1b[2J");
+        assert_eq!(layouts[0].fields[0].name, "m\\u{202e}x");
+    }
+
+    #[test]
     fn damaged_field_lists_are_errors() {
         // A continuation that loops back to itself.
         let looping = vec![

@@ -1769,6 +1769,24 @@ mod tests {
     }
 
     #[test]
+    fn type_and_member_names_with_control_characters_are_escaped() {
+        let mut s = scan(vec![
+            ty(1, Tag::Leaf, Some("int"), None, Some(4)),
+            ty(2, Tag::Struct, Some("evil\x1b[2J"), None, Some(4)),
+        ]);
+        s.types[1].members = 0;
+        s.types[1].scope = 1;
+        s.members = vec![vec![member(Some("m\u{202e}x"), 1, Some(0))]];
+        let scope = push_scope(&mut s, 0, b"ns\n");
+        assert_eq!(scope, 1);
+        let m = Model::new(&s);
+        let layouts = m.layouts().unwrap();
+        assert_eq!(layouts.len(), 1);
+        assert_eq!(layouts[0].name, "ns\\x0a::evil\\x1b[2J");
+        assert_eq!(layouts[0].fields[0].name, "m\\u{202e}x");
+    }
+
+    #[test]
     fn type_unit_stand_ins_and_specifications() {
         // A C++ type defined at a type unit's top level (20), completing
         // its declaration in namespace `net` (10); a compile unit refers to
