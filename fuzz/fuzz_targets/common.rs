@@ -27,8 +27,8 @@ pub fn assert_clean(s: &str) {
     );
 }
 
-/// Every name of an image is escaped, and every function and data object
-/// lies where the image says.
+/// Every name of an image (types and their fields included) is escaped,
+/// and every function and data object lies where the image says.
 pub fn check_image(image: &Image<'_>) {
     for s in &image.sections {
         assert_clean(&s.name);
@@ -76,6 +76,21 @@ pub fn check_image(image: &Image<'_>) {
         if let hotpatch_formats::RelocTarget::Symbol { name, .. } = &r.target {
             assert_clean(name);
         }
+    }
+    for t in &image.types {
+        assert_clean(&t.name);
+        for f in &t.fields {
+            assert_clean(&f.name);
+        }
+    }
+    for u in &image.type_uses {
+        for t in &u.types {
+            assert_clean(t);
+        }
+    }
+    if let hotpatch_formats::TypeInfo::Unsupported(why) = &image.type_info {
+        assert!(!why.contains('\n'), "not one line: {why:?}");
+        assert_clean(why);
     }
     for f in &image.functions {
         let _ = image.function_bytes(f);
