@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
+mod build;
 mod packaging;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
@@ -68,6 +69,9 @@ enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Vec<String>,
     },
+    /// Build an unsigned package from a baseline and its update (or from a
+    /// release file listing many image pairs).
+    Build(Box<build::BuildArgs>),
     /// Make a new Ed25519 signing key: KEY (PKCS#8 PEM, mode 0600) and
     /// KEY.pub (SPKI PEM). Prints the key id.
     Keygen(packaging::KeygenArgs),
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             allows(allow, reason)?,
             json,
         ),
+        Command::Build(args) => build::run(*args),
         Command::Keygen(args) => packaging::keygen(args),
         Command::Sign(args) => packaging::sign(args),
         Command::Verify(args) => packaging::verify(args),

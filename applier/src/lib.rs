@@ -1,7 +1,10 @@
 //! Verify → plan → apply for hotpatch packages.
 //!
-//! Targets are a patched image file, an emulated x64/ARM64 VM and a live Linux
-//! process. This crate is filled in by the applier issue; until then it
-//! deliberately exports nothing.
+//! Targets are an emulated x64/ARM64 VM, a live Linux process and an image
+//! file, each behind the [`Target`] trait that the one engine drives.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod target;
+
+pub use target::{Located, Protection, Target, TargetError, ThreadPc};

@@ -508,6 +508,39 @@ pub struct ImageIndex<'i, 'd> {
     blocks: OnceLock<Blocks>,
     /// Buckets over the image's relocations (sorted by RVA).
     relocs: Buckets,
+    /// [`ImageIndex::block_with_digest`]'s table, built on first use.
+    by_digest: OnceLock<std::collections::HashMap<BlockDigest, u64>>,
+    /// [`ImageIndex::import_stub`]'s table, built on first use.
+    stubs: OnceLock<std::collections::HashMap<String, u64>>,
+    /// [`ImageIndex::slot_holding`]'s table, built on first use.
+    slots: OnceLock<Vec<(u64, SymRefKey)>>,
+}
+
+/// What a pointer slot holds, by name (comparable across indexes): a
+/// function or data object and offset, an import, or an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SymRefKey {
+    /// A function part (key text, signature) and offset.
+    Function(String, String, u64),
+    /// A data object (key text) and offset.
+    Data(String, u64),
+    /// An import and addend.
+    External(String, i64),
+    /// Anything else, by address.
+    Other(String),
+}
+
+impl SymRefKey {
+    fn of(r: &SymRef<'_>) -> Self {
+        match *r {
+            SymRef::Function {
+                key, part, offset, ..
+            } => SymRefKey::Function(key.to_string(), part.to_string(), offset),
+            SymRef::Data { key, offset, .. } => SymRefKey::Data(key.to_string(), offset),
+            SymRef::External { name, addend } => SymRefKey::External(name.to_string(), addend),
+            ref other => SymRefKey::Other(format!("{other:?}")),
+        }
+    }
 }
 
 /// The anonymous blocks of a finished index.
@@ -926,6 +959,9 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
             named: Sorted::new(anchors),
             blocks: OnceLock::new(),
             relocs: Buckets::new(&image.relocations),
+            by_digest: OnceLock::new(),
+            stubs: OnceLock::new(),
+            slots: OnceLock::new(),
         }
     }
 
@@ -953,6 +989,81 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
     /// named ones before.
     fn anchors(&self) -> &Sorted<u64> {
         self.blocks.get().map_or(&self.named, |b| &b.anchors)
+    }
+
+    /// Every anchor that cuts anonymous data, once finished (the named ones
+    /// before): what another index over the same bytes needs to cut them
+    /// alike (the packager's relink check).
+    pub fn finished_anchors(&self) -> Vec<u64> {
+        self.anchors().items.clone()
+    }
+
+    /// Where anonymous data with this digest starts, if a block of this
+    /// image has it (a string literal by its bytes, any other block by its
+    /// contents): what a new body's reference to an unchanged constant is
+    /// pointed at. Builds its table on first use (every anchor's digest).
+    pub fn block_with_digest(&self, digest: &BlockDigest) -> Option<u64> {
+        let table = self.by_digest.get_or_init(|| {
+            let mut t = std::collections::HashMap::new();
+            if let Some(blocks) = self.blocks.get() {
+                for (at, &a) in blocks.anchors.items.iter().enumerate() {
+                    let d = *self.digest_at(blocks, at);
+                    if d != BlockDigest::NONE {
+                        t.entry(d).or_insert(a);
+                    }
+                }
+            }
+            t
+        });
+        table.get(digest).copied()
+    }
+
+    /// Where this image calls the import `name` through a stub (a PLT
+    /// entry, a PE import thunk), if it has one: found once, among the
+    /// executable bytes no function covers.
+    pub fn import_stub(&self, name: &str) -> Option<u64> {
+        let table = self.stubs.get_or_init(|| {
+            let mut t = std::collections::HashMap::new();
+            let step = match self.image.arch {
+                Arch::X86_64 => 2,
+                Arch::Aarch64 => 4,
+            };
+            for s in self.image.sections.iter().filter(|s| s.perms.execute) {
+                let end = s.rva.saturating_add(s.data.len() as u64);
+                let mut at = s.rva;
+                while at < end {
+                    if let Some(r) = self.range_at(at) {
+                        at = r.end.max(at.saturating_add(1));
+                        continue;
+                    }
+                    if let Some(SymRef::External { name, .. }) = self.stub(at, None) {
+                        t.entry(name.to_string()).or_insert(at);
+                    }
+                    at = at.saturating_add(step);
+                }
+            }
+            t
+        });
+        table.get(name).copied()
+    }
+
+    /// A pointer slot of this image (a GOT entry, an IAT slot, any
+    /// relocated pointer outside code) holding `what`: where a new body
+    /// loads it from.
+    pub fn slot_holding(&self, what: &SymRef<'_>) -> Option<u64> {
+        let table = self.slots.get_or_init(|| {
+            let mut t: Vec<(u64, SymRefKey)> = Vec::new();
+            for r in &self.image.relocations {
+                let in_code = self.image.section_at(r.rva).is_none_or(|s| s.perms.execute);
+                if r.width != 8 || in_code || self.data_at(r.rva).is_some() {
+                    continue;
+                }
+                t.push((r.rva, SymRefKey::of(&self.resolve_reloc(r, None))));
+            }
+            t
+        });
+        let key = SymRefKey::of(what);
+        table.iter().find(|(_, k)| *k == key).map(|&(rva, _)| rva)
     }
 
     /// Whether any group's name is only its address ([`Group::unnamed`]).

@@ -22,12 +22,14 @@
     )
 )]
 
+pub mod assemble;
 pub mod diff;
 pub mod index;
 pub mod key;
 pub mod lines;
 pub mod matching;
 pub mod norm;
+pub mod package;
 pub mod patchability;
 pub mod report;
 #[cfg(test)]

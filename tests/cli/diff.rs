@@ -146,7 +146,7 @@ fn set_of(entries: &[EntryJson], status: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn expected_set(v: &[String]) -> BTreeSet<String> {
+pub(crate) fn expected_set(v: &[String]) -> BTreeSet<String> {
     v.iter().map(|n| canon_expected(n)).collect()
 }
 
@@ -291,7 +291,7 @@ fn mismatches(target: &str) -> Vec<String> {
     bad
 }
 
-fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> Sets {
+pub(crate) fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> Sets {
     let mut s = base.clone();
     if let Some(o) = o {
         let pick =

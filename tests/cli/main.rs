@@ -3,6 +3,7 @@
 //! One integration-test binary; each module covers one command or concern.
 
 mod bad_input;
+mod build;
 mod common;
 mod corpus;
 mod diff;
