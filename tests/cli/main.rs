@@ -12,5 +12,9 @@ mod imports;
 mod packaging;
 mod stripped;
 mod symbols;
+#[path = "../../formats/src/test_elf.rs"]
+mod test_elf;
+#[path = "../../formats/src/pe/test_msf.rs"]
+mod test_msf;
 mod vectors;
 mod verdicts;
