@@ -14,5 +14,9 @@ mod packaging;
 mod replay;
 mod stripped;
 mod symbols;
+#[path = "../../formats/src/test_elf.rs"]
+mod test_elf;
+#[path = "../../formats/src/pe/test_msf.rs"]
+mod test_msf;
 mod vectors;
 mod verdicts;
