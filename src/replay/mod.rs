@@ -380,13 +380,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         Some(t) => Timestamp::parse(t).map_err(|e| Usage(format!("--at: {e}")))?,
         None => Timestamp::now(),
     };
-    let policy = TrustPolicy::load(&args.trust)?;
-    let pkg = read_pkg(&args.package)?;
-    let pkg2 = args.then.as_deref().map(read_pkg).transpose()?;
     let vectors = vectors::load(&args.vectors)?;
     let n = vectors.len();
     let apply_at = args.apply_at.unwrap_or(n / 2);
-    let then_at = pkg2.as_ref().map(|_| {
+    let then_at = args.then.as_ref().map(|_| {
         args.then_at
             .unwrap_or(apply_at.saturating_add(n).div_ceil(2))
     });
@@ -412,6 +409,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
     }
 
+    // The policy's own message names the file once.
+    let policy = TrustPolicy::load(&args.trust).map_err(|e| anyhow!("{e}"))?;
+    let pkg = read_pkg(&args.package)?;
+    let pkg2 = args.then.as_deref().map(read_pkg).transpose()?;
     let base_model = Model::load(&args.baseline, args.baseline_pdb.clone())?;
     let base_img = base_model.image()?;
     let upd_model = args
@@ -424,6 +425,17 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 
     let mut engine = Engine::new();
     let mut vm = load_vm(&args.baseline)?;
+    for (i, v) in vectors.iter().enumerate() {
+        if vm.export(&v.call).is_err() {
+            return Err(anyhow!(
+                "{}: vector {} calls `{}`, which {} does not export",
+                args.vectors.display(),
+                i.saturating_add(1),
+                v.call,
+                args.baseline.display()
+            ));
+        }
+    }
     let mut steps: Vec<StepReport> = Vec::new();
     let mut results: Vec<VectorReport> = Vec::new();
     let mut phase = Phase::Baseline;

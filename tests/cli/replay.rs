@@ -799,3 +799,69 @@ fn a_fault_after_any_step_leaves_the_vm_unchanged() {
 fn vm_name(p: &Path) -> &str {
     p.file_name().unwrap().to_str().unwrap()
 }
+
+/// Bad vectors and bad step positions: one line naming the file and what
+/// is wrong, before anything runs.
+#[test]
+fn bad_vectors_and_positions_are_refused_before_anything_runs() {
+    let k = keys();
+    let d = k.dir.path();
+    let pkg = build(&k, "01-bounds-check", "x86_64-linux", "v2", "2026-02", &[]).unwrap();
+    sign(&k, &pkg);
+    for (text, want) in [
+        ("x = ", "invalid vectors file"),
+        ("", "no [[vector]] entries"),
+        (
+            "[[vector]]\ncall = \"hb_echo\"\nargs = [{ hex = \"zz\" }]\n",
+            "vector 1: argument { hex = \"zz\" }: expected an even number of hex digits",
+        ),
+        (
+            "[[vector]]\ncall = \"nope\"\nargs = [1]\n",
+            "vector 1 calls `nope`, which",
+        ),
+        (
+            "[[vector]]\ncall = \"hb_echo\"\nargs = [1, 2, 3, 4, 5]\n",
+            "has 5 arguments; at most 4",
+        ),
+        (
+            "[[vector]]\ncall = \"hb_echo\"\nargs = [1]\nresult = 3\n",
+            "invalid vectors file",
+        ),
+    ] {
+        let f = d.join("v.toml");
+        std::fs::write(&f, text).unwrap();
+        let o = replay(&k, &pkg, "01-bounds-check", "x86_64-linux", None, &f, &[]);
+        let err = fails(&o);
+        assert!(err.contains(want), "{text:?}: {err}");
+        assert!(err.contains("v.toml"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    let vectors = vectors_of("01-bounds-check");
+    for (args, want) in [
+        (
+            vec!["--apply-at", "10"],
+            "--apply-at 10: there are only 9 vectors",
+        ),
+        (
+            vec!["--apply-at", "5", "--then", "x.hpk", "--then-at", "4"],
+            "--then-at must not be before --apply-at",
+        ),
+        (
+            vec!["--apply-at", "5", "--revert-at", "2"],
+            "--revert-at must not be before",
+        ),
+    ] {
+        let o = replay(
+            &k,
+            &pkg,
+            "01-bounds-check",
+            "x86_64-linux",
+            None,
+            &vectors,
+            &args,
+        );
+        let err = String::from_utf8(o.stderr.clone()).unwrap();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
