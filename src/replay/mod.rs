@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use hotpatch_applier::state::AppliedPackage;
 use hotpatch_applier::{Applied, Engine, Reverted, Target};
-use hotpatch_emulator::{Arg, LoadOptions, Vm};
+use hotpatch_emulator::{Arg, Base, LoadOptions, Vm, DEFAULT_BIAS};
 use hotpatch_formats::package::{Sha256Digest, Timestamp};
 use hotpatch_formats::{read, Image};
 use hotpatch_signer::{TrustPolicy, Verified};
@@ -28,6 +28,9 @@ use vectors::Vector;
 
 /// Instructions one call may run.
 const BUDGET: u64 = 50_000_000;
+/// How much further than the baseline's VMs the updated image's VMs are
+/// loaded (512 MiB).
+const UPDATED_SHIFT: u64 = 0x2000_0000;
 
 /// `hotpatch replay`.
 #[derive(Args)]
@@ -271,6 +274,15 @@ fn load_vm(path: &Path) -> Result<Vm> {
     Vm::load_file(path, &LoadOptions::default()).map_err(|e| anyhow!("{e}"))
 }
 
+/// A VM of the updated image, at another base than the baseline's VM, so
+/// that a pointer the state copy fails to translate cannot work by chance.
+fn load_updated_vm(path: &Path) -> Result<Vm> {
+    let opts = LoadOptions {
+        base: Base::Bias(DEFAULT_BIAS.saturating_add(UPDATED_SHIFT)),
+    };
+    Vm::load_file(path, &opts).map_err(|e| anyhow!("{e}"))
+}
+
 /// An image file and its model.
 struct Model {
     bytes: Vec<u8>,
@@ -454,7 +466,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             applied_images = a.images.iter().map(|x| x.name.clone()).collect();
             phase = Phase::Patched;
             if let (Some(path), Some(upd_img)) = (&args.updated, &upd_img) {
-                let mut fresh = load_vm(path)?;
+                let mut fresh = load_updated_vm(path)?;
                 let record = applied_record(&mut vm, &applied_images)?;
                 let copied =
                     transfer::copy_state(&vm, &base_img, record.as_ref(), &mut fresh, upd_img)?;
@@ -557,7 +569,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             .apply_verified(&mut patched, verified)
             .map_err(|e| anyhow!("{}: applying to a fresh VM: {e}", pkg.path.display()))?;
         let mut plain = load_vm(&args.baseline)?;
-        let mut fresh_upd = args.updated.as_deref().map(load_vm).transpose()?;
+        let mut fresh_upd = args.updated.as_deref().map(load_updated_vm).transpose()?;
         let keys = vec![
             "updated".to_string(),
             updated_key(verified, &args.baseline, args.updated.as_deref()),

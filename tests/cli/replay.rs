@@ -865,3 +865,71 @@ fn bad_vectors_and_positions_are_refused_before_anything_runs() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+/// Pointers in the copied state (16-struct-unchanged-users keeps
+/// `ports[]`, pointers into its `arena`) are translated into the updated
+/// image, which its VM holds at another base: after the patch lands the
+/// updated VM follows them to the right counters.
+#[test]
+fn the_mid_run_state_copy_translates_pointers() {
+    let scenario = "16-struct-unchanged-users";
+    let vectors = r#"
+[[vector]]
+call = "stats_open"
+expect = { v1 = 0, v2 = 0 }
+
+[[vector]]
+call = "stats_count"
+args = [0, 100]
+expect = { v1 = 1, v2 = 1 }
+
+[[vector]]
+call = "stats_count"
+args = [0, 5]
+expect = { v1 = 2, v2 = 2 }
+
+[[vector]]
+call = "stats_bytes"
+args = [0]
+expect = { v1 = 105, v2 = 105 }
+
+[[vector]]
+call = "stats_open"
+expect = { v1 = 1, v2 = 1 }
+
+[[vector]]
+call = "stats_count"
+args = [1, 7]
+expect = { v1 = 1, v2 = 1 }
+
+[[vector]]
+call = "stats_bytes"
+args = [1]
+expect = { v1 = 7, v2 = 7 }
+"#;
+    for target in TARGETS {
+        let k = keys();
+        let pkg = build(&k, scenario, target, "v2", "2026-02", &[]).unwrap();
+        sign(&k, &pkg);
+        let f = k.dir.path().join("ports.toml");
+        std::fs::write(&f, vectors).unwrap();
+        let o = replay(
+            &k,
+            &pkg,
+            scenario,
+            target,
+            Some("v2"),
+            &f,
+            &["--apply-at", "2"],
+        );
+        let r: Value = serde_json::from_str(&ok(&o)).unwrap();
+        assert_eq!(r["pass"], true, "{target}: {r:#}");
+        let mid = &r["mid_run"];
+        assert_eq!(mid["state"]["pointers"], 1, "{target}: {mid:#}");
+        assert_eq!(mid["state"]["notes"], serde_json::json!([]), "{target}");
+        assert_eq!(
+            (&mid["compared"], &mid["agree"]),
+            (&Value::from(5), &Value::from(5))
+        );
+    }
+}
