@@ -308,7 +308,7 @@ impl Engine {
         Ok(applied)
     }
 
-    /// Apply a package [`verify`] already accepted (for example to several
+    /// Apply a package [`hotpatch_signer::verify()`] already accepted (for example to several
     /// targets). `timings.verify` of the result is zero.
     pub fn apply_verified(
         &mut self,
