@@ -417,7 +417,7 @@ impl Vm {
         self.image
             .exports
             .get(name)
-            .map(|rva| self.image.base + rva)
+            .map(|rva| self.image.base.wrapping_add(*rva))
             .ok_or_else(|| Error::NoExport {
                 image: self.image.label.clone(),
                 name: name.to_owned(),
