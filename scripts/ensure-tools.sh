@@ -7,6 +7,7 @@ set -euo pipefail
 package_for() {
   case "$1" in
     cc|gcc) echo gcc ;;
+    c++|g++) echo g++ ;;
     openssl) echo openssl ;;
     clang-19) echo clang-19 ;;
     lld-link-19) echo lld-19 ;;

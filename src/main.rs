@@ -21,6 +21,8 @@ use hotpatch_formats::{read, Image, ReadOptions};
 mod apply;
 mod build;
 mod packaging;
+#[cfg(feature = "emulator")]
+mod replay;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
@@ -90,6 +92,11 @@ enum Command {
     /// it): verify, find the image in the process, place the new code near
     /// it, stop every thread, write the redirects, resume.
     Apply(apply::ApplyArgs),
+    /// Run vectors on a baseline in an emulated VM, apply a package between
+    /// two calls without reloading, and check the patched baseline behaves
+    /// as the updated build (from the start, and mid-run with its state).
+    #[cfg(feature = "emulator")]
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -148,6 +155,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Trust(cmd) => packaging::trust(cmd),
         Command::Inspect(args) => packaging::inspect(args),
         Command::Apply(args) => apply::apply(args),
+        #[cfg(feature = "emulator")]
+        Command::Replay(args) => replay::run(*args),
     }
 }
 

@@ -42,7 +42,7 @@ use hotpatch_formats::package::{
 use hotpatch_formats::Arch;
 use hotpatch_signer::{verify, TrustPolicy, Verified};
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, Digests};
 use crate::jump;
 use crate::report::{
     Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
@@ -56,6 +56,8 @@ type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
 /// How far from the image a block may lie when nothing else limits it.
 const NEAR: i128 = 1 << 31;
+/// Where the engine first tries to place a block: this close to the image.
+const PREFER_NEAR: i128 = 128 << 20;
 
 /// A point between two steps of [`Engine::apply`] or [`Engine::revert`],
 /// where a test can inject a fault.
@@ -318,7 +320,7 @@ impl Engine {
         Ok(applied)
     }
 
-    /// Apply a package [`verify`] already accepted (for example to several
+    /// Apply a package [`hotpatch_signer::verify()`] already accepted (for example to several
     /// targets). `timings.verify` of the result is zero.
     pub fn apply_verified(
         &mut self,
@@ -816,8 +818,10 @@ fn check_image(
             target: desc.to_string(),
             image: img(),
             how: located.how.clone(),
-            want: t.baseline.sha256.to_string(),
-            found: located.file_sha256.to_string(),
+            digests: Box::new(Digests {
+                want: t.baseline.sha256,
+                found: located.file_sha256,
+            }),
         });
     }
     let base = located.base;
@@ -914,8 +918,10 @@ fn check_image(
                 what: format!("bytes the redirect of `{}` overwrites", f.name),
                 address: site,
                 size,
-                want: r.sha256.to_string(),
-                found: found.to_string(),
+                digests: Box::new(Digests {
+                    want: r.sha256,
+                    found,
+                }),
             });
         }
         redirects.push(RedirectPlan {
@@ -1028,8 +1034,10 @@ fn check_image(
                         what: format!("baseline bytes {r} is encoded against"),
                         address: addr,
                         size: reference.size,
-                        want: reference.sha256.to_string(),
-                        found: found.to_string(),
+                        digests: Box::new(Digests {
+                            want: reference.sha256,
+                            found,
+                        }),
                     });
                 }
                 Some(buf)
@@ -1040,7 +1048,7 @@ fn check_image(
             .map_err(|error| ApplyError::Package {
                 target: desc.to_string(),
                 image: img(),
-                error,
+                error: Box::new(error),
             })?
             .into_owned();
         let (what, class) = named
@@ -1307,13 +1315,35 @@ fn allocate(
             Err(e) => Err(e.into()),
         }
     };
-    let (region, start) = match try_window(target, &with_redirects)? {
-        Ok(x) => x,
-        Err(why) if !soft || p.redirects.is_empty() => return Err(placement(why)),
-        Err(_) => match try_window(target, &hard)? {
-            Ok(x) => x,
-            Err(why) => return Err(placement(why)),
-        },
+    // Near the image first (a target's allocator may give the lowest fit
+    // of a wide window), then anywhere in reach; on AArch64, then without
+    // the redirects, which veneers bridge.
+    let near = |w: &Window| {
+        let mut n = w.clone();
+        let b = i128::from(base);
+        n.limit(b - PREFER_NEAR, b + PREFER_NEAR, &|| {
+            "the block is preferably within 128 MiB of the image".into()
+        });
+        n
+    };
+    let mut attempts = vec![near(&with_redirects), with_redirects];
+    if soft && !p.redirects.is_empty() {
+        attempts.push(near(&hard));
+        attempts.push(hard);
+    }
+    let mut why = String::new();
+    let mut found = None;
+    for w in &attempts {
+        match try_window(target, w)? {
+            Ok(x) => {
+                found = Some(x);
+                break;
+            }
+            Err(w) => why = w,
+        }
+    }
+    let Some((region, start)) = found else {
+        return Err(placement(why));
     };
     journal.undo.push(Undo::Free(region));
     p.block = Some(region);
@@ -1412,7 +1442,7 @@ fn link_image(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan)
         .map_err(|error: PackageError| ApplyError::Package {
             target: desc.to_string(),
             image: t.name.clone(),
-            error,
+            error: Box::new(error),
         })?;
     }
     for r in &mut p.redirects {

@@ -1,11 +1,20 @@
 //! Why the engine refused or failed: [`ApplyError`]. Every message is one
 //! line and names the target, the image and what is wrong.
 
-use hotpatch_formats::package::PackageError;
+use hotpatch_formats::package::{PackageError, Sha256Digest};
 use hotpatch_formats::{Arch, Format};
 use hotpatch_signer::VerifyError;
 
 use crate::target::TargetError;
+
+/// What a package recorded and what the engine found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// The SHA-256 the package recorded.
+    pub want: Sha256Digest,
+    /// The SHA-256 of what is there.
+    pub found: Sha256Digest,
+}
 
 /// Why a package was not applied (or not reverted).
 ///
@@ -41,7 +50,7 @@ pub enum ApplyError {
         found: (Format, Arch),
     },
     /// The image is another build than the package's baseline.
-    #[error("{target}: image `{image}` ({how}) is not the package's baseline: its file SHA-256 is {found}, the package needs {want}")]
+    #[error("{target}: image `{image}` ({how}) is not the package's baseline: its file SHA-256 is {}, the package needs {}", .digests.found, .digests.want)]
     WrongBaseline {
         /// The target.
         target: String,
@@ -49,14 +58,12 @@ pub enum ApplyError {
         image: String,
         /// How the target found it.
         how: String,
-        /// The baseline's SHA-256 in the manifest (hex).
-        want: String,
-        /// The SHA-256 of the image's file (hex).
-        found: String,
+        /// The baseline's SHA-256 in the manifest, and the image file's.
+        digests: Box<Digests>,
     },
     /// Bytes the package would overwrite, or decode against, are not the
     /// baseline's.
-    #[error("{target}: image `{image}`: {what} at {address:#x} ({size} bytes): SHA-256 {found}, the package recorded {want}")]
+    #[error("{target}: image `{image}`: {what} at {address:#x} ({size} bytes): SHA-256 {}, the package recorded {}", .digests.found, .digests.want)]
     BytesDiffer {
         /// The target.
         target: String,
@@ -68,10 +75,9 @@ pub enum ApplyError {
         address: u64,
         /// Their length.
         size: u64,
-        /// The SHA-256 the package recorded (hex).
-        want: String,
-        /// The SHA-256 of what the target holds (hex).
-        found: String,
+        /// The SHA-256 the package recorded, and that of what the target
+        /// holds.
+        digests: Box<Digests>,
     },
     /// The package is not newer than the one applied to this baseline.
     #[error("{target}: image `{image}`: package {package_id} has sequence {sequence}, not newer than sequence {applied} already applied to this baseline ({applied_id}): rollback or repeat refused")]
@@ -142,7 +148,7 @@ pub enum ApplyError {
         /// The image.
         image: String,
         /// The package error.
-        error: PackageError,
+        error: Box<PackageError>,
     },
     /// The package's manifest is inconsistent in a way the engine cannot
     /// apply (for example an item shared by two images).
@@ -216,5 +222,15 @@ impl ApplyError {
             ApplyError::InjectedFault { .. } => "injected-fault",
             ApplyError::UndoFailed { .. } => "undo-failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Small enough to return by value everywhere (clippy's
+    /// `result_large_err` limit is 128 bytes).
+    #[test]
+    fn the_error_stays_small() {
+        assert!(std::mem::size_of::<super::ApplyError>() <= 128);
     }
 }

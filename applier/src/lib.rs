@@ -26,9 +26,6 @@
 // lifted for that one module.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
-// Errors carry the target, the image and both digests for a one-line
-// message; they are returned once per call, never in a loop.
-#![allow(clippy::result_large_err)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -58,7 +55,7 @@ pub mod state;
 pub mod target;
 
 pub use engine::{Engine, Options, Step};
-pub use error::ApplyError;
+pub use error::{ApplyError, Digests};
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")

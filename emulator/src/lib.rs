@@ -23,7 +23,9 @@
 //!   symbols of default or protected visibility);
 //! - every import (PE import and delay-load tables; undefined ELF symbols)
 //!   gets a trap stub: a call into one stops with [`Error::ImportCalled`],
-//!   naming it. Undefined weak ELF symbols are 0.
+//!   naming it (`library!name` for PE, the symbol for ELF). Stubs are
+//!   readable, not writable: an imported data object reads as filler and
+//!   a write to it faults. Undefined weak ELF symbols are 0.
 //!
 //! Not supported (refused with [`Error::Unsupported`]): TLS, IFUNCs,
 //! `SHT_REL` relocations, non-PIC ELF executables. Initialisers
@@ -50,7 +52,9 @@
 //! its `hotpatch_formats` model (functions, data objects), and
 //! [`LoadedImage::relocations_in`] the pointer slots inside a range.
 //!
-//! The VM implements [`hotpatch_applier::Target`].
+//! The VM implements [`hotpatch_applier::Target`]: it holds one image,
+//! located by file name; `stop` returns no threads; state records are kept
+//! in memory. A [`Vm`] owns a unicorn engine and is not `Send`.
 //!
 //! # Address space
 //! | range | what |

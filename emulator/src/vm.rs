@@ -20,7 +20,7 @@ pub const LOWEST_ADDRESS: u64 = 0x1_0000;
 /// Images and [`Vm::allocate`]d ranges lie below this address; the VM's
 /// own regions (trap stubs, sentinel, scratch, stack) lie above it.
 pub const IMAGE_LIMIT: u64 = 0x7000_0000_0000;
-/// The import trap stubs: one [`loader::STUB_SIZE`]-byte slot per import,
+/// The import trap stubs: one 16-byte slot per import,
 /// mapped readable but not executable, so that a call into one stops.
 pub const TRAP_BASE: u64 = 0x7000_0000_0000;
 /// Size of the trap stub region.
@@ -417,7 +417,7 @@ impl Vm {
         self.image
             .exports
             .get(name)
-            .map(|rva| self.image.base + rva)
+            .map(|rva| self.image.base.wrapping_add(*rva))
             .ok_or_else(|| Error::NoExport {
                 image: self.image.label.clone(),
                 name: name.to_owned(),

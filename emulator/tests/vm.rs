@@ -564,10 +564,29 @@ fn bad_images_and_bases_are_refused_with_one_line_errors() {
         let err = Vm::load("v1.dll", file.clone(), &LoadOptions { base }).unwrap_err();
         assert!(matches!(err, Error::BadBase { .. }), "{err}");
     }
-    // Truncating every ELF at every 64 bytes never panics.
-    let elf = std::fs::read(corpus_image("05-jump-table", "x86_64-linux", "v1")).unwrap();
-    for n in (0..elf.len()).step_by(64) {
-        let _ = Vm::load("cut.so", elf[..n].to_vec(), &LoadOptions::default());
+    // Truncated or corrupted images never panic: every prefix at 64-byte
+    // steps, and 200 deterministic byte corruptions of each image.
+    for target in TARGETS {
+        let image = std::fs::read(corpus_image("05-jump-table", target, "v1")).unwrap();
+        for n in (0..image.len()).step_by(64) {
+            let _ = Vm::load("cut", image[..n].to_vec(), &LoadOptions::default());
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            let mut bad = image.clone();
+            for _ in 0..4 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                // Mostly the headers, where the loader reads most.
+                let limit = if seed & 1 == 0 { 0x400 } else { bad.len() };
+                let at = usize::try_from((seed >> 16) % limit as u64).unwrap();
+                bad[at] = (seed >> 56) as u8;
+            }
+            if let Ok(mut vm) = Vm::load("bad", bad, &LoadOptions::default()) {
+                let _ = vm.call("vm_exec", &ints(&[1, 2]), 10_000);
+            }
+        }
     }
     // At the preferred base the image works too.
     let mut vm = Vm::load(

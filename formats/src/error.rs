@@ -33,6 +33,14 @@ pub enum Error {
         /// The machine, as the format names it.
         machine: String,
     },
+    /// The file is well formed but uses a feature this tool does not handle.
+    #[error("{}: unsupported: {detail}", path.display())]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is not supported.
+        detail: String,
+    },
     /// The file claims to be an image or a PDB but is damaged or truncated.
     #[error("{}: malformed {what}: {detail}", path.display())]
     Malformed {

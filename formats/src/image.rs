@@ -92,7 +92,7 @@ pub struct Section<'data> {
 impl<'data> Section<'data> {
     /// Whether `rva` lies inside this section's memory range.
     pub fn contains(&self, rva: u64) -> bool {
-        rva >= self.rva && rva - self.rva < self.size
+        rva.checked_sub(self.rva).is_some_and(|off| off < self.size)
     }
 
     /// The initialised bytes for `[rva, rva + len)`, or `None` when the range

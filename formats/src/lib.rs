@@ -7,6 +7,13 @@
 //! and class layouts ([`TypeLayout`]) and the types each function uses
 //! ([`TypeUse`]).
 //!
+//! The readers take hostile input: every file is checked before it is read
+//! whole ([`read::load_file`], [`read::load_pdb`]), every extent is checked
+//! against the file, a lie is a one-line [`Error`] that names the damaged
+//! file, and every name taken from the input is escaped once, when it is
+//! read ([`escape_name`]), so that the model and any message built from it
+//! hold no control characters.
+//!
 //! ```no_run
 //! use std::path::Path;
 //! use hotpatch_formats::{read, ReadOptions};
@@ -21,13 +28,29 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// The library is linted against panic sources (`[lints.clippy]` in
+// Cargo.toml); the unit tests build hostile input on purpose and index and
+// unwrap freely.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod elf;
 pub mod error;
 pub mod image;
+pub mod name;
 pub mod package;
 mod pe;
 pub mod read;
+#[cfg(test)]
+mod test_elf;
 mod types;
 
 pub use error::{Error, Result};
@@ -36,4 +59,5 @@ pub use image::{
     Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout, TypeUse,
     Visibility,
 };
+pub use name::escape_name;
 pub use read::ReadOptions;

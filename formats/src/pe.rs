@@ -4,36 +4,23 @@
 //! import address table and the identity (header fields and the CodeView
 //! record). Functions and data
 //! objects come from the PDB that matches the image's CodeView GUID and age;
-//! see [`symbols`] for that part and [`types`] for the data sizes.
+//! see [`symbols`] for that part and [`types`] for the data sizes. Struct,
+//! union and class layouts and the types each function uses come from the
+//! same PDB, read in the same pass ([`layouts`]).
 //!
 //! Every value read from either file is untrusted: offsets and sizes are
 //! checked before use, arithmetic on them is checked, and every failure is a
 //! one-line [`Error`] naming the file.
 
-// The reader handles hostile input: keep it free of the usual panic sources.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-// The unit tests build hostile input on purpose and index and unwrap freely;
-// the library target is still linted as above.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
-
+mod cursor;
+#[cfg(test)]
+mod damage_tests;
 mod layouts;
 mod source;
+mod streams;
 mod symbols;
+#[cfg(test)]
+pub(crate) mod test_msf;
 mod types;
 
 use std::collections::HashMap;
@@ -48,7 +35,18 @@ use crate::image::{
     Arch, CodeView, Export, Format, FormatIdentity, Identity, Image, Permissions, RelocTarget,
     Relocation, Section,
 };
+use crate::name::escape_name;
 use crate::read::ReadOptions;
+
+/// Where the PDB of a PE image comes from.
+pub(crate) enum Pdb<'a> {
+    /// [`ReadOptions::pdb`], or `<image stem>.pdb` beside the image, read
+    /// from disk with [`crate::read::load_pdb`].
+    FromDisk,
+    /// Bytes already in memory; messages name [`ReadOptions::pdb`] or the
+    /// default path.
+    InMemory(&'a [u8]),
+}
 
 /// What [`Error::Malformed`] says it was reading when the image is damaged.
 const WHAT_IMAGE: &str = "PE image";
@@ -232,22 +230,39 @@ pub(crate) struct SectionInfo {
     pub(crate) size: u64,
 }
 
-/// Read the section table into model sections, in table order.
+/// Read the section table into model sections, in table order, and check
+/// the layout the Windows loader requires: every section starts at a
+/// multiple of `SectionAlignment`, directly after the previous one (rounded
+/// up to the alignment: no gaps, no overlaps, ascending), and the last one
+/// ends within `SizeOfImage`.
 fn read_sections<'data>(
     file: &PeFile64<'data>,
     data: &'data [u8],
     path: &Path,
 ) -> Result<Vec<Section<'data>>> {
-    let mut sections = Vec::new();
+    let optional = file.nt_headers().optional_header();
+    let alignment = u64::from(optional.section_alignment());
+    let size_of_image = u64::from(optional.size_of_image());
+    if !alignment.is_power_of_two() {
+        return Err(malformed(
+            path,
+            format!("SectionAlignment {alignment:#x} is not a power of two"),
+        ));
+    }
+    let align_up = |v: u64| {
+        v.checked_add(alignment.saturating_sub(1))
+            .map(|x| x & !alignment.saturating_sub(1))
+    };
+    let mut sections: Vec<Section<'data>> = Vec::new();
     for (i, section) in file.sections().enumerate() {
+        let number = i.saturating_add(1);
         let header = section.pe_section();
+        let raw = header.raw_name();
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         let name = match section.name() {
-            Ok(name) => name.to_owned(),
-            Err(_) => {
-                let raw = header.raw_name();
-                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-                String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).into_owned()
-            }
+            // A long name (`/123` into the COFF string table), resolved.
+            Ok(name) if raw.first() == Some(&b'/') => escape_name(name.as_bytes()),
+            _ => escape_name(raw.get(..end).unwrap_or_default()),
         };
         let virtual_size = header.virtual_size.get(object::LittleEndian);
         let raw_size = header.size_of_raw_data.get(object::LittleEndian);
@@ -257,8 +272,45 @@ fn read_sections<'data>(
         } else {
             virtual_size
         };
+        let rva = u64::from(header.virtual_address.get(object::LittleEndian));
+        let size = u64::from(size);
+        if rva & alignment.saturating_sub(1) != 0 {
+            return Err(malformed(
+                path,
+                format!(
+                    "section {number} `{name}` starts at RVA {rva:#x}, not a multiple of SectionAlignment {alignment:#x}"
+                ),
+            ));
+        }
+        if let Some(prev) = sections.last() {
+            let expected = prev
+                .rva
+                .checked_add(prev.size)
+                .and_then(align_up)
+                .unwrap_or(u64::MAX);
+            if rva != expected {
+                return Err(malformed(
+                    path,
+                    format!(
+                        "section {number} `{name}` starts at RVA {rva:#x}, but section {i} `{}` ({:#x}..{:#x}) ends at {expected:#x} once aligned: the loader requires sections to follow each other without gap or overlap (a damaged section size or address)",
+                        prev.name,
+                        prev.rva,
+                        prev.rva.saturating_add(prev.size)
+                    ),
+                ));
+            }
+        }
+        let end = rva.saturating_add(size);
+        if end > size_of_image {
+            return Err(malformed(
+                path,
+                format!(
+                    "section {number} `{name}` ({rva:#x}..{end:#x}) extends past SizeOfImage {size_of_image:#x}"
+                ),
+            ));
+        }
         let offset = header.pointer_to_raw_data.get(object::LittleEndian);
-        let backed = raw_size.min(size);
+        let backed = u64::from(raw_size).min(size);
         let bytes = if backed == 0 {
             &[][..]
         } else {
@@ -270,8 +322,7 @@ fn read_sections<'data>(
                 malformed(
                     path,
                     format!(
-                        "section {} `{name}`: its {backed:#x} bytes of raw data at file offset {offset:#x} extend past the end of the {}-byte file",
-                        i.saturating_add(1),
+                        "section {number} `{name}`: its {backed:#x} bytes of raw data at file offset {offset:#x} extend past the end of the {}-byte file",
                         data.len()
                     ),
                 )
@@ -280,8 +331,8 @@ fn read_sections<'data>(
         let characteristics = header.characteristics.get(object::LittleEndian);
         sections.push(Section {
             name,
-            rva: u64::from(header.virtual_address.get(object::LittleEndian)),
-            size: u64::from(size),
+            rva,
+            size,
             perms: Permissions {
                 read: characteristics & pe::IMAGE_SCN_MEM_READ != 0,
                 write: characteristics & pe::IMAGE_SCN_MEM_WRITE != 0,
@@ -293,12 +344,27 @@ fn read_sections<'data>(
     Ok(sections)
 }
 
+/// The section that starts last at or before `rva`: the only one that can
+/// hold it. `sections` is in table order, which [`read_sections`] has
+/// checked to be ascending and without overlaps, so this is a binary search.
+fn holding<'s, 'data>(sections: &'s [Section<'data>], rva: u64) -> Option<&'s Section<'data>> {
+    let after = sections.partition_point(|s| s.rva <= rva);
+    sections.get(after.checked_sub(1)?)
+}
+
+/// Whether `[rva, rva + len)` lies inside one section's memory range (a
+/// zero-length range may sit at a section's end).
+fn in_section(sections: &[Section<'_>], rva: u64, len: u64) -> bool {
+    holding(sections, rva).is_some_and(|s| {
+        rva.checked_sub(s.rva)
+            .and_then(|off| off.checked_add(len))
+            .is_some_and(|end| end <= s.size)
+    })
+}
+
 /// The initialised bytes of `[rva, rva + len)` in one of `sections`.
 fn bytes_at<'data>(sections: &[Section<'data>], rva: u64, len: u64) -> Option<&'data [u8]> {
-    sections
-        .iter()
-        .find(|s| s.contains(rva))
-        .and_then(|s| s.bytes_at(rva, len))
+    holding(sections, rva)?.bytes_at(rva, len)
 }
 
 /// Refuse hybrid images: an ARM64X image (machine ARM64) or an ARM64EC image
@@ -349,7 +415,9 @@ fn check_hybrid(
 /// The named exports of the image. Forwarded exports are skipped (they are
 /// not in this image). An export with no name, only an ordinal, is named
 /// `#<ordinal>`.
-fn read_exports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Export>> {
+///
+/// An export whose RVA lies outside every section is refused.
+fn read_exports(file: &PeFile64<'_>, sections: &[Section<'_>], path: &Path) -> Result<Vec<Export>> {
     let table = file
         .export_table()
         .map_err(|e| malformed(path, format!("export directory: {e}")))?;
@@ -365,13 +433,17 @@ fn read_exports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Export>> {
             continue;
         };
         let name = match export.name {
-            Some(name) => String::from_utf8_lossy(name).into_owned(),
+            Some(name) => escape_name(name),
             None => format!("#{}", export.ordinal),
         };
-        out.push(Export {
-            name,
-            rva: u64::from(rva),
-        });
+        let rva = u64::from(rva);
+        if !in_section(sections, rva, 0) {
+            return Err(malformed(
+                path,
+                format!("export `{name}` is at RVA {rva:#x}, outside every section"),
+            ));
+        }
+        out.push(Export { name, rva });
     }
     Ok(out)
 }
@@ -382,7 +454,13 @@ fn read_exports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Export>> {
 /// it imports, not by where the slot or its hint/name entry happens to lie.
 /// (Delay-load imports are not read: their slots hold base-relocated
 /// pointers to loader thunks until first use.)
-fn read_imports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Relocation>> {
+///
+/// Every slot must lie inside a section.
+fn read_imports(
+    file: &PeFile64<'_>,
+    sections: &[Section<'_>],
+    path: &Path,
+) -> Result<Vec<Relocation>> {
     let bad = |e: object::Error| malformed(path, format!("import directory: {e}"));
     let Some(table) = file.import_table().map_err(bad)? else {
         return Ok(Vec::new());
@@ -390,8 +468,7 @@ fn read_imports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Relocation>> {
     let mut out = Vec::new();
     let mut descriptors = table.descriptors().map_err(bad)?;
     while let Some(d) = descriptors.next().map_err(bad)? {
-        let dll =
-            String::from_utf8_lossy(table.name(d.name.get(object::LittleEndian)).map_err(bad)?);
+        let dll = escape_name(table.name(d.name.get(object::LittleEndian)).map_err(bad)?);
         let iat = u64::from(d.first_thunk.get(object::LittleEndian));
         let lookup = match d.original_first_thunk.get(object::LittleEndian) {
             0 => d.first_thunk.get(object::LittleEndian),
@@ -401,9 +478,17 @@ fn read_imports(file: &PeFile64<'_>, path: &Path) -> Result<Vec<Relocation>> {
         let mut slot = iat;
         while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(bad)? {
             let name = match table.import::<pe::ImageNtHeaders64>(thunk).map_err(bad)? {
-                Import::Name(_, name) => format!("{dll}!{}", String::from_utf8_lossy(name)),
+                Import::Name(_, name) => format!("{dll}!{}", escape_name(name)),
                 Import::Ordinal(ordinal) => format!("{dll}!#{ordinal}"),
             };
+            if !in_section(sections, slot, 8) {
+                return Err(malformed(
+                    path,
+                    format!(
+                        "import address table slot for `{name}` at RVA {slot:#x} lies outside every section"
+                    ),
+                ));
+            }
             out.push(Relocation {
                 rva: slot,
                 width: 8,
@@ -503,7 +588,7 @@ fn read_codeview(file: &PeFile64<'_>, path: &Path) -> Result<Option<CodeView>> {
     Ok(info.map(|cv| CodeView {
         guid: cv.guid(),
         age: cv.age(),
-        path: String::from_utf8_lossy(cv.path()).into_owned(),
+        path: escape_name(cv.path()),
     }))
 }
 
@@ -526,7 +611,11 @@ fn pdb_path(opts: &ReadOptions) -> Result<PathBuf> {
 }
 
 /// Parse a PE32+ image and its PDB. See the module documentation.
-pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
+pub(crate) fn parse<'data>(
+    data: &'data [u8],
+    opts: &ReadOptions,
+    pdb: Pdb<'_>,
+) -> Result<Image<'data>> {
     let path = opts.path.as_path();
     let machine = check_headers(data, path)?;
     let file = PeFile64::parse(data).map_err(|e| malformed(path, e.to_string()))?;
@@ -536,9 +625,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
 
     let sections = read_sections(&file, data, path)?;
     check_hybrid(&file, &sections, machine, path)?;
-    let exports = read_exports(&file, path)?;
+    let exports = read_exports(&file, &sections, path)?;
     let mut relocations = read_relocations(&file, data, &sections, image_base, path)?;
-    relocations.extend(read_imports(&file, path)?);
+    relocations.extend(read_imports(&file, &sections, path)?);
     let codeview = read_codeview(&file, path)?;
 
     let arch = if machine == pe::IMAGE_FILE_MACHINE_ARM64 {
@@ -559,8 +648,15 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             ),
         });
     };
-    let pdb_path = pdb_path(opts)?;
-    let pdb_bytes = crate::read::load_file(&pdb_path)?;
+    let loaded;
+    let (pdb_path, pdb_bytes) = match pdb {
+        Pdb::FromDisk => {
+            let pdb_path = pdb_path(opts)?;
+            loaded = crate::read::load_pdb(&pdb_path)?;
+            (pdb_path, loaded.as_slice())
+        }
+        Pdb::InMemory(bytes) => (opts.pdb_or_default(), bytes),
+    };
     let layout: Vec<SectionInfo> = sections
         .iter()
         .map(|s| SectionInfo {
@@ -575,7 +671,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
             map
         });
     let found = symbols::read(&symbols::Request {
-        pdb: &pdb_bytes,
+        pdb: pdb_bytes,
         pdb_path: &pdb_path,
         image_path: path,
         codeview: cv,
@@ -583,8 +679,6 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         sections: &layout,
         exports: &export_index,
     })?;
-
-    let layouts = layouts::read(&pdb_bytes, &pdb_path, &layout)?;
 
     let mut boundaries = found.boundaries;
     boundaries.extend(directory_boundaries(&file));
@@ -609,9 +703,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         },
         boundaries,
         stripped: false,
-        type_info: layouts.info,
-        types: layouts.types,
-        type_uses: layouts.uses,
+        type_info: found.types.info,
+        types: found.types.types,
+        type_uses: found.types.uses,
     })
 }
 
@@ -728,16 +822,18 @@ mod tests {
                 target: RelocTarget::Rva(0x1000)
             }]
         );
-        assert!(read_exports(&file, Path::new("t")).unwrap().is_empty());
+        assert!(read_exports(&file, &sections, Path::new("t"))
+            .unwrap()
+            .is_empty());
         assert_eq!(read_codeview(&file, Path::new("t")).unwrap(), None);
     }
 
     #[test]
     fn no_codeview_record_is_a_clear_error() {
         let d = image();
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(msg.contains("no CodeView (RSDS) debug record"), "{msg}");
-        let msg = message(parse(&d, &opts().with_pdb("/tmp/given.pdb")));
+        let msg = message(parse(&d, &opts().with_pdb("/tmp/given.pdb"), Pdb::FromDisk));
         assert!(msg.contains("the given PDB /tmp/given.pdb"), "{msg}");
     }
 
@@ -751,7 +847,7 @@ mod tests {
         ] {
             let mut d = image();
             put16(&mut d, 0x44, machine);
-            match parse(&d, &opts()) {
+            match parse(&d, &opts(), Pdb::FromDisk) {
                 Err(Error::UnsupportedMachine { machine, .. }) => assert_eq!(machine, name),
                 other => panic!("{:?}", other.map(|_| ())),
             }
@@ -762,7 +858,7 @@ mod tests {
     fn pe32_is_refused() {
         let mut d = image();
         put16(&mut d, OPT, PE32_MAGIC);
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(
             msg.contains("malformed PE image") && msg.contains("PE32"),
             "{msg}"
@@ -773,7 +869,7 @@ mod tests {
     fn every_truncation_is_an_error() {
         let d = image();
         for n in 0..d.len() {
-            let msg = message(parse(&d[..n], &opts()));
+            let msg = message(parse(&d[..n], &opts(), Pdb::FromDisk));
             assert!(msg.starts_with("/nonexistent/test.dll: "), "{msg}");
             assert!(!msg.contains('\n'), "{msg}");
         }
@@ -797,7 +893,7 @@ mod tests {
                     // Sometimes a plausible e_lfanew, to get further in.
                     put32(&mut d, E_LFANEW_OFFSET, 0x40);
                 }
-                assert!(parse(&d, &opts()).is_err());
+                assert!(parse(&d, &opts(), Pdb::FromDisk).is_err());
             }
         }
     }
@@ -806,19 +902,19 @@ mod tests {
     fn damaged_image_headers() {
         let mut d = image();
         put32(&mut d, E_LFANEW_OFFSET, 0xffff_fff0);
-        assert!(message(parse(&d, &opts())).contains("e_lfanew"));
+        assert!(message(parse(&d, &opts(), Pdb::FromDisk)).contains("e_lfanew"));
 
         let mut d = image();
         d[0x40] = b'X';
-        assert!(message(parse(&d, &opts())).contains("no PE signature"));
+        assert!(message(parse(&d, &opts(), Pdb::FromDisk)).contains("no PE signature"));
 
         let mut d = image();
         put16(&mut d, OPT, 0x107);
-        assert!(message(parse(&d, &opts())).contains("optional header magic 0x107"));
+        assert!(message(parse(&d, &opts(), Pdb::FromDisk)).contains("optional header magic 0x107"));
 
         let mut d = image();
         put32(&mut d, SECTIONS + 2 * 40 + 20, 0x10_0000);
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(
             msg.contains("`.reloc`") && msg.contains("past the end"),
             "{msg}"
@@ -826,10 +922,46 @@ mod tests {
     }
 
     #[test]
+    fn section_layout_is_checked() {
+        // .data moved up: a gap after .text.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 40 + 12, 0x3000);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(
+            msg.contains("section 2 `.data` starts at RVA 0x3000, but section 1 `.text` (0x1000..0x1010) ends at 0x2000 once aligned"),
+            "{msg}"
+        );
+        // .text grown into .data.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 8, 0x1001);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(msg.contains("section 2 `.data` starts at RVA 0x2000, but section 1 `.text` (0x1000..0x2001) ends at 0x3000"), "{msg}");
+        // Not aligned.
+        let mut d = image();
+        put32(&mut d, SECTIONS + 12, 0x1010);
+        assert!(message(parse(&d, &opts(), Pdb::FromDisk))
+            .contains("not a multiple of SectionAlignment 0x1000"));
+        // Past SizeOfImage.
+        let mut d = image();
+        put32(&mut d, OPT + 56, 0x3008);
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert!(
+            msg.contains("section 3 `.reloc` (0x3000..0x3010) extends past SizeOfImage 0x3008"),
+            "{msg}"
+        );
+        // A section name with a terminal escape in it is escaped.
+        let mut d = image();
+        d[SECTIONS..SECTIONS + 8].copy_from_slice(b"\x1b]0;x\x07\n\0");
+        let file = PeFile64::parse(&d[..]).unwrap();
+        let sections = read_sections(&file, &d, Path::new("t")).unwrap();
+        assert_eq!(sections[0].name, "\\x1b]0;x\\x07\\x0a");
+    }
+
+    #[test]
     fn unknown_relocation_type() {
         let mut d = image();
         put16(&mut d, RELOC_FILE + 8, 5 << 12);
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(msg.contains("has type 5"), "{msg}");
     }
 
@@ -837,7 +969,7 @@ mod tests {
     fn relocation_outside_file_backed_bytes() {
         let mut d = image();
         put32(&mut d, RELOC_FILE, 0x9000);
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(msg.contains("outside the file-backed bytes"), "{msg}");
         // The last bytes of a section: an 8-byte value would run past them.
         let mut d = image();
@@ -846,7 +978,7 @@ mod tests {
             RELOC_FILE + 8,
             (pe::IMAGE_REL_BASED_DIR64 << 12) | 0xc,
         );
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(msg.contains("outside the file-backed bytes"), "{msg}");
     }
 
@@ -854,7 +986,7 @@ mod tests {
     fn relocation_below_image_base() {
         let mut d = image();
         put64(&mut d, DATA_FILE, 0x1000);
-        let msg = message(parse(&d, &opts()));
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
         assert!(msg.contains("below the image base"), "{msg}");
     }
 

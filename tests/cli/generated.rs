@@ -3,25 +3,40 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::common::{hotpatch_ok, root, TARGETS};
 use crate::diff::DiffJson;
 
-/// The generator binary, which `scripts/test` builds before the tests.
+/// The generator binary, built on demand: `cargo build --release -p
+/// hotpatch-corpus-gen` with the cargo that runs the tests, once per test
+/// process (a `OnceLock` holds off parallel tests until it is built), so
+/// that `cargo test --workspace` works on a fresh checkout. The path comes
+/// from cargo's own report of the artifact, so `CARGO_TARGET_DIR` and
+/// `build.target-dir` are honoured. When `scripts/test` has built it
+/// already, this is a no-op build.
 fn generator() -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target_dir.join(profile).join("hotpatch-corpus-gen");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "hotpatch-corpus-gen is not built; run `cargo build --release -p hotpatch-corpus-gen` (scripts/test does)"
-    );
+    static GENERATOR: OnceLock<PathBuf> = OnceLock::new();
+    GENERATOR
+        .get_or_init(|| {
+            let out = Command::new(env!("CARGO"))
+                .args(["build", "--release", "-p", "hotpatch-corpus-gen"])
+                .args(["--message-format=json-render-diagnostics"])
+                .current_dir(root())
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("cannot run cargo to build the generator");
+            assert!(out.status.success(), "building hotpatch-corpus-gen failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact")
+                .filter(|m| m["target"]["name"] == "hotpatch-corpus-gen")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo did not report the hotpatch-corpus-gen executable")
+        })
+        .clone()
 }
 
 #[test]

@@ -12,7 +12,13 @@ mod imports;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod live;
 mod packaging;
+#[cfg(feature = "emulator")]
+mod replay;
 mod stripped;
 mod symbols;
+#[path = "../../formats/src/test_elf.rs"]
+mod test_elf;
+#[path = "../../formats/src/pe/test_msf.rs"]
+mod test_msf;
 mod vectors;
 mod verdicts;

@@ -288,9 +288,19 @@ pub fn renormalise(
     for &(_, u) in &packaged {
         for part in cmp.upd.parts(u) {
             let bytes = upd_img.bytes_at(part.rva, part.size).unwrap();
+            // Items ship their relocation fields cleared: compare the rest.
+            let masked = |i: u32, b: &[u8]| {
+                let mut b = b.to_vec();
+                for r in &payload.get(ItemRef(i)).unwrap().relocations {
+                    let at = r.offset as usize;
+                    let end = (at + r.kind.width()).min(b.len());
+                    b[at.min(end)..end].fill(0);
+                }
+                b
+            };
             let item = decoded
                 .iter()
-                .find(|(_, d)| d.as_slice() == bytes)
+                .find(|(i, d)| d.len() == bytes.len() && masked(**i, d) == masked(**i, bytes))
                 .map(|(i, _)| *i)
                 .ok_or_else(|| {
                     format!("no item holds part {} of {}", part.symbol, cmp.upd.key(u))
@@ -313,6 +323,8 @@ pub fn renormalise(
             continue;
         };
         if let Some(o) = upd_img.data.iter().find(|o| o.name == name) {
+            // A changed constant's name moves to its new copy.
+            data.retain(|d| !(d.name == o.name && d.unit == o.unit));
             data.push(DataObject {
                 rva: i.address - base,
                 size: i.size,

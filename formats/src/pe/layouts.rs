@@ -22,49 +22,19 @@
 //! signature counts too). CodeView has no typedef records, so chains go
 //! through `LF_POINTER`, `LF_MODIFIER` and `LF_ARRAY` to a record.
 //!
-//! The records are decoded from their bytes (the `pdb` crate's type parser
-//! asserts on some damaged records); the `pdb` crate only finds the streams.
-//! Its remaining panics are caught, as in [`super::symbols`].
-
-// Untrusted input: keep the usual panic sources out.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
+//! The streams are decoded by this crate, not by the `pdb` crate's parsers
+//! (see [`super::symbols`]): [`super::symbols::read`] finds the type and
+//! item streams and walks every module's symbol records once, handing each
+//! record to a [`Reader`] as well as using it for functions and data.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 
-use pdb::{FallibleIterator, StreamIndex, PDB};
-
-use super::source::MemSource;
-use super::types::{aggregate, Cursor, TypeTable};
+use super::cursor::Cursor;
+use super::types::{aggregate, numeric, TypeTable};
 use super::SectionInfo;
-use crate::error::{Error, Result};
 use crate::image::{Field, TypeInfo, TypeKind, TypeLayout, TypeUse};
+use crate::name::escape_name;
 use crate::types::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN, MAX_MEMBERS};
-
-/// What [`Error::Malformed`] says it was reading.
-const WHAT_PDB: &str = "PDB";
-
-/// The type stream's fixed index.
-const TPI_STREAM: u16 = 2;
-/// The item (id) stream's fixed index.
-const IPI_STREAM: u16 = 4;
 
 /// The first index of a record in the type and item streams.
 const FIRST_NON_PRIMITIVE: u32 = 0x1000;
@@ -190,104 +160,74 @@ const MAX_SCOPES: usize = 1024;
 /// Pointer size of every target of this reader.
 const POINTER_SIZE: u64 = 8;
 
-/// A [`Error::Malformed`] about the PDB at `path`.
-fn malformed(path: &Path, detail: impl Into<String>) -> Error {
-    Error::Malformed {
-        path: path.to_path_buf(),
-        what: WHAT_PDB,
-        detail: detail.into(),
-    }
+/// Layouts and type uses of one PDB, read while [`super::symbols::read`]
+/// walks the module streams: [`Reader::module`] before each module's
+/// records, [`Reader::symbol`] for each record, [`Reader::finish`] at the
+/// end. Errors describe the damage; the caller adds the PDB's path and where
+/// the record is.
+pub(super) struct Reader<'t, 'a> {
+    /// The type stream (TPI), indexed.
+    model: Types<'t, 'a>,
+    /// The item stream (IPI).
+    ids: &'t TypeTable<'a>,
+    /// The image's sections, in table order.
+    sections: &'t [SectionInfo],
+    /// Record names by type index.
+    names: NameCache,
+    /// The current module's scan.
+    scan: ModuleScan,
+    /// The uses of the modules scanned so far.
+    uses: Vec<TypeUse>,
 }
 
-/// Read the layouts and type uses of a PDB whose identity has already been
-/// checked against the image. `sections` is the image's section table, in
-/// table order.
-pub(super) fn read(pdb: &[u8], path: &Path, sections: &[SectionInfo]) -> Result<Found> {
-    match catch_unwind(AssertUnwindSafe(|| read_checked(pdb, path, sections))) {
-        Ok(result) => result,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown failure".to_owned());
-            Err(malformed(
-                path,
-                format!("the PDB parser stopped on damaged data: {what}"),
-            ))
-        }
+impl<'t, 'a> Reader<'t, 'a> {
+    /// A reader of the type stream `types` and item stream `ids`, or `None`
+    /// when the type stream holds no records (the PDB has no type
+    /// information: [`Found::absent`]).
+    pub(super) fn new(
+        types: &'t TypeTable<'a>,
+        ids: &'t TypeTable<'a>,
+        sections: &'t [SectionInfo],
+    ) -> Option<Self> {
+        types.records().next()?;
+        Some(Reader {
+            model: Types::new(types),
+            ids,
+            sections,
+            names: NameCache::default(),
+            scan: ModuleScan::default(),
+            uses: Vec::new(),
+        })
     }
-}
 
-/// The work of [`read`], under its panic guard.
-fn read_checked(bytes: &[u8], path: &Path, sections: &[SectionInfo]) -> Result<Found> {
-    let ctx = |what: &'static str| move |e: pdb::Error| malformed(path, format!("{what}: {e}"));
-    let mut pdb = PDB::open(MemSource::new(bytes)).map_err(ctx("cannot open the PDB"))?;
-    let tpi = pdb
-        .raw_stream(StreamIndex(TPI_STREAM))
-        .map_err(ctx("type stream (TPI)"))?;
-    let Some(tpi) = tpi else {
-        return Ok(Found::absent());
-    };
-    let types = TypeTable::parse(tpi.as_slice()).map_err(|e| malformed(path, e))?;
-    if types.records().next().is_none() {
-        return Ok(Found::absent());
+    /// Start the next module: the uses of the last one are complete.
+    pub(super) fn module(&mut self) {
+        self.end_module();
     }
-    let ipi = pdb
-        .raw_stream(StreamIndex(IPI_STREAM))
-        .map_err(ctx("id stream (IPI)"))?;
-    let ids = match &ipi {
-        Some(s) => TypeTable::parse_named(s.as_slice(), "id stream (IPI)")
-            .map_err(|e| malformed(path, e))?,
-        None => TypeTable::empty(),
-    };
-    let model = Types::new(&types);
-    let layouts = model.layouts().map_err(|e| malformed(path, e))?;
 
-    let dbi = pdb.debug_information().map_err(ctx("DBI stream"))?;
-    let mut modules = Vec::new();
-    let mut iter = dbi.modules().map_err(ctx("DBI module list"))?;
-    while let Some(module) = iter.next().map_err(ctx("DBI module list"))? {
-        modules.push(module);
+    /// Take one symbol record of the current module (its kind and the bytes
+    /// after the kind).
+    pub(super) fn symbol(&mut self, kind: u16, body: &[u8]) -> std::result::Result<(), String> {
+        self.scan
+            .symbol(&self.model, self.ids, self.sections, kind, body)
     }
-    let mut uses = Vec::new();
-    let mut names = NameCache::default();
-    let mut scan = ModuleScan::default();
-    for (number, module) in modules.iter().enumerate() {
-        let where_ = || format!("module {number} `{}`", module.module_name());
-        let stream = pdb
-            .module_info(module)
-            .map_err(|e| malformed(path, format!("{}: {e}", where_())))?;
-        let Some(stream) = stream else {
-            continue;
-        };
-        let mut symbols = stream
-            .symbols()
-            .map_err(|e| malformed(path, format!("{}: {e}", where_())))?;
-        scan.clear();
-        while let Some(symbol) = symbols
-            .next()
-            .map_err(|e| malformed(path, format!("{}: symbol records: {e}", where_())))?
-        {
-            scan.symbol(&model, &ids, sections, symbol.raw_bytes())
-                .map_err(|e| {
-                    malformed(
-                        path,
-                        format!(
-                            "{}: symbol record at offset {}: {e}",
-                            where_(),
-                            symbol.index()
-                        ),
-                    )
-                })?;
-        }
-        scan.uses(&model, &mut names, &mut uses);
+
+    /// Collect the last module's uses and forget its scan.
+    fn end_module(&mut self) {
+        self.scan.uses(&self.model, &mut self.names, &mut self.uses);
+        self.scan.clear();
     }
-    Ok(Found {
-        info: TypeInfo::Read,
-        types: layouts,
-        uses,
-    })
+
+    /// The layouts of the type stream and the uses of every module.
+    pub(super) fn finish(mut self) -> std::result::Result<Found, String> {
+        self.end_module();
+        let layouts = self.model.layouts()?;
+        Ok(Found {
+            info: TypeInfo::Read,
+            types: layouts,
+            uses: self.uses,
+        })
+    }
 }
 
 /// The type stream, indexed for layouts and type chains.
@@ -360,7 +300,7 @@ impl<'t, 'a> Types<'t, 'a> {
     fn record_name_of(&self, index: u32) -> Option<String> {
         let (kind, body) = self.record_of(index, true)?;
         let agg = aggregate(kind, body)?;
-        (!is_placeholder_name(agg.name)).then(|| String::from_utf8_lossy(agg.name).into_owned())
+        (!is_placeholder_name(agg.name)).then(|| escape_name(agg.name))
     }
 
     /// Every named record definition as a layout.
@@ -391,14 +331,9 @@ impl<'t, 'a> Types<'t, 'a> {
             let mut fields = Vec::new();
             let mut budget = MAX_MEMBERS;
             self.fields(agg.fields, 0, 0, &mut fields, &mut budget)
-                .map_err(|e| {
-                    format!(
-                        "type record {index:#x} `{}`: {e}",
-                        String::from_utf8_lossy(agg.name)
-                    )
-                })?;
+                .map_err(|e| format!("type record {index:#x} `{}`: {e}", escape_name(agg.name)))?;
             out.push(TypeLayout {
-                name: String::from_utf8_lossy(agg.name).into_owned(),
+                name: escape_name(agg.name),
                 kind: kind_of,
                 size,
                 fields,
@@ -441,7 +376,7 @@ impl<'t, 'a> Types<'t, 'a> {
             }
             let mut c = Cursor::new(body);
             let truncated = || format!("field list {list:#x} is truncated");
-            while let Some(&first) = body.get(c.pos) {
+            while let Some(&first) = body.get(c.pos()) {
                 if first >= LF_PAD0 {
                     let n = usize::from(first & 0x0f).max(1);
                     if c.take(n).is_none() {
@@ -459,7 +394,7 @@ impl<'t, 'a> Types<'t, 'a> {
                     LF_MEMBER => {
                         let _attr = c.u16().ok_or_else(truncated)?;
                         let ty = c.u32().ok_or_else(truncated)?;
-                        let offset = c.numeric().ok_or_else(truncated)?;
+                        let offset = numeric(&mut c).ok_or_else(truncated)?;
                         let name = c.cstr().ok_or_else(truncated)?;
                         let Some(at) = base.checked_add(offset) else {
                             continue;
@@ -469,11 +404,11 @@ impl<'t, 'a> Types<'t, 'a> {
                     LF_BCLASS | LF_BINTERFACE => {
                         let _attr = c.u16().ok_or_else(truncated)?;
                         let ty = c.u32().ok_or_else(truncated)?;
-                        let offset = c.numeric().ok_or_else(truncated)?;
+                        let offset = numeric(&mut c).ok_or_else(truncated)?;
                         let class = self
                             .record_of(ty, false)
                             .and_then(|(k, b)| aggregate(k, b))
-                            .map_or_else(|| "?".into(), |a| String::from_utf8_lossy(a.name));
+                            .map_or_else(|| "?".into(), |a| escape_name(a.name));
                         out.push(Field {
                             offset: base.saturating_add(offset),
                             bit: None,
@@ -485,8 +420,8 @@ impl<'t, 'a> Types<'t, 'a> {
                         let _attr = c.u16().ok_or_else(truncated)?;
                         let _ty = c.u32().ok_or_else(truncated)?;
                         let _vbptr = c.u32().ok_or_else(truncated)?;
-                        c.numeric().ok_or_else(truncated)?;
-                        c.numeric().ok_or_else(truncated)?;
+                        numeric(&mut c).ok_or_else(truncated)?;
+                        numeric(&mut c).ok_or_else(truncated)?;
                     }
                     LF_VFUNCTAB => {
                         let _pad = c.u16().ok_or_else(truncated)?;
@@ -537,7 +472,7 @@ impl<'t, 'a> Types<'t, 'a> {
                     }
                     LF_ENUMERATE => {
                         let _attr = c.u16().ok_or_else(truncated)?;
-                        c.numeric().ok_or_else(truncated)?;
+                        numeric(&mut c).ok_or_else(truncated)?;
                         c.cstr().ok_or_else(truncated)?;
                     }
                     other => {
@@ -574,7 +509,7 @@ impl<'t, 'a> Types<'t, 'a> {
                     offset: first / 8,
                     bit: Some((u32::try_from(first % 8).unwrap_or(0), u32::from(width))),
                     size: self.table.size_of(under).unwrap_or(0),
-                    name: String::from_utf8_lossy(name).into_owned(),
+                    name: escape_name(name),
                 });
             }
             return Ok(());
@@ -599,7 +534,7 @@ impl<'t, 'a> Types<'t, 'a> {
             offset: at,
             bit: None,
             size: self.table.size_of(ty).unwrap_or(0),
-            name: String::from_utf8_lossy(name).into_owned(),
+            name: escape_name(name),
         });
         Ok(())
     }
@@ -777,16 +712,16 @@ impl ModuleScan {
         types.signature(ty, |t| self.types.push((f, t)));
     }
 
-    /// Take one symbol record (its kind and the bytes after it).
+    /// Take one symbol record: its kind and the bytes after it.
     fn symbol(
         &mut self,
         types: &Types<'_, '_>,
         ids: &TypeTable<'_>,
         sections: &[SectionInfo],
-        raw: &[u8],
+        kind: u16,
+        body: &[u8],
     ) -> std::result::Result<(), String> {
-        let mut c = Cursor::new(raw);
-        let kind = c.u16().ok_or("it is shorter than its kind")?;
+        let mut c = Cursor::new(body);
         let truncated = || format!("a record of kind {kind:#06x} is truncated");
         match kind {
             S_GPROC32 | S_LPROC32 | S_GPROC32_ID | S_LPROC32_ID | S_LPROC32_DPC
@@ -979,6 +914,21 @@ mod tests {
     }
 
     #[test]
+    fn type_and_member_names_with_control_characters_are_escaped() {
+        let records = vec![
+            (LF_FIELDLIST, member(0x74, 0, "m\u{202e}x")),
+            (
+                LF_STRUCTURE,
+                structure(LF_STRUCTURE, 0, 0x1000, 4, "evil\x1b[2J"),
+            ),
+        ];
+        let layouts = layouts_of(&records).unwrap();
+        assert_eq!(layouts.len(), 1);
+        assert_eq!(layouts[0].name, "evil\\x1b[2J");
+        assert_eq!(layouts[0].fields[0].name, "m\\u{202e}x");
+    }
+
+    #[test]
     fn damaged_field_lists_are_errors() {
         // A continuation that loops back to itself.
         let looping = vec![
@@ -1082,8 +1032,8 @@ mod tests {
     }
 
     /// A symbol record: kind and body (the length is added by the iterator).
-    fn sym(kind: u16, body: Vec<u8>) -> Vec<u8> {
-        [u16s(kind), body].concat()
+    fn sym(kind: u16, body: Vec<u8>) -> (u16, Vec<u8>) {
+        (kind, body)
     }
 
     #[test]
@@ -1174,8 +1124,8 @@ mod tests {
             sym(S_END, Vec::new()),
         ];
         let mut scan = ModuleScan::default();
-        for s in &symbols {
-            scan.symbol(&types, &ids, &sections, s).unwrap();
+        for (kind, body) in &symbols {
+            scan.symbol(&types, &ids, &sections, *kind, body).unwrap();
         }
         let got: Vec<(Option<u64>, BTreeSet<String>)> = scan
             .functions
@@ -1221,18 +1171,18 @@ mod tests {
         assert_eq!(names.names, ["T", "S", "U"]);
         // Truncated records are errors.
         let mut scan = ModuleScan::default();
-        scan.symbol(&types, &ids, &sections, &proc_(S_GPROC32, 0x1009, 0x10, 1))
-            .unwrap();
+        let (kind, body) = proc_(S_GPROC32, 0x1009, 0x10, 1);
+        scan.symbol(&types, &ids, &sections, kind, &body).unwrap();
         assert!(scan
-            .symbol(&types, &ids, &sections, &sym(S_LOCAL, vec![1, 2]))
+            .symbol(&types, &ids, &sections, S_LOCAL, &[1, 2])
             .unwrap_err()
             .contains("truncated"));
         // Nesting is bounded.
         let mut scan = ModuleScan::default();
-        let block = sym(S_BLOCK32, vec![0; 20]);
+        let block = [0; 20];
         let mut err = None;
         for _ in 0..=MAX_SCOPES {
-            if let Err(e) = scan.symbol(&types, &ids, &sections, &block) {
+            if let Err(e) = scan.symbol(&types, &ids, &sections, S_BLOCK32, &block) {
                 err = Some(e);
             }
         }

@@ -12,15 +12,39 @@
 //! global symbol stream, deduplicated by name and address. Addresses in the
 //! PDB are `section:offset` with a 1-based section number; they are turned
 //! into RVAs through the image's section table (lld writes no OMAP, so the
-//! PDB's sections are the image's).
+//! PDB's sections are the image's; a PDB with an OMAP is refused).
+//!
+//! # No panics
+//!
+//! The `pdb` crate is used for the MSF container only: [`PDB::open`] and
+//! [`PDB::raw_stream`]. Its MSF layer checks every page number it reads
+//! against the header, and its only assertions check that the source
+//! returned the bytes asked for, which [`MemSource`] always does (or
+//! fails); its arithmetic is on `u32` values widened to 64-bit `usize`,
+//! which cannot overflow. The superblock is checked here before the crate
+//! sees it. Everything inside the streams (DBI header, module list, section
+//! contributions, symbol records, types) is decoded by this crate's own
+//! checked code ([`super::streams`], [`TypeTable`]), not by the crate's
+//! parsers, some of which assert or index unchecked on damaged input. So
+//! there is no panic to catch, and none is caught.
+//!
+//! # Which file is wrong
+//!
+//! A PDB record that places a function, data object or section
+//! contribution outside the image's section is a damaged PDB, unless the
+//! PDB's own copy of the section headers (written by the linker with the
+//! image) says that section was larger or elsewhere and the record fits
+//! that copy: then the image's section table is what was damaged, and the
+//! error names the image.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use pdb::{FallibleIterator, PdbInternalSectionOffset, StreamIndex, PDB};
+use pdb::{StreamIndex, PDB};
 
+use super::layouts;
 use super::source::MemSource;
+use super::streams::{self, Module, RecordedSection, NO_STREAM};
 use super::types::TypeTable;
 use super::SectionInfo;
 use crate::error::{Error, Result};
@@ -29,19 +53,19 @@ use crate::image::{guid_to_string, CodeView, DataObject, Function, Visibility};
 /// What [`Error::Malformed`] says it was reading when the PDB is damaged.
 const WHAT_PDB: &str = "PDB";
 
-/// Signature of an MSF 7.00 ("big MSF") file, which every modern PDB is.
-const MSF7_MAGIC: &[u8] = b"Microsoft C/C++ MSF 7.00\r\n\x1a\x44\x53\x00\x00\x00";
-/// Signature of the old MSF 2.00 format, which is not supported.
-const MSF2_MAGIC: &[u8] = b"Microsoft C/C++ program database 2.00\r\n\x1a\x4a\x47";
 /// Size of the MSF 7.00 superblock fields read here.
 const MSF7_HEADER: usize = 56;
+/// Block sizes an MSF 7.00 file may use (LLVM accepts the same).
+const MSF_BLOCK_SIZES: [u64; 7] = [512, 1024, 2048, 4096, 8192, 16384, 32768];
 
+/// The PDB information stream's fixed index.
+const INFO_STREAM: u16 = 1;
 /// The type stream's fixed index.
 const TPI_STREAM: u16 = 2;
 /// The DBI stream's fixed index.
 const DBI_STREAM: u16 = 3;
-/// Offset of the machine type in the DBI stream header.
-const DBI_MACHINE_OFFSET: usize = 58;
+/// The item (id) stream's fixed index.
+const IPI_STREAM: u16 = 4;
 
 /// `S_LPROC32`.
 const S_LPROC32: u16 = 0x110f;
@@ -86,6 +110,8 @@ pub(super) struct Found {
     pub(super) data: Vec<DataObject>,
     /// Start and end RVAs of every section contribution.
     pub(super) boundaries: Vec<u64>,
+    /// Struct, union and class layouts and the types each function uses.
+    pub(super) types: crate::types::Found,
 }
 
 /// A [`Error::Malformed`] about the PDB at `path`.
@@ -97,53 +123,18 @@ fn malformed(path: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-/// Read functions and data objects from the PDB of [`Request`].
-///
-/// The `pdb` crate is not free of assertions on damaged input. Its limits
-/// are guarded before it is called where they are known (the MSF header is
-/// checked here, [`MemSource`] bounds every read, and the type stream is
-/// decoded by [`TypeTable`] instead); anything that still panics inside it
-/// is caught and reported as a malformed PDB rather than taking the process
-/// down.
-pub(super) fn read(req: &Request<'_>) -> Result<Found> {
-    check_msf_header(req.pdb, req.pdb_path)?;
-    match catch_unwind(AssertUnwindSafe(|| read_checked(req))) {
-        Ok(result) => result,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown failure".to_owned());
-            Err(malformed(
-                req.pdb_path,
-                format!("the PDB parser stopped on damaged data: {what}"),
-            ))
-        }
-    }
-}
-
-/// Check the MSF superblock: the signature, and that the file holds all the
-/// blocks it declares.
+/// Check the MSF superblock: the signature, a block size MSF allows, and
+/// that the file holds all the blocks it declares and a stream directory
+/// no larger than itself.
 fn check_msf_header(data: &[u8], path: &Path) -> Result<()> {
-    if data.starts_with(MSF2_MAGIC) {
-        return Err(malformed(
-            path,
-            "an old MSF 2.00 PDB; only MSF 7.00 PDBs are supported",
-        ));
-    }
-    if !data.starts_with(MSF7_MAGIC) {
-        return Err(malformed(
-            path,
-            "not a PDB file: it lacks the MSF 7.00 signature",
-        ));
-    }
+    crate::read::check_pdb_magic(path, data.get(..32).unwrap_or(data))?;
     let field = |offset: usize| -> Option<u64> {
         let end = offset.checked_add(4)?;
         let b: [u8; 4] = data.get(offset..end)?.try_into().ok()?;
         Some(u64::from(u32::from_le_bytes(b)))
     };
-    let (Some(block_size), Some(blocks)) = (field(32), field(40)) else {
+    let (Some(block_size), Some(blocks), Some(directory)) = (field(32), field(40), field(44))
+    else {
         return Err(malformed(
             path,
             format!(
@@ -152,21 +143,62 @@ fn check_msf_header(data: &[u8], path: &Path) -> Result<()> {
             ),
         ));
     };
+    if !MSF_BLOCK_SIZES.contains(&block_size) {
+        return Err(malformed(
+            path,
+            format!("the MSF header declares a block size of {block_size} bytes (MSF allows 512 to 32768, a power of two)"),
+        ));
+    }
     let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
     match block_size.checked_mul(blocks) {
-        Some(need) if need <= len => Ok(()),
-        _ => Err(malformed(
+        Some(need) if need <= len => {}
+        _ => {
+            return Err(malformed(
+                path,
+                format!(
+                    "the file is truncated: the MSF header declares {blocks} blocks of {block_size} bytes but the file has {len} bytes"
+                ),
+            ))
+        }
+    }
+    if directory > len {
+        return Err(malformed(
             path,
             format!(
-                "the file is truncated: the MSF header declares {blocks} blocks of {block_size} bytes but the file has {len} bytes"
+                "the MSF stream directory is {directory} bytes, larger than the {len}-byte file"
             ),
-        )),
+        ));
+    }
+    Ok(())
+}
+
+/// What an error of the `pdb` crate's MSF layer means for this file.
+fn msf_error(e: pdb::Error) -> String {
+    match e {
+        pdb::Error::StreamNotFound(n) => {
+            format!("the MSF stream directory has no stream {n}")
+        }
+        pdb::Error::UnexpectedEof => {
+            "the MSF stream directory ends before the stream's page list".to_owned()
+        }
+        pdb::Error::PageReferenceOutOfRange(page) => {
+            format!(
+                "the MSF stream directory names block {page}, past the blocks the file declares"
+            )
+        }
+        other => other.to_string(),
     }
 }
 
-/// A wrapper that turns a `pdb` error into a malformed-PDB error with context.
-fn ctx<'a>(path: &'a Path, what: &'a str) -> impl Fn(pdb::Error) -> Error + 'a {
-    move |e| malformed(path, format!("{what}: {e}"))
+/// A stream's bytes, or `None` for [`NO_STREAM`].
+fn stream<'s>(
+    pdb: &mut PDB<'s, MemSource<'s>>,
+    index: u16,
+    path: &Path,
+    what: &str,
+) -> Result<Option<impl std::ops::Deref<Target = [u8]> + 's>> {
+    pdb.raw_stream(StreamIndex(index))
+        .map_err(|e| malformed(path, format!("{what} (stream {index}): {}", msf_error(e))))
 }
 
 /// A data symbol before its size is known.
@@ -177,6 +209,10 @@ struct Candidate {
     rva: u64,
     /// Index into the section table.
     section: usize,
+    /// Where it is, as the PDB says it: section number and offset.
+    at: (u16, u32),
+    /// The record, for messages.
+    record: String,
     /// Its type, in the type stream.
     type_index: u32,
     /// The module that defines it, when known.
@@ -185,43 +221,40 @@ struct Candidate {
     local: bool,
 }
 
-/// The work of [`read`], under its panic guard.
-fn read_checked(req: &Request<'_>) -> Result<Found> {
+/// Read functions and data objects from the PDB of [`Request`].
+pub(super) fn read(req: &Request<'_>) -> Result<Found> {
     let path = req.pdb_path;
-    let mut pdb = PDB::open(MemSource::new(req.pdb)).map_err(ctx(path, "cannot open the PDB"))?;
+    check_msf_header(req.pdb, path)?;
+    let mut pdb = PDB::open(MemSource::new(req.pdb)).map_err(|e| {
+        malformed(
+            path,
+            format!("cannot open the MSF container: {}", msf_error(e)),
+        )
+    })?;
 
     // Identity first: a PDB of another build is refused before anything else.
-    let info = pdb
-        .pdb_information()
-        .map_err(ctx(path, "PDB information stream"))?;
-    let dbi = pdb.debug_information().map_err(ctx(path, "DBI stream"))?;
-    let found_guid = info.guid.to_bytes_le();
-    let found_age = dbi.age().unwrap_or(info.age);
-    if found_guid != req.codeview.guid || found_age != req.codeview.age {
+    let info = stream(&mut pdb, INFO_STREAM, path, "PDB information stream")?
+        .ok_or_else(|| malformed(path, "no PDB information stream"))?;
+    let info = streams::info(&info).map_err(|e| malformed(path, e))?;
+    let dbi_stream = stream(&mut pdb, DBI_STREAM, path, "DBI stream")?
+        .ok_or_else(|| malformed(path, "no DBI stream"))?;
+    let dbi = streams::dbi(&dbi_stream).map_err(|e| malformed(path, e))?;
+    let found_age = if dbi.age == 0 { info.age } else { dbi.age };
+    if info.guid != req.codeview.guid || found_age != req.codeview.age {
         return Err(Error::PdbMismatch {
             pdb: path.to_path_buf(),
             image: req.image_path.to_path_buf(),
             expected_guid: req.codeview.guid_string(),
             expected_age: req.codeview.age,
-            found_guid: guid_to_string(&found_guid),
+            found_guid: guid_to_string(&info.guid),
             found_age,
         });
     }
 
     // An ARM64EC image says x86-64 in its header; without a load
     // configuration (CHPE metadata) only its PDB tells.
-    let dbi_raw = pdb
-        .raw_stream(StreamIndex(DBI_STREAM))
-        .map_err(ctx(path, "DBI stream"))?;
-    let dbi_machine = dbi_raw.as_ref().and_then(|s| {
-        let end = DBI_MACHINE_OFFSET.checked_add(2)?;
-        let b = s.as_slice().get(DBI_MACHINE_OFFSET..end)?;
-        Some(u16::from_le_bytes([*b.first()?, *b.get(1)?]))
-    });
-    drop(dbi_raw);
-    if let Some(
-        m @ (object::pe::IMAGE_FILE_MACHINE_ARM64EC | object::pe::IMAGE_FILE_MACHINE_ARM64X),
-    ) = dbi_machine
+    if let m @ (object::pe::IMAGE_FILE_MACHINE_ARM64EC | object::pe::IMAGE_FILE_MACHINE_ARM64X) =
+        dbi.machine
     {
         return Err(Error::UnsupportedMachine {
             path: req.image_path.to_path_buf(),
@@ -232,100 +265,148 @@ fn read_checked(req: &Request<'_>) -> Result<Found> {
             ),
         });
     }
-
-    let tpi = pdb
-        .raw_stream(StreamIndex(TPI_STREAM))
-        .map_err(ctx(path, "type stream (TPI)"))?;
-    let types = match &tpi {
-        Some(stream) => TypeTable::parse(stream.as_slice()).map_err(|e| malformed(path, e))?,
-        None => TypeTable::empty(),
-    };
-
-    let mut modules = Vec::new();
-    let mut iter = dbi.modules().map_err(ctx(path, "DBI module list"))?;
-    while let Some(module) = iter.next().map_err(ctx(path, "DBI module list"))? {
-        modules.push(module);
+    if dbi.omap_stream().is_some() {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            detail: "the PDB carries an OMAP address map (its image was rewritten after linking), which this reader does not apply".into(),
+        });
     }
 
+    let recorded = match dbi.section_header_stream() {
+        Some(index) => match stream(&mut pdb, index, path, "section header stream")? {
+            Some(s) => streams::section_headers(&s).map_err(|e| malformed(path, e))?,
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let layout = Layout {
+        image: req.sections,
+        recorded,
+        image_path: req.image_path,
+        pdb_path: path,
+    };
+
+    let tpi = stream(&mut pdb, TPI_STREAM, path, "type stream (TPI)")?;
+    let types = match &tpi {
+        Some(s) => TypeTable::parse(s).map_err(|e| malformed(path, e))?,
+        None => TypeTable::empty(),
+    };
+    // The item stream: only procedures' `_ID` records and inline sites
+    // refer to it, so a PDB without one just has none of those.
+    let ipi = match pdb.raw_stream(StreamIndex(IPI_STREAM)) {
+        Err(pdb::Error::StreamNotFound(_)) => None,
+        other => other.map_err(|e| {
+            malformed(
+                path,
+                format!("id stream (IPI) (stream {IPI_STREAM}): {}", msf_error(e)),
+            )
+        })?,
+    };
+    let ids = match &ipi {
+        Some(s) => TypeTable::parse_named(s, "id stream (IPI)").map_err(|e| malformed(path, e))?,
+        None => TypeTable::empty(),
+    };
+    let mut type_reader = layouts::Reader::new(&types, &ids, req.sections);
+
+    let modules = dbi.modules().map_err(|e| malformed(path, e))?;
+    check_module_streams(&modules, path)?;
     let mut functions = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
-    let mut unit_names = Vec::with_capacity(modules.len());
     for (number, module) in modules.iter().enumerate() {
-        let unit = module.module_name().into_owned();
-        let where_ = format!("module {number} `{unit}`");
-        let stream = pdb
-            .module_info(module)
+        if module.stream == NO_STREAM {
+            continue;
+        }
+        let where_ = format!("module {number} `{}`", module.name);
+        let Some(bytes) = stream(&mut pdb, module.stream, path, &where_)? else {
+            continue;
+        };
+        let mut records = streams::module_records(&bytes, module.symbols_size)
             .map_err(|e| malformed(path, format!("{where_}: {e}")))?;
-        if let Some(stream) = stream {
-            let mut symbols = stream
-                .symbols()
-                .map_err(|e| malformed(path, format!("{where_}: {e}")))?;
-            while let Some(symbol) = symbols
-                .next()
-                .map_err(|e| malformed(path, format!("{where_}: symbol records: {e}")))?
-            {
-                let at = || format!("{where_}: symbol record at offset {}", symbol.index());
-                match symbol.raw_kind() {
-                    S_LPROC32 | S_GPROC32 | S_LPROC32_ID | S_GPROC32_ID | S_LPROC32_DPC
-                    | S_LPROC32_DPC_ID => {
-                        let parsed = symbol
-                            .parse()
-                            .map_err(|e| malformed(path, format!("{}: {e}", at())))?;
-                        let pdb::SymbolData::Procedure(proc_) = parsed else {
-                            continue;
-                        };
-                        let name = proc_.name.to_string().into_owned();
-                        // A procedure at section 0 was discarded by the linker:
-                        // it has no code in the image (llvm-pdbutil shows it at
-                        // 0000:0000), so it is not a function of the image.
-                        let Some((rva, _)) = locate(req.sections, proc_.offset, path, &name, at)?
-                        else {
-                            continue;
-                        };
-                        let visibility = if is_exported(req.exports, rva, &name) {
-                            Visibility::Exported
-                        } else if proc_.global {
-                            Visibility::Global
-                        } else {
-                            Visibility::Local
-                        };
-                        functions.push(Function {
-                            name,
-                            rva,
-                            size: u64::from(proc_.len),
-                            unit: Some(unit.clone()),
-                            visibility,
-                        });
-                    }
-                    S_LDATA32 | S_GDATA32 => {
-                        if let Some(c) = data_candidate(req, &symbol, Some(&unit), at)? {
-                            candidates.push(c);
-                        }
-                    }
-                    // Thread-local variables (S_LTHREAD32, S_GTHREAD32) are
-                    // offsets into the TLS block, not RVAs: not data objects
-                    // of the image. Everything else places nothing.
-                    _ => {}
+        if let Some(r) = type_reader.as_mut() {
+            r.module();
+        }
+        while let Some(record) = records
+            .next_record()
+            .map_err(|e| malformed(path, format!("{where_}: {e}")))?
+        {
+            let at = || format!("{where_}: symbol record at offset {:#x}", record.offset);
+            if let Some(r) = type_reader.as_mut() {
+                r.symbol(record.kind, record.body)
+                    .map_err(|e| malformed(path, format!("{}: {e}", at())))?;
+            }
+            match record.kind {
+                S_LPROC32 | S_GPROC32 | S_LPROC32_ID | S_GPROC32_ID | S_LPROC32_DPC
+                | S_LPROC32_DPC_ID => {
+                    let proc_ = streams::procedure(record.body).ok_or_else(|| {
+                        malformed(path, format!("{}: the procedure record is truncated", at()))
+                    })?;
+                    // A procedure at section 0 was discarded by the linker:
+                    // it has no code in the image (llvm-pdbutil shows it at
+                    // 0000:0000), so it is not a function of the image.
+                    let Some((rva, _)) = layout.place(
+                        &Placed {
+                            what: "function",
+                            name: &proc_.name,
+                            section: proc_.section,
+                            offset: proc_.offset,
+                            len: u64::from(proc_.len),
+                        },
+                        &at,
+                    )?
+                    else {
+                        continue;
+                    };
+                    let global = matches!(record.kind, S_GPROC32 | S_GPROC32_ID);
+                    let visibility = if is_exported(req.exports, rva, &proc_.name) {
+                        Visibility::Exported
+                    } else if global {
+                        Visibility::Global
+                    } else {
+                        Visibility::Local
+                    };
+                    functions.push(Function {
+                        name: proc_.name,
+                        rva,
+                        size: u64::from(proc_.len),
+                        unit: Some(module.name.clone()),
+                        visibility,
+                    });
                 }
+                S_LDATA32 | S_GDATA32 => {
+                    if let Some(c) =
+                        data_candidate(&layout, record.kind, record.body, Some(&module.name), &at)?
+                    {
+                        candidates.push(c);
+                    }
+                }
+                // Thread-local variables (S_LTHREAD32, S_GTHREAD32) are
+                // offsets into the TLS block, not RVAs: not data objects
+                // of the image. Everything else places nothing.
+                _ => {}
             }
         }
-        unit_names.push(unit);
     }
 
     // The global symbol stream holds the global variables (lld moves them
     // out of the module streams) and copies of the module-local ones.
-    let globals = pdb
-        .global_symbols()
-        .map_err(ctx(path, "global symbol stream"))?;
-    let mut iter = globals.iter();
-    while let Some(symbol) = iter
-        .next()
-        .map_err(ctx(path, "global symbol stream: symbol records"))?
-    {
-        if matches!(symbol.raw_kind(), S_LDATA32 | S_GDATA32) {
-            let at = || format!("global symbol stream: record at offset {}", symbol.index());
-            if let Some(c) = data_candidate(req, &symbol, None, at)? {
-                candidates.push(c);
+    if dbi.symbol_records != NO_STREAM {
+        if let Some(globals) = stream(&mut pdb, dbi.symbol_records, path, "global symbol stream")? {
+            let mut records = streams::records(&globals);
+            while let Some(record) = records
+                .next_record()
+                .map_err(|e| malformed(path, format!("global symbol stream: {e}")))?
+            {
+                if matches!(record.kind, S_LDATA32 | S_GDATA32) {
+                    let at = || {
+                        format!(
+                            "global symbol stream: symbol record at offset {:#x}",
+                            record.offset
+                        )
+                    };
+                    if let Some(c) = data_candidate(&layout, record.kind, record.body, None, &at)? {
+                        candidates.push(c);
+                    }
+                }
             }
         }
     }
@@ -337,73 +418,183 @@ fn read_checked(req: &Request<'_>) -> Result<Found> {
 
     // Global variables found only in the global stream get their unit from
     // the section contributions: the module whose contribution holds them.
-    let contributions = contributions(&dbi, req.sections, path)?;
+    let contributions = contributions(&dbi, &layout, modules.len())?;
     for c in candidates.iter_mut().filter(|c| c.unit.is_none()) {
         c.unit = contribution_at(&contributions, c.rva)
-            .and_then(|m| unit_names.get(m))
-            .cloned();
+            .and_then(|m| modules.get(m))
+            .map(|m| m.name.clone());
     }
 
-    let data = sized(req, &types, &functions, candidates);
+    let data = sized(req, &layout, &types, &functions, candidates)?;
     let boundaries = contributions
         .iter()
         .flat_map(|&(start, end, _)| [start, end])
         .collect();
+    let types = match type_reader {
+        Some(r) => r.finish().map_err(|e| malformed(path, e))?,
+        None => crate::types::Found::absent(),
+    };
     Ok(Found {
         functions,
         data,
         boundaries,
+        types,
     })
 }
 
-/// Turn a PDB `section:offset` into an RVA and a section-table index.
-///
-/// `Ok(None)` for section 0, the linker's mark of a discarded symbol. A
-/// section number past the section table, or an offset past the section's
-/// end, is a damaged PDB.
-fn locate(
-    sections: &[SectionInfo],
-    at: PdbInternalSectionOffset,
-    path: &Path,
-    name: &str,
-    record: impl Fn() -> String,
-) -> Result<Option<(u64, usize)>> {
-    if at.section == 0 {
-        return Ok(None);
+/// Refuse a module list in which two modules claim the same symbol stream:
+/// every module has its own, and a crafted list that repeats one large
+/// stream would make the reader copy it again and again.
+fn check_module_streams(modules: &[Module], path: &Path) -> Result<()> {
+    let mut owner: HashMap<u16, usize> = HashMap::new();
+    for (number, m) in modules.iter().enumerate() {
+        if m.stream == NO_STREAM {
+            continue;
+        }
+        if let Some(first) = owner.insert(m.stream, number) {
+            return Err(malformed(
+                path,
+                format!(
+                    "DBI module list: modules {first} and {number} (`{}`) both claim symbol stream {}",
+                    m.name, m.stream
+                ),
+            ));
+        }
     }
-    let index = usize::from(at.section).saturating_sub(1);
-    let section = sections.get(index).ok_or_else(|| {
-        malformed(
-            path,
-            format!(
-                "{}: `{name}` is in section {}, but the image has {} sections",
-                record(),
-                at.section,
-                sections.len()
-            ),
-        )
-    })?;
-    let offset = u64::from(at.offset);
-    if offset >= section.size {
-        return Err(malformed(
-            path,
-            format!(
-                "{}: `{name}` at {:04X}:{:08X} is past the end of section `{}` ({:#x} bytes)",
-                record(),
-                at.section,
-                at.offset,
-                section.name,
-                section.size
-            ),
-        ));
+    Ok(())
+}
+
+/// Something a PDB record places in a section.
+struct Placed<'a> {
+    /// What it is: `function`, `data object`, `section contribution`.
+    what: &'a str,
+    /// Its name.
+    name: &'a str,
+    /// 1-based section number (0: none).
+    section: u16,
+    /// Offset in the section.
+    offset: u32,
+    /// Length in bytes.
+    len: u64,
+}
+
+impl Placed<'_> {
+    /// `function `f``, or just `section contribution` for a nameless one.
+    fn describe(&self) -> String {
+        if self.name.is_empty() {
+            self.what.to_owned()
+        } else {
+            format!("{} `{}`", self.what, self.name)
+        }
     }
-    let rva = section.rva.checked_add(offset).ok_or_else(|| {
-        malformed(
-            path,
-            format!("{}: `{name}` has an address that overflows", record()),
-        )
-    })?;
-    Ok(Some((rva, index)))
+
+    /// Whether `[offset, offset + len)` fits in a section of `size` bytes.
+    fn fits(&self, size: u64) -> bool {
+        u64::from(self.offset)
+            .checked_add(self.len)
+            .is_some_and(|end| end <= size)
+    }
+}
+
+/// The image's section table, and the linker's copy of it in the PDB.
+struct Layout<'a> {
+    /// The image's sections, in table order.
+    image: &'a [SectionInfo],
+    /// The PDB's copy (empty when it has none).
+    recorded: Vec<RecordedSection>,
+    /// The image, for messages.
+    image_path: &'a Path,
+    /// The PDB, for messages.
+    pdb_path: &'a Path,
+}
+
+impl Layout<'_> {
+    /// The RVA and section-table index of what a record places, or `None`
+    /// for section 0 (discarded by the linker). Anything that does not fit
+    /// in its section is an error that names the damaged file (see the
+    /// module documentation).
+    fn place(&self, p: &Placed<'_>, record: &dyn Fn() -> String) -> Result<Option<(u64, usize)>> {
+        if p.section == 0 {
+            return Ok(None);
+        }
+        let index = usize::from(p.section).saturating_sub(1);
+        let section = self.image.get(index);
+        if let Some(s) = section.filter(|s| p.fits(s.size)) {
+            return match s.rva.checked_add(u64::from(p.offset)) {
+                Some(rva) => Ok(Some((rva, index))),
+                None => Err(malformed(
+                    self.pdb_path,
+                    format!(
+                        "{}: {} has an address that overflows",
+                        record(),
+                        p.describe()
+                    ),
+                )),
+            };
+        }
+        if let Some(r) = self.recorded.get(index).filter(|r| p.fits(r.size)) {
+            let differs = section.is_none_or(|s| s.rva != r.rva || s.size != r.size);
+            if differs {
+                return Err(self.image_damaged(index, r, p));
+            }
+        }
+        let detail = match section {
+            None => format!(
+                "{}: {} is in section {}, but the image has {} sections",
+                record(),
+                p.describe(),
+                p.section,
+                self.image.len()
+            ),
+            Some(s) => format!(
+                "{}: {} ({:#x}, {} bytes) extends past its section {} ({:#x}..{:#x})",
+                record(),
+                p.describe(),
+                s.rva.saturating_add(u64::from(p.offset)),
+                p.len,
+                s.name,
+                s.rva,
+                s.rva.saturating_add(s.size)
+            ),
+        };
+        Err(malformed(self.pdb_path, detail))
+    }
+
+    /// The error for an image whose section table disagrees with the copy
+    /// the linker wrote into the (matching) PDB, where a record fits the copy.
+    fn image_damaged(&self, index: usize, r: &RecordedSection, p: &Placed<'_>) -> Error {
+        let number = index.saturating_add(1);
+        let place = format!(
+            "places {} ({:#x}, {} bytes) inside it",
+            p.describe(),
+            r.rva.saturating_add(u64::from(p.offset)),
+            p.len
+        );
+        let detail = match self.image.get(index) {
+            Some(s) => format!(
+                "section {number} `{}` is {:#x}..{:#x}, but its PDB {} recorded it as {:#x}..{:#x} at link time and {place}: the image's section table is damaged",
+                s.name,
+                s.rva,
+                s.rva.saturating_add(s.size),
+                self.pdb_path.display(),
+                r.rva,
+                r.rva.saturating_add(r.size),
+            ),
+            None => format!(
+                "the image has {} sections, but its PDB {} recorded section {number} `{}` ({:#x}..{:#x}) at link time and {place}: the image's section table is damaged",
+                self.image.len(),
+                self.pdb_path.display(),
+                r.name,
+                r.rva,
+                r.rva.saturating_add(r.size),
+            ),
+        };
+        Error::Malformed {
+            path: self.image_path.to_path_buf(),
+            what: super::WHAT_IMAGE,
+            detail,
+        }
+    }
 }
 
 /// Whether an export at `rva` names this symbol: the same name, or a
@@ -417,28 +608,37 @@ fn is_exported(exports: &HashMap<u64, Vec<&str>>, rva: u64, name: &str) -> bool 
 /// A data candidate from an `S_GDATA32`/`S_LDATA32` record, or `None` for a
 /// record at section 0 (discarded by the linker).
 fn data_candidate(
-    req: &Request<'_>,
-    symbol: &pdb::Symbol<'_>,
+    layout: &Layout<'_>,
+    kind: u16,
+    body: &[u8],
     unit: Option<&str>,
-    at: impl Fn() -> String,
+    at: &dyn Fn() -> String,
 ) -> Result<Option<Candidate>> {
-    let parsed = symbol
-        .parse()
-        .map_err(|e| malformed(req.pdb_path, format!("{}: {e}", at())))?;
-    let pdb::SymbolData::Data(data) = parsed else {
-        return Ok(None);
+    let data = streams::data(body).ok_or_else(|| {
+        malformed(
+            layout.pdb_path,
+            format!("{}: the data record is truncated", at()),
+        )
+    })?;
+    let placed = Placed {
+        what: "data object",
+        name: &data.name,
+        section: data.section,
+        offset: data.offset,
+        len: 0,
     };
-    let name = data.name.to_string().into_owned();
-    let Some((rva, section)) = locate(req.sections, data.offset, req.pdb_path, &name, &at)? else {
+    let Some((rva, section)) = layout.place(&placed, at)? else {
         return Ok(None);
     };
     Ok(Some(Candidate {
-        name,
         rva,
         section,
-        type_index: data.type_index.0,
+        at: (data.section, data.offset),
+        record: at(),
+        type_index: data.type_index,
         unit: unit.map(str::to_owned),
-        local: !data.global,
+        local: kind == S_LDATA32,
+        name: data.name,
     }))
 }
 
@@ -446,34 +646,41 @@ fn data_candidate(
 type Contribution = (u64, u64, usize);
 
 /// The DBI section contributions, as RVA ranges sorted by start. Ones at
-/// section 0 or outside the section table are left out: they place nothing.
+/// section 0 place nothing and are left out; one outside its section, or
+/// that names a module the DBI stream does not list, is an error.
 fn contributions(
-    dbi: &pdb::DebugInformation<'_>,
-    sections: &[SectionInfo],
-    path: &Path,
+    dbi: &streams::Dbi<'_>,
+    layout: &Layout<'_>,
+    modules: usize,
 ) -> Result<Vec<Contribution>> {
+    let path = layout.pdb_path;
     let mut out = Vec::new();
-    let mut iter = dbi
-        .section_contributions()
-        .map_err(ctx(path, "DBI section contributions"))?;
-    while let Some(c) = iter
-        .next()
-        .map_err(ctx(path, "DBI section contributions"))?
-    {
-        let Some(section) = usize::from(c.offset.section)
-            .checked_sub(1)
-            .and_then(|i| sections.get(i))
-        else {
+    let list = dbi.contributions().map_err(|e| malformed(path, e))?;
+    for (i, c) in list.iter().enumerate() {
+        let record = || format!("DBI section contribution {i}");
+        let placed = Placed {
+            what: "section contribution",
+            name: "",
+            section: c.section,
+            offset: c.offset,
+            len: u64::from(c.size),
+        };
+        let Some((start, _)) = layout.place(&placed, &record)? else {
             continue;
         };
-        let Some(start) = section.rva.checked_add(u64::from(c.offset.offset)) else {
-            continue;
-        };
-        let Some(end) = start.checked_add(u64::from(c.size)) else {
-            continue;
-        };
+        let module = usize::from(c.module);
+        if module >= modules {
+            return Err(malformed(
+                path,
+                format!(
+                    "{}: it names module {module}, but the DBI stream lists {modules} modules",
+                    record()
+                ),
+            ));
+        }
+        let end = start.saturating_add(u64::from(c.size));
         if end > start {
-            out.push((start, end, c.module));
+            out.push((start, end, module));
         }
     }
     out.sort_unstable();
@@ -489,18 +696,20 @@ fn contribution_at(contributions: &[Contribution], rva: u64) -> Option<usize> {
 
 /// Give every candidate its size and visibility.
 ///
-/// The size comes from the type record ([`TypeTable::size_of`]). When the
-/// type does not give one (an unknown or damaged record, a forward reference
-/// with no unambiguous definition, a zero size) the size falls back to the
-/// gap up to the next function or data object in the same section, capped by
-/// the section's end. A size from the type is capped by the section's end
-/// too: no object extends past its section.
+/// The size comes from the type record ([`TypeTable::size_of`]); an object
+/// whose type says it extends past its section is refused (the error names
+/// the damaged file, see [`Layout::place`]). When the type does not give a
+/// size (an unknown or damaged record, a forward reference with no
+/// unambiguous definition, a zero size) the size falls back to the gap up
+/// to the next function or data object in the same section, capped by the
+/// section's end.
 fn sized(
     req: &Request<'_>,
+    layout: &Layout<'_>,
     types: &TypeTable<'_>,
     functions: &[Function],
     candidates: Vec<Candidate>,
-) -> Vec<DataObject> {
+) -> Result<Vec<DataObject>> {
     let mut starts: Vec<u64> = functions
         .iter()
         .map(|f| f.rva)
@@ -509,46 +718,60 @@ fn sized(
     starts.sort_unstable();
     starts.dedup();
 
-    candidates
-        .into_iter()
-        .filter_map(|c| {
-            let section = req.sections.get(c.section)?;
-            let section_end = section.rva.saturating_add(section.size);
-            let room = section_end.saturating_sub(c.rva);
-            let size = match types.size_of(c.type_index) {
-                Some(size) => size.min(room),
-                None => {
-                    let next = starts.partition_point(|&s| s <= c.rva);
-                    let limit = starts
-                        .get(next)
-                        .copied()
-                        .unwrap_or(section_end)
-                        .min(section_end);
-                    limit.saturating_sub(c.rva)
-                }
-            };
-            let visibility = if is_exported(req.exports, c.rva, &c.name) {
-                Visibility::Exported
-            } else if c.local {
-                Visibility::Local
-            } else {
-                Visibility::Global
-            };
-            Some(DataObject {
-                name: c.name,
-                rva: c.rva,
-                size,
-                section: section.name.clone(),
-                unit: c.unit,
-                visibility,
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let Some(section) = req.sections.get(c.section) else {
+            continue;
+        };
+        let section_end = section.rva.saturating_add(section.size);
+        let size = match types.size_of(c.type_index) {
+            Some(size) => {
+                let record = || c.record.clone();
+                layout.place(
+                    &Placed {
+                        what: "data object",
+                        name: &c.name,
+                        section: c.at.0,
+                        offset: c.at.1,
+                        len: size,
+                    },
+                    &record,
+                )?;
+                size
+            }
+            None => {
+                let next = starts.partition_point(|&s| s <= c.rva);
+                let limit = starts
+                    .get(next)
+                    .copied()
+                    .unwrap_or(section_end)
+                    .min(section_end);
+                limit.saturating_sub(c.rva)
+            }
+        };
+        let visibility = if is_exported(req.exports, c.rva, &c.name) {
+            Visibility::Exported
+        } else if c.local {
+            Visibility::Local
+        } else {
+            Visibility::Global
+        };
+        out.push(DataObject {
+            name: c.name,
+            rva: c.rva,
+            size,
+            section: section.name.clone(),
+            unit: c.unit,
+            visibility,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::MSF7_MAGIC;
 
     fn msf(block_size: u32, blocks: u32, len: usize) -> Vec<u8> {
         let mut d = vec![0u8; len.max(MSF7_HEADER)];
@@ -568,7 +791,7 @@ mod tests {
         let p = Path::new("x.pdb");
         assert!(check_msf_header(&msf(4096, 2, 8192), p).is_ok());
         assert!(detail(check_msf_header(b"\x7fELF", p)).contains("not a PDB file"));
-        assert!(detail(check_msf_header(MSF2_MAGIC, p)).contains("MSF 2.00"));
+        assert!(detail(check_msf_header(crate::read::MSF2_MAGIC, p)).contains("MSF 2.00"));
         let msg = detail(check_msf_header(&msf(4096, 2, 40), p));
         assert!(
             msg.starts_with("x.pdb: malformed PDB: the file is truncated"),
@@ -576,45 +799,12 @@ mod tests {
         );
         let msg = detail(check_msf_header(&msf(4096, 3, 8192), p));
         assert!(msg.contains("declares 3 blocks of 4096 bytes"), "{msg}");
+        let msg = detail(check_msf_header(&msf(4097, 1, 8192), p));
+        assert!(msg.contains("block size of 4097"), "{msg}");
         assert!(check_msf_header(&msf(u32::MAX, u32::MAX, 8192), p).is_err());
-    }
-
-    #[test]
-    fn garbage_pdb_is_malformed_not_a_panic() {
-        let cv = CodeView {
-            guid: [0; 16],
-            age: 1,
-            path: String::new(),
-        };
-        let exports = HashMap::new();
-        // A valid superblock whose directory points nowhere useful, and
-        // pages of noise.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        for round in 0..64u32 {
-            let mut d = msf(512, 16, 512 * 16);
-            for b in d.iter_mut().skip(MSF7_HEADER) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = state as u8;
-            }
-            if round % 2 == 0 {
-                // A small directory size and a plausible block map address.
-                d[44..48].copy_from_slice(&(round * 4 + 8).to_le_bytes());
-                d[52..56].copy_from_slice(&3u32.to_le_bytes());
-            }
-            let req = Request {
-                pdb: &d,
-                pdb_path: Path::new("g.pdb"),
-                image_path: Path::new("g.dll"),
-                codeview: &cv,
-                machine: object::pe::IMAGE_FILE_MACHINE_AMD64,
-                sections: &[],
-                exports: &exports,
-            };
-            let err = read(&req).err().unwrap().to_string();
-            assert!(err.starts_with("g.pdb: "), "{err}");
-        }
+        let mut d = msf(4096, 2, 8192);
+        d[44..48].copy_from_slice(&9000u32.to_le_bytes());
+        assert!(detail(check_msf_header(&d, p)).contains("stream directory is 9000 bytes"));
     }
 
     #[test]
@@ -644,22 +834,92 @@ mod tests {
         assert!(is_exported(&exports, 0x2000, "ns::g"));
     }
 
-    #[test]
-    fn pdb_addresses() {
-        let sections = [SectionInfo {
+    fn text(size: u64) -> SectionInfo {
+        SectionInfo {
             name: ".text".into(),
             rva: 0x1000,
-            size: 0x100,
-        }];
-        let p = Path::new("x.pdb");
-        let at = |section, offset| PdbInternalSectionOffset { offset, section };
+            size,
+        }
+    }
+
+    fn placed(section: u16, offset: u32, len: u64) -> Placed<'static> {
+        Placed {
+            what: "function",
+            name: "f",
+            section,
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn pdb_addresses() {
+        let sections = [text(0x100)];
+        let layout = Layout {
+            image: &sections,
+            recorded: Vec::new(),
+            image_path: Path::new("x.dll"),
+            pdb_path: Path::new("x.pdb"),
+        };
         let rec = || "record".to_owned();
+        let place = |p| layout.place(&p, &rec);
+        assert_eq!(place(placed(1, 0x10, 0x20)).unwrap(), Some((0x1010, 0)));
+        assert_eq!(place(placed(0, 0, 0)).unwrap(), None);
+        // Zero-size at the very end fits; one byte more does not.
+        assert_eq!(place(placed(1, 0x100, 0)).unwrap(), Some((0x1100, 0)));
+        let msg = place(placed(1, 0xf0, 0x11)).unwrap_err().to_string();
         assert_eq!(
-            locate(&sections, at(1, 0x10), p, "f", rec).unwrap(),
-            Some((0x1010, 0))
+            msg,
+            "x.pdb: malformed PDB: record: function `f` (0x10f0, 17 bytes) extends past its section .text (0x1000..0x1100)"
         );
-        assert_eq!(locate(&sections, at(0, 0), p, "f", rec).unwrap(), None);
-        assert!(locate(&sections, at(2, 0), p, "f", rec).is_err());
-        assert!(locate(&sections, at(1, 0x100), p, "f", rec).is_err());
+        let msg = place(placed(2, 0, 0)).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "x.pdb: malformed PDB: record: function `f` is in section 2, but the image has 1 sections"
+        );
+        assert!(place(placed(1, u32::MAX, u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn a_damaged_image_section_table_blames_the_image() {
+        let sections = [text(0x10)];
+        let layout = Layout {
+            image: &sections,
+            recorded: vec![RecordedSection {
+                name: ".text".into(),
+                rva: 0x1000,
+                size: 0x1e7,
+            }],
+            image_path: Path::new("x.dll"),
+            pdb_path: Path::new("x.pdb"),
+        };
+        let rec = || "record".to_owned();
+        let msg = layout
+            .place(&placed(1, 0x100, 0x20), &rec)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "x.dll: malformed PE image: section 1 `.text` is 0x1000..0x1010, but its PDB x.pdb recorded it as 0x1000..0x11e7 at link time and places function `f` (0x1100, 32 bytes) inside it: the image's section table is damaged"
+        );
+        // A record that fits neither is the PDB's fault.
+        let msg = layout
+            .place(&placed(1, 0x1e0, 0x20), &rec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("x.pdb: malformed PDB: record: function `f`"),
+            "{msg}"
+        );
+        // A missing section the PDB recorded.
+        let layout = Layout {
+            image: &[],
+            ..layout
+        };
+        let msg = layout
+            .place(&placed(1, 0, 4), &rec)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("x.dll: malformed PE image: the image has 0 sections, but its PDB x.pdb recorded section 1 `.text`"), "{msg}");
     }
 }

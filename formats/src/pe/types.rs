@@ -20,6 +20,8 @@
 
 use std::collections::HashMap;
 
+use super::cursor::Cursor;
+
 /// `LF_MODIFIER`.
 const LF_MODIFIER: u16 = 0x1001;
 /// `LF_POINTER`.
@@ -87,71 +89,21 @@ enum Definition {
     Ambiguous,
 }
 
-/// A read cursor over one record's bytes.
-pub(super) struct Cursor<'a> {
-    /// The record's bytes.
-    data: &'a [u8],
-    /// Offset of the next byte to read.
-    pub(super) pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    /// A cursor at the start of `data`.
-    pub(super) fn new(data: &'a [u8]) -> Self {
-        Cursor { data, pos: 0 }
+/// A numeric leaf, if it holds a non-negative value.
+pub(super) fn numeric(c: &mut Cursor<'_>) -> Option<u64> {
+    let leaf = c.u16()?;
+    if leaf < LF_NUMERIC {
+        return Some(u64::from(leaf));
     }
-
-    /// The next `n` bytes.
-    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let bytes = self.data.get(self.pos..end)?;
-        self.pos = end;
-        Some(bytes)
-    }
-
-    /// The next little-endian `u16`.
-    pub(super) fn u16(&mut self) -> Option<u16> {
-        let b: [u8; 2] = self.take(2)?.try_into().ok()?;
-        Some(u16::from_le_bytes(b))
-    }
-
-    /// The next little-endian `u32`.
-    pub(super) fn u32(&mut self) -> Option<u32> {
-        let b: [u8; 4] = self.take(4)?.try_into().ok()?;
-        Some(u32::from_le_bytes(b))
-    }
-
-    /// The next little-endian `u64`.
-    fn u64(&mut self) -> Option<u64> {
-        let b: [u8; 8] = self.take(8)?.try_into().ok()?;
-        Some(u64::from_le_bytes(b))
-    }
-
-    /// A numeric leaf, if it holds a non-negative value.
-    pub(super) fn numeric(&mut self) -> Option<u64> {
-        let leaf = self.u16()?;
-        if leaf < LF_NUMERIC {
-            return Some(u64::from(leaf));
-        }
-        match leaf {
-            LF_CHAR => u64::try_from(i8::from_le_bytes([*self.take(1)?.first()?])).ok(),
-            LF_SHORT => u64::try_from(i16::from_le_bytes(self.take(2)?.try_into().ok()?)).ok(),
-            LF_USHORT => self.u16().map(u64::from),
-            LF_LONG => u64::try_from(i32::from_le_bytes(self.take(4)?.try_into().ok()?)).ok(),
-            LF_ULONG => self.u32().map(u64::from),
-            LF_QUADWORD => u64::try_from(i64::from_le_bytes(self.take(8)?.try_into().ok()?)).ok(),
-            LF_UQUADWORD => self.u64(),
-            _ => None,
-        }
-    }
-
-    /// A NUL-terminated string.
-    pub(super) fn cstr(&mut self) -> Option<&'a [u8]> {
-        let rest = self.data.get(self.pos..)?;
-        let len = rest.iter().position(|&b| b == 0)?;
-        let s = rest.get(..len)?;
-        self.pos = self.pos.checked_add(len)?.checked_add(1)?;
-        Some(s)
+    match leaf {
+        LF_CHAR => u64::try_from(i8::from_le_bytes([c.u8()?])).ok(),
+        LF_SHORT => u64::try_from(i16::from_le_bytes(c.u16()?.to_le_bytes())).ok(),
+        LF_USHORT => c.u16().map(u64::from),
+        LF_LONG => u64::try_from(i32::from_le_bytes(c.u32()?.to_le_bytes())).ok(),
+        LF_ULONG => c.u32().map(u64::from),
+        LF_QUADWORD => u64::try_from(i64::from_le_bytes(c.u64()?.to_le_bytes())).ok(),
+        LF_UQUADWORD => c.u64(),
+        _ => None,
     }
 }
 
@@ -187,7 +139,7 @@ pub(super) fn aggregate(kind: u16, body: &[u8]) -> Option<Aggregate<'_>> {
         LF_UNION => Tag::Union,
         _ => return None,
     };
-    let size = c.numeric();
+    let size = numeric(&mut c);
     let name = c.cstr()?;
     let unique_name = if props & PROP_HAS_UNIQUE_NAME != 0 {
         c.cstr()
@@ -280,8 +232,8 @@ impl<'a> TypeTable<'a> {
         let mut c = Cursor::new(body);
         // Records are only trusted up to the declared count; each one takes
         // at least four bytes, so the vector is bounded by the stream size.
-        while c.pos < body.len() && u32::try_from(records.len()).is_ok_and(|n| n < declared) {
-            let at = c.pos;
+        while !c.is_empty() && u32::try_from(records.len()).is_ok_and(|n| n < declared) {
+            let at = c.pos();
             let record = c
                 .u16()
                 .and_then(|len| c.take(usize::from(len)))
@@ -365,7 +317,7 @@ impl<'a> TypeTable<'a> {
             LF_ARRAY => {
                 let _element = c.u32()?;
                 let _index_type = c.u32()?;
-                c.numeric()
+                numeric(&mut c)
             }
             LF_ENUM => {
                 let _count = c.u16()?;

