@@ -706,6 +706,7 @@ pub(crate) fn parse<'data>(
         type_info: found.types.info,
         types: found.types.types,
         type_uses: found.types.uses,
+        lines: found.lines,
     })
 }
 
