@@ -212,8 +212,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
             } else {
                 writeln!(
                     out,
-                    "  {}: {} changed, {} added function(s), {} new data object(s), {} bytes of new code and data",
-                    s.name, s.changed, s.added, s.data, s.bytes
+                    "  {}: {} changed, {} added function(s), {} new data object(s), {} bytes of new code and data{}",
+                    s.name,
+                    s.changed,
+                    s.added,
+                    s.data,
+                    s.bytes,
+                    match s.lines_only {
+                        0 => String::new(),
+                        n => format!(
+                            "; {n} changed in line numbers only, left out (--include-lines-only carries them)"
+                        ),
+                    }
                 )?;
             }
         }
