@@ -217,10 +217,19 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
                 }
                 let manifest: Value = serde_json::from_str(&ok(&o)).unwrap();
                 let t = &manifest["targets"][0];
+                // Functions changed only in their line numbers are left out
+                // and listed.
+                let carried: Vec<String> = want
+                    .changed
+                    .iter()
+                    .filter(|f| !want.lines_only.contains(f))
+                    .cloned()
+                    .collect();
+                assert_eq!(names(t, "functions"), bare(&carried), "{what}: changed");
                 assert_eq!(
-                    names(t, "functions"),
-                    bare(&want.changed),
-                    "{what}: changed"
+                    names(t, "lines_only"),
+                    bare(&want.lines_only),
+                    "{what}: lines_only"
                 );
                 assert_eq!(
                     names(t, "added_functions"),
@@ -258,6 +267,44 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
     }
     assert!(built >= 50, "{built} built");
     assert!(refused >= 8, "{refused} refused");
+}
+
+/// Functions changed only in their `__LINE__` immediates stay out of the
+/// package unless `--include-lines-only`, on all four targets; the summary
+/// counts them.
+#[test]
+fn line_only_functions_are_left_out_unless_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let dir = root().join("corpus/18-line-shift");
+    let exp = expected(&dir);
+    let u = &exp.update[0];
+    for target in TARGETS {
+        let want = resolve(&u.sets, u.targets.get(target));
+        assert!(!want.lines_only.is_empty());
+        let out = d.join(format!("{target}.hpk"));
+        let args = build_args(&dir, target, "v2", "2026-02", "2026-01", &out);
+        let text = ok(&run(d, &args));
+        assert!(
+            text.contains(": 1 changed, 0 added function(s), 0 new data object(s), ")
+                && text.contains(&format!(
+                "; {} changed in line numbers only, left out (--include-lines-only carries them)",
+                want.lines_only.len()
+            )),
+            "{target}: {text}"
+        );
+        let mut json = args.clone();
+        json.push("--json".into());
+        let m: Value = serde_json::from_str(&ok(&run(d, &json))).unwrap();
+        let t = &m["targets"][0];
+        assert_eq!(names(t, "functions"), ["cfg_set_timeout"], "{target}");
+        assert_eq!(names(t, "lines_only"), bare(&want.lines_only), "{target}");
+        json.push("--include-lines-only".into());
+        let m: Value = serde_json::from_str(&ok(&run(d, &json))).unwrap();
+        let t = &m["targets"][0];
+        assert_eq!(names(t, "functions"), bare(&want.changed), "{target}");
+        assert_eq!(names(t, "lines_only"), Vec::<String>::new(), "{target}");
+    }
 }
 
 #[test]

@@ -240,6 +240,10 @@ pub struct Sets {
     /// Blockers that an `allow` entry waives: reported, not blocking.
     #[serde(default)]
     pub overridden: Vec<String>,
+    /// The changed functions whose only change is `__LINE__` immediates
+    /// moved with their source (a subset of `changed`).
+    #[serde(default)]
+    pub lines_only: Vec<String>,
 }
 
 /// A reviewed override of one blocker.
@@ -277,6 +281,8 @@ pub struct SetsOverride {
     pub types_changed: Option<Vec<String>>,
     /// Overridden blockers.
     pub overridden: Option<Vec<String>>,
+    /// Changed functions in line numbers only.
+    pub lines_only: Option<Vec<String>>,
 }
 
 /// One call of an exported entry point and its result in each version.

@@ -1,7 +1,7 @@
 //! `hotpatch diff` against the corpus answer key: for every scenario, every
 //! update (cumulative against v1) and all four targets, the changed, added
-//! and removed sets, the data sets, the verdict and the blockers must equal
-//! `expected.toml` exactly.
+//! and removed sets, the changed functions marked line-only, the data sets,
+//! the verdict and the blockers must equal `expected.toml` exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -52,6 +52,10 @@ pub struct EntryJson {
     pub updated_rva: Option<u64>,
     pub reason: Option<String>,
     pub baseline_size: Option<u64>,
+    #[serde(default)]
+    pub lines_only: bool,
+    #[serde(default)]
+    pub line_shift: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +190,25 @@ fn mismatches(target: &str) -> Vec<String> {
         for u in &exp.update {
             let want: Sets = resolve(&u.sets, u.targets.get(target));
             let d = run_diff_allowing(&dir, target, &u.version, &want.allow);
-            let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 5] = [
+            let amb = ambiguous_names(&d.functions);
+            let got_lines: BTreeSet<String> = d
+                .functions
+                .iter()
+                .filter(|e| e.lines_only)
+                .map(|e| canon_ours(e, &amb))
+                .collect();
+            if let Some(e) = d
+                .functions
+                .iter()
+                .find(|e| e.lines_only && (e.status != "changed" || e.line_shift.is_none()))
+            {
+                bad.push(format!(
+                    "{name} v1→{} {target}: {} is marked lines_only but is {} with line shift {:?}",
+                    u.version, e.name, e.status, e.line_shift
+                ));
+            }
+            let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 6] = [
+                ("lines_only", got_lines, expected_set(&want.lines_only)),
                 (
                     "changed",
                     set_of(&d.functions, "changed"),
@@ -304,6 +326,7 @@ pub(crate) fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> S
         s.blockers = pick(&o.blockers, &base.blockers);
         s.types_changed = pick(&o.types_changed, &base.types_changed);
         s.overridden = pick(&o.overridden, &base.overridden);
+        s.lines_only = pick(&o.lines_only, &base.lines_only);
         s.blocker_kinds = o
             .blocker_kinds
             .clone()
@@ -568,5 +591,79 @@ fn added_function_carries_only_the_updated_side() {
             "{target}: {f:?}"
         );
         assert!(f.baseline_size.is_none(), "{target}: {f:?}");
+    }
+}
+
+/// The line-only functions of `18-line-shift` carry their line shift in the
+/// JSON (5 above the fix's own added line, 6 below it), the fix carries its
+/// own, and the text report counts and lists them apart, on all four
+/// targets.
+#[test]
+fn line_only_changes_are_marked_with_their_shift() {
+    let dir = scenario("line-shift");
+    let want = [
+        ("cfg_set_port", Some(5), true),
+        ("cfg_set_timeout", Some(5), false),
+        ("cfg_set_level", Some(6), true),
+        ("cfg_set_retries", Some(6), true),
+    ];
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        for (name, shift, only) in want {
+            let f = d
+                .functions
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("{target}: {name} missing"));
+            assert_eq!(
+                (f.status.as_str(), f.line_shift, f.lines_only),
+                ("changed", shift, only),
+                "{target}: {name}"
+            );
+        }
+        // Unchanged functions carry no shift, even where their line moved.
+        let fail = d.functions.iter().find(|f| f.name == "cfg_fail").unwrap();
+        assert_eq!(
+            (fail.status.as_str(), fail.line_shift, fail.lines_only),
+            ("unchanged", None, false),
+            "{target}"
+        );
+        let mut args = vec!["diff".to_string()];
+        let bin = dir.join("bin").join(target);
+        for (side, v) in [("baseline", "v1"), ("updated", "v2")] {
+            if target.ends_with("-windows") {
+                args.extend([
+                    format!("--{side}"),
+                    bin.join(format!("{v}.dll")).display().to_string(),
+                    format!("--{side}-pdb"),
+                    bin.join(format!("{v}.pdb")).display().to_string(),
+                ]);
+            } else {
+                args.extend([
+                    format!("--{side}"),
+                    bin.join(format!("{v}.so")).display().to_string(),
+                ]);
+            }
+        }
+        let text = hotpatch_ok(&args);
+        assert!(
+            text.contains("functions: 4 changed (3 in line numbers only), 0 added, 0 removed,"),
+            "{target}: {text}"
+        );
+        assert!(
+            text.contains("\nchanged functions (1):\n  cfg_set_timeout ")
+                && text.contains(
+                    "\nchanged in line numbers only, left out of packages by default (3):\n"
+                ),
+            "{target}: {text}"
+        );
+        let port = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("cfg_set_port "))
+            .unwrap_or_default();
+        assert!(
+            port.contains("line numbers only (lines moved by +5): different instruction at +"),
+            "{target}: {port}"
+        );
     }
 }
