@@ -63,7 +63,7 @@ pub fn line_shift(
         else {
             continue;
         };
-        let s = i64::from(ul) - i64::from(bl);
+        let s = i64::from(ul).wrapping_sub(i64::from(bl));
         match shift {
             None => shift = Some(s),
             Some(t) if t == s => {}
