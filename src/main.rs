@@ -20,6 +20,8 @@ use hotpatch_formats::{read, Image, ReadOptions};
 
 mod build;
 mod packaging;
+#[cfg(feature = "emulator")]
+mod replay;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
@@ -96,6 +98,11 @@ enum Command {
     Trust(packaging::TrustCommand),
     /// Show what a package contains, without verifying it.
     Inspect(packaging::InspectArgs),
+    /// Run vectors on a baseline in an emulated VM, apply a package between
+    /// two calls without reloading, and check the patched baseline behaves
+    /// as the updated build (from the start, and mid-run with its state).
+    #[cfg(feature = "emulator")]
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -160,6 +167,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => packaging::verify(args),
         Command::Trust(cmd) => packaging::trust(cmd),
         Command::Inspect(args) => packaging::inspect(args),
+        #[cfg(feature = "emulator")]
+        Command::Replay(args) => replay::run(*args),
     }
 }
 
