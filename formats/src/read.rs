@@ -290,8 +290,8 @@ fn debug_file_for(image: &Image<'_>, opts: &ReadOptions) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `image` with the symbols, data objects and type layouts of the debug
-/// file at `path`, which must be an ELF file of the same machine and
+/// `image` with the symbols, data objects, type layouts and function lines
+/// of the debug file at `path`, which must be an ELF file of the same machine and
 /// build-id. The image keeps its own sections, relocations, exports and
 /// identity: the debug file's code sections hold no bytes.
 fn with_debug_file<'data>(
@@ -344,6 +344,7 @@ fn with_debug_file<'data>(
     image.type_info = debug.type_info;
     image.types = debug.types;
     image.type_uses = debug.type_uses;
+    image.lines = debug.lines;
     image.stripped = false;
     Ok(image)
 }

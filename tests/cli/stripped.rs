@@ -395,8 +395,8 @@ fn stripped_text_report_shows_structural_matches_and_evidence() {
     assert!(lines.contains(&"matched by structure (2):"), "{text}");
 }
 
-/// The functions a JSON diff reports as not unchanged, with their status,
-/// and the verdict.
+/// The functions a JSON diff reports as not unchanged, with their status
+/// (and line shift, for a change in line numbers only), and the verdict.
 fn changes(out: &str) -> (BTreeSet<(String, String)>, bool) {
     let v: serde_json::Value = serde_json::from_str(out).expect("JSON");
     let set = v["functions"]
@@ -405,10 +405,14 @@ fn changes(out: &str) -> (BTreeSet<(String, String)>, bool) {
         .iter()
         .filter(|e| e["status"] != "unchanged")
         .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_string(),
-                e["status"].as_str().unwrap().to_string(),
-            )
+            // A change in line numbers only says so: the debug file gives
+            // the lines.
+            let status = e["status"].as_str().unwrap();
+            let status = match (&e["lines_only"], &e["line_shift"]) {
+                (serde_json::Value::Bool(true), shift) => format!("{status}, lines only {shift}"),
+                _ => status.to_string(),
+            };
+            (e["name"].as_str().unwrap().to_string(), status)
         })
         .collect();
     (set, v["hotpatchable"].as_bool().expect("verdict"))
@@ -416,7 +420,8 @@ fn changes(out: &str) -> (BTreeSet<(String, String)>, bool) {
 
 /// Distributions ship stripped images and separate debug files: with the
 /// debug files (given, or found by build-id), a stripped pair diffs exactly
-/// like the unstripped one; a debug file of another build is refused.
+/// like the unstripped one, line-only changes included; a debug file of
+/// another build is refused.
 #[test]
 fn stripped_images_with_debug_files_diff_like_unstripped_ones() {
     let tmp = tempfile::tempdir().unwrap();
@@ -425,7 +430,12 @@ fn stripped_images_with_debug_files_diff_like_unstripped_ones() {
         ("x86_64-linux", "objcopy"),
         ("aarch64-linux", "aarch64-linux-gnu-objcopy"),
     ] {
-        for scenario in ["08-struct-grows", "13-cumulative-series", "05-jump-table"] {
+        for scenario in [
+            "08-struct-grows",
+            "13-cumulative-series",
+            "05-jump-table",
+            "18-line-shift",
+        ] {
             let bin = crate::common::root()
                 .join("corpus")
                 .join(scenario)
