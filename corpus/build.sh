@@ -85,7 +85,12 @@ COMMON_CFLAGS=(-O2 -std=gnu11 -Wall -Wextra -ffreestanding -fno-builtin -fno-sta
 # before every function. -ffile-compilation-dir=. and -gno-codeview-command-line
 # keep the scratch directory out of the LF_BUILDINFO records. -mno-stack-arg-probe
 # forbids __chkstk calls (there is no CRT to provide it).
-PE_CFLAGS=("${COMMON_CFLAGS[@]}" -g -gcodeview -gno-codeview-command-line
+# -fasynchronous-unwind-tables: .pdata/.xdata for every function that needs them,
+# as every real Windows build has (the x64 and ARM64 ABIs require unwind data for
+# any function that calls or touches the stack; MSVC cannot leave it out). Clang
+# drops it under -ffreestanding; it is what a PE image without its PDB is read
+# from (leaf functions have none, as on Windows).
+PE_CFLAGS=("${COMMON_CFLAGS[@]}" -fasynchronous-unwind-tables -g -gcodeview -gno-codeview-command-line
   -ffile-compilation-dir=. -ffunction-sections -fdata-sections -mno-stack-arg-probe)
 PE_CFLAGS_x86_64=(--target=x86_64-pc-windows-msvc -fms-hotpatch)
 PE_CFLAGS_aarch64=(--target=aarch64-pc-windows-msvc)
