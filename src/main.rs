@@ -35,7 +35,8 @@ enum Command {
     Symbols {
         /// The image: a PE (.dll/.exe, with its PDB) or an ELF file.
         image: PathBuf,
-        /// The PDB of a PE image (default: beside the image, same stem).
+        /// The PDB of a PE image (default: beside the image, same stem;
+        /// without one, the image is read as a stripped image).
         #[arg(long)]
         pdb: Option<PathBuf>,
         /// Print one JSON object with a `functions` array.
@@ -297,10 +298,12 @@ fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_
         image.format.name(),
         image.arch.name(),
         image.functions.len(),
-        if image.stripped {
-            " (stripped: boundaries from .eh_frame)"
-        } else {
-            ""
+        match (image.stripped, image.format) {
+            (false, _) => "",
+            (true, hotpatch_formats::Format::Elf) => " (stripped: boundaries from .eh_frame)",
+            (true, hotpatch_formats::Format::Pe) => {
+                " (no PDB: boundaries from .pdata and the exports)"
+            }
         }
     )?;
     let width = image

@@ -71,14 +71,6 @@ pub enum Error {
         /// Age found in the PDB.
         found_age: u32,
     },
-    /// No PDB was given for a PE image and none was found beside it.
-    #[error("{}: no PDB found for this PE image (looked for {}); pass one with --pdb", image.display(), looked.display())]
-    PdbNotFound {
-        /// The image file.
-        image: PathBuf,
-        /// Where the reader looked.
-        looked: PathBuf,
-    },
     /// The image has no symbols to find functions with.
     #[error("{}: no symbols: {detail}", path.display())]
     NoSymbols {
