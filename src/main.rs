@@ -49,13 +49,15 @@ enum Command {
         /// The baseline image.
         #[arg(long)]
         baseline: PathBuf,
-        /// The baseline's PDB (PE only; default: beside the image).
+        /// The baseline's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         baseline_pdb: Option<PathBuf>,
         /// The updated image.
         #[arg(long)]
         updated: PathBuf,
-        /// The update's PDB (PE only; default: beside the image).
+        /// The update's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         updated_pdb: Option<PathBuf>,
         /// Print one JSON object instead of the summary.
