@@ -11,7 +11,7 @@ package_for() {
     openssl) echo openssl ;;
     clang-19) echo clang-19 ;;
     lld-link-19) echo lld-19 ;;
-    llvm-pdbutil-19|llvm-nm-19|llvm-strip-19|llvm-dwarfdump-19|llvm-objdump-19|llvm-readobj-19|llvm-objcopy-19) echo llvm-19 ;;
+    llvm-pdbutil-19|llvm-dlltool-19|llvm-nm-19|llvm-strip-19|llvm-dwarfdump-19|llvm-objdump-19|llvm-readobj-19|llvm-objcopy-19) echo llvm-19 ;;
     aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
     bsdiff) echo bsdiff ;;
     cmake) echo cmake ;;

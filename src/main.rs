@@ -20,6 +20,8 @@ use hotpatch_formats::{read, Image, ReadOptions};
 
 mod build;
 mod packaging;
+#[cfg(feature = "emulator")]
+mod replay;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
@@ -39,6 +41,10 @@ enum Command {
         /// without one, the image is read as a stripped image).
         #[arg(long)]
         pdb: Option<PathBuf>,
+        /// A separate debug file of an ELF image (default: by build-id in
+        /// /usr/lib/debug when the image is stripped).
+        #[arg(long)]
+        debug: Option<PathBuf>,
         /// Print one JSON object with a `functions` array.
         #[arg(long)]
         json: bool,
@@ -53,6 +59,10 @@ enum Command {
         /// the image is read as a stripped image).
         #[arg(long)]
         baseline_pdb: Option<PathBuf>,
+        /// The baseline's separate debug file (ELF only; default: by
+        /// build-id in /usr/lib/debug when the image is stripped).
+        #[arg(long)]
+        baseline_debug: Option<PathBuf>,
         /// The updated image.
         #[arg(long)]
         updated: PathBuf,
@@ -60,6 +70,9 @@ enum Command {
         /// the image is read as a stripped image).
         #[arg(long)]
         updated_pdb: Option<PathBuf>,
+        /// The update's separate debug file (ELF only).
+        #[arg(long)]
+        updated_debug: Option<PathBuf>,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -88,6 +101,11 @@ enum Command {
     Trust(packaging::TrustCommand),
     /// Show what a package contains, without verifying it.
     Inspect(packaging::InspectArgs),
+    /// Run vectors on a baseline in an emulated VM, apply a package between
+    /// two calls without reloading, and check the patched baseline behaves
+    /// as the updated build (from the start, and mid-run with its state).
+    #[cfg(feature = "emulator")]
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -124,18 +142,25 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Symbols { image, pdb, json } => symbols(image, pdb, json),
+        Command::Symbols {
+            image,
+            pdb,
+            debug,
+            json,
+        } => symbols(read_options(image, pdb, debug), json),
         Command::Diff {
             baseline,
             baseline_pdb,
+            baseline_debug,
             updated,
             updated_pdb,
+            updated_debug,
             json,
             allow,
             reason,
         } => diff(
-            read_options(baseline, baseline_pdb),
-            read_options(updated, updated_pdb),
+            read_options(baseline, baseline_pdb, baseline_debug),
+            read_options(updated, updated_pdb, updated_debug),
             allows(allow, reason)?,
             json,
         ),
@@ -145,6 +170,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => packaging::verify(args),
         Command::Trust(cmd) => packaging::trust(cmd),
         Command::Inspect(args) => packaging::inspect(args),
+        #[cfg(feature = "emulator")]
+        Command::Replay(args) => replay::run(*args),
     }
 }
 
@@ -179,16 +206,18 @@ fn allows(
         .collect()
 }
 
-fn read_options(image: PathBuf, pdb: Option<PathBuf>) -> ReadOptions {
-    let opts = ReadOptions::new(image);
-    match pdb {
-        Some(p) => opts.with_pdb(p),
-        None => opts,
+fn read_options(image: PathBuf, pdb: Option<PathBuf>, debug: Option<PathBuf>) -> ReadOptions {
+    let mut opts = ReadOptions::new(image);
+    opts.pdb = pdb;
+    opts.debug = debug;
+    // Where stripped ELF images' debug files are looked up by build-id.
+    if let Some(dirs) = std::env::var_os("HOTPATCH_DEBUG_DIRS") {
+        opts.debug_dirs = std::env::split_paths(&dirs).collect();
     }
+    opts
 }
 
-fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
-    let opts = read_options(path, pdb);
+fn symbols(opts: ReadOptions, json: bool) -> Result<()> {
     let bytes = read::load_file(&opts.path)?;
     let image = read::parse(&bytes, &opts)?;
     let stdout = std::io::stdout();

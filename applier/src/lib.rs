@@ -1,10 +1,58 @@
 //! Verify → plan → apply for hotpatch packages.
 //!
-//! Targets are an emulated x64/ARM64 VM, a live Linux process and an image
-//! file, each behind the [`Target`] trait that the one engine drives.
+//! One [`Engine`] drives every kind of target (an emulated x64/ARM64 VM, a
+//! live Linux process, an image file) through the [`Target`] trait:
+//!
+//! ```no_run
+//! # fn demo(target: &mut dyn hotpatch_applier::Target) -> Result<(), Box<dyn std::error::Error>> {
+//! use hotpatch_applier::Engine;
+//! use hotpatch_formats::package::Timestamp;
+//! use hotpatch_signer::TrustPolicy;
+//!
+//! let policy = TrustPolicy::load(std::path::Path::new("trust.toml"))?;
+//! let package = std::fs::read("fix.hpk")?;
+//! let mut engine = Engine::new();
+//! let applied = engine.apply(target, &package, &policy, Timestamp::now())?;
+//! println!("{applied}");
+//! let reverted = engine.revert(target, &applied.images[0].name)?;
+//! println!("{reverted}");
+//! # Ok(()) }
+//! ```
+//!
+//! See [`engine`] for the order of the steps and the guarantees on failure,
+//! and [`state`] for the record kept in each target.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
+pub mod engine;
+pub mod error;
+pub mod jump;
+pub mod report;
+pub mod state;
 pub mod target;
 
+pub use engine::{Engine, Options, Step};
+pub use error::{ApplyError, Digests};
+pub use report::{
+    Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
+};
+pub use state::StateRecord;
 pub use target::{Located, Protection, Target, TargetError, ThreadPc};
+
+#[cfg(test)]
+mod tests;

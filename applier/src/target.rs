@@ -10,6 +10,7 @@
 //! fallible with a [`TargetError`]; a target never panics on a bad address.
 
 use hotpatch_formats::package::{ImageIdentity, Sha256Digest};
+use hotpatch_formats::{Arch, Format};
 
 /// Memory protection of a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +51,11 @@ pub struct Located {
     pub base: u64,
     /// SHA-256 of the file the image was loaded from.
     pub file_sha256: Sha256Digest,
+    /// The format of the image the target holds under that name, so that a
+    /// package for the other format is refused for what it is.
+    pub format: Format,
+    /// The architecture of that image (and of the target's code).
+    pub arch: Arch,
     /// How it was found, for the report (for example the mapped path).
     pub how: String,
 }

@@ -149,6 +149,10 @@ pub fn assemble(
         new_data: Vec::new(),
         items: Vec::new(),
         first_item: payload.items().len(),
+        changed_data: report
+            .data_with(Status::Changed)
+            .map(|e| (e.name.to_string(), e.unit.map(str::to_string)))
+            .collect(),
     };
     // Items for every part first, so that references between packaged
     // functions resolve to them.
@@ -368,6 +372,9 @@ struct Context<'c, 'i, 'd> {
     items: Vec<Pending>,
     /// The payload's item count before this image's.
     first_item: usize,
+    /// Data objects the diff found changed (name, unit): a read-only one
+    /// is carried as a new copy, not reached in the baseline.
+    changed_data: std::collections::HashSet<(String, Option<String>)>,
 }
 
 impl Context<'_, '_, '_> {
@@ -786,7 +793,12 @@ impl Context<'_, '_, '_> {
             if let Some((e, o)) = upd.data_object(d) {
                 let key = e.key;
                 let off = t.wrapping_sub(o.rva);
-                if let Some(bd) = self.base.data_entry(&key) {
+                let writable = upd.image.section_at(o.rva).is_some_and(|s| s.perms.write);
+                let changed_constant = !writable
+                    && self
+                        .changed_data
+                        .contains(&(key.name.to_string(), key.unit.map(str::to_string)));
+                if let Some(bd) = self.base.data_entry(&key).filter(|_| !changed_constant) {
                     if let Some((_, bo)) = self.base.data_object(bd) {
                         if bo.size == o.size {
                             return Ok((Target::BaselineRva(bo.rva.wrapping_add(off)), 0));
@@ -1213,6 +1225,8 @@ fn relink_check(
         let (Some(o), Some(&rva)) = (&p.object, placed.get(k)) else {
             continue;
         };
+        // A changed constant's name moves to its new copy.
+        data.retain(|d| !(d.name == o.name && d.unit == o.unit));
         data.push(DataObject {
             rva,
             size: p.bytes.len() as u64,
@@ -1395,6 +1409,74 @@ mod tests {
         );
         assert!(built > 40, "{built}");
         assert_eq!(refused, KNOWN_REFUSALS.len());
+    }
+
+    /// Regression: a changed `static const` table (06-rodata-table's
+    /// `suite_strength`) was reached in the baseline, with its old values,
+    /// because it kept its name and size; the patched functions then
+    /// behaved as v1. The package must carry the new copy, read-only, and
+    /// the bodies must refer to it.
+    #[test]
+    fn changed_read_only_data_is_carried_not_reached_in_the_baseline() {
+        for target in [
+            "x86_64-linux",
+            "aarch64-linux",
+            "x86_64-windows",
+            "aarch64-windows",
+        ] {
+            let (bb, bo) = read(&crate::testutil::corpus_file(
+                "06-rodata-table",
+                target,
+                "v1",
+            ));
+            let (ub, uo) = read(&crate::testutil::corpus_file(
+                "06-rodata-table",
+                target,
+                "v2",
+            ));
+            let (base, upd) = (parse(&bb, &bo).unwrap(), parse(&ub, &uo).unwrap());
+            let cmp = compare(&base, &upd, &Options::default()).unwrap();
+            let mut payload = Payload::new();
+            let opts = AssembleOptions {
+                name: "x".into(),
+                include_lines_only: false,
+            };
+            let t = assemble(&cmp, &opts, &mut payload).unwrap();
+            let copy = t
+                .data
+                .iter()
+                .find(|d| d.name == "suite_strength")
+                .unwrap_or_else(|| panic!("{target}: {:?}", t.data));
+            assert!(!copy.writable, "{target}");
+            let table = upd
+                .data
+                .iter()
+                .find(|d| d.name == "suite_strength")
+                .unwrap();
+            assert_eq!(
+                payload.get(copy.body).unwrap().body,
+                Body::Raw(upd.bytes_at(table.rva, table.size).unwrap().into()),
+                "{target}"
+            );
+            let old = base
+                .data
+                .iter()
+                .find(|d| d.name == "suite_strength")
+                .unwrap();
+            for f in &t.functions {
+                let relocs = &payload.get(f.body).unwrap().relocations;
+                assert!(
+                    relocs.iter().any(|r| r.target == Target::Item(copy.body)),
+                    "{target}: {} does not use the new table",
+                    f.name
+                );
+                assert!(
+                    !relocs.iter().any(|r| matches!(r.target, Target::BaselineRva(x) if x >= old.rva && x < old.rva + old.size)),
+                    "{target}: {} still reads the old table",
+                    f.name
+                );
+            }
+        }
     }
 
     /// Hotpatchable updates that the packager must refuse, and why: clang

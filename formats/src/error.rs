@@ -71,6 +71,22 @@ pub enum Error {
         /// Age found in the PDB.
         found_age: u32,
     },
+    /// The separate debug file belongs to another build of the image.
+    #[error(
+        "{}: debug file does not match image {}: the image has build-id {expected}, the debug file {found}",
+        debug.display(),
+        image.display()
+    )]
+    DebugMismatch {
+        /// The debug file.
+        debug: PathBuf,
+        /// The image file.
+        image: PathBuf,
+        /// The image's build-id (hex, or `none`).
+        expected: String,
+        /// The debug file's build-id (hex, or `none`).
+        found: String,
+    },
     /// The image has no symbols to find functions with.
     #[error("{}: no symbols: {detail}", path.display())]
     NoSymbols {

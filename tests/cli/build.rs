@@ -125,6 +125,27 @@ const KNOWN_REFUSALS: &[(&str, &str, &str, &str)] = &[(
 fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
+    // Two release signers; devices require both.
+    for k in ["k1", "k2"] {
+        ok(&hotpatch_in(d, &["keygen", "-o", k]));
+    }
+    ok(&hotpatch_in(
+        d,
+        &[
+            "trust",
+            "new",
+            "--key",
+            "k1.pub",
+            "--key",
+            "k2.pub",
+            "--threshold",
+            "2",
+            "--product",
+            "corpus",
+            "-o",
+            "trust.toml",
+        ],
+    ));
     let mut built = 0;
     let mut refused = 0;
     for dir in scenarios() {
@@ -203,6 +224,21 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
                     inspected["manifest"], manifest,
                     "{what}: inspect round trip"
                 );
+                // Two signers in turn, then verification with threshold 2.
+                let p = out.to_str().unwrap();
+                let verify = [
+                    "verify",
+                    p,
+                    "--trust",
+                    "trust.toml",
+                    "--at",
+                    "2026-03-02T00:00:00Z",
+                ];
+                ok(&hotpatch_in(d, &["sign", "--key", "k1", p]));
+                let err = fails(&hotpatch_in(d, &verify), 1);
+                assert!(err.contains("1 of the 2 required"), "{what}: {err}");
+                ok(&hotpatch_in(d, &["sign", "--key", "k2", p]));
+                ok(&hotpatch_in(d, &verify));
                 built += 1;
             }
         }

@@ -10,6 +10,8 @@ mod diff;
 mod generated;
 mod imports;
 mod packaging;
+#[cfg(feature = "emulator")]
+mod replay;
 mod stripped;
 mod symbols;
 #[path = "../../formats/src/test_elf.rs"]

@@ -400,3 +400,125 @@ fn stripped_text_report_shows_structural_matches_and_evidence() {
     assert!(lines.contains(&"  sub_100d → sub_100d  changed    call-graph (medium): call-graph: function reference #1 of `hb_echo`, in both builds; address-order: between `sub_1000` and `hb_load` in both builds, nothing matched in between; similar: 7 → 10 instructions, 2 → 3 function references, 0 of 0 named references shared"), "{text}");
     assert!(lines.contains(&"matched by structure (2):"), "{text}");
 }
+
+/// The functions a JSON diff reports as not unchanged, with their status,
+/// and the verdict.
+fn changes(out: &str) -> (BTreeSet<(String, String)>, bool) {
+    let v: serde_json::Value = serde_json::from_str(out).expect("JSON");
+    let set = v["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .filter(|e| e["status"] != "unchanged")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (set, v["hotpatchable"].as_bool().expect("verdict"))
+}
+
+/// Distributions ship stripped images and separate debug files: with the
+/// debug files (given, or found by build-id), a stripped pair diffs exactly
+/// like the unstripped one; a debug file of another build is refused.
+#[test]
+fn stripped_images_with_debug_files_diff_like_unstripped_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (target, objcopy) in [
+        ("x86_64-linux", "objcopy"),
+        ("aarch64-linux", "aarch64-linux-gnu-objcopy"),
+    ] {
+        for scenario in ["08-struct-grows", "13-cumulative-series", "05-jump-table"] {
+            let bin = crate::common::root()
+                .join("corpus")
+                .join(scenario)
+                .join("bin")
+                .join(target);
+            let (v1, v2) = (bin.join("v1.so"), bin.join("v2.so"));
+            let p = |n: &str| d.join(format!("{scenario}-{target}-{n}"));
+            for (v, n) in [(&v1, "v1"), (&v2, "v2")] {
+                let s = |x: &Path| x.display().to_string();
+                run_tool(
+                    objcopy,
+                    &["--only-keep-debug", &s(v), &s(&p(&format!("{n}.debug")))],
+                );
+                run_tool(objcopy, &["--strip-all", &s(v), &s(&p(&format!("{n}.so")))]);
+            }
+            let want = changes(&hotpatch_ok([
+                "diff",
+                "--json",
+                "--baseline",
+                v1.to_str().unwrap(),
+                "--updated",
+                v2.to_str().unwrap(),
+            ]));
+            let got = changes(&hotpatch_ok([
+                "diff",
+                "--json",
+                "--baseline",
+                p("v1.so").to_str().unwrap(),
+                "--baseline-debug",
+                p("v1.debug").to_str().unwrap(),
+                "--updated",
+                p("v2.so").to_str().unwrap(),
+                "--updated-debug",
+                p("v2.debug").to_str().unwrap(),
+            ]));
+            assert_eq!(got, want, "{scenario} {target}");
+            // Found by build-id in a debug directory.
+            let dir = d.join(format!("debug-{scenario}-{target}"));
+            for n in ["v1", "v2"] {
+                let text = run_tool("readelf", &["-n", p(&format!("{n}.so")).to_str().unwrap()]);
+                let id = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Build ID: "))
+                    .expect("build-id")
+                    .to_string();
+                let place = dir.join(".build-id").join(&id[..2]);
+                std::fs::create_dir_all(&place).unwrap();
+                std::fs::copy(
+                    p(&format!("{n}.debug")),
+                    place.join(format!("{}.debug", &id[2..])),
+                )
+                .unwrap();
+            }
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+                .args(["diff", "--json", "--baseline"])
+                .arg(p("v1.so"))
+                .arg("--updated")
+                .arg(p("v2.so"))
+                .env("HOTPATCH_DEBUG_DIRS", &dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                changes(&String::from_utf8(out.stdout).unwrap()),
+                want,
+                "{scenario} {target} by build-id"
+            );
+        }
+        // Another build's debug file: refused, naming both files.
+        let bin = crate::common::root()
+            .join("corpus/08-struct-grows/bin")
+            .join(target);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+            .args(["symbols", "--debug"])
+            .arg(d.join(format!("08-struct-grows-{target}-v2.debug")))
+            .arg(bin.join("v1.so"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("debug file does not match image") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! Each version's shared object is loaded into this test process with the
 //! system's dynamic loader, and its exported entry points are called with the
-//! vectors, in file order, on that one instance. The other targets are checked
-//! by the emulator once the applier exists.
+//! vectors, in file order, on that one instance. All four targets run them in
+//! the emulated VM too: `replay.rs` (every hotpatchable update, through
+//! `hotpatch replay`) and `emulator/tests/corpus.rs` (every version).
 
 use crate::common::{expected, scenarios, versions};
 

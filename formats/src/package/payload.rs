@@ -25,8 +25,10 @@ pub const MAX_ALIGN: u32 = 1 << 16;
 pub const MAX_IMPORT_NAME: usize = 1024;
 /// The largest decoded item (the payload's own cap).
 pub const MAX_ITEM_SIZE: u64 = super::header::MAX_PAYLOAD_UNCOMPRESSED_LEN;
-/// zstd level for delta-encoded bodies.
-pub const DELTA_LEVEL: i32 = 19;
+/// zstd level for delta-encoded bodies: 9 gives the same sizes as 19 on the
+/// real pairs (expat: 12,188 against 12,190 bytes) at a quarter of the time,
+/// as level 19 sets up large tables for every body.
+pub const DELTA_LEVEL: i32 = 9;
 /// Largest zstd window (log2) accepted when decoding: 128 MiB.
 pub const MAX_WINDOW_LOG: u32 = 27;
 
