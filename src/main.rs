@@ -37,7 +37,8 @@ enum Command {
     Symbols {
         /// The image: a PE (.dll/.exe, with its PDB) or an ELF file.
         image: PathBuf,
-        /// The PDB of a PE image (default: beside the image, same stem).
+        /// The PDB of a PE image (default: beside the image, same stem;
+        /// without one, the image is read as a stripped image).
         #[arg(long)]
         pdb: Option<PathBuf>,
         /// A separate debug file of an ELF image (default: by build-id in
@@ -54,7 +55,8 @@ enum Command {
         /// The baseline image.
         #[arg(long)]
         baseline: PathBuf,
-        /// The baseline's PDB (PE only; default: beside the image).
+        /// The baseline's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         baseline_pdb: Option<PathBuf>,
         /// The baseline's separate debug file (ELF only; default: by
@@ -64,7 +66,8 @@ enum Command {
         /// The updated image.
         #[arg(long)]
         updated: PathBuf,
-        /// The update's PDB (PE only; default: beside the image).
+        /// The update's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         updated_pdb: Option<PathBuf>,
         /// The update's separate debug file (ELF only).
@@ -326,10 +329,12 @@ fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_
         image.format.name(),
         image.arch.name(),
         image.functions.len(),
-        if image.stripped {
-            " (stripped: boundaries from .eh_frame)"
-        } else {
-            ""
+        match (image.stripped, image.format) {
+            (false, _) => "",
+            (true, hotpatch_formats::Format::Elf) => " (stripped: boundaries from .eh_frame)",
+            (true, hotpatch_formats::Format::Pe) => {
+                " (no PDB: boundaries from .pdata and the exports)"
+            }
         }
     )?;
     let width = image

@@ -1263,11 +1263,17 @@ fn compare_indexes<'i>(
         (updated, &options.updated_name),
     ] {
         if image.stripped {
+            let remedy = match image.format {
+                hotpatch_formats::Format::Pe => "give the PDBs of both builds",
+                hotpatch_formats::Format::Elf => {
+                    "diff the unstripped builds (or give their debug files)"
+                }
+            };
             blockers.push(Blocker {
                 object: name.clone(),
                 kind: BlockerKind::NoDataSymbols,
                 reason: format!(
-                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; diff the unstripped builds (or give their debug files)"
+                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; {remedy}"
                 ),
                 functions: Vec::new(),
             });

@@ -87,14 +87,6 @@ pub enum Error {
         /// The debug file's build-id (hex, or `none`).
         found: String,
     },
-    /// No PDB was given for a PE image and none was found beside it.
-    #[error("{}: no PDB found for this PE image (looked for {}); pass one with --pdb", image.display(), looked.display())]
-    PdbNotFound {
-        /// The image file.
-        image: PathBuf,
-        /// Where the reader looked.
-        looked: PathBuf,
-    },
     /// The image has no symbols to find functions with.
     #[error("{}: no symbols: {detail}", path.display())]
     NoSymbols {

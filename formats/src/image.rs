@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Portable Executable (Windows), with its symbols from a PDB.
+    /// Portable Executable (Windows), with its symbols from a PDB (or, without
+    /// one, its functions from the exception directory and the exports).
     Pe,
     /// Executable and Linkable Format (Linux), with `.symtab` or `.dynsym` symbols.
     Elf,
@@ -421,8 +422,10 @@ pub struct Image<'data> {
     /// PE data directories. Anonymous data is never taken to run across one.
     /// Sorted, without duplicates; empty for ELF.
     pub boundaries: Vec<u64>,
-    /// Whether function boundaries came from a fallback (`.eh_frame` ranges on a
-    /// stripped ELF) rather than a full symbol table.
+    /// Whether function boundaries came from a fallback rather than a full
+    /// symbol table: `.eh_frame` ranges on a stripped ELF, the exception
+    /// directory and the exports on a PE image read without its PDB. Such
+    /// an image has no symbols for its data.
     pub stripped: bool,
     /// Whether [`Image::types`] and [`Image::type_uses`] could be read: the
     /// image may lack the debug information they come from, and then they

@@ -1,7 +1,8 @@
 //! The image model of the hotpatch toolchain and its readers.
 //!
 //! [`read`] turns a PE image with its PDB, or an ELF image, into one
-//! [`Image`]: sections, functions with their translation units, data objects,
+//! [`Image`] (a stripped ELF, or a PE image without its PDB, gives the
+//! functions its unwind data and exports show, and no data objects): sections, functions with their translation units, data objects,
 //! exports, load-time relocations and the build identity; and, from the debug
 //! information (DWARF, or the PDB's type and symbol streams), struct, union
 //! and class layouts ([`TypeLayout`]), the types each function uses

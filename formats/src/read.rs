@@ -48,7 +48,8 @@ pub struct ReadOptions {
     /// The image's path, used in messages and to find a PDB beside it.
     pub path: PathBuf,
     /// The PDB to use for a PE image. When `None`, the reader looks for
-    /// `<image stem>.pdb` beside the image.
+    /// `<image stem>.pdb` beside the image, and without one reads the image
+    /// as a stripped image (functions from `.pdata` and the exports).
     pub pdb: Option<PathBuf>,
     /// A separate debug file for an ELF image (what `objcopy
     /// --only-keep-debug` writes, or a distribution's `-dbgsym` package
@@ -252,7 +253,9 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 ///
 /// A PE image's PDB is read from disk: [`ReadOptions::pdb`], or
 /// `<image stem>.pdb` beside the image (see [`parse_with_pdb`] for a PDB
-/// already in memory).
+/// already in memory). When neither is there, the image is read as a
+/// stripped image ([`Image::stripped`]); a [`ReadOptions::pdb`] that is
+/// missing is an error naming it.
 pub fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
     let mut image = match data {
         [0x7f, b'E', b'L', b'F', ..] => {

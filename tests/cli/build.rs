@@ -2,12 +2,12 @@
 //! determinism, atomic output, release files, and the whole chain
 //! build → sign → verify.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{expected, root, scenarios, TARGETS};
+use crate::common::{expected, image_files, root, scenarios, TARGETS};
 use crate::diff::resolve;
 
 /// A fixed creation time: 2026-03-01T00:00:00Z.
@@ -40,19 +40,6 @@ fn fails(o: &Output, code: i32) -> String {
     err.trim_end().to_string()
 }
 
-/// The image and (for PE) PDB of `version` of a corpus scenario.
-fn image(scenario: &Path, target: &str, version: &str) -> (PathBuf, Option<PathBuf>) {
-    let bin = scenario.join("bin").join(target);
-    if target.ends_with("-windows") {
-        (
-            bin.join(format!("{version}.dll")),
-            Some(bin.join(format!("{version}.pdb"))),
-        )
-    } else {
-        (bin.join(format!("{version}.so")), None)
-    }
-}
-
 /// The arguments of `build` for an update of a corpus scenario.
 fn build_args(
     scenario: &Path,
@@ -62,8 +49,8 @@ fn build_args(
     baseline_release: &str,
     out: &Path,
 ) -> Vec<String> {
-    let (base, base_pdb) = image(scenario, target, "v1");
-    let (upd, upd_pdb) = image(scenario, target, version);
+    let (base, base_pdb) = image_files(scenario, target, "v1");
+    let (upd, upd_pdb) = image_files(scenario, target, version);
     let mut args = vec![
         "build".to_string(),
         "--baseline".into(),
@@ -419,8 +406,8 @@ fn pairs_of_different_images_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let dir = root().join("corpus/01-bounds-check");
-    let x = image(&dir, "x86_64-linux", "v1").0;
-    let a = image(&dir, "aarch64-linux", "v2").0;
+    let x = image_files(&dir, "x86_64-linux", "v1").0;
+    let a = image_files(&dir, "aarch64-linux", "v2").0;
     let base = |upd: &Path| {
         vec![
             "build".to_string(),

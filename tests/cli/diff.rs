@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::common::{expected, hotpatch_ok, scenarios, Sets, TARGETS};
+use crate::common::{expected, hotpatch_ok, image_files, scenarios, Sets, TARGETS};
 
 #[derive(Debug, Deserialize)]
 pub struct DiffJson {
@@ -65,22 +65,15 @@ pub struct BlockerJson {
     pub reason: String,
 }
 
-/// The image (and PDB) of one version of a scenario for a target.
+/// The image (and PDB, unless the scenario ships none) of one version of a
+/// scenario for a target.
 fn image_args(dir: &Path, target: &str, version: &str, side: &str) -> Vec<String> {
-    let bin = dir.join("bin").join(target);
-    if target.ends_with("-windows") {
-        vec![
-            format!("--{side}"),
-            bin.join(format!("{version}.dll")).display().to_string(),
-            format!("--{side}-pdb"),
-            bin.join(format!("{version}.pdb")).display().to_string(),
-        ]
-    } else {
-        vec![
-            format!("--{side}"),
-            bin.join(format!("{version}.so")).display().to_string(),
-        ]
+    let (image, pdb) = image_files(dir, target, version);
+    let mut args = vec![format!("--{side}"), image.display().to_string()];
+    if let Some(pdb) = pdb {
+        args.extend([format!("--{side}-pdb"), pdb.display().to_string()]);
     }
+    args
 }
 
 /// Run `hotpatch diff --json` on v1 → `version`.
@@ -154,16 +147,26 @@ pub(crate) fn expected_set(v: &[String]) -> BTreeSet<String> {
     v.iter().map(|n| canon_expected(n)).collect()
 }
 
+/// A blocker's object spelt like the expected ones: an image (the diff
+/// names it by the path it was given) by its file name, `v1.dll`.
+fn blocker_object(object: &str) -> &str {
+    match object.rsplit_once('/') {
+        Some((_, file)) if file.ends_with(".dll") || file.ends_with(".so") => file,
+        _ => object,
+    }
+}
+
 /// Blocker objects in our output, spelt like the expected ones.
 fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
     let mut all: Vec<&EntryJson> = d.functions.iter().collect();
     all.extend(&d.data);
     d.blockers
         .iter()
-        .map(|b| {
+        .map(|b| blocker_object(&b.object))
+        .map(|object| {
             // "unit:name" → "name" when the name is unique ("type:NAME"
             // stays as it is).
-            match b.object.split_once(':').filter(|(u, _)| *u != "type") {
+            match object.split_once(':').filter(|(u, _)| *u != "type") {
                 Some((_, n))
                     if all
                         .iter()
@@ -175,7 +178,7 @@ fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
                 {
                     n.to_string()
                 }
-                _ => b.object.clone(),
+                _ => object.to_string(),
             }
         })
         .collect()
@@ -291,20 +294,26 @@ fn mismatches(target: &str) -> Vec<String> {
                     u.version
                 ));
             }
-            // The kind of each blocker the key gives one for.
+            // The kind of each blocker the key gives one for: one of the
+            // object's blockers is of that kind (an image can be blocked
+            // for two reasons, no data symbols and no type information).
             for (object, kind) in &want.blocker_kinds {
                 if !want.blockers.contains(object) {
                     continue;
                 }
-                let found = d.blockers.iter().find(|b| {
-                    b.object == *object
-                        || b.object.rsplit_once(':').is_some_and(|(_, n)| n == object)
-                });
-                if found.is_none_or(|b| b.kind != *kind) {
+                let kinds: Vec<&String> = d
+                    .blockers
+                    .iter()
+                    .filter(|b| {
+                        let o = blocker_object(&b.object);
+                        o == object || o.rsplit_once(':').is_some_and(|(_, n)| n == object)
+                    })
+                    .map(|b| &b.kind)
+                    .collect();
+                if !kinds.contains(&kind) {
                     bad.push(format!(
-                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {:?}",
-                        u.version,
-                        found.map(|b| &b.kind)
+                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {kinds:?}",
+                        u.version
                     ));
                 }
             }

@@ -77,21 +77,9 @@ fn keys() -> Keys {
     Keys { dir, key, trust }
 }
 
-/// A corpus image and its PDB.
+/// A corpus image and its PDB (none for a scenario shipped stripped).
 fn image(scenario: &str, target: &str, version: &str) -> (PathBuf, Option<PathBuf>) {
-    let bin = root()
-        .join("corpus")
-        .join(scenario)
-        .join("bin")
-        .join(target);
-    if target.ends_with("-windows") {
-        (
-            bin.join(format!("{version}.dll")),
-            Some(bin.join(format!("{version}.pdb"))),
-        )
-    } else {
-        (bin.join(format!("{version}.so")), None)
-    }
+    crate::common::image_files(&root().join("corpus").join(scenario), target, version)
 }
 
 /// Build `scenario` v1 → `version` on `target` as release `release`
