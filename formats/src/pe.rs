@@ -685,6 +685,7 @@ pub(crate) fn parse<'data>(
                     type_info: TypeInfo::Absent,
                     types: Vec::new(),
                     type_uses: Vec::new(),
+                    lines: Vec::new(),
                 });
             }
         },
