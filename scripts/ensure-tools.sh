@@ -17,6 +17,8 @@ package_for() {
     cmake) echo cmake ;;
     /usr/bin/time) echo time ;;
     bc) echo bc ;;
+    qemu-system-aarch64) echo qemu-system-arm ;;
+    cpio) echo cpio ;;
     *) echo "ensure-tools: no package known for '$1'" >&2; return 1 ;;
   esac
 }

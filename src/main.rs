@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hotpatch_formats::{read, Image, ReadOptions};
 
+mod apply;
 mod build;
 mod packaging;
 #[cfg(feature = "emulator")]
@@ -106,6 +107,10 @@ enum Command {
     /// as the updated build (from the start, and mid-run with its state).
     #[cfg(feature = "emulator")]
     Replay(Box<replay::ReplayArgs>),
+    /// Apply a package to a running Linux process (or, with --revert, undo
+    /// it): verify, find the image in the process, place the new code near
+    /// it, stop every thread, write the redirects, resume.
+    Apply(apply::ApplyArgs),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -172,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => packaging::inspect(args),
         #[cfg(feature = "emulator")]
         Command::Replay(args) => replay::run(*args),
+        Command::Apply(args) => apply::apply(args),
     }
 }
 

@@ -120,7 +120,7 @@ pub struct InspectArgs {
     signed_message: bool,
 }
 
-fn read_package(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_package(path: &Path) -> Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let cap = package::header::MAX_PACKAGE_LEN;

@@ -258,6 +258,18 @@ impl Journal {
     }
 }
 
+/// Bytes no thread may be inside while they change (or are freed).
+struct Busy {
+    address: u64,
+    len: u64,
+    /// For the error: what the bytes are.
+    what: String,
+    /// The entry of a function: a thread exactly at `address` has not
+    /// begun the instruction there and runs whatever is written, so only
+    /// the bytes after it are busy.
+    entry: bool,
+}
+
 impl Engine {
     /// An engine with default [`Options`].
     pub fn new() -> Self {
@@ -466,29 +478,35 @@ impl Engine {
         self.reached(Step::Protected)?;
 
         // Step 6: threads stopped, none inside what changes.
-        let mut busy: Vec<(u64, u64, String)> = Vec::new();
+        let retires = target.retires_freed_code();
+        let mut busy: Vec<Busy> = Vec::new();
         for p in plans.iter() {
             for r in &p.redirects {
-                busy.push((
-                    r.site,
-                    r.new.len() as u64,
-                    format!("the entry of `{}`", r.name),
-                ));
+                busy.push(Busy {
+                    address: r.site,
+                    len: r.new.len() as u64,
+                    what: format!("the entry of `{}`", r.name),
+                    entry: true,
+                });
             }
             for r in &p.restores {
-                busy.push((
-                    r.record.address,
-                    r.record.written.0.len() as u64,
-                    format!("the entry of `{}`", r.record.name),
-                ));
+                busy.push(Busy {
+                    address: r.record.address,
+                    len: r.record.written.0.len() as u64,
+                    what: format!("the entry of `{}`", r.record.name),
+                    entry: true,
+                });
             }
-            if let Some(old) = &p.replacing {
+            // A target that unmaps freed memory must not free code a
+            // thread runs in; one that keeps it mapped need not wait.
+            if let Some(old) = p.replacing.as_ref().filter(|_| !retires) {
                 for r in &old.regions {
-                    busy.push((
-                        r.address,
-                        r.size,
-                        format!("package {}'s code", old.package_id),
-                    ));
+                    busy.push(Busy {
+                        address: r.address,
+                        len: r.size,
+                        what: format!("package {}'s code", old.package_id),
+                        entry: false,
+                    });
                 }
             }
         }
@@ -533,27 +551,39 @@ impl Engine {
         &self,
         target: &mut dyn Target,
         desc: &str,
-        ranges: &[(u64, u64, String)],
+        ranges: &[Busy],
         journal: &mut Journal,
     ) -> Result<()> {
         let mut pause = self.options.busy_backoff;
         let mut attempts = 0u32;
+        // Per thread: how many attempts found it inside, and where last.
+        let mut blocking: BTreeMap<u64, (u32, u64, String)> = BTreeMap::new();
         loop {
             attempts += 1;
             let pcs = target.stop()?;
             journal.stopped = true;
-            let inside = pcs.iter().find_map(|t| {
-                ranges
-                    .iter()
-                    .find(|(a, len, _)| t.pc >= *a && t.pc - a < *len)
-                    .map(|(_, _, what)| (t.tid, t.pc, what.clone()))
-            });
-            let Some((tid, pc, what)) = inside else {
+            let mut any = false;
+            for t in &pcs {
+                if let Some(Busy { what, .. }) = ranges.iter().find(|b| {
+                    t.pc >= b.address && t.pc - b.address < b.len && !(b.entry && t.pc == b.address)
+                }) {
+                    any = true;
+                    let b = blocking.entry(t.tid).or_insert((0, t.pc, String::new()));
+                    *b = (b.0 + 1, t.pc, what.clone());
+                }
+            }
+            if !any {
                 return Ok(());
-            };
+            }
             target.resume()?;
             journal.stopped = false;
             if attempts > self.options.busy_retries {
+                // Name the thread that was in the way most often (a thread
+                // parked in a loop is there every time).
+                let (tid, (_, pc, what)) = blocking
+                    .into_iter()
+                    .max_by_key(|(tid, (n, _, _))| (*n, std::cmp::Reverse(*tid)))
+                    .unwrap_or((0, (0, 0, String::new())));
                 return Err(ApplyError::Busy {
                     target: desc.to_string(),
                     tid,
@@ -605,24 +635,24 @@ impl Engine {
                 });
             }
         }
-        let mut busy: Vec<(u64, u64, String)> = app
+        let mut busy: Vec<Busy> = app
             .redirects
             .iter()
-            .map(|r| {
-                (
-                    r.address,
-                    r.written.0.len() as u64,
-                    format!("the entry of `{}`", r.name),
-                )
+            .map(|r| Busy {
+                address: r.address,
+                len: r.written.0.len() as u64,
+                what: format!("the entry of `{}`", r.name),
+                entry: true,
             })
             .collect();
-        busy.extend(app.regions.iter().map(|r| {
-            (
-                r.address,
-                r.size,
-                format!("package {}'s code", app.package_id),
-            )
-        }));
+        if !target.retires_freed_code() {
+            busy.extend(app.regions.iter().map(|r| Busy {
+                address: r.address,
+                len: r.size,
+                what: format!("package {}'s code", app.package_id),
+                entry: false,
+            }));
+        }
         let mut journal = Journal::new();
         let mut restored = Vec::new();
         let result = (|| -> Result<()> {

@@ -42,12 +42,22 @@
 pub mod engine;
 pub mod error;
 pub mod jump;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub mod process;
 pub mod report;
 pub mod state;
 pub mod target;
 
 pub use engine::{Engine, Options, Step};
 pub use error::{ApplyError, Digests};
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub use process::{Process, DEFAULT_STATE_DIR};
 pub use report::{
     Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
 };

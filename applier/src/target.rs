@@ -163,6 +163,15 @@ pub trait Target {
         Ok(())
     }
 
+    /// Whether [`Target::free`] keeps memory mapped that threads may still
+    /// run in (a live process: a thread may be inside replaced code, or
+    /// hold a return address into it). Such a target needs no thread to be
+    /// outside a replaced package's code before it is freed; one that
+    /// really unmaps it (the default) does.
+    fn retires_freed_code(&self) -> bool {
+        false
+    }
+
     /// Make freshly written code visible to instruction fetch (AArch64
     /// caches; a no-op by default).
     fn flush_code(&mut self, _address: u64, _len: u64) -> Result<(), TargetError> {

@@ -9,6 +9,8 @@ mod corpus;
 mod diff;
 mod generated;
 mod imports;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod live;
 mod packaging;
 #[cfg(feature = "emulator")]
 mod replay;

@@ -462,8 +462,9 @@ fn aarch64_redirects_reach_far_bodies_through_veneers() {
     }
 }
 
-/// A thread inside an entry: the engine retries, then refuses, and frees
-/// what it allocated.
+/// A thread inside an entry (past its first byte): the engine retries,
+/// then refuses, and frees what it allocated. A thread exactly at the entry
+/// has not begun the instruction there and is no obstacle.
 #[test]
 fn a_thread_inside_a_patch_site_blocks_the_apply() {
     let c = case("01-bounds-check", "x86_64-linux", "v2", 1);
@@ -471,7 +472,7 @@ fn a_thread_inside_a_patch_site_blocks_the_apply() {
     let mut mem = target_with(&c.base);
     mem.pcs = vec![ThreadPc {
         tid: 42,
-        pc: BASE + f.rva,
+        pc: BASE + f.rva + 1,
     }];
     let mut engine = Engine::with_options(crate::engine::Options {
         busy_retries: 2,
@@ -485,15 +486,18 @@ fn a_thread_inside_a_patch_site_blocks_the_apply() {
         e.to_string(),
         format!(
             "memory: thread 42 is at {:#x}, inside the entry of `{}`, after 3 attempts",
-            BASE + f.rva,
+            BASE + f.rva + 1,
             f.name
         )
     );
     assert_eq!(mem.stops, 3);
     assert!(!mem.is_stopped());
     assert_eq!(mem.snapshot(), before);
-    // Elsewhere, it goes through.
-    mem.pcs = vec![ThreadPc { tid: 42, pc: BASE }];
+    // Exactly at the entry, it goes through.
+    mem.pcs = vec![ThreadPc {
+        tid: 42,
+        pc: BASE + f.rva,
+    }];
     engine.apply(&mut mem, &c.pkg, &policy(), now()).unwrap();
 }
 
