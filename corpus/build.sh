@@ -13,8 +13,13 @@
 # The output is deterministic and independent of where the repository lives:
 # every compile and link runs inside a scratch directory on relative file names,
 # and no absolute path or timestamp reaches a binary (see the flags below).
+# A scenario folder that holds a file named `shipped-stripped` is built the same
+# way but shipped as distributions ship it: ELF images stripped of symbols and
+# debug information (llvm-strip-19 --strip-all: .dynsym and .eh_frame stay), PE
+# images without their PDB (bin/<target>/ holds only the .dll files).
 # Needs: clang-19 and lld-link-19 (PE targets), gcc (x86_64-linux),
-# aarch64-linux-gnu-gcc (aarch64-linux). Nothing else (no python).
+# aarch64-linux-gnu-gcc (aarch64-linux), llvm-strip-19 (ELF targets of a
+# shipped-stripped scenario). Nothing else (no python).
 set -euo pipefail
 export LC_ALL=C
 export TZ=UTC
@@ -35,7 +40,7 @@ while [ $# -gt 0 ]; do
     --scenario=*) v=${1#*=}; sel_scen+=("${v%/}") ;;
     --target) [ $# -ge 2 ] || die "--target needs a name"; sel_tgt+=("$2"); shift ;;
     --target=*) sel_tgt+=("${1#*=}") ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
   esac
   shift
@@ -75,6 +80,14 @@ for t in "${targets[@]}"; do
   esac
 done
 need_tool cmp "--check"
+# Whether a scenario is shipped stripped (see the header).
+shipped_stripped() { [ -f "$HERE/$1/shipped-stripped" ]; }
+for scen in "${scenarios[@]}"; do
+  shipped_stripped "$scen" || continue
+  for t in "${targets[@]}"; do
+    case "$t" in *-linux) need_tool llvm-strip-19 "$scen $t (shipped stripped)" ;; esac
+  done
+done
 
 # ---- flags ---------------------------------------------------------------
 # Common to all targets: optimised, freestanding, no libc calls synthesised.
@@ -85,7 +98,12 @@ COMMON_CFLAGS=(-O2 -std=gnu11 -Wall -Wextra -ffreestanding -fno-builtin -fno-sta
 # before every function. -ffile-compilation-dir=. and -gno-codeview-command-line
 # keep the scratch directory out of the LF_BUILDINFO records. -mno-stack-arg-probe
 # forbids __chkstk calls (there is no CRT to provide it).
-PE_CFLAGS=("${COMMON_CFLAGS[@]}" -g -gcodeview -gno-codeview-command-line
+# -fasynchronous-unwind-tables: .pdata/.xdata for every function that needs them,
+# as every real Windows build has (the x64 and ARM64 ABIs require unwind data for
+# any function that calls or touches the stack; MSVC cannot leave it out). Clang
+# drops it under -ffreestanding; it is what a PE image without its PDB is read
+# from (leaf functions have none, as on Windows).
+PE_CFLAGS=("${COMMON_CFLAGS[@]}" -fasynchronous-unwind-tables -g -gcodeview -gno-codeview-command-line
   -ffile-compilation-dir=. -ffunction-sections -fdata-sections -mno-stack-arg-probe)
 PE_CFLAGS_x86_64=(--target=x86_64-pc-windows-msvc -fms-hotpatch)
 PE_CFLAGS_aarch64=(--target=aarch64-pc-windows-msvc)
@@ -170,7 +188,14 @@ build_one() { # scenario version target outdir
         done
         lld-link-19 "${PE_LDFLAGS[@]}" "${pld[@]}" "/pdbaltpath:$ver.pdb" \
           "/out:$ver.dll" "/pdb:$ver.pdb" "${objs[@]}"
-        cp "$ver.dll" "$ver.pdb" "$outdir/"
+        # Shipped stripped: the DLL keeps its CodeView record (as a
+        # distribution's DLL names the PDB on its symbol server); the PDB
+        # itself is not shipped.
+        if shipped_stripped "$scen"; then
+          cp "$ver.dll" "$outdir/"
+        else
+          cp "$ver.dll" "$ver.pdb" "$outdir/"
+        fi
         ;;
       *-linux)
         local cc=gcc
@@ -185,7 +210,14 @@ build_one() { # scenario version target outdir
           objs+=("$base.o")
         done
         "$cc" "${ELF_LDFLAGS[@]}" -o "$ver.so" "${objs[@]}"
-        cp "$ver.so" "$outdir/"
+        # Shipped stripped: .symtab, .strtab and the DWARF sections go;
+        # .dynsym, .eh_frame and the build-id note (computed at link time)
+        # stay. llvm-strip writes the same bytes for the same input.
+        if shipped_stripped "$scen"; then
+          llvm-strip-19 --strip-all -o "$outdir/$ver.so" "$ver.so"
+        else
+          cp "$ver.so" "$outdir/"
+        fi
         ;;
     esac
   ) || die "build failed: $scen $ver $tgt"

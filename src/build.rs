@@ -22,12 +22,19 @@ pub struct BuildArgs {
     /// The baseline's PDB (PE only; default: beside the image).
     #[arg(long, value_name = "PDB")]
     baseline_pdb: Option<PathBuf>,
+    /// The baseline's separate debug file (ELF only; default: by build-id
+    /// in /usr/lib/debug when the image is stripped).
+    #[arg(long, value_name = "FILE")]
+    baseline_debug: Option<PathBuf>,
     /// The updated image (the fixed build).
     #[arg(long, value_name = "IMG", required_unless_present = "release_file")]
     updated: Option<PathBuf>,
     /// The update's PDB (PE only; default: beside the image).
     #[arg(long, value_name = "PDB")]
     updated_pdb: Option<PathBuf>,
+    /// The update's separate debug file (ELF only).
+    #[arg(long, value_name = "FILE")]
+    updated_debug: Option<PathBuf>,
     /// The image's name in the package (default: the baseline's file name).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -68,7 +75,7 @@ pub struct BuildArgs {
     #[arg(
         long,
         value_name = "RELEASE.toml",
-        conflicts_with_all = ["baseline", "updated", "baseline_pdb", "updated_pdb", "name", "product", "release", "baseline_release", "kind", "advisories", "expires", "package_id", "allow", "reason"]
+        conflicts_with_all = ["baseline", "updated", "baseline_pdb", "updated_pdb", "baseline_debug", "updated_debug", "name", "product", "release", "baseline_release", "kind", "advisories", "expires", "package_id", "allow", "reason"]
     )]
     release_file: Option<PathBuf>,
     /// Where to write the unsigned package (replaced atomically).
@@ -116,9 +123,13 @@ struct ReleaseImage {
     baseline: PathBuf,
     #[serde(default)]
     baseline_pdb: Option<PathBuf>,
+    #[serde(default)]
+    baseline_debug: Option<PathBuf>,
     updated: PathBuf,
     #[serde(default)]
     updated_pdb: Option<PathBuf>,
+    #[serde(default)]
+    updated_debug: Option<PathBuf>,
 }
 
 /// One image to read: its name, and how to read each build.
@@ -212,8 +223,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
             } else {
                 writeln!(
                     out,
-                    "  {}: {} changed, {} added function(s), {} new data object(s), {} bytes of new code and data",
-                    s.name, s.changed, s.added, s.data, s.bytes
+                    "  {}: {} changed, {} added function(s), {} new data object(s), {} bytes of new code and data{}",
+                    s.name,
+                    s.changed,
+                    s.added,
+                    s.data,
+                    s.bytes,
+                    match s.lines_only {
+                        0 => String::new(),
+                        n => format!(
+                            "; {n} changed in line numbers only, left out (--include-lines-only carries them)"
+                        ),
+                    }
                 )?;
             }
         }
@@ -281,8 +302,16 @@ fn from_flags(args: &BuildArgs, created: Timestamp) -> Result<Request> {
     Ok(Request {
         inputs: vec![Input {
             name,
-            baseline: read_options(baseline, args.baseline_pdb.clone()),
-            updated: read_options(updated, args.updated_pdb.clone()),
+            baseline: read_options(
+                baseline,
+                args.baseline_pdb.clone(),
+                args.baseline_debug.clone(),
+            ),
+            updated: read_options(
+                updated,
+                args.updated_pdb.clone(),
+                args.updated_debug.clone(),
+            ),
         }],
         meta,
     })
@@ -336,8 +365,16 @@ fn from_release_file(path: &Path, created: Timestamp, include_lines_only: bool) 
             };
             Ok(Input {
                 name,
-                baseline: read_options(baseline, i.baseline_pdb.as_ref().map(resolve)),
-                updated: read_options(resolve(&i.updated), i.updated_pdb.as_ref().map(resolve)),
+                baseline: read_options(
+                    baseline,
+                    i.baseline_pdb.as_ref().map(resolve),
+                    i.baseline_debug.as_ref().map(resolve),
+                ),
+                updated: read_options(
+                    resolve(&i.updated),
+                    i.updated_pdb.as_ref().map(resolve),
+                    i.updated_debug.as_ref().map(resolve),
+                ),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -38,9 +38,14 @@ enum Command {
     Symbols {
         /// The image: a PE (.dll/.exe, with its PDB) or an ELF file.
         image: PathBuf,
-        /// The PDB of a PE image (default: beside the image, same stem).
+        /// The PDB of a PE image (default: beside the image, same stem;
+        /// without one, the image is read as a stripped image).
         #[arg(long)]
         pdb: Option<PathBuf>,
+        /// A separate debug file of an ELF image (default: by build-id in
+        /// /usr/lib/debug when the image is stripped).
+        #[arg(long)]
+        debug: Option<PathBuf>,
         /// Print one JSON object with a `functions` array.
         #[arg(long)]
         json: bool,
@@ -51,15 +56,24 @@ enum Command {
         /// The baseline image.
         #[arg(long)]
         baseline: PathBuf,
-        /// The baseline's PDB (PE only; default: beside the image).
+        /// The baseline's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         baseline_pdb: Option<PathBuf>,
+        /// The baseline's separate debug file (ELF only; default: by
+        /// build-id in /usr/lib/debug when the image is stripped).
+        #[arg(long)]
+        baseline_debug: Option<PathBuf>,
         /// The updated image.
         #[arg(long)]
         updated: PathBuf,
-        /// The update's PDB (PE only; default: beside the image).
+        /// The update's PDB (PE only; default: beside the image; without one,
+        /// the image is read as a stripped image).
         #[arg(long)]
         updated_pdb: Option<PathBuf>,
+        /// The update's separate debug file (ELF only).
+        #[arg(long)]
+        updated_debug: Option<PathBuf>,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -88,15 +102,15 @@ enum Command {
     Trust(packaging::TrustCommand),
     /// Show what a package contains, without verifying it.
     Inspect(packaging::InspectArgs),
-    /// Apply a package to a running Linux process (or, with --revert, undo
-    /// it): verify, find the image in the process, place the new code near
-    /// it, stop every thread, write the redirects, resume.
-    Apply(apply::ApplyArgs),
     /// Run vectors on a baseline in an emulated VM, apply a package between
     /// two calls without reloading, and check the patched baseline behaves
     /// as the updated build (from the start, and mid-run with its state).
     #[cfg(feature = "emulator")]
     Replay(Box<replay::ReplayArgs>),
+    /// Apply a package to a running Linux process (or, with --revert, undo
+    /// it): verify, find the image in the process, place the new code near
+    /// it, stop every thread, write the redirects, resume.
+    Apply(apply::ApplyArgs),
 }
 
 /// A command line that parses but makes no sense (exit code 2).
@@ -133,18 +147,25 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Symbols { image, pdb, json } => symbols(image, pdb, json),
+        Command::Symbols {
+            image,
+            pdb,
+            debug,
+            json,
+        } => symbols(read_options(image, pdb, debug), json),
         Command::Diff {
             baseline,
             baseline_pdb,
+            baseline_debug,
             updated,
             updated_pdb,
+            updated_debug,
             json,
             allow,
             reason,
         } => diff(
-            read_options(baseline, baseline_pdb),
-            read_options(updated, updated_pdb),
+            read_options(baseline, baseline_pdb, baseline_debug),
+            read_options(updated, updated_pdb, updated_debug),
             allows(allow, reason)?,
             json,
         ),
@@ -154,9 +175,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => packaging::verify(args),
         Command::Trust(cmd) => packaging::trust(cmd),
         Command::Inspect(args) => packaging::inspect(args),
-        Command::Apply(args) => apply::apply(args),
         #[cfg(feature = "emulator")]
         Command::Replay(args) => replay::run(*args),
+        Command::Apply(args) => apply::apply(args),
     }
 }
 
@@ -191,16 +212,18 @@ fn allows(
         .collect()
 }
 
-fn read_options(image: PathBuf, pdb: Option<PathBuf>) -> ReadOptions {
-    let opts = ReadOptions::new(image);
-    match pdb {
-        Some(p) => opts.with_pdb(p),
-        None => opts,
+fn read_options(image: PathBuf, pdb: Option<PathBuf>, debug: Option<PathBuf>) -> ReadOptions {
+    let mut opts = ReadOptions::new(image);
+    opts.pdb = pdb;
+    opts.debug = debug;
+    // Where stripped ELF images' debug files are looked up by build-id.
+    if let Some(dirs) = std::env::var_os("HOTPATCH_DEBUG_DIRS") {
+        opts.debug_dirs = std::env::split_paths(&dirs).collect();
     }
+    opts
 }
 
-fn symbols(path: PathBuf, pdb: Option<PathBuf>, json: bool) -> Result<()> {
-    let opts = read_options(path, pdb);
+fn symbols(opts: ReadOptions, json: bool) -> Result<()> {
     let bytes = read::load_file(&opts.path)?;
     let image = read::parse(&bytes, &opts)?;
     let stdout = std::io::stdout();
@@ -312,10 +335,12 @@ fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_
         image.format.name(),
         image.arch.name(),
         image.functions.len(),
-        if image.stripped {
-            " (stripped: boundaries from .eh_frame)"
-        } else {
-            ""
+        match (image.stripped, image.format) {
+            (false, _) => "",
+            (true, hotpatch_formats::Format::Elf) => " (stripped: boundaries from .eh_frame)",
+            (true, hotpatch_formats::Format::Pe) => {
+                " (no PDB: boundaries from .pdata and the exports)"
+            }
         }
     )?;
     let width = image

@@ -23,6 +23,12 @@
 //! A reference that cannot be expressed so is an [`AssembleError`] naming
 //! the function and the instruction, never a silent miscompile.
 //!
+//! A changed function whose only change is its `__LINE__` immediates
+//! ([`crate::diff::Entry::lines_only`]) is left out and listed in
+//! [`TargetImage::lines_only`], unless
+//! [`AssembleOptions::include_lines_only`]: the baseline's copy does the
+//! same, and packaged code calls it there.
+//!
 //! **Relink check.** Before anything is written, the items are linked at a
 //! pretend address beside the baseline (an image made of the baseline plus
 //! one section holding the items, the replaced functions' names moved to
@@ -124,15 +130,29 @@ pub fn assemble(
     }
     let (base, upd) = (&cmp.base, &cmp.upd);
     let mut packaged: Vec<Packaged> = Vec::new();
-    let lines_only: Vec<FunctionName> = Vec::new();
-    for (&(b, u), &changed) in cmp.pairs.iter().zip(&cmp.changed) {
-        if changed {
-            packaged.push(Packaged {
-                upd: u,
-                base: Some(b),
-            });
+    let mut lines_only: Vec<FunctionName> = Vec::new();
+    for ((&(b, u), &changed), &only) in cmp.pairs.iter().zip(&cmp.changed).zip(&cmp.lines_only) {
+        if !changed {
+            continue;
         }
+        // A function whose only change is its `__LINE__` immediates stays
+        // as it is in the baseline (calls from packaged code go to it
+        // there), unless asked for.
+        if only && !options.include_lines_only {
+            let key = base.key(b);
+            lines_only.push(FunctionName {
+                name: key.name.to_string(),
+                unit: key.unit.map(str::to_string),
+            });
+            continue;
+        }
+        packaged.push(Packaged {
+            upd: u,
+            base: Some(b),
+        });
     }
+    lines_only.sort();
+    lines_only.dedup();
     for &u in &cmp.added {
         packaged.push(Packaged { upd: u, base: None });
     }

@@ -79,6 +79,14 @@ pub struct Entry<'i> {
     /// and removed entries.
     #[serde(rename = "match")]
     pub matched: Option<Match<'i>>,
+    /// For a changed function whose first source line both builds' debug
+    /// information gives: how far it moved (update minus baseline).
+    pub line_shift: Option<i64>,
+    /// A changed function whose code differs only in immediates that grew
+    /// by exactly its [`Entry::line_shift`] (`__LINE__` moving with the
+    /// source; see [`crate::lines`]), and that uses no changed read-only
+    /// data. It stays `changed`; packages leave it out by default.
+    pub lines_only: bool,
 }
 
 impl Entry<'_> {
@@ -792,6 +800,9 @@ pub struct Comparison<'i, 'd> {
     pub pairs: Vec<(usize, usize)>,
     /// For each pair, whether it changed.
     pub changed: Vec<bool>,
+    /// For each pair, whether it changed only in its line numbers (see
+    /// [`Entry::lines_only`]).
+    pub lines_only: Vec<bool>,
     /// Update groups without a baseline counterpart.
     pub added: Vec<usize>,
     /// Baseline groups without an update counterpart.
@@ -860,6 +871,7 @@ pub fn compare<'i, 'd>(
         upd,
         pairs: run.pairs,
         changed: run.changed,
+        lines_only: run.lines_only,
         added: run.added,
         removed: run.removed,
         report: run.report,
@@ -879,6 +891,7 @@ struct Matched<'i> {
 struct Run<'i> {
     pairs: Vec<(usize, usize)>,
     changed: Vec<bool>,
+    lines_only: Vec<bool>,
     added: Vec<usize>,
     removed: Vec<usize>,
     report: Diff<'i>,
@@ -1111,12 +1124,32 @@ fn compare_indexes<'i>(
     );
     let mut changed_keys: HashSet<Key<'_>> = HashSet::new();
     let changed: Vec<bool> = reasons.iter().map(Option::is_some).collect();
+    // Changed functions whose code differs only by `__LINE__` immediates
+    // shifted by their own line shift, and that use no changed read-only
+    // object (whose new copy only a packaged function would reach).
+    let lines: Vec<(Option<i64>, bool)> = pairs
+        .par_iter()
+        .zip(&changed)
+        .zip(&rodata_use)
+        .map(|((&(b, u), &c), rodata)| {
+            if !c {
+                return (None, false);
+            }
+            let shift = crate::lines::line_shift(base, b, upd, u);
+            let only = rodata.is_none()
+                && shift.is_some_and(|s| s != 0 && crate::lines::lines_only(base, b, upd, u, s));
+            (shift, only)
+        })
+        .collect();
+    let lines_only: Vec<bool> = lines.iter().map(|l| l.1).collect();
     let how = |b: usize| matches.get(&b).cloned();
-    for (&(b, u), reason) in pairs.iter().zip(reasons) {
+    for ((&(b, u), reason), &(shift, only)) in pairs.iter().zip(reasons).zip(&lines) {
         if let Some(reason) = reason {
             changed_keys.insert(base.key(b));
             let mut e = group_entry(base, Some(b), upd, Some(u), Status::Changed, Some(reason));
             e.matched = how(b);
+            e.line_shift = shift;
+            e.lines_only = only;
             functions.push(e);
         }
     }
@@ -1230,11 +1263,17 @@ fn compare_indexes<'i>(
         (updated, &options.updated_name),
     ] {
         if image.stripped {
+            let remedy = match image.format {
+                hotpatch_formats::Format::Pe => "give the PDBs of both builds",
+                hotpatch_formats::Format::Elf => {
+                    "diff the unstripped builds (or give their debug files)"
+                }
+            };
             blockers.push(Blocker {
                 object: name.clone(),
                 kind: BlockerKind::NoDataSymbols,
                 reason: format!(
-                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; diff the unstripped builds (or give their debug files)"
+                    "`{name}` has no symbols for its data (stripped), so the diff cannot tell whether writable data changed; {remedy}"
                 ),
                 functions: Vec::new(),
             });
@@ -1309,6 +1348,7 @@ fn compare_indexes<'i>(
     Run {
         pairs,
         changed,
+        lines_only,
         added,
         removed,
         report,
@@ -1677,6 +1717,8 @@ fn group_entry<'i>(
         reason,
         aliases: other_names(key, aliases),
         matched: None,
+        line_shift: None,
+        lines_only: false,
     }
 }
 
@@ -1751,6 +1793,8 @@ fn data_entry<'i>(
         updated_size: u.map(|o| o.size),
         reason,
         matched: None,
+        line_shift: None,
+        lines_only: false,
     }
 }
 
@@ -1851,6 +1895,89 @@ mod tests {
         let changed: Vec<&str> = d.functions_with(Status::Changed).map(|e| e.name).collect();
         assert_eq!(changed, ["g"]);
         assert_eq!(d.functions_with(Status::Unchanged).count(), 1);
+    }
+
+    /// `f`, `g` and `h` each pass a line number (`mov ecx, line`) that
+    /// grows by one in the update, where each function's first line moved
+    /// by one too; `g` also loads a read-only table that changes, and `h`
+    /// has no line in either build. Only `f` changed in its line numbers
+    /// alone: `g` needs the new table, which only a packaged `g` reaches,
+    /// and `h`'s shift is unknown.
+    #[test]
+    fn line_only_needs_a_known_shift_and_no_changed_read_only_data() {
+        // f: mov ecx, line; ret (6 bytes) at 0x1000.
+        // g: mov ecx, line; lea rax, [rip+tbl]; ret (13 bytes) at 0x1010.
+        // h: mov ecx, line; ret at 0x1020.
+        let text = |line: u32| {
+            let mut t = vec![0xcc; 0x30];
+            for at in [0x00usize, 0x10, 0x20] {
+                t[at] = 0xb9;
+                t[at + 1..at + 5].copy_from_slice(&(line + at as u32).to_le_bytes());
+                t[at + 5] = 0xc3;
+            }
+            let rel = (0x3000i64 - (0x1010 + 5 + 7)) as i32;
+            t[0x15..0x18].copy_from_slice(&[0x48, 0x8d, 0x05]);
+            t[0x18..0x1c].copy_from_slice(&rel.to_le_bytes());
+            t[0x1c] = 0xc3;
+            t
+        };
+        let (ta, tb) = (text(100), text(101));
+        let (ra, rb) = ([1u8, 2, 3, 4], [1u8, 2, 3, 5]);
+        let build = |t: &'static [u8], r: &'static [u8], first: u32| {
+            let mut img = code_and_rodata(
+                t,
+                r,
+                &[("f", 0x1000, 6), ("g", 0x1010, 13), ("h", 0x1020, 6)],
+            );
+            img.data = vec![hotpatch_formats::DataObject {
+                name: "tbl".into(),
+                rva: 0x3000,
+                size: 4,
+                section: ".rodata".into(),
+                unit: None,
+                visibility: hotpatch_formats::Visibility::Global,
+            }];
+            img.lines = vec![
+                hotpatch_formats::FunctionLine {
+                    rva: 0x1000,
+                    line: first,
+                },
+                hotpatch_formats::FunctionLine {
+                    rva: 0x1010,
+                    line: first + 10,
+                },
+            ];
+            img
+        };
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        let a = build(leak(ta), leak(ra.to_vec()), 90);
+        let b = build(leak(tb), leak(rb.to_vec()), 91);
+        let d = diff(&a, &b).unwrap();
+        let got: Vec<(&str, Status, Option<i64>, bool)> = d
+            .functions
+            .iter()
+            .map(|e| (e.name, e.status, e.line_shift, e.lines_only))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("f", Status::Changed, Some(1), true),
+                ("g", Status::Changed, Some(1), false),
+                ("h", Status::Changed, None, false),
+            ]
+        );
+        let c = compare(&a, &b, &Options::default()).unwrap();
+        assert_eq!(c.lines_only, [true, false, false]);
+        // Without the changed table, `g` is line-only too.
+        let b2 = build(leak(text(101)), leak(ra.to_vec()), 91);
+        let d = diff(&a, &b2).unwrap();
+        let only: Vec<&str> = d
+            .functions
+            .iter()
+            .filter(|e| e.lines_only)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(only, ["f", "g"]);
     }
 
     /// `f` and `h` each load a string literal (anonymous `.rodata`, cut into

@@ -12,16 +12,66 @@
 //! normalised form. Anything else that differs (a register, a branch, a
 //! reference, another immediate) leaves the function an ordinary change.
 //!
-//! The immediates it can replace:
-//! - x86-64: the (first) immediate operand of an instruction that decodes to
-//!   the same code and length on both sides (`mov ecx, 18B1h`);
+//! The shift is [`line_shift`]: how far the function's first line (its
+//! declaration line in DWARF, the first line of its line table in a PDB)
+//! moved between the builds. [`crate::diff`] asks for every changed
+//! function with a non-zero shift that uses no changed read-only object,
+//! and marks it [`crate::diff::Entry::lines_only`].
+//!
+//! The immediates it can replace are those of moves, the only way a line
+//! number reaches code (an argument, `mov ecx, 18B1h`; a stack argument or a
+//! global, `mov dword ptr [rsp+20h], 10C6h`; on AArch64, a `MOVZ` before a
+//! call or a store). An immediate compared, added or masked (`cmp`, `add`,
+//! `and`, ...) is a bound or a size, and a fix that changes one by chance
+//! by the line shift must not pass for a moved line:
+//! - x86-64: the immediate operand of a `MOV` that decodes to the same code
+//!   and length on both sides;
 //! - AArch64: the 16-bit field of `MOVZ`/`MOVN` with the same register,
 //!   width and shift (`mov w2, #0x18b1`).
+//!
+//! A fix that only changes the constant a function moves into a register
+//! or memory, by exactly that function's line shift, still passes for one:
+//! the report lists line-only functions apart, with their instructions, for
+//! review, and `hotpatch build --include-lines-only` carries them.
 
 use hotpatch_formats::Arch;
 
 use crate::index::ImageIndex;
 use crate::norm::{self, Normalized};
+
+/// The line shift of a matched function (groups `bg` of `base` and `ug` of
+/// `upd`): how far its first source line moved, update minus baseline
+/// ([`hotpatch_formats::Image::lines`]). Taken over its parts of the same
+/// kind that both builds give a line; `None` when none do, or when two
+/// parts disagree.
+pub fn line_shift(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+) -> Option<i64> {
+    let uparts = upd.parts(ug);
+    let mut shift = None;
+    for b in base.parts(bg) {
+        let Some(bl) = base.image.line_at(b.rva) else {
+            continue;
+        };
+        let Some(ul) = uparts
+            .iter()
+            .find(|u| u.signature == b.signature)
+            .and_then(|u| upd.image.line_at(u.rva))
+        else {
+            continue;
+        };
+        let s = i64::from(ul).wrapping_sub(i64::from(bl));
+        match shift {
+            None => shift = Some(s),
+            Some(t) if t == s => {}
+            Some(_) => return None,
+        }
+    }
+    shift
+}
 
 /// Whether group `bg` of `base` and group `ug` of `upd` differ only by
 /// immediates that grew by `shift` (the function's line shift, update minus
@@ -118,10 +168,10 @@ fn patch_immediate(arch: Arch, b: &[u8], u: &[u8], pc: (u64, u64), shift: i64) -
     }
 }
 
-/// x86-64: same code and length, and the first immediate operand grew by
+/// x86-64: the same `MOV` (code and length) whose immediate operand grew by
 /// `shift`; the baseline's bytes with the update's immediate field.
 fn x86_immediate(b: &[u8], u: &[u8], pc: (u64, u64), shift: i64) -> Option<Vec<u8>> {
-    use iced_x86::{Decoder, DecoderOptions, OpKind};
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
     let decode = |bytes: &[u8], ip: u64| {
         let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
         let insn = d.decode();
@@ -131,6 +181,7 @@ fn x86_immediate(b: &[u8], u: &[u8], pc: (u64, u64), shift: i64) -> Option<Vec<u
     let (bi, bo) = decode(b, pc.0)?;
     let (ui, uo) = decode(u, pc.1)?;
     if bi.code() != ui.code()
+        || bi.mnemonic() != Mnemonic::Mov
         || !bo.has_immediate()
         || bo.immediate_offset() != uo.immediate_offset()
         || bo.immediate_size() != uo.immediate_size()
@@ -235,6 +286,66 @@ mod tests {
         assert!(!decide(&a, &reporter(0x18b2, 9), 1));
         // Nothing differs at all: not a line-only *change*.
         assert!(!decide(&a, &a, 1));
+    }
+
+    /// `cmp ecx, 100` → `cmp ecx, 101` with a line shift of one is a bound
+    /// that moved, not a line: only moves carry line numbers. A store of
+    /// the line to memory is one.
+    #[test]
+    fn only_moved_immediates_are_line_numbers() {
+        let cmp = |bound: u32| {
+            let mut c = vec![0x81, 0xf9];
+            c.extend_from_slice(&bound.to_le_bytes());
+            c.push(0xc3);
+            c
+        };
+        assert!(!decide(&cmp(100), &cmp(101), 1));
+        // mov dword ptr [rsp+20h], line; ret
+        let store = |line: u32| {
+            let mut c = vec![0xc7, 0x44, 0x24, 0x20];
+            c.extend_from_slice(&line.to_le_bytes());
+            c.push(0xc3);
+            c
+        };
+        assert!(decide(&store(0x10c0), &store(0x10c6), 6));
+        assert!(!decide(&store(0x10c0), &store(0x10c6), 5));
+    }
+
+    /// The shift is taken over the parts both builds give a line (a GCC
+    /// function and its `.cold` part); parts that disagree give none.
+    #[test]
+    fn line_shift_over_the_parts() {
+        let code = [0xc3u8; 0x20];
+        let with = |lines: &[(u64, u32)]| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![section(".text", 0x1000, &code, false, true)],
+                &[("f", 0x1000, 0x10), ("f.cold", 0x1010, 0x10)],
+            );
+            img.lines = lines
+                .iter()
+                .map(|&(rva, line)| hotpatch_formats::FunctionLine { rva, line })
+                .collect();
+            img
+        };
+        let shift = |a: &[(u64, u32)], b: &[(u64, u32)]| {
+            let (ia, ib) = (with(a), with(b));
+            let (xa, xb) = (index(&ia), index(&ib));
+            let key = Key {
+                name: "f",
+                unit: None,
+            };
+            let (ga, gb) = (xa.group(&key).unwrap(), xb.group(&key).unwrap());
+            line_shift(&xa, ga, &xb, gb)
+        };
+        let both = |l: u32| [(0x1000, l), (0x1010, l)];
+        assert_eq!(shift(&both(40), &both(47)), Some(7));
+        assert_eq!(shift(&both(47), &both(40)), Some(-7));
+        assert_eq!(shift(&[(0x1010, 40)], &both(42)), Some(2));
+        assert_eq!(shift(&both(40), &[(0x1000, 41), (0x1010, 42)]), None);
+        assert_eq!(shift(&[(0x1000, 40)], &[(0x1010, 41)]), None);
+        assert_eq!(shift(&[], &[]), None);
     }
 
     /// AArch64 `MOVZ`: only the 16-bit field may differ, by the shift.

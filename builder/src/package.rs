@@ -237,6 +237,8 @@ pub struct ImageSummary {
     pub added: usize,
     /// New data objects packaged.
     pub data: usize,
+    /// Changed functions left out because only their line numbers changed.
+    pub lines_only: usize,
     /// Bytes of new code and data (before compression).
     pub bytes: u64,
 }
@@ -333,6 +335,7 @@ pub fn build(pairs: &[ImagePair<'_>], meta: &Metadata) -> Result<Built, BuildErr
                     changed: target.functions.len(),
                     added: target.added_functions.len(),
                     data: target.data.len(),
+                    lines_only: target.lines_only.len(),
                     bytes,
                 };
                 (target, summary)
@@ -360,6 +363,7 @@ pub fn build(pairs: &[ImagePair<'_>], meta: &Metadata) -> Result<Built, BuildErr
                     changed: 0,
                     added: 0,
                     data: 0,
+                    lines_only: 0,
                     bytes: p.updated.file.len() as u64,
                 };
                 (target, summary)

@@ -45,7 +45,13 @@ fn section(out: &mut dyn Write, title: &str, entries: &[&Entry]) -> io::Result<(
         .max()
         .unwrap_or(0);
     for e in entries {
-        let reason = e.reason.as_deref().unwrap_or("");
+        let reason = match (e.lines_only, e.line_shift) {
+            (true, Some(shift)) => format!(
+                "line numbers only (lines moved by {shift:+}): {}",
+                e.reason.as_deref().unwrap_or("")
+            ),
+            _ => e.reason.clone().unwrap_or_default(),
+        };
         let aliases = if e.aliases.is_empty() {
             String::new()
         } else {
@@ -100,15 +106,23 @@ fn structural(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
     Ok(())
 }
 
-/// Write the summary: counts, then each changed, added and removed function
-/// with its size delta and the reason it differs, then data, then blockers,
-/// then the verdict.
+/// Write the summary: counts (changed functions in line numbers only
+/// counted apart), then each changed function with its size delta and the
+/// reason it differs, those changed only in their line numbers in a section
+/// of their own, then added and removed functions, data, blockers, and the
+/// verdict.
 pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
     for (label, entries) in [("functions:", &d.functions), ("data:     ", &d.data)] {
         let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
+        let lines = entries.iter().filter(|e| e.lines_only).count();
+        let lines = if lines == 0 {
+            String::new()
+        } else {
+            format!(" ({lines} in line numbers only)")
+        };
         writeln!(
             out,
-            "{label} {} changed, {} added, {} removed, {} unchanged",
+            "{label} {} changed{lines}, {} added, {} removed, {} unchanged",
             count(Status::Changed),
             count(Status::Added),
             count(Status::Removed),
@@ -127,8 +141,16 @@ pub fn write_summary(out: &mut dyn Write, d: &Diff) -> io::Result<()> {
             st.unmatched_update.len()
         )?;
     }
+    let (lines_only, changed): (Vec<&Entry>, Vec<&Entry>) = d
+        .functions_with(Status::Changed)
+        .partition(|e| e.lines_only);
+    section(out, "changed functions", &changed)?;
+    section(
+        out,
+        "changed in line numbers only, left out of packages by default",
+        &lines_only,
+    )?;
     for (title, status) in [
-        ("changed functions", Status::Changed),
         ("added functions", Status::Added),
         ("removed functions", Status::Removed),
     ] {

@@ -99,5 +99,6 @@ pub fn image<'d>(
         type_info: TypeInfo::Absent,
         types: Vec::new(),
         type_uses: Vec::new(),
+        lines: Vec::new(),
     }
 }

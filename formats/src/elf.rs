@@ -481,6 +481,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         type_info: types.info,
         types: types.types,
         type_uses: types.uses,
+        lines: types.lines,
     })
 }
 

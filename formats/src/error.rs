@@ -71,13 +71,21 @@ pub enum Error {
         /// Age found in the PDB.
         found_age: u32,
     },
-    /// No PDB was given for a PE image and none was found beside it.
-    #[error("{}: no PDB found for this PE image (looked for {}); pass one with --pdb", image.display(), looked.display())]
-    PdbNotFound {
+    /// The separate debug file belongs to another build of the image.
+    #[error(
+        "{}: debug file does not match image {}: the image has build-id {expected}, the debug file {found}",
+        debug.display(),
+        image.display()
+    )]
+    DebugMismatch {
+        /// The debug file.
+        debug: PathBuf,
         /// The image file.
         image: PathBuf,
-        /// Where the reader looked.
-        looked: PathBuf,
+        /// The image's build-id (hex, or `none`).
+        expected: String,
+        /// The debug file's build-id (hex, or `none`).
+        found: String,
     },
     /// The image has no symbols to find functions with.
     #[error("{}: no symbols: {detail}", path.display())]

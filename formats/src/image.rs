@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Portable Executable (Windows), with its symbols from a PDB.
+    /// Portable Executable (Windows), with its symbols from a PDB (or, without
+    /// one, its functions from the exception directory and the exports).
     Pe,
     /// Executable and Linkable Format (Linux), with `.symtab` or `.dynsym` symbols.
     Elf,
@@ -315,6 +316,32 @@ pub struct TypeUse {
     pub types: Vec<String>,
 }
 
+/// The first source line of one function, from the debug information.
+///
+/// - ELF: the function's `DW_AT_decl_line` (the line of its declarator), on
+///   the `DW_TAG_subprogram` that has its code or, when that one has none
+///   (GCC's out-of-line copy of an inline function, a `.part`/`.isra`
+///   clone), on the entry its `DW_AT_abstract_origin` or
+///   `DW_AT_specification` chain leads to. Every part of a function split
+///   by GCC (hot and `.cold`) has the same line.
+/// - PE: the smallest line of the function's line table in the PDB (the
+///   C13 `DEBUG_S_LINES` subsection of its module that starts at the
+///   function's address), in the source file of its lowest offset: the
+///   function's opening brace, or for a leaf function that clang emits
+///   without a prologue, its first statement that has code.
+///
+/// Either way, when lines are added or removed above a function, its line
+/// moves by the same amount as every `__LINE__` written in it: the
+/// difference between two builds is the function's line shift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct FunctionLine {
+    /// RVA of the function's entry point (of each part, for a function in
+    /// several parts).
+    pub rva: u64,
+    /// The line, counted from 1.
+    pub line: u32,
+}
+
 /// Where an image's [`TypeLayout`]s and [`TypeUse`]s come from, and whether
 /// they are complete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -395,8 +422,10 @@ pub struct Image<'data> {
     /// PE data directories. Anonymous data is never taken to run across one.
     /// Sorted, without duplicates; empty for ELF.
     pub boundaries: Vec<u64>,
-    /// Whether function boundaries came from a fallback (`.eh_frame` ranges on a
-    /// stripped ELF) rather than a full symbol table.
+    /// Whether function boundaries came from a fallback rather than a full
+    /// symbol table: `.eh_frame` ranges on a stripped ELF, the exception
+    /// directory and the exports on a PE image read without its PDB. Such
+    /// an image has no symbols for its data.
     pub stripped: bool,
     /// Whether [`Image::types`] and [`Image::type_uses`] could be read: the
     /// image may lack the debug information they come from, and then they
@@ -409,6 +438,17 @@ pub struct Image<'data> {
     /// The types each function uses, sorted by RVA, one entry per RVA.
     /// Functions that use no struct, union or class have no entry.
     pub type_uses: Vec<TypeUse>,
+    /// The first source line of each function whose debug information
+    /// gives one (see [`FunctionLine`]), sorted by RVA, one entry per RVA.
+    /// An RVA that two records give different lines has no entry (the
+    /// line is unknown, not guessed). Used to recognise changes that are
+    /// only `__LINE__` moving with the source; a function without a line
+    /// is never taken for one. Line information that is damaged where the
+    /// rest of the debug information is sound (a PDB module's C13 line
+    /// subsections) does not fail the read: that module's functions just
+    /// have no line. On ELF the line is an attribute of `.debug_info`,
+    /// which the type reader already checks.
+    pub lines: Vec<FunctionLine>,
 }
 
 impl<'data> Image<'data> {
@@ -487,6 +527,30 @@ impl<'data> Image<'data> {
         }
         merged.retain(|u| !u.types.is_empty());
         self.type_uses = merged;
+        // One line per RVA; an RVA with two different lines has none.
+        self.lines.sort_unstable();
+        self.lines.dedup();
+        let mut lines: Vec<FunctionLine> = Vec::with_capacity(self.lines.len());
+        let mut ambiguous: Option<u64> = None;
+        for l in self.lines.drain(..) {
+            if ambiguous == Some(l.rva) {
+                continue;
+            }
+            if lines.last().is_some_and(|last| last.rva == l.rva) {
+                lines.pop();
+                ambiguous = Some(l.rva);
+                continue;
+            }
+            lines.push(l);
+        }
+        self.lines = lines;
+    }
+
+    /// The first source line of the function entered at `rva` (see
+    /// [`Image::lines`]), if known.
+    pub fn line_at(&self, rva: u64) -> Option<u32> {
+        let i = self.lines.binary_search_by_key(&rva, |l| l.rva).ok()?;
+        self.lines.get(i).map(|l| l.line)
     }
 
     /// The layouts named `name` (usually one; several when unrelated types
@@ -509,5 +573,54 @@ impl<'data> Image<'data> {
             Ok(i) => self.type_uses.get(i).map_or(&[][..], |u| &u.types),
             Err(_) => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bare(lines: Vec<FunctionLine>) -> Image<'static> {
+        Image {
+            file: &[],
+            format: Format::Elf,
+            arch: Arch::X86_64,
+            preferred_base: 0,
+            sections: Vec::new(),
+            functions: Vec::new(),
+            data: Vec::new(),
+            exports: Vec::new(),
+            relocations: Vec::new(),
+            identity: Identity {
+                format: FormatIdentity::Elf { build_id: None },
+            },
+            boundaries: Vec::new(),
+            stripped: false,
+            type_info: TypeInfo::Absent,
+            types: Vec::new(),
+            type_uses: Vec::new(),
+            lines,
+        }
+    }
+
+    /// Lines are sorted by RVA, one per RVA: repeated records of one line
+    /// count once, and an RVA given two different lines has none.
+    #[test]
+    fn function_lines_are_canonical_and_never_guessed() {
+        let l = |rva, line| FunctionLine { rva, line };
+        let mut img = bare(vec![
+            l(0x30, 9),
+            l(0x10, 5),
+            l(0x20, 7),
+            l(0x10, 5),
+            l(0x20, 8),
+            l(0x20, 7),
+        ]);
+        img.canonicalise();
+        assert_eq!(img.lines, [l(0x10, 5), l(0x30, 9)]);
+        assert_eq!(img.line_at(0x10), Some(5));
+        assert_eq!(img.line_at(0x20), None);
+        assert_eq!(img.line_at(0x30), Some(9));
+        assert_eq!(img.line_at(0x31), None);
     }
 }

@@ -1,11 +1,12 @@
 //! The image model of the hotpatch toolchain and its readers.
 //!
 //! [`read`] turns a PE image with its PDB, or an ELF image, into one
-//! [`Image`]: sections, functions with their translation units, data objects,
+//! [`Image`] (a stripped ELF, or a PE image without its PDB, gives the
+//! functions its unwind data and exports show, and no data objects): sections, functions with their translation units, data objects,
 //! exports, load-time relocations and the build identity; and, from the debug
 //! information (DWARF, or the PDB's type and symbol streams), struct, union
-//! and class layouts ([`TypeLayout`]) and the types each function uses
-//! ([`TypeUse`]).
+//! and class layouts ([`TypeLayout`]), the types each function uses
+//! ([`TypeUse`]) and each function's first source line ([`FunctionLine`]).
 //!
 //! The readers take hostile input: every file is checked before it is read
 //! whole ([`read::load_file`], [`read::load_pdb`]), every extent is checked
@@ -55,9 +56,9 @@ mod types;
 
 pub use error::{Error, Result};
 pub use image::{
-    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, Identity, Image,
-    Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout, TypeUse,
-    Visibility,
+    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, FunctionLine,
+    Identity, Image, Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout,
+    TypeUse, Visibility,
 };
 pub use name::escape_name;
 pub use read::ReadOptions;

@@ -8,6 +8,12 @@
 //! union and class layouts and the types each function uses come from the
 //! same PDB, read in the same pass ([`layouts`]).
 //!
+//! An image given without a PDB, and with none beside it, is read as a
+//! stripped image (a DLL as distributions ship it), as the ELF reader reads
+//! a stripped shared object: functions from the exception directory and the
+//! exports, no data objects, no types ([`unwind`]). An explicit PDB that is
+//! missing stays an error.
+//!
 //! Every value read from either file is untrusted: offsets and sizes are
 //! checked before use, arithmetic on them is checked, and every failure is a
 //! one-line [`Error`] naming the file.
@@ -22,6 +28,7 @@ mod symbols;
 #[cfg(test)]
 pub(crate) mod test_msf;
 mod types;
+mod unwind;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +40,7 @@ use object::{Object, ObjectSection};
 use crate::error::{Error, Result};
 use crate::image::{
     Arch, CodeView, Export, Format, FormatIdentity, Identity, Image, Permissions, RelocTarget,
-    Relocation, Section,
+    Relocation, Section, TypeInfo,
 };
 use crate::name::escape_name;
 use crate::read::ReadOptions;
@@ -46,6 +53,14 @@ pub(crate) enum Pdb<'a> {
     /// Bytes already in memory; messages name [`ReadOptions::pdb`] or the
     /// default path.
     InMemory(&'a [u8]),
+}
+
+/// The PDB [`parse`] reads, once it is known that there is one.
+enum PdbBytes<'a> {
+    /// A file, read after the image's CodeView record is checked.
+    Disk(PathBuf),
+    /// Bytes in memory ([`Pdb::InMemory`]).
+    Memory(&'a [u8]),
 }
 
 /// What [`Error::Malformed`] says it was reading when the image is damaged.
@@ -593,21 +608,15 @@ fn read_codeview(file: &PeFile64<'_>, path: &Path) -> Result<Option<CodeView>> {
 }
 
 /// Where the PDB is: the explicit one, or `<image path with .pdb>` beside
-/// the image. A missing default PDB is [`Error::PdbNotFound`]; a missing
-/// explicit one is reported by reading it ([`Error::Io`] naming it).
-fn pdb_path(opts: &ReadOptions) -> Result<PathBuf> {
+/// the image when that is a file. `None` when neither: the image is then
+/// read without a PDB. A missing explicit PDB is reported by reading it
+/// ([`Error::Io`] naming it).
+fn pdb_path(opts: &ReadOptions) -> Option<PathBuf> {
     if let Some(pdb) = &opts.pdb {
-        return Ok(pdb.clone());
+        return Some(pdb.clone());
     }
-    let looked = opts.path.with_extension("pdb");
-    if looked.is_file() {
-        Ok(looked)
-    } else {
-        Err(Error::PdbNotFound {
-            image: opts.path.clone(),
-            looked,
-        })
-    }
+    let beside = opts.path.with_extension("pdb");
+    beside.is_file().then_some(beside)
 }
 
 /// Parse a PE32+ image and its PDB. See the module documentation.
@@ -636,6 +645,53 @@ pub(crate) fn parse<'data>(
         Arch::X86_64
     };
 
+    let file_header = nt.file_header();
+    let identity = Identity {
+        format: FormatIdentity::Pe {
+            time_date_stamp: file_header.time_date_stamp.get(object::LittleEndian),
+            size_of_image: optional.size_of_image(),
+            checksum: optional.check_sum(),
+            codeview: codeview.clone(),
+        },
+    };
+    let pdb = match pdb {
+        Pdb::FromDisk => match pdb_path(opts) {
+            Some(p) => PdbBytes::Disk(p),
+            // No PDB given and none beside the image: a stripped image.
+            None => {
+                let functions = unwind::functions(&file, &sections, arch, &exports, path)?;
+                if functions.is_empty() {
+                    return Err(Error::NoSymbols {
+                        path: path.to_path_buf(),
+                        detail: format!(
+                            "no PDB was given and none is beside the image (looked for {}), and without one there is nothing to find functions from: no unwind data (.pdata) and no exported code; pass its PDB with --pdb",
+                            opts.path.with_extension("pdb").display()
+                        ),
+                    });
+                }
+                return Ok(Image {
+                    file: data,
+                    format: Format::Pe,
+                    arch,
+                    preferred_base: image_base,
+                    sections,
+                    functions,
+                    data: Vec::new(),
+                    exports,
+                    relocations,
+                    identity,
+                    boundaries: directory_boundaries(&file),
+                    stripped: true,
+                    type_info: TypeInfo::Absent,
+                    types: Vec::new(),
+                    type_uses: Vec::new(),
+                    lines: Vec::new(),
+                });
+            }
+        },
+        Pdb::InMemory(bytes) => PdbBytes::Memory(bytes),
+    };
+
     let Some(cv) = codeview.as_ref() else {
         let pdb = match &opts.pdb {
             Some(pdb) => format!("the given PDB {}", pdb.display()),
@@ -650,12 +706,11 @@ pub(crate) fn parse<'data>(
     };
     let loaded;
     let (pdb_path, pdb_bytes) = match pdb {
-        Pdb::FromDisk => {
-            let pdb_path = pdb_path(opts)?;
+        PdbBytes::Disk(pdb_path) => {
             loaded = crate::read::load_pdb(&pdb_path)?;
             (pdb_path, loaded.as_slice())
         }
-        Pdb::InMemory(bytes) => (opts.pdb_or_default(), bytes),
+        PdbBytes::Memory(bytes) => (opts.pdb_or_default(), bytes),
     };
     let layout: Vec<SectionInfo> = sections
         .iter()
@@ -682,7 +737,6 @@ pub(crate) fn parse<'data>(
 
     let mut boundaries = found.boundaries;
     boundaries.extend(directory_boundaries(&file));
-    let file_header = nt.file_header();
     Ok(Image {
         file: data,
         format: Format::Pe,
@@ -693,19 +747,13 @@ pub(crate) fn parse<'data>(
         data: found.data,
         exports,
         relocations,
-        identity: Identity {
-            format: FormatIdentity::Pe {
-                time_date_stamp: file_header.time_date_stamp.get(object::LittleEndian),
-                size_of_image: optional.size_of_image(),
-                checksum: optional.check_sum(),
-                codeview,
-            },
-        },
+        identity,
         boundaries,
         stripped: false,
         type_info: found.types.info,
         types: found.types.types,
         type_uses: found.types.uses,
+        lines: found.lines,
     })
 }
 
@@ -831,10 +879,25 @@ mod tests {
     #[test]
     fn no_codeview_record_is_a_clear_error() {
         let d = image();
-        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
-        assert!(msg.contains("no CodeView (RSDS) debug record"), "{msg}");
         let msg = message(parse(&d, &opts().with_pdb("/tmp/given.pdb"), Pdb::FromDisk));
+        assert!(msg.contains("no CodeView (RSDS) debug record"), "{msg}");
         assert!(msg.contains("the given PDB /tmp/given.pdb"), "{msg}");
+        let msg = message(parse(&d, &opts(), Pdb::InMemory(b"")));
+        assert!(msg.contains("no CodeView (RSDS) debug record"), "{msg}");
+    }
+
+    /// Without a PDB (none given, none beside it) the image is read as a
+    /// stripped one; this one has neither unwind data nor exports, so
+    /// there is nothing to find functions from, and the message says what
+    /// to do.
+    #[test]
+    fn no_pdb_and_nothing_to_read_without_one() {
+        let d = image();
+        let msg = message(parse(&d, &opts(), Pdb::FromDisk));
+        assert_eq!(
+            msg,
+            "/nonexistent/test.dll: no symbols: no PDB was given and none is beside the image (looked for /nonexistent/test.pdb), and without one there is nothing to find functions from: no unwind data (.pdata) and no exported code; pass its PDB with --pdb"
+        );
     }
 
     #[test]

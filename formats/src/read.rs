@@ -48,8 +48,18 @@ pub struct ReadOptions {
     /// The image's path, used in messages and to find a PDB beside it.
     pub path: PathBuf,
     /// The PDB to use for a PE image. When `None`, the reader looks for
-    /// `<image stem>.pdb` beside the image.
+    /// `<image stem>.pdb` beside the image, and without one reads the image
+    /// as a stripped image (functions from `.pdata` and the exports).
     pub pdb: Option<PathBuf>,
+    /// A separate debug file for an ELF image (what `objcopy
+    /// --only-keep-debug` writes, or a distribution's `-dbgsym` package
+    /// holds): its symbols and DWARF replace the image's. When `None`, a
+    /// stripped ELF image is looked up by its build-id in
+    /// [`ReadOptions::debug_dirs`].
+    pub debug: Option<PathBuf>,
+    /// Where to look for debug files by build-id
+    /// (`DIR/.build-id/xx/yyyy….debug`); `/usr/lib/debug` by default.
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 impl ReadOptions {
@@ -58,7 +68,21 @@ impl ReadOptions {
         ReadOptions {
             path: path.into(),
             pdb: None,
+            debug: None,
+            debug_dirs: vec![PathBuf::from("/usr/lib/debug")],
         }
+    }
+
+    /// Use this separate debug file for an ELF image.
+    pub fn with_debug(mut self, debug: impl Into<PathBuf>) -> Self {
+        self.debug = Some(debug.into());
+        self
+    }
+
+    /// Look for debug files by build-id in these directories instead.
+    pub fn with_debug_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.debug_dirs = dirs;
+        self
     }
 
     /// Use this PDB for a PE image.
@@ -229,14 +253,102 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 ///
 /// A PE image's PDB is read from disk: [`ReadOptions::pdb`], or
 /// `<image stem>.pdb` beside the image (see [`parse_with_pdb`] for a PDB
-/// already in memory).
+/// already in memory). When neither is there, the image is read as a
+/// stripped image ([`Image::stripped`]); a [`ReadOptions::pdb`] that is
+/// missing is an error naming it.
 pub fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Image<'data>> {
     let mut image = match data {
-        [0x7f, b'E', b'L', b'F', ..] => crate::elf::parse(data, opts)?,
+        [0x7f, b'E', b'L', b'F', ..] => {
+            let image = crate::elf::parse(data, opts)?;
+            match debug_file_for(&image, opts) {
+                Some(path) => with_debug_file(image, &path, opts)?,
+                None => image,
+            }
+        }
         [b'M', b'Z', ..] => crate::pe::parse(data, opts, crate::pe::Pdb::FromDisk)?,
         _ => return Err(not_an_image(&opts.path, data)),
     };
     image.canonicalise();
+    Ok(image)
+}
+
+/// The separate debug file to read for an ELF image: the one given, or, for
+/// a stripped image with a build-id, `DIR/.build-id/xx/yyyy….debug` in the
+/// first debug directory that has it.
+fn debug_file_for(image: &Image<'_>, opts: &ReadOptions) -> Option<PathBuf> {
+    if let Some(p) = &opts.debug {
+        return Some(p.clone());
+    }
+    if !image.stripped {
+        return None;
+    }
+    let crate::FormatIdentity::Elf { build_id: Some(id) } = &image.identity.format else {
+        return None;
+    };
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let (head, rest) = (hex.get(..2)?, hex.get(2..)?);
+    opts.debug_dirs
+        .iter()
+        .map(|d| d.join(".build-id").join(head).join(format!("{rest}.debug")))
+        .find(|p| p.is_file())
+}
+
+/// `image` with the symbols, data objects, type layouts and function lines
+/// of the debug file at `path`, which must be an ELF file of the same machine and
+/// build-id. The image keeps its own sections, relocations, exports and
+/// identity: the debug file's code sections hold no bytes.
+fn with_debug_file<'data>(
+    mut image: Image<'data>,
+    path: &Path,
+    opts: &ReadOptions,
+) -> Result<Image<'data>> {
+    let bytes = load_file(path)?;
+    let debug_opts = ReadOptions {
+        path: path.to_path_buf(),
+        pdb: None,
+        debug: None,
+        debug_dirs: Vec::new(),
+    };
+    let debug = match bytes.as_slice() {
+        [0x7f, b'E', b'L', b'F', ..] => crate::elf::parse(&bytes, &debug_opts)?,
+        _ => {
+            return Err(Error::NotAnImage {
+                path: path.to_path_buf(),
+                detail: "a debug file for an ELF image must be an ELF file".into(),
+            })
+        }
+    };
+    let id = |i: &Image<'_>| match &i.identity.format {
+        crate::FormatIdentity::Elf { build_id: Some(b) } => {
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }
+        _ => "none".to_string(),
+    };
+    let (expected, found) = (id(&image), id(&debug));
+    if debug.arch != image.arch || expected != found || expected == "none" {
+        return Err(Error::DebugMismatch {
+            debug: path.to_path_buf(),
+            image: opts.path.clone(),
+            expected: format!("{expected} ({})", image.arch.name()),
+            found: format!("{found} ({})", debug.arch.name()),
+        });
+    }
+    if debug.stripped {
+        return Err(Error::NoSymbols {
+            path: path.to_path_buf(),
+            detail: "the debug file has no symbol table".into(),
+        });
+    }
+    image.functions = debug.functions;
+    image.data = debug.data;
+    image.boundaries.extend(debug.boundaries);
+    image.boundaries.sort_unstable();
+    image.boundaries.dedup();
+    image.type_info = debug.type_info;
+    image.types = debug.types;
+    image.type_uses = debug.type_uses;
+    image.lines = debug.lines;
+    image.stripped = false;
     Ok(image)
 }
 

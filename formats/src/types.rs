@@ -22,7 +22,7 @@
 
 pub(crate) mod dwarf;
 
-use crate::image::{TypeInfo, TypeLayout, TypeUse};
+use crate::image::{FunctionLine, TypeInfo, TypeLayout, TypeUse};
 
 /// How many references a chain of types may follow (pointer to typedef to
 /// const to struct, abstract origin to specification, ...). Real chains are
@@ -46,6 +46,10 @@ pub(crate) struct Found {
     pub(crate) types: Vec<TypeLayout>,
     /// Uses, in any order (the image canonicalises them).
     pub(crate) uses: Vec<TypeUse>,
+    /// First source lines of functions, in any order (the image
+    /// canonicalises them); the DWARF reader's (the PDB's come from the
+    /// module line subsections, not the type reader).
+    pub(crate) lines: Vec<FunctionLine>,
 }
 
 impl Found {
@@ -55,6 +59,7 @@ impl Found {
             info: TypeInfo::Absent,
             types: Vec::new(),
             uses: Vec::new(),
+            lines: Vec::new(),
         }
     }
 
@@ -64,6 +69,7 @@ impl Found {
             info: TypeInfo::Unsupported(why.into()),
             types: Vec::new(),
             uses: Vec::new(),
+            lines: Vec::new(),
         }
     }
 }

@@ -95,4 +95,12 @@ pub fn check_image(image: &Image<'_>) {
     for f in &image.functions {
         let _ = image.function_bytes(f);
     }
+    // Function lines: sorted, one per RVA, each found again.
+    assert!(
+        image.lines.windows(2).all(|w| w[0].rva < w[1].rva),
+        "function lines not sorted by RVA, one per RVA"
+    );
+    for l in &image.lines {
+        assert_eq!(image.line_at(l.rva), Some(l.line));
+    }
 }

@@ -291,7 +291,7 @@ struct Model {
 
 impl Model {
     fn load(path: &Path, pdb: Option<PathBuf>) -> Result<Model> {
-        let opts = read_options(path.to_path_buf(), pdb);
+        let opts = read_options(path.to_path_buf(), pdb, None);
         let bytes = read::load_file(&opts.path)?;
         Ok(Model { bytes, opts })
     }

@@ -113,12 +113,38 @@ fn missing_pdb_is_refused() {
     );
 }
 
+/// A PE image without a PDB beside it, and none given, is read as a
+/// stripped image (functions from `.pdata` and the exports); one with
+/// nothing to read functions from says so, naming the PDB it looked for.
 #[test]
-fn pe_without_pdb_beside_it_is_refused() {
+fn pe_without_pdb_beside_it_is_read_stripped() {
     let dir = tempfile::tempdir().unwrap();
     let img = first("x86_64-windows");
     let p = copy_with(dir.path(), "lonely.dll", &std::fs::read(&img.path).unwrap());
-    fails(&["symbols", &s(&p)], &p, &["no PDB found", "--pdb"]);
+    let out = hotpatch(["symbols", &s(&p)]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "{}: PE x86_64, 4 functions (no PDB: boundaries from .pdata and the exports)\n",
+            s(&p)
+        )),
+        "{text}"
+    );
+    // The same image with its exception and export directories emptied
+    // (data directories 0 and 3 of the PE32+ optional header).
+    let mut bytes = std::fs::read(&img.path).unwrap();
+    let pe = u32::from_le_bytes(bytes[0x3c..0x40].try_into().unwrap()) as usize;
+    let dirs = pe + 4 + 20 + 112;
+    for d in [0usize, 3] {
+        bytes[dirs + d * 8..dirs + d * 8 + 8].fill(0);
+    }
+    let p = copy_with(dir.path(), "bare.dll", &bytes);
+    fails(
+        &["symbols", &s(&p)],
+        &p,
+        &["no PDB was given", &s(&p.with_extension("pdb")), "--pdb"],
+    );
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! determinism, atomic output, release files, and the whole chain
 //! build → sign → verify.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{expected, root, scenarios, TARGETS};
+use crate::common::{expected, image_files, root, scenarios, TARGETS};
 use crate::diff::resolve;
 
 /// A fixed creation time: 2026-03-01T00:00:00Z.
@@ -40,19 +40,6 @@ fn fails(o: &Output, code: i32) -> String {
     err.trim_end().to_string()
 }
 
-/// The image and (for PE) PDB of `version` of a corpus scenario.
-fn image(scenario: &Path, target: &str, version: &str) -> (PathBuf, Option<PathBuf>) {
-    let bin = scenario.join("bin").join(target);
-    if target.ends_with("-windows") {
-        (
-            bin.join(format!("{version}.dll")),
-            Some(bin.join(format!("{version}.pdb"))),
-        )
-    } else {
-        (bin.join(format!("{version}.so")), None)
-    }
-}
-
 /// The arguments of `build` for an update of a corpus scenario.
 fn build_args(
     scenario: &Path,
@@ -62,8 +49,8 @@ fn build_args(
     baseline_release: &str,
     out: &Path,
 ) -> Vec<String> {
-    let (base, base_pdb) = image(scenario, target, "v1");
-    let (upd, upd_pdb) = image(scenario, target, version);
+    let (base, base_pdb) = image_files(scenario, target, "v1");
+    let (upd, upd_pdb) = image_files(scenario, target, version);
     let mut args = vec![
         "build".to_string(),
         "--baseline".into(),
@@ -217,10 +204,19 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
                 }
                 let manifest: Value = serde_json::from_str(&ok(&o)).unwrap();
                 let t = &manifest["targets"][0];
+                // Functions changed only in their line numbers are left out
+                // and listed.
+                let carried: Vec<String> = want
+                    .changed
+                    .iter()
+                    .filter(|f| !want.lines_only.contains(f))
+                    .cloned()
+                    .collect();
+                assert_eq!(names(t, "functions"), bare(&carried), "{what}: changed");
                 assert_eq!(
-                    names(t, "functions"),
-                    bare(&want.changed),
-                    "{what}: changed"
+                    names(t, "lines_only"),
+                    bare(&want.lines_only),
+                    "{what}: lines_only"
                 );
                 assert_eq!(
                     names(t, "added_functions"),
@@ -258,6 +254,44 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
     }
     assert!(built >= 50, "{built} built");
     assert!(refused >= 8, "{refused} refused");
+}
+
+/// Functions changed only in their `__LINE__` immediates stay out of the
+/// package unless `--include-lines-only`, on all four targets; the summary
+/// counts them.
+#[test]
+fn line_only_functions_are_left_out_unless_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let dir = root().join("corpus/18-line-shift");
+    let exp = expected(&dir);
+    let u = &exp.update[0];
+    for target in TARGETS {
+        let want = resolve(&u.sets, u.targets.get(target));
+        assert!(!want.lines_only.is_empty());
+        let out = d.join(format!("{target}.hpk"));
+        let args = build_args(&dir, target, "v2", "2026-02", "2026-01", &out);
+        let text = ok(&run(d, &args));
+        assert!(
+            text.contains(": 1 changed, 0 added function(s), 0 new data object(s), ")
+                && text.contains(&format!(
+                "; {} changed in line numbers only, left out (--include-lines-only carries them)",
+                want.lines_only.len()
+            )),
+            "{target}: {text}"
+        );
+        let mut json = args.clone();
+        json.push("--json".into());
+        let m: Value = serde_json::from_str(&ok(&run(d, &json))).unwrap();
+        let t = &m["targets"][0];
+        assert_eq!(names(t, "functions"), ["cfg_set_timeout"], "{target}");
+        assert_eq!(names(t, "lines_only"), bare(&want.lines_only), "{target}");
+        json.push("--include-lines-only".into());
+        let m: Value = serde_json::from_str(&ok(&run(d, &json))).unwrap();
+        let t = &m["targets"][0];
+        assert_eq!(names(t, "functions"), bare(&want.changed), "{target}");
+        assert_eq!(names(t, "lines_only"), Vec::<String>::new(), "{target}");
+    }
 }
 
 #[test]
@@ -372,8 +406,8 @@ fn pairs_of_different_images_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let dir = root().join("corpus/01-bounds-check");
-    let x = image(&dir, "x86_64-linux", "v1").0;
-    let a = image(&dir, "aarch64-linux", "v2").0;
+    let x = image_files(&dir, "x86_64-linux", "v1").0;
+    let a = image_files(&dir, "aarch64-linux", "v2").0;
     let base = |upd: &Path| {
         vec![
             "build".to_string(),

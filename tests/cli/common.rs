@@ -95,8 +95,11 @@ pub struct CorpusImage {
     pub version: String,
     /// The image file.
     pub path: PathBuf,
-    /// The PDB, for PE targets.
+    /// The PDB, for PE targets of a scenario shipped with PDBs (`None` for
+    /// one shipped stripped).
     pub pdb: Option<PathBuf>,
+    /// Whether its scenario is shipped stripped (see [`shipped_stripped`]).
+    pub stripped: bool,
 }
 
 impl CorpusImage {
@@ -122,27 +125,53 @@ pub fn scenarios() -> Vec<PathBuf> {
     out
 }
 
+/// Whether a scenario is shipped stripped, as distributions ship libraries:
+/// its folder holds the `shipped-stripped` marker that `corpus/build.sh`
+/// reads. Its ELF images have no `.symtab` or DWARF, and its PE images ship
+/// without their PDB (and are read without one).
+pub fn shipped_stripped(scenario: &Path) -> bool {
+    scenario.join("shipped-stripped").is_file()
+}
+
+/// The image of `version` of a scenario for `target`, and its PDB (PE
+/// targets of a scenario not shipped stripped).
+pub fn image_files(scenario: &Path, target: &str, version: &str) -> (PathBuf, Option<PathBuf>) {
+    let bin = scenario.join("bin").join(target);
+    if !target.ends_with("-windows") {
+        (bin.join(format!("{version}.so")), None)
+    } else if shipped_stripped(scenario) {
+        (bin.join(format!("{version}.dll")), None)
+    } else {
+        (
+            bin.join(format!("{version}.dll")),
+            Some(bin.join(format!("{version}.pdb"))),
+        )
+    }
+}
+
 /// Every built image of the corpus, for every target. Fails if a scenario
-/// lacks a target or a version its sources have.
+/// lacks a target or a version its sources have, if a PE image lacks its
+/// PDB, or if a scenario shipped stripped ships one.
 pub fn corpus_images() -> Vec<CorpusImage> {
     let mut images = Vec::new();
     for dir in scenarios() {
         let scenario = dir.file_name().unwrap().to_string_lossy().into_owned();
         let versions = versions(&dir);
+        let stripped = shipped_stripped(&dir);
         for target in TARGETS {
             for version in &versions {
-                let bin = dir.join("bin").join(target);
-                let (path, pdb) = if target.ends_with("-windows") {
-                    (
-                        bin.join(format!("{version}.dll")),
-                        Some(bin.join(format!("{version}.pdb"))),
-                    )
-                } else {
-                    (bin.join(format!("{version}.so")), None)
-                };
+                let (path, pdb) = image_files(&dir, target, version);
                 assert!(path.is_file(), "missing corpus image {}", path.display());
                 if let Some(p) = &pdb {
                     assert!(p.is_file(), "missing corpus PDB {}", p.display());
+                }
+                if stripped {
+                    let beside = path.with_extension("pdb");
+                    assert!(
+                        !beside.exists(),
+                        "{}: a scenario shipped stripped ships no PDB",
+                        beside.display()
+                    );
                 }
                 images.push(CorpusImage {
                     scenario: scenario.clone(),
@@ -150,6 +179,7 @@ pub fn corpus_images() -> Vec<CorpusImage> {
                     version: version.clone(),
                     path,
                     pdb,
+                    stripped,
                 });
             }
         }
@@ -240,6 +270,10 @@ pub struct Sets {
     /// Blockers that an `allow` entry waives: reported, not blocking.
     #[serde(default)]
     pub overridden: Vec<String>,
+    /// The changed functions whose only change is `__LINE__` immediates
+    /// moved with their source (a subset of `changed`).
+    #[serde(default)]
+    pub lines_only: Vec<String>,
 }
 
 /// A reviewed override of one blocker.
@@ -277,6 +311,8 @@ pub struct SetsOverride {
     pub types_changed: Option<Vec<String>>,
     /// Overridden blockers.
     pub overridden: Option<Vec<String>>,
+    /// Changed functions in line numbers only.
+    pub lines_only: Option<Vec<String>>,
 }
 
 /// One call of an exported entry point and its result in each version.

@@ -25,6 +25,23 @@ fn expected_files_are_consistent() {
             for t in u.targets.keys() {
                 assert!(TARGETS.contains(&t.as_str()), "{name}: unknown target {t}");
             }
+            for (t, o) in std::iter::once(("all", None))
+                .chain(u.targets.iter().map(|(t, o)| (t.as_str(), Some(o))))
+            {
+                let changed = o
+                    .and_then(|o| o.changed.as_ref())
+                    .unwrap_or(&u.sets.changed);
+                let lines = o
+                    .and_then(|o| o.lines_only.as_ref())
+                    .unwrap_or(&u.sets.lines_only);
+                for f in lines {
+                    assert!(
+                        changed.contains(f),
+                        "{name} {} {t}: lines_only {f} is not in changed",
+                        u.version
+                    );
+                }
+            }
             let blocked = !u.sets.hotpatchable;
             assert_eq!(
                 blocked,

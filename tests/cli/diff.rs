@@ -1,14 +1,14 @@
 //! `hotpatch diff` against the corpus answer key: for every scenario, every
 //! update (cumulative against v1) and all four targets, the changed, added
-//! and removed sets, the data sets, the verdict and the blockers must equal
-//! `expected.toml` exactly.
+//! and removed sets, the changed functions marked line-only, the data sets,
+//! the verdict and the blockers must equal `expected.toml` exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::common::{expected, hotpatch_ok, scenarios, Sets, TARGETS};
+use crate::common::{expected, hotpatch_ok, image_files, scenarios, Sets, TARGETS};
 
 #[derive(Debug, Deserialize)]
 pub struct DiffJson {
@@ -52,6 +52,10 @@ pub struct EntryJson {
     pub updated_rva: Option<u64>,
     pub reason: Option<String>,
     pub baseline_size: Option<u64>,
+    #[serde(default)]
+    pub lines_only: bool,
+    #[serde(default)]
+    pub line_shift: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,22 +65,15 @@ pub struct BlockerJson {
     pub reason: String,
 }
 
-/// The image (and PDB) of one version of a scenario for a target.
+/// The image (and PDB, unless the scenario ships none) of one version of a
+/// scenario for a target.
 fn image_args(dir: &Path, target: &str, version: &str, side: &str) -> Vec<String> {
-    let bin = dir.join("bin").join(target);
-    if target.ends_with("-windows") {
-        vec![
-            format!("--{side}"),
-            bin.join(format!("{version}.dll")).display().to_string(),
-            format!("--{side}-pdb"),
-            bin.join(format!("{version}.pdb")).display().to_string(),
-        ]
-    } else {
-        vec![
-            format!("--{side}"),
-            bin.join(format!("{version}.so")).display().to_string(),
-        ]
+    let (image, pdb) = image_files(dir, target, version);
+    let mut args = vec![format!("--{side}"), image.display().to_string()];
+    if let Some(pdb) = pdb {
+        args.extend([format!("--{side}-pdb"), pdb.display().to_string()]);
     }
+    args
 }
 
 /// Run `hotpatch diff --json` on v1 → `version`.
@@ -150,16 +147,26 @@ pub(crate) fn expected_set(v: &[String]) -> BTreeSet<String> {
     v.iter().map(|n| canon_expected(n)).collect()
 }
 
+/// A blocker's object spelt like the expected ones: an image (the diff
+/// names it by the path it was given) by its file name, `v1.dll`.
+fn blocker_object(object: &str) -> &str {
+    match object.rsplit_once('/') {
+        Some((_, file)) if file.ends_with(".dll") || file.ends_with(".so") => file,
+        _ => object,
+    }
+}
+
 /// Blocker objects in our output, spelt like the expected ones.
 fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
     let mut all: Vec<&EntryJson> = d.functions.iter().collect();
     all.extend(&d.data);
     d.blockers
         .iter()
-        .map(|b| {
+        .map(|b| blocker_object(&b.object))
+        .map(|object| {
             // "unit:name" → "name" when the name is unique ("type:NAME"
             // stays as it is).
-            match b.object.split_once(':').filter(|(u, _)| *u != "type") {
+            match object.split_once(':').filter(|(u, _)| *u != "type") {
                 Some((_, n))
                     if all
                         .iter()
@@ -171,7 +178,7 @@ fn blocker_set(d: &DiffJson) -> BTreeSet<String> {
                 {
                     n.to_string()
                 }
-                _ => b.object.clone(),
+                _ => object.to_string(),
             }
         })
         .collect()
@@ -186,7 +193,25 @@ fn mismatches(target: &str) -> Vec<String> {
         for u in &exp.update {
             let want: Sets = resolve(&u.sets, u.targets.get(target));
             let d = run_diff_allowing(&dir, target, &u.version, &want.allow);
-            let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 5] = [
+            let amb = ambiguous_names(&d.functions);
+            let got_lines: BTreeSet<String> = d
+                .functions
+                .iter()
+                .filter(|e| e.lines_only)
+                .map(|e| canon_ours(e, &amb))
+                .collect();
+            if let Some(e) = d
+                .functions
+                .iter()
+                .find(|e| e.lines_only && (e.status != "changed" || e.line_shift.is_none()))
+            {
+                bad.push(format!(
+                    "{name} v1→{} {target}: {} is marked lines_only but is {} with line shift {:?}",
+                    u.version, e.name, e.status, e.line_shift
+                ));
+            }
+            let checks: [(&str, BTreeSet<String>, BTreeSet<String>); 6] = [
+                ("lines_only", got_lines, expected_set(&want.lines_only)),
                 (
                     "changed",
                     set_of(&d.functions, "changed"),
@@ -269,20 +294,26 @@ fn mismatches(target: &str) -> Vec<String> {
                     u.version
                 ));
             }
-            // The kind of each blocker the key gives one for.
+            // The kind of each blocker the key gives one for: one of the
+            // object's blockers is of that kind (an image can be blocked
+            // for two reasons, no data symbols and no type information).
             for (object, kind) in &want.blocker_kinds {
                 if !want.blockers.contains(object) {
                     continue;
                 }
-                let found = d.blockers.iter().find(|b| {
-                    b.object == *object
-                        || b.object.rsplit_once(':').is_some_and(|(_, n)| n == object)
-                });
-                if found.is_none_or(|b| b.kind != *kind) {
+                let kinds: Vec<&String> = d
+                    .blockers
+                    .iter()
+                    .filter(|b| {
+                        let o = blocker_object(&b.object);
+                        o == object || o.rsplit_once(':').is_some_and(|(_, n)| n == object)
+                    })
+                    .map(|b| &b.kind)
+                    .collect();
+                if !kinds.contains(&kind) {
                     bad.push(format!(
-                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {:?}",
-                        u.version,
-                        found.map(|b| &b.kind)
+                        "{name} v1→{} {target}: blocker {object} should be of kind {kind}, got {kinds:?}",
+                        u.version
                     ));
                 }
             }
@@ -304,6 +335,7 @@ pub(crate) fn resolve(base: &Sets, o: Option<&crate::common::SetsOverride>) -> S
         s.blockers = pick(&o.blockers, &base.blockers);
         s.types_changed = pick(&o.types_changed, &base.types_changed);
         s.overridden = pick(&o.overridden, &base.overridden);
+        s.lines_only = pick(&o.lines_only, &base.lines_only);
         s.blocker_kinds = o
             .blocker_kinds
             .clone()
@@ -568,5 +600,79 @@ fn added_function_carries_only_the_updated_side() {
             "{target}: {f:?}"
         );
         assert!(f.baseline_size.is_none(), "{target}: {f:?}");
+    }
+}
+
+/// The line-only functions of `18-line-shift` carry their line shift in the
+/// JSON (5 above the fix's own added line, 6 below it), the fix carries its
+/// own, and the text report counts and lists them apart, on all four
+/// targets.
+#[test]
+fn line_only_changes_are_marked_with_their_shift() {
+    let dir = scenario("line-shift");
+    let want = [
+        ("cfg_set_port", Some(5), true),
+        ("cfg_set_timeout", Some(5), false),
+        ("cfg_set_level", Some(6), true),
+        ("cfg_set_retries", Some(6), true),
+    ];
+    for target in TARGETS {
+        let d = run_diff(&dir, target, "v2");
+        for (name, shift, only) in want {
+            let f = d
+                .functions
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("{target}: {name} missing"));
+            assert_eq!(
+                (f.status.as_str(), f.line_shift, f.lines_only),
+                ("changed", shift, only),
+                "{target}: {name}"
+            );
+        }
+        // Unchanged functions carry no shift, even where their line moved.
+        let fail = d.functions.iter().find(|f| f.name == "cfg_fail").unwrap();
+        assert_eq!(
+            (fail.status.as_str(), fail.line_shift, fail.lines_only),
+            ("unchanged", None, false),
+            "{target}"
+        );
+        let mut args = vec!["diff".to_string()];
+        let bin = dir.join("bin").join(target);
+        for (side, v) in [("baseline", "v1"), ("updated", "v2")] {
+            if target.ends_with("-windows") {
+                args.extend([
+                    format!("--{side}"),
+                    bin.join(format!("{v}.dll")).display().to_string(),
+                    format!("--{side}-pdb"),
+                    bin.join(format!("{v}.pdb")).display().to_string(),
+                ]);
+            } else {
+                args.extend([
+                    format!("--{side}"),
+                    bin.join(format!("{v}.so")).display().to_string(),
+                ]);
+            }
+        }
+        let text = hotpatch_ok(&args);
+        assert!(
+            text.contains("functions: 4 changed (3 in line numbers only), 0 added, 0 removed,"),
+            "{target}: {text}"
+        );
+        assert!(
+            text.contains("\nchanged functions (1):\n  cfg_set_timeout ")
+                && text.contains(
+                    "\nchanged in line numbers only, left out of packages by default (3):\n"
+                ),
+            "{target}: {text}"
+        );
+        let port = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("cfg_set_port "))
+            .unwrap_or_default();
+        assert!(
+            port.contains("line numbers only (lines moved by +5): different instruction at +"),
+            "{target}: {port}"
+        );
     }
 }

@@ -77,21 +77,9 @@ fn keys() -> Keys {
     Keys { dir, key, trust }
 }
 
-/// A corpus image and its PDB.
+/// A corpus image and its PDB (none for a scenario shipped stripped).
 fn image(scenario: &str, target: &str, version: &str) -> (PathBuf, Option<PathBuf>) {
-    let bin = root()
-        .join("corpus")
-        .join(scenario)
-        .join("bin")
-        .join(target);
-    if target.ends_with("-windows") {
-        (
-            bin.join(format!("{version}.dll")),
-            Some(bin.join(format!("{version}.pdb"))),
-        )
-    } else {
-        (bin.join(format!("{version}.so")), None)
-    }
+    crate::common::image_files(&root().join("corpus").join(scenario), target, version)
 }
 
 /// Build `scenario` v1 → `version` on `target` as release `release`
@@ -103,6 +91,19 @@ fn build(
     version: &str,
     release: &str,
     allow: &[(String, String)],
+) -> Result<PathBuf, String> {
+    build_with(k, scenario, target, version, release, allow, &[])
+}
+
+/// [`build`] with more arguments.
+fn build_with(
+    k: &Keys,
+    scenario: &str,
+    target: &str,
+    version: &str,
+    release: &str,
+    allow: &[(String, String)],
+    extra: &[&str],
 ) -> Result<PathBuf, String> {
     let out = k
         .dir
@@ -143,6 +144,7 @@ fn build(
             reason.clone(),
         ]);
     }
+    args.extend(extra.iter().map(|x| x.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = hotpatch_env(&refs);
     if !o.status.success() {
@@ -232,7 +234,16 @@ fn replay_every_update(target: &str) -> usize {
                 .iter()
                 .map(|a| (a.object.clone(), a.reason.clone()))
                 .collect();
-            let pkg = match build(&k, &scenario, target, &u.version, "2026-02", &allow) {
+            // Functions changed only in their line numbers stay out of a
+            // package by default, and then report their old lines: the
+            // differential checks compare with the whole update.
+            let extra: &[&str] = if want.lines_only.is_empty() {
+                &[]
+            } else {
+                &["--include-lines-only"]
+            };
+            let pkg = match build_with(&k, &scenario, target, &u.version, "2026-02", &allow, extra)
+            {
                 Ok(p) => p,
                 Err(e) => {
                     let known = KNOWN_REFUSALS
@@ -321,6 +332,56 @@ fn replay_every_update(target: &str) -> usize {
         );
     }
     replayed
+}
+
+/// A package that leaves out the functions changed only in their line
+/// numbers (the default) behaves as the update but for the line numbers
+/// those functions report, which stay the baseline's: in `18-line-shift`,
+/// exactly the vectors that read back a line a left-out function passed.
+#[test]
+fn left_out_line_only_functions_report_their_old_lines() {
+    let k = keys();
+    let scenario = "18-line-shift";
+    let exp = expected(&root().join("corpus").join(scenario));
+    // cfg_last_line after cfg_set_port and cfg_set_level, cfg_trace_line
+    // after cfg_set_level and cfg_set_retries, cfg_last_line after
+    // cfg_set_retries (1-based).
+    let old_lines = [9u64, 11, 19, 22, 24, 25];
+    for target in TARGETS {
+        let pkg = build(&k, scenario, target, "v2", "2026-02", &[]).unwrap();
+        sign(&k, &pkg);
+        let o = replay(
+            &k,
+            &pkg,
+            scenario,
+            target,
+            Some("v2"),
+            &vectors_of(scenario),
+            &["--apply-at", "0"],
+        );
+        let r: Value = serde_json::from_str(&String::from_utf8_lossy(&o.stdout))
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(!o.status.success(), "{target}: the update differs");
+        let disagreements = r["from_start"]["disagreements"].as_array().unwrap();
+        let at: Vec<u64> = disagreements
+            .iter()
+            .map(|d| d[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(at, old_lines, "{target}: {r:#}");
+        for d in disagreements {
+            let i = d[0].as_u64().unwrap() as usize - 1;
+            let v = &exp.vector[i];
+            assert_eq!(
+                (
+                    d[1]["returned"]["value"].as_i64(),
+                    d[2]["returned"]["value"].as_i64()
+                ),
+                (v.expect.get("v1").copied(), v.expect.get("v2").copied()),
+                "{target} #{}",
+                i + 1
+            );
+        }
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use hotpatch_builder::key::{split_clone, unit_stem};
 use serde::Deserialize;
 
-use crate::common::{corpus_images, hotpatch_ok, run_tool, scenarios, versions};
+use crate::common::{corpus_images, hotpatch_ok, run_tool, scenarios, shipped_stripped, versions};
 
 #[derive(Debug, Deserialize)]
 struct SymbolsJson {
@@ -29,7 +29,7 @@ fn symbols(path: &std::path::Path) -> SymbolsJson {
 }
 
 /// `[start, end)` of every FDE, as `llvm-dwarfdump-19 --eh-frame` prints them.
-fn fde_ranges(path: &std::path::Path) -> BTreeSet<(u64, u64)> {
+pub(crate) fn fde_ranges(path: &std::path::Path) -> BTreeSet<(u64, u64)> {
     let text = run_tool(
         "llvm-dwarfdump-19",
         &["--eh-frame", &path.display().to_string()],
@@ -51,7 +51,9 @@ fn fde_ranges(path: &std::path::Path) -> BTreeSet<(u64, u64)> {
 fn stripped_fallback_finds_every_eh_frame_function() {
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for img in corpus_images().iter().filter(|i| i.is_elf()) {
+    // A scenario shipped stripped has no unstripped image to compare with
+    // here (its images are checked against the dumpers in `symbols`).
+    for img in corpus_images().iter().filter(|i| i.is_elf() && !i.stripped) {
         let stripped = dir.path().join(format!(
             "{}-{}-{}.so",
             img.scenario, img.target, img.version
@@ -235,6 +237,10 @@ fn stripped_corpus_pairs_match_like_the_unstripped_ones() {
     let mut pairs = 0;
     let mut structural = 0;
     for scenario in scenarios() {
+        if shipped_stripped(&scenario) {
+            // No unstripped images to take the truth from.
+            continue;
+        }
         let name = scenario.file_name().unwrap().to_string_lossy().into_owned();
         let versions = versions(&scenario);
         for target in ["x86_64-linux", "aarch64-linux"] {
@@ -393,4 +399,136 @@ fn stripped_text_report_shows_structural_matches_and_evidence() {
     // hb_echo's .cold part, at the same address in both builds.
     assert!(lines.contains(&"  sub_100d → sub_100d  changed    call-graph (medium): call-graph: function reference #1 of `hb_echo`, in both builds; address-order: between `sub_1000` and `hb_load` in both builds, nothing matched in between; similar: 7 → 10 instructions, 2 → 3 function references, 0 of 0 named references shared"), "{text}");
     assert!(lines.contains(&"matched by structure (2):"), "{text}");
+}
+
+/// The functions a JSON diff reports as not unchanged, with their status
+/// (and line shift, for a change in line numbers only), and the verdict.
+fn changes(out: &str) -> (BTreeSet<(String, String)>, bool) {
+    let v: serde_json::Value = serde_json::from_str(out).expect("JSON");
+    let set = v["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .filter(|e| e["status"] != "unchanged")
+        .map(|e| {
+            // A change in line numbers only says so: the debug file gives
+            // the lines.
+            let status = e["status"].as_str().unwrap();
+            let status = match (&e["lines_only"], &e["line_shift"]) {
+                (serde_json::Value::Bool(true), shift) => format!("{status}, lines only {shift}"),
+                _ => status.to_string(),
+            };
+            (e["name"].as_str().unwrap().to_string(), status)
+        })
+        .collect();
+    (set, v["hotpatchable"].as_bool().expect("verdict"))
+}
+
+/// Distributions ship stripped images and separate debug files: with the
+/// debug files (given, or found by build-id), a stripped pair diffs exactly
+/// like the unstripped one, line-only changes included; a debug file of
+/// another build is refused.
+#[test]
+fn stripped_images_with_debug_files_diff_like_unstripped_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (target, objcopy) in [
+        ("x86_64-linux", "objcopy"),
+        ("aarch64-linux", "aarch64-linux-gnu-objcopy"),
+    ] {
+        for scenario in [
+            "08-struct-grows",
+            "13-cumulative-series",
+            "05-jump-table",
+            "18-line-shift",
+        ] {
+            let bin = crate::common::root()
+                .join("corpus")
+                .join(scenario)
+                .join("bin")
+                .join(target);
+            let (v1, v2) = (bin.join("v1.so"), bin.join("v2.so"));
+            let p = |n: &str| d.join(format!("{scenario}-{target}-{n}"));
+            for (v, n) in [(&v1, "v1"), (&v2, "v2")] {
+                let s = |x: &Path| x.display().to_string();
+                run_tool(
+                    objcopy,
+                    &["--only-keep-debug", &s(v), &s(&p(&format!("{n}.debug")))],
+                );
+                run_tool(objcopy, &["--strip-all", &s(v), &s(&p(&format!("{n}.so")))]);
+            }
+            let want = changes(&hotpatch_ok([
+                "diff",
+                "--json",
+                "--baseline",
+                v1.to_str().unwrap(),
+                "--updated",
+                v2.to_str().unwrap(),
+            ]));
+            let got = changes(&hotpatch_ok([
+                "diff",
+                "--json",
+                "--baseline",
+                p("v1.so").to_str().unwrap(),
+                "--baseline-debug",
+                p("v1.debug").to_str().unwrap(),
+                "--updated",
+                p("v2.so").to_str().unwrap(),
+                "--updated-debug",
+                p("v2.debug").to_str().unwrap(),
+            ]));
+            assert_eq!(got, want, "{scenario} {target}");
+            // Found by build-id in a debug directory.
+            let dir = d.join(format!("debug-{scenario}-{target}"));
+            for n in ["v1", "v2"] {
+                let text = run_tool("readelf", &["-n", p(&format!("{n}.so")).to_str().unwrap()]);
+                let id = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Build ID: "))
+                    .expect("build-id")
+                    .to_string();
+                let place = dir.join(".build-id").join(&id[..2]);
+                std::fs::create_dir_all(&place).unwrap();
+                std::fs::copy(
+                    p(&format!("{n}.debug")),
+                    place.join(format!("{}.debug", &id[2..])),
+                )
+                .unwrap();
+            }
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+                .args(["diff", "--json", "--baseline"])
+                .arg(p("v1.so"))
+                .arg("--updated")
+                .arg(p("v2.so"))
+                .env("HOTPATCH_DEBUG_DIRS", &dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                changes(&String::from_utf8(out.stdout).unwrap()),
+                want,
+                "{scenario} {target} by build-id"
+            );
+        }
+        // Another build's debug file: refused, naming both files.
+        let bin = crate::common::root()
+            .join("corpus/08-struct-grows/bin")
+            .join(target);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+            .args(["symbols", "--debug"])
+            .arg(d.join(format!("08-struct-grows-{target}-v2.debug")))
+            .arg(bin.join("v1.so"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("debug file does not match image") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
 }

@@ -3,8 +3,11 @@
 //! PE: `llvm-pdbutil-19 dump --symbols --section-headers` (procedure records,
 //! section:offset turned into an RVA with the PDB's own section headers).
 //! ELF: `llvm-nm-19 --format=sysv --defined-only` (symbols of type FUNC).
+//! Images of a scenario shipped stripped: see
+//! [`stripped_functions_match_dumpers`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -116,14 +119,17 @@ fn pdbutil_functions(pdb: &std::path::Path) -> Vec<FunctionJson> {
 /// FUNC symbols from `llvm-nm --format=sysv`, as (name, RVA, size); units are
 /// not printed by nm, so ours are copied over for the comparison.
 fn nm_functions(img: &CorpusImage) -> Vec<(String, u64, u64)> {
-    let text = run_tool(
-        "llvm-nm-19",
-        &[
-            "--format=sysv",
-            "--defined-only",
-            &img.path.display().to_string(),
-        ],
-    );
+    nm(&img.path, &[])
+}
+
+/// FUNC symbols of `path` from `llvm-nm --format=sysv --defined-only` with
+/// `extra` arguments (`-D`: the dynamic symbols), as (name, RVA, size).
+fn nm(path: &Path, extra: &[&str]) -> Vec<(String, u64, u64)> {
+    let path = path.display().to_string();
+    let mut args = vec!["--format=sysv", "--defined-only"];
+    args.extend(extra);
+    args.push(&path);
+    let text = run_tool("llvm-nm-19", &args);
     let mut out = Vec::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -142,6 +148,100 @@ fn nm_functions(img: &CorpusImage) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// A number printed by `llvm-readobj`: `0x...` or decimal, maybe in
+/// parentheses.
+fn readobj_number(text: &str) -> u64 {
+    let t = text.trim().trim_start_matches('(').trim_end_matches(')');
+    match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+        None => t.parse().expect("number"),
+    }
+}
+
+/// The values of every `Key: value` line of `llvm-readobj` output, in order.
+fn readobj_values(text: &str, key: &str) -> Vec<u64> {
+    let prefix = format!("{key}: ");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(readobj_number)
+        .collect()
+}
+
+/// The functions of an image of a scenario shipped stripped against the
+/// LLVM dumpers' view of what the reader reads. ELF: the `.eh_frame` FDE
+/// ranges (`llvm-dwarfdump --eh-frame`), named from the dynamic symbols
+/// (`llvm-nm -D`) or `sub_<rva>`. PE, read without its PDB: every
+/// `.pdata` range (`llvm-readobj --unwind`) is one of ours, every export
+/// into code (`llvm-readobj --coff-exports`) starts one of ours under its
+/// name, and ours start nowhere else.
+fn stripped_functions_match_dumpers(img: &CorpusImage, ours: &[FunctionJson]) {
+    let what = img.path.display().to_string();
+    let ranges: BTreeSet<(u64, u64)> = ours.iter().map(|f| (f.rva, f.rva + f.size)).collect();
+    let mut names: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    if img.is_elf() {
+        assert_eq!(ranges, crate::stripped::fde_ranges(&img.path), "{what}");
+        for (name, rva, _) in nm(&img.path, &["-D"]) {
+            names.entry(rva).or_default().insert(name);
+        }
+    } else {
+        let path = img.path.display().to_string();
+        let base = readobj_values(
+            &run_tool("llvm-readobj-19", &["--file-headers", &path]),
+            "ImageBase",
+        )[0];
+        let unwind = run_tool("llvm-readobj-19", &["--unwind", &path]);
+        let pdata: Vec<(u64, u64)> = if img.target.starts_with("x86_64") {
+            let starts = readobj_values(&unwind, "StartAddress");
+            let ends = readobj_values(&unwind, "EndAddress");
+            starts.into_iter().zip(ends).collect()
+        } else {
+            let starts = readobj_values(&unwind, "Function");
+            let lengths = readobj_values(&unwind, "FunctionLength");
+            starts
+                .into_iter()
+                .zip(lengths)
+                .map(|(s, l)| (s, s + l))
+                .collect()
+        };
+        for (start, end) in pdata {
+            let r = (start - base, end - base);
+            assert!(ranges.contains(&r), "{what}: .pdata {r:x?} not read");
+        }
+        let exports = run_tool("llvm-readobj-19", &["--coff-exports", &path]);
+        let export_names: Vec<String> = exports
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Name: "))
+            .map(str::to_string)
+            .collect();
+        let rvas = readobj_values(&exports, "RVA");
+        assert_eq!(export_names.len(), rvas.len(), "{what}");
+        for (name, rva) in export_names.into_iter().zip(rvas) {
+            names.entry(rva).or_default().insert(name);
+        }
+        for (rva, list) in &names {
+            assert!(
+                ours.iter().any(|f| f.rva == *rva && list.contains(&f.name)),
+                "{what}: export {list:?} at {rva:#x} not read"
+            );
+        }
+        for f in ours {
+            let from_pdata = !names.contains_key(&f.rva);
+            assert!(
+                !from_pdata || ranges.contains(&(f.rva, f.rva + f.size)),
+                "{what}: {} invented",
+                f.name
+            );
+        }
+    }
+    for f in ours {
+        match names.get(&f.rva) {
+            Some(list) => assert!(list.contains(&f.name), "{what}: {f:?} not {list:?}"),
+            None => assert_eq!(f.name, format!("sub_{:x}", f.rva), "{what}"),
+        }
+        assert_eq!(f.unit, None, "{what}");
+    }
+}
+
 #[test]
 fn symbols_match_llvm_dumpers_on_whole_corpus() {
     let images = corpus_images();
@@ -149,7 +249,9 @@ fn symbols_match_llvm_dumpers_on_whole_corpus() {
     for img in &images {
         let ours = our_functions(img);
         assert!(!ours.is_empty(), "{}: no functions", img.path.display());
-        if img.is_elf() {
+        if img.stripped {
+            stripped_functions_match_dumpers(img, &ours);
+        } else if img.is_elf() {
             let mut ours: Vec<(String, u64, u64)> =
                 ours.into_iter().map(|f| (f.name, f.rva, f.size)).collect();
             ours.sort();

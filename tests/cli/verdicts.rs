@@ -319,3 +319,74 @@ fn without_type_information_the_verdict_says_so() {
     assert!(d.hotpatchable, "{:?}", d.blockers);
     assert_eq!(d.overridden.len(), 2);
 }
+
+/// `17-struct-grows-stripped` is `08-struct-grows` as a distribution ships
+/// it: its ELF images are 08's through `llvm-strip-19 --strip-all`, its
+/// DLLs are 08's, without the PDBs. On all four targets the stripped diff
+/// finds every function the unstripped one finds changed, and blocks on
+/// both images (`no-data-symbols`) where the unstripped one blocks on the
+/// growing global itself.
+#[test]
+fn shipped_stripped_scenario_is_struct_growth_stripped() {
+    use crate::common::{image_files, TARGETS};
+    use crate::diff::run_diff;
+    let corpus = root().join("corpus");
+    let (full, stripped) = (
+        corpus.join("08-struct-grows"),
+        corpus.join("17-struct-grows-stripped"),
+    );
+    assert!(crate::common::shipped_stripped(&stripped));
+    let dir = tempfile::tempdir().unwrap();
+    for target in TARGETS {
+        for v in ["v1", "v2"] {
+            let (ours, pdb) = image_files(&stripped, target, v);
+            assert!(pdb.is_none(), "{target}");
+            let (twin, _) = image_files(&full, target, v);
+            let want = if target.ends_with("-linux") {
+                let out = dir.path().join(format!("{target}-{v}.so"));
+                run_tool(
+                    "llvm-strip-19",
+                    &[
+                        "--strip-all",
+                        "-o",
+                        &out.display().to_string(),
+                        &twin.display().to_string(),
+                    ],
+                );
+                std::fs::read(out).unwrap()
+            } else {
+                std::fs::read(twin).unwrap()
+            };
+            assert!(std::fs::read(&ours).unwrap() == want, "{}", ours.display());
+        }
+        let truth = run_diff(&full, target, "v2");
+        let got = run_diff(&stripped, target, "v2");
+        let changed = |d: &DiffJson| -> Vec<String> {
+            d.functions
+                .iter()
+                .filter(|e| e.status == "changed")
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        let (want, found) = (changed(&truth), changed(&got));
+        assert!(
+            want.iter().all(|f| found.contains(f)),
+            "{target}: {want:?} not all in {found:?}"
+        );
+        assert!(!got.hotpatchable && got.data.is_empty(), "{target}");
+        for v in ["v1", "v2"] {
+            let image = image_files(&stripped, target, v).0.display().to_string();
+            let kinds: Vec<&str> = got
+                .blockers
+                .iter()
+                .filter(|b| b.object == image)
+                .map(|b| b.kind.as_str())
+                .collect();
+            assert_eq!(kinds, ["no-data-symbols", "no-type-info"], "{target} {v}");
+        }
+        assert!(truth
+            .blockers
+            .iter()
+            .any(|b| b.kind == "writable-data-resized" && b.object.ends_with("session")));
+    }
+}

@@ -265,13 +265,16 @@ pub fn renormalise(
             data,
         })
         .collect();
-    // Functions: replaced parts out, new bodies in.
+    // Functions: replaced parts out, new bodies in. Those changed only in
+    // their line numbers stay the baseline's ([`assemble_update`] leaves
+    // them out).
     let mut packaged: Vec<(Option<usize>, usize)> = cmp
         .pairs
         .iter()
         .zip(&cmp.changed)
-        .filter(|(_, c)| **c)
-        .map(|(&(b, u), _)| (Some(b), u))
+        .zip(&cmp.lines_only)
+        .filter(|((_, c), l)| **c && !**l)
+        .map(|((&(b, u), _), _)| (Some(b), u))
         .collect();
     packaged.extend(cmp.added.iter().map(|&u| (None, u)));
     let replaced: Vec<(u64, u64)> = packaged

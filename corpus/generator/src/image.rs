@@ -18,24 +18,39 @@ pub struct ImageStats {
     pub global_function_symbols: Option<u64>,
 }
 
+/// `base + index * stride`, or an error: offsets come from the file.
+fn offset(base: usize, index: usize, stride: usize) -> Result<usize> {
+    index
+        .checked_mul(stride)
+        .and_then(|o| base.checked_add(o))
+        .context("offset out of range")
+}
+
+/// The `N` bytes at `o`.
+fn bytes_at<const N: usize>(b: &[u8], o: usize) -> Result<[u8; N]> {
+    let end = o.checked_add(N).context("offset out of range")?;
+    let s = b.get(o..end).context("truncated image")?;
+    s.try_into().context("truncated image")
+}
 fn u16_at(b: &[u8], o: usize) -> Result<u64> {
-    let s = b.get(o..o + 2).context("truncated image")?;
-    Ok(u64::from(u16::from_le_bytes([s[0], s[1]])))
+    Ok(u64::from(u16::from_le_bytes(bytes_at(b, o)?)))
 }
 fn u32_at(b: &[u8], o: usize) -> Result<u64> {
-    let s = b.get(o..o + 4).context("truncated image")?;
-    Ok(u64::from(u32::from_le_bytes(s.try_into().unwrap())))
+    Ok(u64::from(u32::from_le_bytes(bytes_at(b, o)?)))
 }
 fn u64_at(b: &[u8], o: usize) -> Result<u64> {
-    let s = b.get(o..o + 8).context("truncated image")?;
-    Ok(u64::from_le_bytes(s.try_into().unwrap()))
+    Ok(u64::from_le_bytes(bytes_at(b, o)?))
 }
 fn at(v: u64) -> Result<usize> {
     usize::try_from(v).context("offset out of range")
 }
+/// `a + b` for a size total, or an error.
+fn sum(a: u64, b: u64) -> Result<u64> {
+    a.checked_add(b).context("sizes add up past 2^64 bytes")
+}
 
 pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
-    let file_bytes = bytes.len() as u64;
+    let file_bytes = u64::try_from(bytes.len()).context("file too large")?;
     if bytes.starts_with(b"\x7fELF") {
         if bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
             bail!("not a little-endian ELF64 image");
@@ -43,30 +58,32 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
         let shoff = at(u64_at(bytes, 0x28)?)?;
         let shentsize = at(u16_at(bytes, 0x3a)?)?;
         let shnum = at(u16_at(bytes, 0x3c)?)?;
-        let mut text_bytes = 0;
-        let mut funcs = 0;
-        let mut globals = 0;
+        let mut text_bytes = 0u64;
+        let mut funcs = 0u64;
+        let mut globals = 0u64;
         for i in 0..shnum {
-            let h = shoff + i * shentsize;
-            let sh_type = u32_at(bytes, h + 4)?;
-            let flags = u64_at(bytes, h + 8)?;
-            let offset = at(u64_at(bytes, h + 0x18)?)?;
-            let size = u64_at(bytes, h + 0x20)?;
+            let h = offset(shoff, i, shentsize)?;
+            let field = |o: usize| offset(h, 1, o);
+            let sh_type = u32_at(bytes, field(4)?)?;
+            let flags = u64_at(bytes, field(8)?)?;
+            let offset_in_file = at(u64_at(bytes, field(0x18)?)?)?;
+            let size = u64_at(bytes, field(0x20)?)?;
             const SHF_ALLOC: u64 = 2;
             const SHF_EXECINSTR: u64 = 4;
             if flags & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR {
-                text_bytes += size;
+                text_bytes = sum(text_bytes, size)?;
             }
             const SHT_SYMTAB: u64 = 2;
             if sh_type == SHT_SYMTAB {
                 for e in (0..at(size)?).step_by(24) {
-                    let info = bytes.get(offset + e + 4).copied().unwrap_or(0);
-                    let shndx = u16_at(bytes, offset + e + 6)?;
+                    let sym = offset(offset_in_file, 1, e)?;
+                    let info = bytes.get(offset(sym, 1, 4)?).copied().unwrap_or(0);
+                    let shndx = u16_at(bytes, offset(sym, 1, 6)?)?;
                     // STT_FUNC (2) type, defined; STB_GLOBAL (1) binding.
                     if info & 0xf == 2 && shndx != 0 {
-                        funcs += 1;
+                        funcs = sum(funcs, 1)?;
                         if info >> 4 == 1 {
-                            globals += 1;
+                            globals = sum(globals, 1)?;
                         }
                     }
                 }
@@ -80,18 +97,18 @@ pub fn stats(bytes: &[u8]) -> Result<ImageStats> {
         })
     } else if bytes.starts_with(b"MZ") {
         let pe = at(u32_at(bytes, 0x3c)?)?;
-        if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
+        if bytes_at::<4>(bytes, pe).ok() != Some(*b"PE\0\0") {
             bail!("bad PE signature");
         }
-        let nsect = at(u16_at(bytes, pe + 6)?)?;
-        let opt_size = at(u16_at(bytes, pe + 20)?)?;
-        let table = pe + 24 + opt_size;
-        let mut text_bytes = 0;
+        let nsect = at(u16_at(bytes, offset(pe, 1, 6)?)?)?;
+        let opt_size = at(u16_at(bytes, offset(pe, 1, 20)?)?)?;
+        let table = offset(offset(pe, 1, 24)?, 1, opt_size)?;
+        let mut text_bytes = 0u64;
         for i in 0..nsect {
-            let h = table + i * 40;
+            let h = offset(table, i, 40)?;
             const IMAGE_SCN_CNT_CODE: u64 = 0x20;
-            if u32_at(bytes, h + 36)? & IMAGE_SCN_CNT_CODE != 0 {
-                text_bytes += u32_at(bytes, h + 8)?;
+            if u32_at(bytes, offset(h, 1, 36)?)? & IMAGE_SCN_CNT_CODE != 0 {
+                text_bytes = sum(text_bytes, u32_at(bytes, offset(h, 1, 8)?)?)?;
             }
         }
         Ok(ImageStats {

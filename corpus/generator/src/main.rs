@@ -2,6 +2,28 @@
 //! (v1 = baseline, v2 = update) that differ in exactly a chosen set of
 //! functions, builds both for one target, and records the ground truth.
 //! See README.md.
+//!
+//! Linted against panic sources like the rest of the workspace: a bad
+//! argument or a failed build is an error message, not a panic. The unit
+//! tests index and unwrap freely.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod emit;
 mod image;
@@ -139,26 +161,33 @@ fn run(cli: &Cli) -> Result<()> {
     // ---- sources ---------------------------------------------------------
     let names: Vec<String> = (0..plan.units.len())
         .map(|u| emit::unit_file_name(&plan, u))
-        .collect();
-    let mut source_bytes = [0u64; 2];
+        .collect::<Result<_, _>>()?;
+    let (mut v1_bytes, mut v2_bytes) = (0u64, 0u64);
+    let add = |total: u64, text: &str| {
+        u64::try_from(text.len())
+            .ok()
+            .and_then(|n| total.checked_add(n))
+            .context("the sources add up past 2^64 bytes")
+    };
     let mut differing = Vec::new();
+    let [src1, src2] = &src;
     for (u, name) in names.iter().enumerate() {
-        let v1 = emit::render_unit(&plan, u, false);
+        let v1 = emit::render_unit(&plan, u, false)?;
         // A unit without a changed function renders identically in v2.
         let v2 = if plan.unit_changed(u) {
-            emit::render_unit(&plan, u, true)
+            emit::render_unit(&plan, u, true)?
         } else {
             v1.clone()
         };
         if v1 != v2 {
             differing.push(u);
         }
-        source_bytes[0] += v1.len() as u64;
-        source_bytes[1] += v2.len() as u64;
-        write(&src[0].join(name), v1)?;
-        write(&src[1].join(name), v2)?;
+        v1_bytes = add(v1_bytes, &v1)?;
+        v2_bytes = add(v2_bytes, &v2)?;
+        write(&src1.join(name), v1)?;
+        write(&src2.join(name), v2)?;
     }
-    let changed = plan.changed_names();
+    let changed = plan.changed_names()?;
     let mut changed_txt = changed.join("\n");
     if !changed_txt.is_empty() {
         changed_txt.push('\n');
@@ -168,14 +197,16 @@ fn run(cli: &Cli) -> Result<()> {
         "generated {} functions in {} units ({:.1} MB of C per version, {} units differ) in {:.1}s",
         plan.funcs.len(),
         names.len(),
-        source_bytes[0] as f64 / 1e6,
+        v1_bytes as f64 / 1e6,
         differing.len(),
         start.elapsed().as_secs_f64()
     );
 
     let mut mutations = BTreeMap::new();
     for m in plan.changes.values() {
-        *mutations.entry(m.name()).or_insert(0) += 1;
+        // At most one per changed function: cannot overflow.
+        let n: &mut usize = mutations.entry(m.name()).or_insert(0);
+        *n = n.saturating_add(1);
     }
     let mut summary = Summary {
         generator: "hotpatch-corpus-gen",
@@ -187,7 +218,7 @@ fn run(cli: &Cli) -> Result<()> {
         mutations,
         units: names.len(),
         units_changed: differing.len(),
-        source_bytes: [("v1", source_bytes[0]), ("v2", source_bytes[1])].into(),
+        source_bytes: [("v1", v1_bytes), ("v2", v2_bytes)].into(),
         images: BTreeMap::new(),
     };
 
@@ -236,10 +267,10 @@ fn build(
     let mut cmds = Vec::new();
     // One queue for both versions, so every job slot stays busy.
     for &u in &v2_units {
-        cmds.push((
-            target.compile_command(&src[1], &names[u], &obj[1]),
-            why.clone(),
-        ));
+        let name = names
+            .get(u)
+            .with_context(|| format!("internal error: no unit {u}"))?;
+        cmds.push((target.compile_command(&src[1], name, &obj[1]), why.clone()));
     }
     for name in names {
         cmds.push((target.compile_command(&src[0], name, &obj[0]), why.clone()));
@@ -249,7 +280,7 @@ fn build(
     if !warnings.is_empty() {
         eprintln!("compiler warnings:\n{}", warnings.trim_end());
     }
-    let mut reused = 0;
+    let mut reused = 0usize;
     if !cli.full_rebuild {
         for (u, o) in objects.iter().enumerate() {
             if !differing.contains(&u) {
@@ -258,7 +289,8 @@ fn build(
                 fs::copy(&from, &to).with_context(|| {
                     format!("cannot copy {} to {}", from.display(), to.display())
                 })?;
-                reused += 1;
+                // At most one per unit: cannot overflow.
+                reused = reused.saturating_add(1);
             }
         }
     }
@@ -269,11 +301,9 @@ fn build(
 
     let t = Instant::now();
     let why = format!("to link for {}", target.name());
-    let links = (0..2)
-        .map(|v| {
-            let vn = ["v1", "v2"][v];
-            (target.link_command(out, &objects, vn), why.clone())
-        })
+    let links = ["v1", "v2"]
+        .into_iter()
+        .map(|vn| (target.link_command(out, &objects, vn), why.clone()))
         .collect();
     let warnings = toolchain::run_all(links, jobs)?;
     if !warnings.is_empty() {
@@ -320,7 +350,7 @@ mod tests {
         let mut prologue = None;
         for i in range.rev() {
             let f = &plan.funcs[i];
-            let body = emit::render_function(plan, i, &plan.body(i, false));
+            let body = emit::render_function(plan, i, &plan.body(i, false).unwrap()).unwrap();
             let head = body.lines().next().unwrap();
             let at = rest.rfind(&format!("\n{head}")).expect("function header") + 1;
             funcs.push((f.name.clone(), rest[at..].to_string()));
@@ -338,8 +368,8 @@ mod tests {
             let mut differ = BTreeSet::new();
             let mut seen = 0;
             for u in 0..plan.units.len() {
-                let v1 = emit::render_unit(&plan, u, false);
-                let v2 = emit::render_unit(&plan, u, true);
+                let v1 = emit::render_unit(&plan, u, false).unwrap();
+                let v2 = emit::render_unit(&plan, u, true).unwrap();
                 let (p1, f1) = split(&plan, u, &v1);
                 let (p2, f2) = split(&plan, u, &v2);
                 assert_eq!(p1, p2, "unit {u}: text outside functions differs");
@@ -356,8 +386,8 @@ mod tests {
                 }
             }
             assert_eq!(seen, n);
-            let listed: BTreeSet<String> = plan.changed_names().into_iter().collect();
-            assert_eq!(plan.changed_names().len(), c);
+            let listed: BTreeSet<String> = plan.changed_names().unwrap().into_iter().collect();
+            assert_eq!(plan.changed_names().unwrap().len(), c);
             assert_eq!(differ, listed, "seed {seed}");
         }
     }
@@ -367,16 +397,16 @@ mod tests {
         let a = small(5, 300, 20);
         let b = small(5, 300, 20);
         let c = small(6, 300, 20);
-        assert_eq!(a.changed_names(), b.changed_names());
+        assert_eq!(a.changed_names().unwrap(), b.changed_names().unwrap());
         for u in 0..a.units.len() {
             assert_eq!(
-                emit::render_unit(&a, u, true),
-                emit::render_unit(&b, u, true)
+                emit::render_unit(&a, u, true).unwrap(),
+                emit::render_unit(&b, u, true).unwrap()
             );
         }
         assert_ne!(
-            emit::render_unit(&a, 0, false),
-            emit::render_unit(&c, 0, false)
+            emit::render_unit(&a, 0, false).unwrap(),
+            emit::render_unit(&c, 0, false).unwrap()
         );
     }
 
@@ -386,7 +416,7 @@ mod tests {
         let names: BTreeSet<&str> = plan.funcs.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names.len(), plan.funcs.len());
         for (i, f) in plan.funcs.iter().enumerate() {
-            for b in plan.body(i, true).blocks {
+            for b in plan.body(i, true).unwrap().blocks {
                 if let plan::Block::Call { callee, .. } = b {
                     assert_ne!(plan.funcs[callee].unit, f.unit);
                     assert!(!plan.funcs[callee].exported);
@@ -403,8 +433,25 @@ mod tests {
             seed: 1,
             unit_size: 10,
         };
-        assert!(Plan::new(p(10, 0)).is_err());
-        assert!(Plan::new(p(100, 101)).is_err());
+        let err = |p| Plan::new(p).unwrap_err().to_string();
+        assert_eq!(err(p(10, 0)), "--functions must be at least 20 (got 10)");
+        assert_eq!(
+            err(p(100, 101)),
+            "--changed (101) cannot exceed --functions (100)"
+        );
         assert!(Plan::new(p(100, 100)).is_ok());
+        let mut zero = p(100, 1);
+        zero.unit_size = 0;
+        assert_eq!(err(zero), "--unit-size must be at least 1");
+        // More functions than the generator holds in memory are refused
+        // before anything is allocated for them.
+        assert_eq!(
+            err(p(usize::MAX / 2, 0)),
+            format!(
+                "--functions {} is over the limit of 10000000",
+                usize::MAX / 2
+            )
+        );
+        assert!(Plan::new(p(plan::MAX_FUNCTIONS + 1, 0)).is_err());
     }
 }

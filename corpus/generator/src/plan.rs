@@ -8,6 +8,50 @@ use std::collections::BTreeMap;
 
 use crate::rng::SplitMix64;
 
+/// Why a plan cannot be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Fewer functions than the smallest program.
+    #[error("--functions must be at least {MIN_FUNCTIONS} (got {0})")]
+    TooFewFunctions(usize),
+    /// More changed functions than functions.
+    #[error("--changed ({changed}) cannot exceed --functions ({functions})")]
+    TooManyChanged {
+        /// `--changed`.
+        changed: usize,
+        /// `--functions`.
+        functions: usize,
+    },
+    /// A unit size of zero.
+    #[error("--unit-size must be at least 1")]
+    EmptyUnits,
+    /// More functions than the generator makes.
+    #[error("--functions {0} is over the limit of {MAX_FUNCTIONS}")]
+    TooMany(usize),
+    /// So many functions that laying them out overflows.
+    #[error("--functions {0} is too large to lay out")]
+    TooLarge(usize),
+    /// An index the plan does not have: a bug in the generator, reported
+    /// instead of a panic.
+    #[error("internal error: the plan has no {what} {index}")]
+    Missing {
+        /// What was looked up (`function`, `unit`, ...).
+        what: &'static str,
+        /// Its index.
+        index: usize,
+    },
+}
+
+/// `items[index]`, or [`PlanError::Missing`] naming `what`.
+pub fn nth<'a, T>(items: &'a [T], index: usize, what: &'static str) -> Result<&'a T, PlanError> {
+    items.get(index).ok_or(PlanError::Missing { what, index })
+}
+
+/// One of `items`, chosen uniformly by `r`.
+fn choose<T: Copy>(r: &mut SplitMix64, items: &[T], what: &'static str) -> Result<T, PlanError> {
+    nth(items, r.index(items.len()), what).copied()
+}
+
 /// Generation parameters (everything that influences the sources).
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -20,6 +64,10 @@ pub struct Params {
 /// The smallest program the generator makes: two units are needed so that
 /// every call can cross a unit boundary.
 pub const MIN_FUNCTIONS: usize = 20;
+
+/// The largest program the generator makes (200 times the benchmark's
+/// 50,000 functions): the plan, and the sources, are held in memory.
+pub const MAX_FUNCTIONS: usize = 10_000_000;
 
 // Independent PRNG streams.
 const STREAM_LAYOUT: u64 = 1;
@@ -175,38 +223,50 @@ const VERBS: &[&str] = &[
 
 impl Plan {
     /// Lays out the program. Fails on parameters that cannot be honoured.
-    pub fn new(params: Params) -> anyhow::Result<Plan> {
-        anyhow::ensure!(
-            params.functions >= MIN_FUNCTIONS,
-            "--functions must be at least {MIN_FUNCTIONS} (got {})",
-            params.functions
-        );
-        anyhow::ensure!(
-            params.changed <= params.functions,
-            "--changed ({}) cannot exceed --functions ({})",
-            params.changed,
-            params.functions
-        );
-        anyhow::ensure!(params.unit_size >= 1, "--unit-size must be at least 1");
+    pub fn new(params: Params) -> Result<Plan, PlanError> {
+        if params.functions < MIN_FUNCTIONS {
+            return Err(PlanError::TooFewFunctions(params.functions));
+        }
+        if params.functions > MAX_FUNCTIONS {
+            return Err(PlanError::TooMany(params.functions));
+        }
+        if params.changed > params.functions {
+            return Err(PlanError::TooManyChanged {
+                changed: params.changed,
+                functions: params.functions,
+            });
+        }
+        if params.unit_size == 0 {
+            return Err(PlanError::EmptyUnits);
+        }
 
         // At least two units, so that every call crosses a unit boundary.
         let n = params.functions;
         let unit_count = n.div_ceil(params.unit_size).max(2);
+        // Unit `u` holds functions `u * n / units .. (u + 1) * n / units`.
+        let bound = |u: usize| {
+            u.checked_mul(n)
+                .and_then(|x| x.checked_div(unit_count))
+                .ok_or(PlanError::TooLarge(n))
+        };
         let mut units = Vec::with_capacity(unit_count);
-        for u in 0..unit_count {
-            units.push(u * n / unit_count..(u + 1) * n / unit_count);
+        let mut start = 0;
+        for u in 1..=unit_count {
+            let end = bound(u)?;
+            units.push(start..end);
+            start = end;
         }
 
         let mut layout = SplitMix64::derive(params.seed, STREAM_LAYOUT, 0);
         let modules: Vec<&'static str> = (0..unit_count)
-            .map(|_| MODULES[layout.index(MODULES.len())])
-            .collect();
+            .map(|_| choose(&mut layout, MODULES, "module"))
+            .collect::<Result<_, _>>()?;
 
         let mut funcs = Vec::with_capacity(n);
-        for (u, range) in units.iter().enumerate() {
+        for (u, (range, module)) in units.iter().zip(&modules).enumerate() {
             for i in range.clone() {
                 let first = i == range.start;
-                let verb = VERBS[layout.index(VERBS.len())];
+                let verb = choose(&mut layout, VERBS, "verb")?;
                 // The first function of a unit is a plain `Pair` function that
                 // is never exported: it is always a valid fn-pointer target.
                 let sig = if first {
@@ -228,7 +288,7 @@ impl Plan {
                 };
                 let exported = !first && layout.chance(1, 150);
                 funcs.push(Func {
-                    name: format!("{}_{}_{:05}", modules[u], verb, i),
+                    name: format!("{module}_{verb}_{i:05}"),
                     unit: u,
                     sig,
                     size,
@@ -238,7 +298,9 @@ impl Plan {
         }
         // Always export at least one function (the last one).
         if !funcs.iter().any(|f| f.exported) {
-            funcs[n - 1].exported = true;
+            if let Some(last) = funcs.last_mut() {
+                last.exported = true;
+            }
         }
 
         // The changed set: a partial Fisher-Yates shuffle of all indices.
@@ -246,7 +308,16 @@ impl Plan {
         let mut order: Vec<usize> = (0..n).collect();
         let mut changes = BTreeMap::new();
         for k in 0..params.changed {
-            let j = k + pick.index(n - k);
+            // `k < changed <= n`: the rest of `order` is never empty.
+            let j = n
+                .checked_sub(k)
+                .map(|rest| pick.index(rest))
+                .and_then(|off| k.checked_add(off))
+                .filter(|&j| j < n)
+                .ok_or(PlanError::Missing {
+                    what: "function",
+                    index: k,
+                })?;
             order.swap(k, j);
             let m = match pick.below(100) {
                 0..=34 => Mutation::Constant,
@@ -254,7 +325,7 @@ impl Plan {
                 55..=84 => Mutation::Grow,
                 _ => Mutation::Shrink,
             };
-            changes.insert(order[k], m);
+            changes.insert(*nth(&order, k, "function")?, m);
         }
 
         Ok(Plan {
@@ -266,63 +337,103 @@ impl Plan {
         })
     }
 
+    /// Function `i`.
+    pub fn func(&self, i: usize) -> Result<&Func, PlanError> {
+        nth(&self.funcs, i, "function")
+    }
+
+    /// The index range of unit `u`'s functions.
+    pub fn unit(&self, u: usize) -> Result<std::ops::Range<usize>, PlanError> {
+        nth(&self.units, u, "unit").cloned()
+    }
+
     /// Names of the changed functions, sorted: the content of `changed.txt`.
-    pub fn changed_names(&self) -> Vec<String> {
+    pub fn changed_names(&self) -> Result<Vec<String>, PlanError> {
         let mut v: Vec<String> = self
             .changes
             .keys()
-            .map(|&i| self.funcs[i].name.clone())
-            .collect();
+            .map(|&i| self.func(i).map(|f| f.name.clone()))
+            .collect::<Result<_, _>>()?;
         v.sort();
-        v
+        Ok(v)
     }
 
     /// Does unit `u` contain a changed function?
     pub fn unit_changed(&self, u: usize) -> bool {
-        self.changes.range(self.units[u].clone()).next().is_some()
+        self.units
+            .get(u)
+            .is_some_and(|r| self.changes.range(r.clone()).next().is_some())
     }
 
     /// Data of a unit: initial values of `gNNNN_b`, contents of the two
     /// const tables, and the function-pointer table's targets.
-    pub fn unit_data(&self, u: usize) -> UnitData {
+    pub fn unit_data(&self, u: usize) -> Result<UnitData, PlanError> {
         let mut r = SplitMix64::derive(self.params.seed, STREAM_UNIT, u as u64);
         let init_b = (0..128).map(|_| r.next_u64() as u32).collect();
         let table = (0..64).map(|_| r.next_u64() as u32).collect();
         let bytes = (0..256).map(|_| r.next_u64() as u8).collect();
         let fnptrs = (0..8)
             .map(|_| self.pick_callee(&mut r, u, Some(Sig::Pair)))
-            .collect();
-        UnitData {
+            .collect::<Result<_, _>>()?;
+        Ok(UnitData {
             init_b,
             table,
             bytes,
             fnptrs,
-        }
+        })
     }
 
     /// A non-exported function in a unit other than `u` (with signature `sig`
     /// if given). Unit-first functions are always `Pair`, so this terminates.
-    fn pick_callee(&self, r: &mut SplitMix64, u: usize, sig: Option<Sig>) -> usize {
+    fn pick_callee(
+        &self,
+        r: &mut SplitMix64,
+        u: usize,
+        sig: Option<Sig>,
+    ) -> Result<usize, PlanError> {
         let units = self.units.len();
+        // There are always at least two units (see `new`).
+        let others = units
+            .checked_sub(1)
+            .filter(|&n| n > 0)
+            .ok_or(PlanError::Missing {
+                what: "other unit than",
+                index: u,
+            })?;
         loop {
-            let other = (u + 1 + r.index(units - 1)) % units;
-            let range = self.units[other].clone();
+            // One of the other units: `u + 1 ..= u + units - 1`, modulo.
+            let other = u
+                .checked_add(1)
+                .and_then(|x| x.checked_add(r.index(others)))
+                .and_then(|x| x.checked_rem(units))
+                .ok_or(PlanError::Missing {
+                    what: "unit",
+                    index: u,
+                })?;
+            let range = self.unit(other)?;
             for _ in 0..4 {
-                let c = range.start + r.index(range.len());
-                let f = &self.funcs[c];
+                let c =
+                    range
+                        .start
+                        .checked_add(r.index(range.len()))
+                        .ok_or(PlanError::Missing {
+                            what: "function in unit",
+                            index: other,
+                        })?;
+                let f = self.func(c)?;
                 if !f.exported && sig.is_none_or(|s| s == f.sig) {
-                    return c;
+                    return Ok(c);
                 }
             }
             if sig.is_none_or(|s| s == Sig::Pair) {
-                return range.start;
+                return Ok(range.start);
             }
         }
     }
 
     /// The v1 body of function `i`.
-    pub fn body_v1(&self, i: usize) -> Body {
-        let f = &self.funcs[i];
+    pub fn body_v1(&self, i: usize) -> Result<Body, PlanError> {
+        let f = self.func(i)?;
         let mut r = SplitMix64::derive(self.params.seed, STREAM_BODY, i as u64);
         let k0 = constant(&mut r);
         let k1 = constant(&mut r);
@@ -338,13 +449,13 @@ impl Plan {
             Size::Small => r.below(3),
             Size::Medium | Size::Large => r.range(1, 3),
         } as usize;
-        let mut blocks = Vec::with_capacity(count + calls + 2);
+        let mut blocks = Vec::with_capacity(count.saturating_add(calls).saturating_add(2));
         for _ in 0..count {
-            blocks.push(self.local_block(&mut r, f, false));
+            blocks.push(self.local_block(&mut r, f, false)?);
         }
         for _ in 0..calls {
-            let callee = self.pick_callee(&mut r, f.unit, None);
-            let at = r.index(blocks.len() + 1);
+            let callee = self.pick_callee(&mut r, f.unit, None)?;
+            let at = r.index(blocks.len().saturating_add(1));
             blocks.insert(
                 at,
                 Block::Call {
@@ -355,9 +466,9 @@ impl Plan {
         }
         // The first function of a unit uses the unit's static tables, so
         // that they exist in every version whatever else changes.
-        let first = i == self.units[f.unit].start;
+        let first = i == self.unit(f.unit)?.start;
         if first || r.chance(1, 20) {
-            let at = r.index(blocks.len() + 1);
+            let at = r.index(blocks.len().saturating_add(1));
             blocks.insert(
                 at,
                 Block::FnPtr {
@@ -372,24 +483,29 @@ impl Plan {
                 s: r.range(1, 40) as u32,
             });
         }
-        Body { k0, k1, blocks }
+        Ok(Body { k0, k1, blocks })
     }
 
     /// The body of function `i` in version 2 (`v2 == false` gives v1).
-    pub fn body(&self, i: usize, v2: bool) -> Body {
-        let mut body = self.body_v1(i);
+    pub fn body(&self, i: usize, v2: bool) -> Result<Body, PlanError> {
+        let mut body = self.body_v1(i)?;
         if v2 {
             if let Some(&m) = self.changes.get(&i) {
-                self.mutate(i, m, &mut body);
+                self.mutate(i, m, &mut body)?;
             }
         }
-        body
+        Ok(body)
     }
 
     /// A block that references nothing outside the function's own unit
     /// (except, unless `unit_only`, another unit's globals).
-    fn local_block(&self, r: &mut SplitMix64, f: &Func, unit_only: bool) -> Block {
-        match r.below(100) {
+    fn local_block(
+        &self,
+        r: &mut SplitMix64,
+        f: &Func,
+        unit_only: bool,
+    ) -> Result<Block, PlanError> {
+        Ok(match r.below(100) {
             0..=33 => {
                 let op = r.below(ARITH_OPS) as u8;
                 Block::Arith {
@@ -416,7 +532,7 @@ impl Plan {
                 };
                 Block::Loop {
                     src,
-                    trip: [3, 7, 15, 31][r.index(4)],
+                    trip: choose(r, &[3, 7, 15, 31], "trip count")?,
                     k: multiplier(r),
                     s: r.range(1, 40) as u32,
                     write: r.chance(1, 3),
@@ -469,14 +585,14 @@ impl Plan {
                 k: multiplier(r),
                 s: r.range(1, 56) as u32,
             },
-        }
+        })
     }
 
     /// Applies mutation `m` to the v1 body of function `i`. Mutations never
     /// add or remove references to anything outside the function's unit,
     /// and never touch data, so the rest of the unit compiles identically.
-    fn mutate(&self, i: usize, m: Mutation, body: &mut Body) {
-        let f = &self.funcs[i];
+    fn mutate(&self, i: usize, m: Mutation, body: &mut Body) -> Result<(), PlanError> {
+        let f = self.func(i)?;
         let mut r = SplitMix64::derive(self.params.seed, STREAM_MUTATION, i as u64);
         // Flip only low bits: visible through any truncation to 16 bits or more.
         let delta = r.range(1, 0xffff);
@@ -488,11 +604,17 @@ impl Plan {
         };
         match m {
             Mutation::Constant => {
-                let slot = r.index(body.blocks.len() + 2);
+                let slot = r.index(body.blocks.len().saturating_add(2));
                 match slot {
                     0 => body.k0 ^= delta,
                     1 => body.k1 ^= delta,
-                    _ => match &mut body.blocks[slot - 2] {
+                    _ => match slot
+                        .checked_sub(2)
+                        .and_then(|j| body.blocks.get_mut(j))
+                        .ok_or(PlanError::Missing {
+                            what: "block",
+                            index: slot,
+                        })? {
                         Block::Arith { k, .. }
                         | Block::Cond { k, .. }
                         | Block::Loop { k, .. }
@@ -506,7 +628,7 @@ impl Plan {
             }
             Mutation::Condition => {
                 let m = (r.next_u64() & 0x3f0) | 0x3;
-                let at = r.index(body.blocks.len() + 1);
+                let at = r.index(body.blocks.len().saturating_add(1));
                 body.blocks.insert(
                     at,
                     Block::Cond {
@@ -519,19 +641,24 @@ impl Plan {
             }
             Mutation::Grow => {
                 for _ in 0..r.range(2, 5) {
-                    let at = r.index(body.blocks.len() + 1);
-                    let b = self.local_block(&mut r, f, true);
+                    let at = r.index(body.blocks.len().saturating_add(1));
+                    let b = self.local_block(&mut r, f, true)?;
                     body.blocks.insert(at, b);
                 }
             }
             Mutation::Shrink => {
-                let arith: Vec<usize> = (0..body.blocks.len())
-                    .filter(|&j| matches!(body.blocks[j], Block::Arith { .. }))
+                let arith: Vec<usize> = body
+                    .blocks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| matches!(b, Block::Arith { .. }))
+                    .map(|(j, _)| j)
                     .collect();
-                let drop = arith[r.index(arith.len())];
+                let drop = choose(&mut r, &arith, "arithmetic block")?;
                 body.blocks.remove(drop);
             }
         }
+        Ok(())
     }
 }
 

@@ -38,7 +38,8 @@ impl SplitMix64 {
     /// the bias is below 2^-32 for the small ranges used here).
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        // The product of two 64-bit values always fits in 128 bits.
+        (u128::from(self.next_u64()).wrapping_mul(u128::from(n)) >> 64) as u64
     }
 
     /// Uniform `usize` in `0..n`.
@@ -46,9 +47,14 @@ impl SplitMix64 {
         self.below(n as u64) as usize
     }
 
-    /// Uniform in `lo..=hi`.
+    /// Uniform in `lo..=hi` (`lo <= hi`; an empty range gives `lo`).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
+        match hi.saturating_sub(lo).checked_add(1) {
+            // `lo + below(n)` is at most `hi`.
+            Some(n) => lo.saturating_add(self.below(n)),
+            // The whole of `u64`.
+            None => self.next_u64(),
+        }
     }
 
     /// True with probability `num / den`.

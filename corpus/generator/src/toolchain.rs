@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 
@@ -264,25 +264,39 @@ pub fn run_all(jobs: Vec<(Command, String)>, parallel: usize) -> Result<String> 
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(slot) = jobs.get(i) else { return };
-                let Some((cmd, why)) = slot.lock().unwrap().take() else {
+                let Some((cmd, why)) = slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+                else {
                     return;
                 };
                 match run(cmd, &why) {
-                    Ok(w) if !w.is_empty() => warnings.lock().unwrap().push((i, w)),
+                    Ok(w) if !w.is_empty() => warnings
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, w)),
                     Ok(_) => {}
                     Err(e) => {
                         failed.store(true, Ordering::Relaxed);
-                        errors.lock().unwrap().push(e);
+                        errors
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(e);
                         return;
                     }
                 }
             });
         }
     });
-    if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
+    if let Some(e) = errors
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .next()
+    {
         return Err(e);
     }
-    let mut w = warnings.into_inner().unwrap();
+    let mut w = warnings
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     w.sort_by_key(|(i, _)| *i);
     Ok(w.into_iter().map(|(_, s)| s).collect())
 }

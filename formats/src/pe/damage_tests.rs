@@ -461,3 +461,76 @@ fn parse_with_pdb_reads_a_pdb_from_memory() {
         "{msg}"
     );
 }
+
+/// Damaged line information (a module's C13 subsections, or the sizes the
+/// module list gives them) costs that module its function lines, never the
+/// read: functions, data and types are those of the intact PDB.
+#[test]
+fn damaged_line_tables_cost_only_lines() {
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    let opts = ReadOptions::new("g.dll").with_pdb("g.pdb");
+    let (mut rounds, mut fewer) = (0usize, 0usize);
+    for s in samples() {
+        let intact = parse(&s.image, &opts, Pdb::InMemory(&s.pdb)).unwrap();
+        assert!(!intact.lines.is_empty(), "{}: no lines", s.name);
+        let msf = Msf::parse(&s.pdb);
+        let dbi_bytes = msf.read(&s.pdb, 3);
+        let dbi = streams::dbi(&dbi_bytes).unwrap();
+        let modules = dbi.modules().unwrap();
+        // Where each module record starts in the DBI stream.
+        let mut records = Vec::new();
+        let mut at = 64;
+        for m in &modules {
+            records.push(at);
+            at += 64 + m.name.len() + 1;
+            let obj = dbi_bytes[at..].iter().position(|&b| b == 0).unwrap();
+            at = (at + obj + 1).next_multiple_of(4);
+        }
+        let with_lines: Vec<usize> = (0..modules.len())
+            .filter(|&i| modules[i].c13_size > 0 && modules[i].stream != streams::NO_STREAM)
+            .collect();
+        assert!(!with_lines.is_empty(), "{}", s.name);
+        for round in 0..150 {
+            let i = with_lines[rng.below(with_lines.len())];
+            let m = &modules[i];
+            let mut pdb = s.pdb.clone();
+            let what = match rng.below(4) {
+                0 => {
+                    msf.write(&mut pdb, 3, records[i] + 44, &rng.nasty_u32().to_le_bytes());
+                    "C13 size".to_owned()
+                }
+                1 => {
+                    msf.write(&mut pdb, 3, records[i] + 40, &rng.nasty_u32().to_le_bytes());
+                    "C11 size".to_owned()
+                }
+                _ => {
+                    let start = m.symbols_size as usize + m.c11_size as usize;
+                    let at = start + rng.below(m.c13_size as usize);
+                    let room = (start + m.c13_size as usize).saturating_sub(at);
+                    if room >= 4 && rng.below(2) == 0 {
+                        msf.write(
+                            &mut pdb,
+                            usize::from(m.stream),
+                            at,
+                            &rng.nasty_u32().to_le_bytes(),
+                        );
+                    } else {
+                        msf.write(&mut pdb, usize::from(m.stream), at, &[rng.next() as u8]);
+                    }
+                    format!("C13 byte {at:#x}")
+                }
+            };
+            let what = format!("{} module `{}` round {round}: {what}", s.name, m.name);
+            let damaged = parse(&s.image, &opts, Pdb::InMemory(&pdb))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(damaged.functions, intact.functions, "{what}");
+            assert_eq!(damaged.data, intact.data, "{what}");
+            assert_eq!(damaged.types, intact.types, "{what}");
+            assert_eq!(damaged.type_uses, intact.type_uses, "{what}");
+            rounds += 1;
+            fewer += usize::from(damaged.lines.len() < intact.lines.len());
+        }
+    }
+    // Most damage is caught and drops the module's lines.
+    assert!(fewer * 3 > rounds, "{fewer} of {rounds} rounds lost lines");
+}

@@ -226,6 +226,7 @@ impl<'t, 'a> Reader<'t, 'a> {
             info: TypeInfo::Read,
             types: layouts,
             uses: self.uses,
+            lines: Vec::new(),
         })
     }
 }

@@ -158,6 +158,11 @@ pub(super) struct Module {
     /// Bytes of symbol records at the start of that stream (with the
     /// 4-byte signature).
     pub(super) symbols_size: u32,
+    /// Bytes of C11 line information after the symbols (old compilers).
+    pub(super) c11_size: u32,
+    /// Bytes of C13 debug subsections after those (line tables, file
+    /// checksums, inlinee lines).
+    pub(super) c13_size: u32,
 }
 
 impl Dbi<'_> {
@@ -180,6 +185,8 @@ impl Dbi<'_> {
                 .ok_or_else(|| bad("the record is truncated"))?;
             let stream = h.u16().ok_or_else(|| bad("the record is truncated"))?;
             let symbols_size = h.u32().ok_or_else(|| bad("the record is truncated"))?;
+            let c11_size = h.u32().ok_or_else(|| bad("the record is truncated"))?;
+            let c13_size = h.u32().ok_or_else(|| bad("the record is truncated"))?;
             let name = c
                 .cstr()
                 .ok_or_else(|| bad("the module name has no terminating NUL"))?;
@@ -191,6 +198,8 @@ impl Dbi<'_> {
                 name: escape_name(name),
                 stream,
                 symbols_size,
+                c11_size,
+                c13_size,
             });
         }
         Ok(out)
@@ -401,6 +410,156 @@ impl<'a> Records<'a> {
     }
 }
 
+/// `DEBUG_S_LINES`: a C13 subsection holding one line table.
+const DEBUG_S_LINES: u32 = 0xf2;
+/// Line-table flag: each block has a column entry per line after its lines.
+const CV_LINES_HAVE_COLUMNS: u16 = 1;
+/// Size of a line table's header (offset, segment, flags, code size).
+const LINES_HEADER_SIZE: usize = 12;
+/// Size of a line block's header (file, line count, block size).
+const LINE_BLOCK_HEADER_SIZE: usize = 12;
+/// Size of a line entry (offset, line and flags).
+const LINE_ENTRY_SIZE: usize = 8;
+/// Size of a column entry.
+const COLUMN_ENTRY_SIZE: usize = 4;
+/// Line numbers that mark code with no source line: MSVC's "hidden"
+/// (`0xfeefee`) and "always step into" (`0xf00f00`) markers, and 0.
+const NO_LINE: [u32; 3] = [0, 0x00fe_efee, 0x00f0_0f00];
+
+/// The first line of one C13 line table: where its code starts
+/// (`section:offset`, the function's address for the tables clang and
+/// MSVC write, one per function) and its first line (see [`first_line`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FirstLine {
+    /// 1-based section number.
+    pub(super) section: u16,
+    /// Offset in the section.
+    pub(super) offset: u32,
+    /// The line.
+    pub(super) line: u32,
+}
+
+/// The first line of every line table (`DEBUG_S_LINES`) in a module
+/// stream's C13 subsections, which follow its `symbols_size` bytes of
+/// symbols and `c11_size` bytes of C11 lines. `Err` describes the first
+/// damage found; the caller decides what the damage costs (lines are
+/// optional: it drops the module's lines).
+pub(super) fn first_lines(stream: &[u8], module: &Module) -> Result<Vec<FirstLine>, String> {
+    let start = u64::from(module.symbols_size).saturating_add(u64::from(module.c11_size));
+    let end = start.saturating_add(u64::from(module.c13_size));
+    let c13 = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(end).ok())
+        .and_then(|(a, b)| stream.get(a..b))
+        .ok_or_else(|| {
+            format!(
+                "its C13 line information ({} bytes at offset {start:#x}) runs past the end of the {}-byte stream",
+                module.c13_size,
+                stream.len()
+            )
+        })?;
+    let mut out = Vec::new();
+    let mut c = Cursor::new(c13);
+    while !c.is_empty() {
+        let at = start.saturating_add(c.pos() as u64);
+        let bad = |what: &str| format!("C13 subsection at offset {at:#x}: {what}");
+        let kind = c.u32().ok_or_else(|| bad("the header is truncated"))?;
+        let len = c.u32().ok_or_else(|| bad("the header is truncated"))?;
+        let body = usize::try_from(len)
+            .ok()
+            .and_then(|n| c.take(n))
+            .ok_or_else(|| bad(&format!("its {len} bytes run past the C13 information")))?;
+        // Subsections are padded to 4 bytes (the last one may end without).
+        if !c.is_empty() {
+            c.align(4)
+                .ok_or_else(|| bad("its padding runs past the C13 information"))?;
+        }
+        // Other kinds (file checksums, inlinee lines, and any kind with the
+        // "ignore" bit 0x80000000 set) place no function's first line.
+        if kind != DEBUG_S_LINES {
+            continue;
+        }
+        if let Some(first) = first_line(body).map_err(|e| bad(&e))? {
+            out.push(first);
+        }
+    }
+    Ok(out)
+}
+
+/// The first line of one `DEBUG_S_LINES` subsection body: the smallest
+/// line of the source file that its lowest offset belongs to, leaving out
+/// [`NO_LINE`] markers; `None` when it has no line at all. For a function
+/// with a prologue that is its opening brace; for a leaf function that
+/// clang emits without one, the first statement that has code, whichever
+/// instruction the compiler scheduled first.
+fn first_line(body: &[u8]) -> Result<Option<FirstLine>, String> {
+    let mut c = Cursor::new(body);
+    let header = (|| Some((c.u32()?, c.u16()?, c.u16()?, c.u32()?)))();
+    let Some((offset, section, flags, _code_size)) = header else {
+        return Err(format!(
+            "the line table is {} bytes, too short for its {LINES_HEADER_SIZE}-byte header",
+            body.len()
+        ));
+    };
+    let per_line = if flags & CV_LINES_HAVE_COLUMNS != 0 {
+        LINE_ENTRY_SIZE.saturating_add(COLUMN_ENTRY_SIZE)
+    } else {
+        LINE_ENTRY_SIZE
+    };
+    // (file, offset, line) of every real line; at most one per 8 bytes.
+    let mut entries: Vec<(u32, u32, u32)> = Vec::new();
+    while !c.is_empty() {
+        let at = c.pos();
+        let bad = |what: &str| format!("line block at +{at:#x}: {what}");
+        let block = (|| Some((c.u32()?, c.u32()?, c.u32()?)))();
+        let Some((file, count, size)) = block else {
+            return Err(bad("the header is truncated"));
+        };
+        let need = usize::try_from(count)
+            .ok()
+            .and_then(|n| n.checked_mul(per_line))
+            .and_then(|n| n.checked_add(LINE_BLOCK_HEADER_SIZE));
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if need != Some(size) {
+            return Err(bad(&format!(
+                "it says {size} bytes, but {count} lines take {}",
+                need.map_or_else(|| "more".to_string(), |n| n.to_string())
+            )));
+        }
+        let rest = size.saturating_sub(LINE_BLOCK_HEADER_SIZE);
+        let data = c
+            .take(rest)
+            .ok_or_else(|| bad("its lines run past the line table"))?;
+        let mut lines = Cursor::new(data);
+        for _ in 0..count {
+            let (Some(off), Some(bits)) = (lines.u32(), lines.u32()) else {
+                return Err(bad("its lines are truncated"));
+            };
+            let line = bits & 0x00ff_ffff;
+            if !NO_LINE.contains(&line) {
+                entries.push((file, off, line));
+            }
+        }
+    }
+    // The file of the lowest offset (the first such entry), then its
+    // smallest line.
+    let mut first: Option<(u32, u32)> = None;
+    for &(file, off, _) in &entries {
+        if first.is_none_or(|(_, o)| off < o) {
+            first = Some((file, off));
+        }
+    }
+    let Some((file, _)) = first else {
+        return Ok(None);
+    };
+    let line = entries.iter().filter(|e| e.0 == file).map(|e| e.2).min();
+    Ok(line.map(|line| FirstLine {
+        section,
+        offset,
+        line,
+    }))
+}
+
 /// A procedure record (`S_GPROC32`, `S_LPROC32` and their `_ID` and DPC
 /// variants).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -535,12 +694,16 @@ mod tests {
                 Module {
                     name: "a.obj".into(),
                     stream: 11,
-                    symbols_size: 100
+                    symbols_size: 100,
+                    c11_size: 0,
+                    c13_size: 0
                 },
                 Module {
                     name: "bad\\x1b[31m\\xff.obj".into(),
                     stream: NO_STREAM,
-                    symbols_size: 0
+                    symbols_size: 0,
+                    c11_size: 0,
+                    c13_size: 0
                 }
             ]
         );
@@ -601,6 +764,164 @@ mod tests {
             .contributions()
             .unwrap_err()
             .contains("not a whole number"));
+    }
+
+    /// A `DEBUG_S_LINES` subsection body: header at `section:offset`, then
+    /// blocks of `(offset, line)` entries (with column entries if
+    /// `columns`).
+    fn line_table(section: u16, offset: u32, columns: bool, blocks: &[&[(u32, u32)]]) -> Vec<u8> {
+        let files: Vec<(u32, &[(u32, u32)])> = blocks.iter().map(|b| (0x18, *b)).collect();
+        line_table_in(section, offset, columns, &files)
+    }
+
+    /// [`line_table`] with each block's file (its checksum offset).
+    fn line_table_in(
+        section: u16,
+        offset: u32,
+        columns: bool,
+        blocks: &[(u32, &[(u32, u32)])],
+    ) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&section.to_le_bytes());
+        b.extend_from_slice(&u16::from(columns).to_le_bytes());
+        b.extend_from_slice(&0x40u32.to_le_bytes());
+        for &(file, lines) in blocks {
+            let per = if columns { 12 } else { 8 };
+            b.extend_from_slice(&file.to_le_bytes());
+            b.extend_from_slice(&(lines.len() as u32).to_le_bytes());
+            b.extend_from_slice(&((12 + per * lines.len()) as u32).to_le_bytes());
+            for &(off, line) in lines {
+                b.extend_from_slice(&off.to_le_bytes());
+                // Is-statement bit and a delta to the end line set.
+                b.extend_from_slice(&(line | 0x8100_0000).to_le_bytes());
+            }
+            if columns {
+                b.extend(std::iter::repeat_n(0u8, 4 * lines.len()));
+            }
+        }
+        b
+    }
+
+    /// A subsection: kind, length, body, padding to 4.
+    fn subsection(kind: u32, body: &[u8]) -> Vec<u8> {
+        let mut s = kind.to_le_bytes().to_vec();
+        s.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        s.extend_from_slice(body);
+        while s.len() % 4 != 0 {
+            s.push(0);
+        }
+        s
+    }
+
+    /// A module stream: `symbols` bytes of symbols, then the subsections.
+    fn module_stream(symbols: usize, c13: &[u8]) -> (Vec<u8>, Module) {
+        let mut stream = vec![0u8; symbols];
+        stream.extend_from_slice(c13);
+        stream.extend_from_slice(&0u32.to_le_bytes()); // global refs size
+        let m = Module {
+            name: "m.obj".into(),
+            stream: 12,
+            symbols_size: symbols as u32,
+            c11_size: 0,
+            c13_size: c13.len() as u32,
+        };
+        (stream, m)
+    }
+
+    /// The first line of each line table is the smallest line of the file
+    /// of its lowest offset, over all its blocks, skipping "no line"
+    /// markers; other subsections (file checksums, inlinee lines, ignored
+    /// ones) are passed over.
+    #[test]
+    fn first_lines_of_c13_line_tables() {
+        let mut c13 = subsection(0xf4, &[1, 2, 3, 4, 5, 6]); // file checksums
+        c13.extend(subsection(
+            0xf2,
+            &line_table(1, 0x10, false, &[&[(0, 50), (0, 53), (0xf, 54)]]),
+        ));
+        c13.extend(subsection(0xf6, &[0; 12])); // inlinee lines
+        c13.extend(subsection(
+            0xf2,
+            &line_table(
+                1,
+                0x60,
+                true,
+                &[&[(4, 70), (9, 71)], &[(0, 0xfeefee), (2, 67), (6, 66)]],
+            ),
+        ));
+        // The lowest offset is in file 0x30: file 0x18's line 20 is
+        // another file's.
+        c13.extend(subsection(
+            0xf2,
+            &line_table_in(
+                1,
+                0x80,
+                false,
+                &[(0x18, &[(4, 20)]), (0x30, &[(0, 60), (8, 58)])],
+            ),
+        ));
+        c13.extend(subsection(
+            0x8000_00f2,
+            &line_table(1, 0xa0, false, &[&[(0, 1)]]),
+        ));
+        c13.extend(subsection(
+            0xf2,
+            &line_table(2, 0x0, false, &[&[(0, 0xf00f00)]]),
+        ));
+        let (stream, m) = module_stream(0x20, &c13);
+        assert_eq!(
+            first_lines(&stream, &m).unwrap(),
+            [
+                FirstLine {
+                    section: 1,
+                    offset: 0x10,
+                    line: 50
+                },
+                FirstLine {
+                    section: 1,
+                    offset: 0x60,
+                    line: 66
+                },
+                FirstLine {
+                    section: 1,
+                    offset: 0x80,
+                    line: 58
+                }
+            ]
+        );
+        // No C13 information: no lines.
+        let (stream, m) = module_stream(0x20, &[]);
+        assert_eq!(first_lines(&stream, &m).unwrap(), []);
+    }
+
+    /// Damaged line information is an error that says where, never a panic:
+    /// every truncation of the subsections, and sizes that lie.
+    #[test]
+    fn damaged_c13_line_tables_are_errors() {
+        let table = line_table(1, 0x10, true, &[&[(0, 50), (3, 51)]]);
+        let c13 = subsection(0xf2, &table);
+        for n in 1..c13.len() {
+            let (stream, m) = module_stream(8, &c13[..n]);
+            assert!(first_lines(&stream, &m).is_err(), "{n}");
+        }
+        // Sizes past the stream.
+        let (stream, mut m) = module_stream(8, &c13);
+        m.c13_size = u32::MAX;
+        let e = first_lines(&stream, &m).unwrap_err();
+        assert!(e.contains("runs past the end of the"), "{e}");
+        m.c13_size = c13.len() as u32;
+        m.c11_size = u32::MAX;
+        assert!(first_lines(&stream, &m).is_err());
+        // A block whose size disagrees with its line count.
+        let mut bad = table.clone();
+        bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        let (stream, m) = module_stream(8, &subsection(0xf2, &bad));
+        let e = first_lines(&stream, &m).unwrap_err();
+        assert!(
+            e.starts_with("C13 subsection at offset 0x8: line block at +0xc: it says"),
+            "{e}"
+        );
     }
 
     #[test]

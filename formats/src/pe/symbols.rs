@@ -48,7 +48,7 @@ use super::streams::{self, Module, RecordedSection, NO_STREAM};
 use super::types::TypeTable;
 use super::SectionInfo;
 use crate::error::{Error, Result};
-use crate::image::{guid_to_string, CodeView, DataObject, Function, Visibility};
+use crate::image::{guid_to_string, CodeView, DataObject, Function, FunctionLine, Visibility};
 
 /// What [`Error::Malformed`] says it was reading when the PDB is damaged.
 const WHAT_PDB: &str = "PDB";
@@ -110,6 +110,9 @@ pub(super) struct Found {
     pub(super) data: Vec<DataObject>,
     /// Start and end RVAs of every section contribution.
     pub(super) boundaries: Vec<u64>,
+    /// The first line of every function line table (see
+    /// [`crate::image::FunctionLine`]).
+    pub(super) lines: Vec<FunctionLine>,
     /// Struct, union and class layouts and the types each function uses.
     pub(super) types: crate::types::Found,
 }
@@ -311,6 +314,7 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
     let modules = dbi.modules().map_err(|e| malformed(path, e))?;
     check_module_streams(&modules, path)?;
     let mut functions = Vec::new();
+    let mut lines = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for (number, module) in modules.iter().enumerate() {
         if module.stream == NO_STREAM {
@@ -322,6 +326,12 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         };
         let mut records = streams::module_records(&bytes, module.symbols_size)
             .map_err(|e| malformed(path, format!("{where_}: {e}")))?;
+        // Lines are optional: damaged line tables cost this module its
+        // lines (its functions are then never taken for `__LINE__`-only
+        // changes), not the read.
+        if let Ok(first) = streams::first_lines(&bytes, module) {
+            lines.extend(first.iter().filter_map(|f| line_rva(req.sections, f)));
+        }
         if let Some(r) = type_reader.as_mut() {
             r.module();
         }
@@ -438,7 +448,19 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         functions,
         data,
         boundaries,
+        lines,
         types,
+    })
+}
+
+/// A line table's first line at its RVA, when its `section:offset` lies in
+/// one of the image's sections (a table elsewhere places no function).
+fn line_rva(sections: &[SectionInfo], f: &streams::FirstLine) -> Option<FunctionLine> {
+    let s = sections.get(usize::from(f.section).checked_sub(1)?)?;
+    let offset = u64::from(f.offset);
+    (offset < s.size).then_some(FunctionLine {
+        rva: s.rva.checked_add(offset)?,
+        line: f.line,
     })
 }
 

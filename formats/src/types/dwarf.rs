@@ -20,7 +20,14 @@
 //!   `DW_AT_abstract_origin` and `DW_AT_specification` (GCC describes an
 //!   out-of-line or inlined instance by reference to an abstract instance
 //!   that holds the types), and the same for every subroutine inlined into
-//!   it.
+//!   it;
+//! - every function with code gets its first line
+//!   ([`FunctionLine`]): its `DW_AT_decl_line`, or the one its abstract
+//!   origin or specification carries. The declaration line rather than the
+//!   line program's row at the entry: it moves with the function's text
+//!   exactly as a `__LINE__` in it does, it needs no pass over
+//!   `.debug_line`, and it does not depend on which instruction the
+//!   compiler scheduled first.
 //!
 //! Type units (DWARF 4 `.debug_types`, DWARF 5 `DW_UT_type`) are followed
 //! through `DW_AT_signature` stand-ins, and a C++ type that a type unit
@@ -48,7 +55,7 @@ use object::Endianness;
 
 use super::{is_placeholder_name, Found, MAX_CHAIN, MAX_FLATTEN, MAX_MEMBERS};
 use crate::error::{Error, Result};
-use crate::image::{Field, TypeInfo, TypeKind, TypeLayout, TypeUse};
+use crate::image::{Field, FunctionLine, TypeInfo, TypeKind, TypeLayout, TypeUse};
 use crate::name::escape_name;
 
 /// The DWARF reader type: slices of the file.
@@ -201,6 +208,8 @@ struct Sub {
     origin: Option<Ref>,
     /// Index into [`Scan::units`] of its unit.
     unit: u32,
+    /// `DW_AT_decl_line`; 0 when it has none (DWARF's "no line").
+    line: u32,
 }
 
 /// A data member, or a base class, of a record, as written.
@@ -417,10 +426,12 @@ pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
     let model = Model::new(&scan);
     let types = model.layouts().map_err(|e| malformed(path, e))?;
     let uses = model.uses().map_err(|e| malformed(path, e))?;
+    let lines = model.lines();
     Ok(Found {
         info: TypeInfo::Read,
         types,
         uses,
+        lines,
     })
 }
 
@@ -649,6 +660,7 @@ fn scan_unit<'d>(
                         ty: None,
                         origin: None,
                         unit: unit_index,
+                        line: 0,
                     };
                     let (mut low_pc, mut ranges, mut declaration) = (None, None, false);
                     read_attrs(
@@ -661,10 +673,18 @@ fn scan_unit<'d>(
                             dw::DW_AT_specification,
                             dw::DW_AT_low_pc,
                             dw::DW_AT_ranges,
+                            dw::DW_AT_decl_line,
                         ],
                         |attr| {
                             match attr.name() {
                                 dw::DW_AT_declaration => declaration = flag(&attr.value()),
+                                // A line that is not a constant, or too
+                                // large, is no line.
+                                dw::DW_AT_decl_line => {
+                                    sub.line = constant(&attr.value())
+                                        .and_then(|l| u32::try_from(l).ok())
+                                        .unwrap_or(0)
+                                }
                                 dw::DW_AT_type => {
                                     sub.ty =
                                         reference(base, &attr.value(), &mut scan.signatures_used)
@@ -1505,6 +1525,40 @@ impl<'s, 'd> Model<'s, 'd> {
     }
 }
 
+impl Model<'_, '_> {
+    /// The first line of every function with code: its own
+    /// `DW_AT_decl_line`, or that of the first entry along its chain of
+    /// abstract origins and specifications that has one (at most
+    /// [`MAX_CHAIN`] steps), for each of its entry RVAs.
+    fn lines(&self) -> Vec<FunctionLine> {
+        let mut out = Vec::new();
+        for (s, sub) in self.scan.subs.iter().enumerate() {
+            let entries = self.of(&self.scan.entries, 2, s);
+            if entries.is_empty() {
+                continue;
+            }
+            let Some(line) = self.decl_line(sub) else {
+                continue;
+            };
+            out.extend(entries.iter().map(|&(_, rva)| FunctionLine { rva, line }));
+        }
+        out
+    }
+
+    /// The declaration line of `sub`, following its origins.
+    fn decl_line(&self, first: &Sub) -> Option<u32> {
+        let mut sub = *first;
+        for _ in 0..MAX_CHAIN {
+            if sub.line != 0 {
+                return Some(sub.line);
+            }
+            let next = self.find_sub(sub.origin?, Some(sub.unit))?;
+            sub = *self.scan.subs.get(next)?;
+        }
+        None
+    }
+}
+
 /// Where each function's items start in a table grouped by function: entry
 /// `s` is the first item of function `s`, entry `subs` the end.
 fn starts(owners: impl Iterator<Item = u32>, subs: usize) -> Vec<usize> {
@@ -1620,12 +1674,14 @@ mod tests {
                 ty: None,
                 origin: Some(r(200)),
                 unit: 0,
+                line: 0,
             },
             Sub {
                 key: 200,
                 ty: None,
                 origin: Some(r(100)),
                 unit: 0,
+                line: 0,
             },
         ];
         s.entries = vec![(0, 0x1000)];
@@ -1641,6 +1697,51 @@ mod tests {
                 rva: 0x1000,
                 types: vec!["s".into()]
             }]
+        );
+        // The cycle of origins carries no line: none, after a bounded walk.
+        assert_eq!(m.lines(), []);
+    }
+
+    /// A function's line is its own `DW_AT_decl_line`, else the first one
+    /// along its origins (GCC's out-of-line copy of an inline function and
+    /// its clones describe themselves by their abstract instance), for each
+    /// of its entries.
+    #[test]
+    fn function_lines_follow_origins() {
+        let mut s = scan(vec![ty(1, Tag::Leaf, Some("int"), None, Some(4))]);
+        let sub = |key: u64, origin: Option<u64>, line: u32| Sub {
+            key,
+            ty: None,
+            origin: origin.map(r),
+            unit: 0,
+            line,
+        };
+        s.subs = vec![
+            sub(100, None, 7),       // abstract instance, line 7
+            sub(110, Some(100), 0),  // concrete copy: line 7
+            sub(120, Some(110), 0),  // clone of the copy: line 7
+            sub(130, Some(100), 12), // its own line wins
+            sub(140, None, 0),       // no line anywhere
+            sub(150, Some(999), 0),  // origin not found
+        ];
+        s.entries = vec![
+            (1, 0x1000),
+            (2, 0x2000),
+            (2, 0x2800),
+            (3, 0x3000),
+            (4, 0x4000),
+            (5, 0x5000),
+        ];
+        let m = Model::new(&s);
+        let line = |rva, line| FunctionLine { rva, line };
+        assert_eq!(
+            m.lines(),
+            [
+                line(0x1000, 7),
+                line(0x2000, 7),
+                line(0x2800, 7),
+                line(0x3000, 12)
+            ]
         );
     }
 
@@ -1759,6 +1860,7 @@ mod tests {
                 ty: None,
                 origin: None,
                 unit: 0,
+                line: 0,
             })
             .collect();
         s.vars = (0..800).map(|_| (800, r(1))).collect();
