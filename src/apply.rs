@@ -79,9 +79,18 @@ mod live {
         applied: Option<&'a Applied>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         reverted: &'a [Reverted],
-        /// Threads stopped in the last stop, and for how long.
+        /// Threads stopped in the last stop, and for how long: in all, then
+        /// split into stopping them (until every one is held) and holding
+        /// them (the writes), and how many stops it took (a thread in the
+        /// way makes the engine resume and stop again).
         threads_stopped: usize,
         pause_us: u64,
+        pause_stopping_us: u64,
+        pause_held_us: u64,
+        pause_resuming_us: u64,
+        stops: u32,
+        /// Whether the tool ran at real-time priority through the stop.
+        realtime: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         timings: Option<Split>,
         /// Memory of earlier applies left mapped (start, size).
@@ -133,7 +142,8 @@ mod live {
                 return Err(anyhow!("{name}: {e}"));
             }
         };
-        let (pause, threads) = process.last_pause().unwrap_or_default();
+        let p = process.last_pause().unwrap_or_default();
+        let pause = p.total;
         let timings = applied.as_ref().map(|a| {
             let t = a.timings;
             Split {
@@ -148,8 +158,13 @@ mod live {
             pid: process.pid(),
             applied: applied.as_ref(),
             reverted: &reverted,
-            threads_stopped: threads,
+            threads_stopped: p.threads,
             pause_us: us(pause),
+            pause_stopping_us: us(p.stopping),
+            pause_held_us: us(p.held),
+            pause_resuming_us: us(p.resuming),
+            realtime: p.realtime,
+            stops: p.stops,
             timings,
             retired: process.retired().to_vec(),
         };
@@ -168,10 +183,19 @@ mod live {
         }
         writeln!(
             out,
-            "pause: {} thread(s) of process {} stopped for {}",
+            "pause: {} thread(s) of process {} stopped for {} (stopping them {}, held {}, resuming {}; {} stop(s){})",
             report.threads_stopped,
             report.pid,
-            ms(report.pause_us)
+            ms(report.pause_us),
+            ms(report.pause_stopping_us),
+            ms(report.pause_held_us),
+            ms(report.pause_resuming_us),
+            report.stops,
+            if report.realtime {
+                ", at real-time priority"
+            } else {
+                ""
+            }
         )?;
         if let Some(t) = &report.timings {
             writeln!(

@@ -18,6 +18,16 @@
 //! arrived while it was stopped. Dropping a [`Process`] resumes whatever is
 //! still stopped, so an error leaves the process running.
 //!
+//! While a [`Process`] is open, the thread that opened it runs at real-time
+//! priority (SCHED_FIFO 1) when allowed (root, or CAP_SYS_NICE): each thread
+//! of the target runs again as soon as it is detached, and with more busy
+//! threads than cores the first ones resumed would otherwise take the CPU
+//! from the tool before it resumes the rest (tens of milliseconds instead of
+//! tens of microseconds). Raising it only for the stop is not enough: a
+//! tracee still switching out on this CPU then delays its detach by a
+//! scheduler tick. That is the crate's only unsafe code (`priority`: libc
+//! calls that nix does not wrap).
+//!
 //! # Injected system calls
 //! `mmap`, `mprotect` and `munmap` run in the process itself: one thread is
 //! stopped, its registers saved, set to the system call and pointed at an
@@ -174,6 +184,32 @@ pub fn parse_maps(text: &str) -> Result<Vec<Mapping>, String> {
     Ok(out)
 }
 
+/// One stop of every thread, from the first interrupt to the last detach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pause {
+    /// Threads held.
+    pub threads: usize,
+    /// From the first interrupt to the last detach: the longest any thread
+    /// was stopped.
+    pub total: Duration,
+    /// From the first interrupt until every thread was held and its PC
+    /// read (each thread must be scheduled once to enter its stop).
+    pub stopping: Duration,
+    /// From then until the resume began: the work done with every thread
+    /// held (the redirect writes and the state record).
+    pub held: Duration,
+    /// Detaching the threads, one by one: each runs again as soon as it is
+    /// detached, so on a machine with fewer cores than threads the ones
+    /// detached first can delay the rest.
+    pub resuming: Duration,
+    /// Stops since the process was opened (retries included).
+    pub stops: u32,
+    /// Whether this tool ran at real-time priority (SCHED_FIFO) through
+    /// the stop, so the threads it resumed first could not delay the rest
+    /// (it needs root or CAP_SYS_NICE; without, it runs as it was).
+    pub realtime: bool,
+}
+
 /// A thread this process holds in a ptrace stop.
 #[derive(Debug)]
 struct Held {
@@ -192,12 +228,15 @@ pub struct Process {
     state_dir: PathBuf,
     /// Threads stopped by [`Target::stop`], in the order they stopped.
     held: Vec<Held>,
-    /// When the current stop began.
+    /// When the current stop began, and when every thread was held.
     stop_began: Option<Instant>,
-    /// How long the last stop lasted.
-    last_pause: Option<Duration>,
-    /// How many threads the last stop held.
-    last_threads: usize,
+    all_held: Option<Instant>,
+    /// The last completed stop.
+    last_pause: Option<Pause>,
+    /// Stops since [`Process::attach`].
+    stops: u32,
+    /// This thread's scheduling before a stop raised it, to restore.
+    boosted: Option<priority::Saved>,
     /// A system call instruction in the process.
     gadget: Option<u64>,
     /// Ranges this instance mapped, which it may unmap again.
@@ -240,6 +279,14 @@ impl Process {
         let page_size = read_page_size(pid).unwrap_or(4096);
         let state_dir = state_dir.into();
         remove_stale_state(&state_dir);
+        // Real-time priority while the process is open: every thread runs
+        // again as soon as it is detached, and with more busy threads than
+        // cores the first ones resumed would otherwise take the CPU from
+        // this tool before it resumes the rest; and a tracee that stops on
+        // this CPU must have finished switching out before it can be
+        // detached, which a priority raised only for the stop delays by a
+        // scheduler tick.
+        let boosted = priority::raise();
         Ok(Process {
             pid: Pid::from_raw(raw),
             mem,
@@ -248,8 +295,10 @@ impl Process {
             state_dir,
             held: Vec::new(),
             stop_began: None,
+            all_held: None,
             last_pause: None,
-            last_threads: 0,
+            stops: 0,
+            boosted,
             gadget: None,
             allocated: BTreeSet::new(),
             retired: Vec::new(),
@@ -262,10 +311,9 @@ impl Process {
         self.pid.as_raw().unsigned_abs()
     }
 
-    /// How long the threads were stopped in the last completed stop, and
-    /// how many there were.
-    pub fn last_pause(&self) -> Option<(Duration, usize)> {
-        self.last_pause.map(|d| (d, self.last_threads))
+    /// The last completed stop: how long, and how many threads.
+    pub fn last_pause(&self) -> Option<Pause> {
+        self.last_pause
     }
 
     /// The ranges [`Target::free`] left mapped (start, size): memory of an
@@ -357,20 +405,22 @@ impl Process {
                 }
             }
         }
-        let mut held = Vec::new();
         let mut failure = None;
-        // The main thread last: it stops as fast as the others, and is the
-        // one a dying process reports last.
+        // The main thread last: it is the one a dying process reports last.
         seized.sort_by_key(|t| *t == self.pid);
+        let before = self.held.len();
         for tid in seized {
             match self.wait_stop(tid) {
-                Ok(Some(pending)) => held.push(Held { tid, pending }),
+                // Held at once, so that waiting for the main thread knows
+                // which others this tracer holds.
+                Ok(Some(pending)) => self.held.push(Held { tid, pending }),
                 Ok(None) => {} // the thread exited
                 Err(e) => {
                     failure.get_or_insert(self.ptrace_error("stop", tid, e));
                 }
             }
         }
+        let held = self.held.split_off(before);
         if let Some(e) = failure {
             self.release(held.into_iter().map(|h| h.tid).collect());
             return Err(e);
@@ -378,12 +428,26 @@ impl Process {
         Ok(held)
     }
 
-    /// Wait for a change of state of traced thread `tid`. Never blocks for
-    /// good: the kernel does not report a traced main thread while other
-    /// threads of its process are zombies that only the tracer can reap, so
-    /// a blocking wait would deadlock when the process dies. So poll, and
-    /// fail with `ESRCH` once no thread of the process lives.
+    /// Wait for a change of state of traced thread `tid`.
+    ///
+    /// The kernel does not report a traced main thread while other threads
+    /// of its process are zombies that only their tracer can reap: so when
+    /// the process dies, a blocking wait for its main thread while this
+    /// tracer holds others would never return. Other threads report their
+    /// death at once, so they are waited for blocking (no polling, which on
+    /// a loaded machine costs whole time slices); the main thread too when
+    /// no other thread is held. Otherwise it is polled, failing with
+    /// `ESRCH` once no thread of the process lives.
     fn wait_thread(&self, tid: Pid) -> Result<WaitStatus, Errno> {
+        let others_held = self.held.iter().any(|h| h.tid != tid);
+        if tid != self.pid || !others_held {
+            loop {
+                match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                    Err(Errno::EINTR) => continue,
+                    other => return other,
+                }
+            }
+        }
         let mut polls = 0u32;
         loop {
             match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
@@ -391,14 +455,10 @@ impl Process {
                 other => return other,
             }
             polls = polls.saturating_add(1);
-            if polls % 64 == 0 && !self.alive() {
+            if polls % 16 == 0 && !self.alive() {
                 return Err(Errno::ESRCH);
             }
-            if polls < 256 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(20));
-            }
+            std::thread::sleep(Duration::from_micros(10));
         }
     }
 
@@ -473,18 +533,26 @@ impl Process {
     /// result (a negative errno on failure).
     fn remote_syscall(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, TargetError> {
         let gadget = self.find_gadget()?;
-        if let Some(tid) = self.held.first().map(|h| h.tid) {
+        // A thread other than the main one, whose death is reported at
+        // once (see `wait_thread`).
+        let pick = self
+            .held
+            .iter()
+            .position(|h| h.tid != self.pid)
+            .or(if self.held.is_empty() { None } else { Some(0) });
+        if let Some(i) = pick {
             // Inside a stop: borrow a held thread and leave it held.
+            let tid = self.held.get(i).map_or(self.pid, |h| h.tid);
             let (result, pending) = self.syscall_on(tid, gadget, nr, args)?;
-            if let (Some(h), Some(p)) = (self.held.first_mut(), pending) {
+            if let (Some(h), Some(p)) = (self.held.get_mut(i), pending) {
                 h.pending.get_or_insert(p);
             }
             return Ok(result);
         }
-        // Stop one thread just for this call: the main thread if it can
-        // run, else any other.
+        // Stop one thread just for this call: one other than the main
+        // thread if there is one.
         let mut tids: Vec<i32> = self.tasks()?.into_iter().collect();
-        tids.sort_by_key(|t| *t != self.pid.as_raw());
+        tids.sort_by_key(|t| *t == self.pid.as_raw());
         let mut last = None;
         for t in tids {
             let tid = Pid::from_raw(t);
@@ -593,6 +661,55 @@ impl Drop for Process {
     fn drop(&mut self) {
         let held = std::mem::take(&mut self.held);
         Self::detach_held(held);
+        if let Some(saved) = self.boosted.take() {
+            priority::restore(saved);
+        }
+    }
+}
+
+/// Real-time scheduling of the calling thread for the length of a stop:
+/// the only unsafe code of the crate (libc calls that nix does not wrap).
+#[allow(unsafe_code)]
+mod priority {
+    use nix::libc;
+
+    /// A thread's scheduling policy and parameters.
+    #[derive(Debug)]
+    pub struct Saved {
+        policy: libc::c_int,
+        param: libc::sched_param,
+    }
+
+    /// Raise the calling thread to SCHED_FIFO priority 1 (above every
+    /// normal thread, below every other real-time one). `None` when not
+    /// permitted (or already real-time): it then runs as it was.
+    pub fn raise() -> Option<Saved> {
+        // SAFETY: sched_getscheduler takes a thread id (0: the caller) and
+        // touches no memory.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        if policy != libc::SCHED_OTHER && policy != libc::SCHED_BATCH {
+            return None;
+        }
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a live, writable sched_param on this frame,
+        // which the call fills in.
+        if unsafe { libc::sched_getparam(0, &mut param) } != 0 {
+            return None;
+        }
+        let fifo = libc::sched_param { sched_priority: 1 };
+        // SAFETY: `fifo` is a live sched_param the call only reads.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) } != 0 {
+            return None;
+        }
+        Some(Saved { policy, param })
+    }
+
+    /// Put the calling thread back as it was.
+    pub fn restore(saved: Saved) {
+        // SAFETY: `saved.param` is a live sched_param the call only reads.
+        unsafe {
+            libc::sched_setscheduler(0, saved.policy, &saved.param);
+        }
     }
 }
 
@@ -866,16 +983,29 @@ impl Target for Process {
                 }
             }
         }
+        self.all_held = Some(Instant::now());
         Ok(pcs)
     }
 
     fn resume(&mut self) -> Result<(), TargetError> {
         let held = std::mem::take(&mut self.held);
         let threads = held.len();
+        let resume_began = Instant::now();
         Self::detach_held(held);
+        let realtime = self.boosted.is_some();
         if let Some(began) = self.stop_began.take() {
-            self.last_pause = Some(began.elapsed());
-            self.last_threads = threads;
+            let now = Instant::now();
+            let all_held = self.all_held.take().unwrap_or(resume_began);
+            self.stops = self.stops.saturating_add(1);
+            self.last_pause = Some(Pause {
+                threads,
+                total: now.saturating_duration_since(began),
+                stopping: all_held.saturating_duration_since(began),
+                held: resume_began.saturating_duration_since(all_held),
+                resuming: now.saturating_duration_since(resume_began),
+                stops: self.stops,
+                realtime,
+            });
         }
         Ok(())
     }

@@ -301,9 +301,11 @@ fn stop_holds_every_thread_and_resume_lets_them_go() {
         );
     }
     p.resume().unwrap();
-    let (pause, threads) = p.last_pause().unwrap();
-    assert_eq!(threads, 5);
-    assert!(pause < Duration::from_secs(10));
+    let pause = p.last_pause().unwrap();
+    assert_eq!(pause.threads, 5);
+    assert_eq!(pause.stops, 1);
+    assert!(pause.total < Duration::from_secs(10));
+    assert_eq!(pause.total, pause.stopping + pause.held + pause.resuming);
     // The stop is repeatable.
     for _ in 0..3 {
         assert_eq!(p.stop().unwrap().len(), 5);

@@ -1,7 +1,7 @@
 /* liveprog.c - the live process the hotpatch live tests patch.
  *
- *   liveprog LIB.so [--threads N] [--every MS] [--park SYMBOL] [--push CODE:SIZE]...
- *                   CALL[:ARG[:ARG]]...
+ *   liveprog LIB.so [--threads N] [--every MS] [--sum] [--park SYMBOL]
+ *                   [--push CODE:SIZE]... CALL[:ARG[:ARG]]...
  *
  * dlopens LIB.so, calls log_push-style setup calls (--push, through the
  * library's log_push), then starts N worker threads (default 4). Each worker
@@ -10,7 +10,8 @@
  *
  *   T<i> <n> CALL(ARGS)=RESULT ...
  *
- * with the results of its latest round. With --park SYMBOL, one more thread
+ * with the results of its latest round (with --sum: "T<i> <n> sum=S", the
+ * sum of the results, for many calls). With --park SYMBOL, one more thread
  * calls SYMBOL(0), which is expected never to return (a busy loop the tests
  * use to block a patch). Threads are named worker-<i> and parked (see
  * /proc/PID/task/TID/comm). The first line is "ready <pid>" once every thread
@@ -46,7 +47,8 @@ struct call {
     int nargs;
 };
 
-static struct call calls[16];
+static struct call calls[512];
+static int sum_only;
 static int ncalls;
 static int every_ms = 20;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -69,7 +71,7 @@ static double now_ms(void)
 static void *worker(void *arg)
 {
     int id = (int)(long)arg;
-    long long results[16];
+    static __thread long long results[512];
     unsigned long long rounds = 0;
     double last = 0;
 
@@ -90,8 +92,14 @@ static void *worker(void *arg)
             if (t - last >= every_ms) {
                 char line[1024];
                 int n = snprintf(line, sizeof line, "T%d %llu", id, rounds);
+                long long sum = 0;
 
-                for (i = 0; i < ncalls && n < (int)sizeof line - 64; i++) {
+                if (sum_only) {
+                    for (i = 0; i < ncalls; i++)
+                        sum += results[i];
+                    snprintf(line + n, sizeof line - n, " sum=%lld", sum);
+                }
+                for (i = 0; !sum_only && i < ncalls && n < (int)sizeof line - 64; i++) {
                     n += snprintf(line + n, sizeof line - n, " %s(", calls[i].name);
                     if (calls[i].nargs > 0)
                         n += snprintf(line + n, sizeof line - n, "%lld", calls[i].args[0]);
@@ -145,6 +153,8 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         } else if (!strcmp(a, "--every") && i + 1 < argc) {
             every_ms = atoi(argv[++i]);
+        } else if (!strcmp(a, "--sum")) {
+            sum_only = 1;
         } else if (!strcmp(a, "--park") && i + 1 < argc) {
             park = argv[++i];
         } else if (!strcmp(a, "--push") && i + 1 < argc) {
