@@ -312,11 +312,6 @@ pub fn assemble(
     }
     functions.sort_by_key(|f| f.rva);
     let data = cx.new_data.clone();
-    let _ = report
-        .functions
-        .iter()
-        .filter(|e| e.status == Status::Changed)
-        .count();
     Ok(TargetImage {
         name: options.name.clone(),
         format: upd.image.format,
@@ -1300,10 +1295,9 @@ fn relink_check(
             .ok_or_else(|| fail("its new body is not where the check placed it".into()))?;
         let mut got = Vec::new();
         norm::normalize_group(&idx, g, &mut got);
-        // The update's form, against its finished index.
-        let mut expected = Vec::new();
-        norm::normalize_group(cx.upd, p.upd, &mut expected);
-        let _ = want;
+        // The update's form, against its finished index (as assembly
+        // normalised it).
+        let expected = want;
         if got.len() != expected.len() {
             return Err(fail(format!(
                 "{} parts linked, {} expected",
@@ -1311,7 +1305,7 @@ fn relink_check(
                 expected.len()
             )));
         }
-        for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
+        for (k, (a, b)) in got.iter().zip(expected.iter()).enumerate() {
             if let Some(at) = norm::exact_difference(a, b)
                 .and_then(|at| tolerant_difference(cx, p.upd, a, b).map(|_| at))
             {
