@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{expected, image_files, root, scenarios, TARGETS};
+use crate::common::{expected, fails, image_files, ok, root, scenarios, TARGETS};
 use crate::diff::resolve;
 
 /// A fixed creation time: 2026-03-01T00:00:00Z.
@@ -20,24 +20,6 @@ fn hotpatch_in(dir: &Path, args: &[&str]) -> Output {
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .output()
         .expect("failed to start hotpatch")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hotpatch failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// A failure: exit code `code`, exactly one line on stderr; returns it.
-fn fails(o: &Output, code: i32) -> String {
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_string()
 }
 
 /// The arguments of `build` for an update of a corpus scenario.

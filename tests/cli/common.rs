@@ -333,3 +333,23 @@ pub fn expected(scenario: &Path) -> Expected {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Require success; return stdout (stdout and stderr shown on failure).
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "hotpatch failed ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// A failure: exit code `code`, exactly one line on stderr; returns it.
+pub fn fails(o: &Output, code: i32) -> String {
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    err.trim_end().to_string()
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{root, tool};
+use crate::common::{fails, ok, root, tool};
 
 /// Run `hotpatch` in `dir`.
 fn hotpatch_in(dir: &Path, args: &[&str]) -> Output {
@@ -28,25 +28,6 @@ fn hotpatch_in(dir: &Path, args: &[&str]) -> Output {
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .expect("failed to start hotpatch")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hotpatch failed ({}): {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// A failure with exit code 1 and exactly one line on stderr; returns it.
-fn fails(o: &Output) -> String {
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_string()
 }
 
 /// The live program, built once per test run.
@@ -309,7 +290,7 @@ fn live_process_switches_repoints_and_reverts_under_its_own_pid() {
     live.settles_on("log_code(5)=-1 log_bytes(2)=8589934576");
 
     // Reverting v2 while v3 is applied is refused; reverting v3 restores v1.
-    let err = fails(&apply(d, &live, "v2.hpk", &["--revert"]));
+    let err = fails(&apply(d, &live, "v2.hpk", &["--revert"]), 1);
     assert_eq!(
         err,
         format!(
@@ -332,7 +313,7 @@ fn live_process_switches_repoints_and_reverts_under_its_own_pid() {
         &text.bytes[..]
     );
     // The record keeps the highest sequence: v2 cannot come back.
-    let err = fails(&apply(d, &live, "v2.hpk", &[]));
+    let err = fails(&apply(d, &live, "v2.hpk", &[]), 1);
     assert!(err.contains("rollback or repeat refused"), "{err}");
     assert!(live.running());
     assert_eq!(live.pid(), pid);
@@ -441,7 +422,7 @@ fn a_thread_parked_in_the_overwritten_bytes_blocks_the_apply_and_is_named() {
     let record_before = std::fs::read(state.join("libpark.so.state")).unwrap();
 
     let started = Instant::now();
-    let err = fails(&apply(d, &live, "v3.hpk", &[]));
+    let err = fails(&apply(d, &live, "v3.hpk", &[]), 1);
     let took = started.elapsed();
     let prefix = format!("hotpatch: error: v3.hpk: process {pid}: thread {parked} is at 0x");
     assert!(err.starts_with(&prefix), "{err}");
@@ -522,7 +503,7 @@ fn a_process_that_exits_during_apply_gives_a_clear_error_and_no_state() {
     }
     live.child.wait().unwrap();
     let out = apply_v3.wait_with_output().unwrap();
-    let err = fails(&out);
+    let err = fails(&out, 1);
     assert!(
         err.starts_with(&format!(
             "hotpatch: error: v3.hpk: process {pid} exited during the apply; its state record was removed: "
@@ -535,19 +516,22 @@ fn a_process_that_exits_during_apply_gives_a_clear_error_and_no_state() {
         "no state is left"
     );
     // Applying to it now says it is gone.
-    let err = fails(&hotpatch_in(
-        d,
-        &[
-            "apply",
-            "v3.hpk",
-            "--pid",
-            &pid.to_string(),
-            "--trust",
-            "trust.toml",
-            "--state-dir",
-            "state",
-        ],
-    ));
+    let err = fails(
+        &hotpatch_in(
+            d,
+            &[
+                "apply",
+                "v3.hpk",
+                "--pid",
+                &pid.to_string(),
+                "--trust",
+                "trust.toml",
+                "--state-dir",
+                "state",
+            ],
+        ),
+        1,
+    );
     assert_eq!(
         err,
         format!("hotpatch: error: process {pid}: no such process")

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{root, tool};
+use crate::common::{fails, ok, root, tool};
 
 /// The verification time of the attack fixtures.
 const AT: &str = "2026-02-15T00:00:00Z";
@@ -17,24 +17,6 @@ fn hotpatch_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("failed to start hotpatch")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hotpatch failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// A failure: exit code `code`, exactly one line on stderr; returns it.
-fn fails(o: &Output, code: i32) -> String {
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_string()
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {

@@ -14,7 +14,7 @@ use hotpatch_formats::package::{self, RawPackage, Sha256Digest, Target as RelocT
 use hotpatch_signer::TrustPolicy;
 use serde_json::Value;
 
-use crate::common::{expected, root, scenarios, TARGETS};
+use crate::common::{expected, fails, ok, root, scenarios, TARGETS};
 use crate::diff::resolve;
 
 /// 2026-02-01T00:00:00Z: every package's creation time.
@@ -29,25 +29,6 @@ fn hotpatch_env(args: &[&str]) -> Output {
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .output()
         .expect("failed to start hotpatch")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hotpatch failed ({}): {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// Exit code 1 and exactly one line on stderr; returns it.
-fn fails(o: &Output) -> String {
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err.trim_end().to_string()
 }
 
 fn s(p: &Path) -> String {
@@ -569,7 +550,7 @@ fn cumulative_series_replays_v1_v2_v3_and_reverts_to_v1() {
 /// A refused replay: one line naming the package, the call after which it
 /// was refused and why, and that the VM's memory is unchanged.
 fn refused(o: &Output, why: &str) -> String {
-    let err = fails(o);
+    let err = fails(o, 1);
     assert!(err.contains(why), "expected {why:?} in: {err}");
     assert!(err.contains("refused after call"), "{err}");
     assert!(err.ends_with("(VM memory unchanged)"), "{err}");
@@ -892,7 +873,7 @@ fn bad_vectors_and_positions_are_refused_before_anything_runs() {
         let f = d.join("v.toml");
         std::fs::write(&f, text).unwrap();
         let o = replay(&k, &pkg, "01-bounds-check", "x86_64-linux", None, &f, &[]);
-        let err = fails(&o);
+        let err = fails(&o, 1);
         assert!(err.contains(want), "{text:?}: {err}");
         assert!(err.contains("v.toml"), "{err}");
         assert!(o.stdout.is_empty());
