@@ -285,7 +285,7 @@ fn debug_file_for(image: &Image<'_>, opts: &ReadOptions) -> Option<PathBuf> {
     let crate::FormatIdentity::Elf { build_id: Some(id) } = &image.identity.format else {
         return None;
     };
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::package::digest::to_hex(id);
     let (head, rest) = (hex.get(..2)?, hex.get(2..)?);
     opts.debug_dirs
         .iter()
@@ -319,9 +319,7 @@ fn with_debug_file<'data>(
         }
     };
     let id = |i: &Image<'_>| match &i.identity.format {
-        crate::FormatIdentity::Elf { build_id: Some(b) } => {
-            b.iter().map(|x| format!("{x:02x}")).collect()
-        }
+        crate::FormatIdentity::Elf { build_id: Some(b) } => crate::package::digest::to_hex(b),
         _ => "none".to_string(),
     };
     let (expected, found) = (id(&image), id(&debug));
