@@ -47,6 +47,7 @@ use hotpatch_formats::{Arch, DataObject, Function, Image, Permissions, RelocTarg
 
 use crate::diff::{Comparison, Status};
 use crate::index::{ImageIndex, SymRef};
+use crate::norm::arm64::PageFlow;
 use crate::norm::{self, AddrField, FieldKind, Normalized};
 use crate::patchability::{entry_scheme, EntryScheme, Scheme};
 
@@ -209,7 +210,7 @@ pub fn assemble(
             let Some(&item) = cx.part_items.get(&(p.upd, i)) else {
                 continue;
             };
-            let relocs = cx.part_relocations(p.upd, i, n)?;
+            let relocs = cx.part_relocations(p.upd, i, n, parts)?;
             cx.set_relocations(item, relocs);
             for t in &n.owned_tables {
                 if let Some(&(item, _)) = cx.table_items.get(&t.rva) {
@@ -335,8 +336,9 @@ fn align_of(arch: Arch) -> u32 {
 }
 
 /// A low-12-bit user of an ADRP page: its target and offset, its record's
-/// index in the part's records, and the update address it reaches.
-type PageUser = (Target, i64, usize, u64);
+/// index in the part's records, the update address it reaches, and its
+/// instruction's offset in the part.
+type PageUser = (Target, i64, usize, u64, u32);
 
 /// What memory an item needs once placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -523,6 +525,7 @@ impl Context<'_, '_, '_> {
         group: usize,
         part: usize,
         n: &Normalized<'_>,
+        all: &[Normalized<'_>],
     ) -> Result<Vec<Relocation>, AssembleError> {
         let Some(p) = self.upd.parts(group).get(part) else {
             return Ok(Vec::new());
@@ -591,6 +594,7 @@ impl Context<'_, '_, '_> {
                     extra.saturating_add(f.addend),
                     out.len(),
                     f.target.wrapping_add_signed(f.addend),
+                    f.offset,
                 ));
             }
             out.push(Relocation {
@@ -600,9 +604,12 @@ impl Context<'_, '_, '_> {
                 addend: extra.saturating_add(f.addend),
             });
         }
-        for f in adrps {
-            let Some(reg) = f.reg else { continue };
-            let Some(users) = pages.get(&(reg, f.target)) else {
+        // Which users each ADRP serves: exactly the ones it provably
+        // alone serves (its value dies in straight-line code), else every
+        // user of its register and page that no such ADRP claims.
+        let adrps = self.pair_pages(n, all, prva, psize, adrps, &pages);
+        for (f, users) in adrps {
+            let Some(users) = users else {
                 return Err(self.inexpressible(
                     group,
                     format!(
@@ -638,6 +645,87 @@ impl Context<'_, '_, '_> {
             });
         }
         Ok(out)
+    }
+
+    /// Each ADRP of a part with the users whose page it serves (see
+    /// [`PageFlow`]): the users it provably alone serves, else the users of
+    /// its register and page that no such ADRP claims (all of them when
+    /// every one is claimed: its value reaches no user). `None` when no
+    /// instruction uses its register and page.
+    fn pair_pages<'f>(
+        &self,
+        n: &Normalized<'_>,
+        all: &[Normalized<'_>],
+        prva: u64,
+        psize: u64,
+        adrps: Vec<&'f AddrField>,
+        pages: &HashMap<(u8, u64), Vec<PageUser>>,
+    ) -> Vec<(&'f AddrField, Option<Vec<PageUser>>)> {
+        if adrps.is_empty() {
+            return Vec::new();
+        }
+        let inside = |t: u64| {
+            t.checked_sub(prva)
+                .filter(|&o| o < psize)
+                .and_then(|o| u32::try_from(o).ok())
+        };
+        // Where control can enter the part other than by falling through:
+        // anything in the group's code or its tables that points into it.
+        let extra: Vec<u32> = all
+            .iter()
+            .flat_map(|m| {
+                m.fields
+                    .iter()
+                    .chain(m.owned_tables.iter().flat_map(|t| t.entries.iter()))
+            })
+            .filter(|f| !matches!(f.kind, FieldKind::Reloc(RelocKind::A64AdrpPage21)))
+            .filter_map(|f| inside(f.target))
+            .collect();
+        let code = self.upd.image.bytes_at(prva, psize).unwrap_or(&[]);
+        let flow = PageFlow::new(code, extra, n.owned_tables.len());
+        let mut sole: Vec<Option<Vec<PageUser>>> = Vec::with_capacity(adrps.len());
+        let mut claimed: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        for f in &adrps {
+            let found = f.reg.and_then(|reg| {
+                let same_page = pages.get(&(reg, f.target))?;
+                let on_reg: Vec<u32> = pages
+                    .iter()
+                    .filter(|((r, _), _)| *r == reg)
+                    .flat_map(|(_, us)| us.iter().map(|u| u.4))
+                    .collect();
+                let offsets = flow.sole_users(f.offset, &on_reg)?;
+                // Every user it serves must have been read against its page.
+                let users = offsets
+                    .iter()
+                    .map(|o| same_page.iter().find(|u| u.4 == *o).cloned())
+                    .collect::<Option<Vec<_>>>()?;
+                (!users.is_empty()).then_some(users)
+            });
+            if let Some(users) = &found {
+                claimed.extend(users.iter().map(|u| u.4));
+            }
+            sole.push(found);
+        }
+        adrps
+            .into_iter()
+            .zip(sole)
+            .map(|(f, found)| {
+                let users = found.or_else(|| {
+                    let all_users = pages.get(&(f.reg?, f.target))?;
+                    let free: Vec<PageUser> = all_users
+                        .iter()
+                        .filter(|u| !claimed.contains(&u.4))
+                        .cloned()
+                        .collect();
+                    Some(if free.is_empty() {
+                        all_users.clone()
+                    } else {
+                        free
+                    })
+                });
+                (f, users)
+            })
+            .collect()
     }
 
     /// The target of an ADRP whose page its `users` (target and offset of
@@ -1355,7 +1443,6 @@ mod tests {
     #[test]
     fn every_corpus_update_assembles_or_is_refused() {
         let mut built = 0;
-        let mut refused = 0;
         let mut failures = Vec::new();
         for scenario in std::fs::read_dir(corpus()).unwrap() {
             let scenario = scenario.unwrap().path();
@@ -1400,17 +1487,7 @@ mod tests {
                             );
                         }
                         Err(AssembleError::Blocked { .. }) => assert!(!cmp.report.hotpatchable),
-                        Err(e) => {
-                            let at = v.display().to_string();
-                            let known = KNOWN_REFUSALS.iter().any(|(path, why)| {
-                                at.ends_with(path) && e.to_string().contains(why)
-                            });
-                            if known {
-                                refused += 1;
-                            } else {
-                                failures.push(format!("{at}: {e}"));
-                            }
-                        }
+                        Err(e) => failures.push(format!("{}: {e}", v.display())),
                     }
                 }
             }
@@ -1422,7 +1499,55 @@ mod tests {
             failures.join("\n")
         );
         assert!(built > 40, "{built}");
-        assert_eq!(refused, KNOWN_REFUSALS.len());
+    }
+
+    /// Regression: 07-new-global on aarch64-windows was refused ("ADRP at
+    /// +0xe0 serves 2 accesses that cannot share one page") although the
+    /// diff called it hotpatchable. clang's `pin_check` forms `&logins` by
+    /// `adrp x10, P; add x10, x10, #8` on one path and `&fail_count` by
+    /// `adrp x10, P; add x10, x10, #4` on the other; pairing users with
+    /// ADRPs by register and page alone made one ADRP of the two, serving
+    /// an existing global (in the baseline) and a new one (in the package).
+    /// Each ADRP serves exactly its own `ADD`: the one for `logins` must be
+    /// linked against the baseline's `logins`, the one for `fail_count`
+    /// against the package's copy, and the one that serves `fail_count` on
+    /// both paths (`x9`, live across a branch) against that copy too.
+    #[test]
+    fn two_adrps_of_one_register_and_page_are_not_one_shared_page() {
+        let file = |v| crate::testutil::corpus_file("07-new-global", "aarch64-windows", v);
+        let ((bb, bo), (ub, uo)) = (read(&file("v1")), read(&file("v2")));
+        let (base, upd) = (parse(&bb, &bo).unwrap(), parse(&ub, &uo).unwrap());
+        let cmp = compare(&base, &upd, &Options::default()).unwrap();
+        assert!(cmp.report.hotpatchable);
+        let mut payload = Payload::new();
+        let opts = AssembleOptions {
+            name: "v2.dll".into(),
+            include_lines_only: false,
+        };
+        let t = assemble(&cmp, &opts, &mut payload).unwrap();
+        let names: Vec<&str> = t.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["pin_check"]);
+        let fail_count: Vec<_> = t.data.iter().map(|d| (d.name.as_str(), d.writable)).collect();
+        assert_eq!(fail_count, [("fail_count", true)]);
+        let copy = Target::Item(t.data[0].body);
+        let logins = base.data.iter().find(|d| d.name == "logins").unwrap().rva;
+        let body = payload.get(t.functions[0].body).unwrap();
+        let adrps: Vec<(u64, Target, i64)> = body
+            .relocations
+            .iter()
+            .filter(|r| r.kind == RelocKind::A64AdrpPage21)
+            .map(|r| (r.offset, r.target.clone(), r.addend))
+            .collect();
+        let stored_hash = base.data.iter().find(|d| d.name == "stored_hash").unwrap().rva;
+        assert_eq!(
+            adrps,
+            [
+                (0x14, copy.clone(), 0),
+                (0xcc, Target::BaselineRva(stored_hash), 0),
+                (0xe0, Target::BaselineRva(logins), 0),
+                (0xfc, copy, 0),
+            ]
+        );
     }
 
     /// Regression: a changed `static const` table (06-rodata-table's
@@ -1492,13 +1617,4 @@ mod tests {
             }
         }
     }
-
-    /// Hotpatchable updates that the packager must refuse, and why: clang
-    /// for arm64 Windows loads the page of the existing `stored_hash` once
-    /// and reaches the new global `fail_count` from the same ADRP. Once
-    /// patched, the new global lives in the package, not on that page.
-    const KNOWN_REFUSALS: &[(&str, &str)] = &[(
-        "07-new-global/bin/aarch64-windows/v2.dll",
-        "ADRP at +0xe0 serves 2 accesses that cannot share one page",
-    )];
 }

@@ -90,15 +90,6 @@ fn bare(list: &[String]) -> Vec<String> {
     v
 }
 
-/// Updates the packager refuses although the diff calls them hotpatchable,
-/// and the reason it gives (see `builder/src/assemble.rs`).
-const KNOWN_REFUSALS: &[(&str, &str, &str, &str)] = &[(
-    "07-new-global",
-    "aarch64-windows",
-    "v2",
-    "cannot share one page once patched",
-)];
-
 /// For every update of every scenario on every target: a hotpatchable one
 /// builds, its manifest lists exactly the answer key's changed and added
 /// functions, and `inspect --json` gives back the same manifest; any other
@@ -149,15 +140,6 @@ fn every_corpus_update_builds_or_is_refused_with_its_blockers() {
                 }
                 let o = run(d, &args);
                 let what = format!("{name} {target} {}", u.version);
-                if let Some((_, _, _, why)) = KNOWN_REFUSALS
-                    .iter()
-                    .find(|(s, t, v, _)| *s == name && *t == target && *v == u.version)
-                {
-                    let err = fails(&o, 1);
-                    assert!(err.contains(why), "{what}: {err}");
-                    assert!(!out.exists(), "{what}: a refused build left a file");
-                    continue;
-                }
                 if !want.hotpatchable {
                     let err = fails(&o, 1);
                     assert!(

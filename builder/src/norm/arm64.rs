@@ -382,6 +382,146 @@ fn gpr_writes(w: u32, insn: &Instruction) -> u32 {
     }
 }
 
+/// Which `ADRP` a low-12-bit user of a page sees, proven rather than
+/// assumed, for a packager that must link each `ADRP` against the page its
+/// users really share.
+///
+/// The normaliser pairs users with pages by register and page over a
+/// linear pass, which is right for hashing but says nothing about which of
+/// two `ADRP`s of one register and one page a user sees: clang emits
+/// `adrp x10, P; add x10, x10, #8` on one path and `adrp x10, P; add x10,
+/// x10, #4` on another, and both users have the register and page. Once
+/// patched, the two objects may lie on different pages (one stays in the
+/// baseline, the other is carried by the package), and only an exact
+/// pairing says that each `ADRP` still serves one page.
+///
+/// [`PageFlow::sole_users`] proves the pairing for an `ADRP` whose value
+/// dies in straight-line code: from the `ADRP` to the instruction that
+/// overwrites its register, no instruction is a branch target, a branch,
+/// or any other instruction that names the register, except the known
+/// users. Each user found can then be reached only through this `ADRP`,
+/// and the `ADRP`'s value reaches nothing else. Anything less certain is
+/// `None`, and the caller keeps the conservative pairing by register and
+/// page.
+#[derive(Debug)]
+pub(crate) struct PageFlow<'c> {
+    code: &'c [u8],
+    /// Byte offsets control can reach other than by falling through (every
+    /// branch or `ADR` target in the part, and what the caller adds).
+    entries: BTreeSet<u32>,
+    /// Whether an indirect branch may land anywhere (more `BR`s than jump
+    /// tables whose entries the caller gave).
+    unknown_entries: bool,
+}
+
+impl<'c> PageFlow<'c> {
+    /// The flow of part `code`, entered also at `extra` (byte offsets of
+    /// jump-table cases, targets of other parts' branches), with `tables`
+    /// jump tables whose cases `extra` holds.
+    pub(crate) fn new(code: &'c [u8], extra: impl IntoIterator<Item = u32>, tables: usize) -> Self {
+        let mut entries: BTreeSet<u32> = extra.into_iter().collect();
+        let mut indirect = 0usize;
+        let decoder = InstDecoder::default();
+        for (k, word) in code.chunks_exact(4).enumerate() {
+            let off = (k as u64) << 2;
+            let w = le32(word);
+            // Direct branches and `ADR` (an address in the code may be
+            // jumped to). Words that are data count too: that can only add
+            // entries, which costs precision, never soundness.
+            let target = if w & 0x7c00_0000 == 0x1400_0000 {
+                Some(off.wrapping_add(sign_extend(u64::from(w & 0x03ff_ffff), 26) << 2))
+            } else if w & 0xff00_0010 == 0x5400_0000 || w & 0x7e00_0000 == 0x3400_0000 {
+                Some(imm19_target(off, w))
+            } else if w & 0x7e00_0000 == 0x3600_0000 {
+                Some(off.wrapping_add(sign_extend(u64::from((w >> 5) & 0x3fff), 14) << 2))
+            } else if w & 0x9f00_0000 == 0x1000_0000 {
+                let imm = u64::from(((w >> 3) & 0x1f_fffc) | ((w >> 29) & 3));
+                Some(off.wrapping_add(sign_extend(imm, 21)))
+            } else {
+                None
+            };
+            if let Some(t) = target.and_then(|t| u32::try_from(t).ok()) {
+                entries.insert(t);
+            }
+            let mut reader = U8Reader::new(word);
+            if let Ok(insn) = decoder.decode(&mut reader) {
+                if matches!(
+                    insn.opcode,
+                    Opcode::BR | Opcode::BRAA | Opcode::BRAAZ | Opcode::BRAB | Opcode::BRABZ
+                ) {
+                    indirect = indirect.saturating_add(1);
+                }
+            }
+        }
+        PageFlow {
+            code,
+            entries,
+            unknown_entries: indirect > tables,
+        }
+    }
+
+    /// The users of the `ADRP` at byte `adrp`, when it provably serves
+    /// exactly them (see [`PageFlow`]): byte offsets, among `users` (the
+    /// offsets of the part's low-12-bit users based on the `ADRP`'s
+    /// register), in order. `None` when its value may flow further.
+    pub(crate) fn sole_users(&self, adrp: u32, users: &[u32]) -> Option<Vec<u32>> {
+        if self.unknown_entries {
+            return None;
+        }
+        let at = |off: u32| {
+            self.code
+                .get(usize::try_from(off).ok()?..)
+                .filter(|b| b.len() >= 4)
+                .map(le32)
+        };
+        let w = at(adrp)?;
+        if w & 0x9f00_0000 != 0x9000_0000 {
+            return None;
+        }
+        let rd = w & 31;
+        if rd == 31 {
+            return None;
+        }
+        let names = |w: u32| [0u32, 5, 10, 16].iter().any(|s| (w >> s) & 31 == rd);
+        let decoder = InstDecoder::default();
+        let mut found = Vec::new();
+        let mut off = adrp;
+        loop {
+            off = off.checked_add(4)?;
+            if self.entries.contains(&off) {
+                return None;
+            }
+            let w = at(off)?;
+            if w == NOP {
+                continue;
+            }
+            // Branches, exception generation and system instructions.
+            if w & 0x1c00_0000 == 0x1400_0000 {
+                return None;
+            }
+            let mut reader = U8Reader::new(self.code.get(off as usize..)?);
+            let insn = decoder.decode(&mut reader).ok()?;
+            let writes = gpr_writes(w, &insn) & reg_bit(rd) != 0;
+            if users.contains(&off) {
+                // A store of the page itself lets it escape.
+                let store = w & 0x0a00_0000 == 0x0800_0000 && !writes;
+                let pair = (w >> 28) & 3 == 2;
+                if store && (w & 31 == rd || (pair && (w >> 10) & 31 == rd)) {
+                    return None;
+                }
+                found.push(off);
+                if writes {
+                    return Some(found);
+                }
+                continue;
+            }
+            if names(w) {
+                return None;
+            }
+        }
+    }
+}
+
 /// Whether an instruction other than a plain `CMP #imm` may set the flags.
 fn sets_flags(insn: &Instruction) -> bool {
     matches!(
