@@ -1875,7 +1875,7 @@ mod synth {
 #[cfg(test)]
 mod tests {
     use super::synth::*;
-    use super::{Event, Scanner};
+    use super::{Event, PageFlow, Scanner};
     use crate::testutil::{corpus, read};
     use hotpatch_formats::read::{load_file, parse};
     use hotpatch_formats::RelocTarget;
@@ -2598,5 +2598,62 @@ mod tests {
         let p = corpus().join("12-relink-order/bin/aarch64-linux/v1.so");
         let bytes = load_file(&p).unwrap_or_else(|e| panic!("{e}"));
         assert!(parse(&bytes, &hotpatch_formats::ReadOptions::new(&p)).is_ok());
+    }
+
+    fn words(ws: &[u32]) -> Vec<u8> {
+        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// `STR xt, [xn, #imm]` (imm a multiple of 8).
+    fn str_x(rt: u32, rn: u32, imm: u64) -> u32 {
+        0xf900_0000 | (((imm as u32 & 0xfff) / 8) << 10) | (rn << 5) | rt
+    }
+
+    /// The pairing behind the fix for 07-new-global on aarch64-windows:
+    /// an `ADRP` whose register dies in straight-line code serves exactly
+    /// the users before that point; anything that could carry its page
+    /// further, or bring another page to its users, leaves it unproven.
+    #[test]
+    fn page_flow_proves_only_straight_line_adrp_users() {
+        let p = 0x3000;
+        // adrp x10; add x10, x10, #8; ret: one user, which kills x10.
+        let code = words(&[adrp(10, 0, p), add_imm(10, 10, 8), RET]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), Some(vec![4]));
+        // Two users, the second of which overwrites x10; a NOP between.
+        let code = words(&[adrp(10, 0, p), add_imm(11, 10, 8), NOP, ldr_x(10, 10, 16), RET]);
+        let flow = PageFlow::new(&code, [], 0);
+        assert_eq!(flow.sole_users(0, &[4, 12]), Some(vec![4, 12]));
+        // Not an ADRP, or a user list that misses an instruction naming x10.
+        assert_eq!(flow.sole_users(4, &[4, 12]), None);
+        assert_eq!(flow.sole_users(0, &[4]), None);
+        // A branch before the register dies: the page may flow on.
+        let code = words(&[adrp(10, 0, p), bcond(0, 4, 16), add_imm(10, 10, 8), RET, RET]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[8]), None);
+        // A user that later code branches to may see another page.
+        let code = words(&[
+            adrp(10, 0, p),
+            add_imm(10, 10, 8),
+            RET,
+            adrp(10, 12, p),
+            bcond(0, 16, 4),
+            RET,
+        ]);
+        let flow = PageFlow::new(&code, [], 0);
+        assert_eq!(flow.sole_users(0, &[4]), None);
+        // ... or that the caller knows is entered from elsewhere (a case
+        // of a jump table, a branch from a `.cold` part).
+        let code = words(&[adrp(10, 0, p), add_imm(10, 10, 8), RET]);
+        assert_eq!(PageFlow::new(&code, [4], 1).sole_users(0, &[4]), None);
+        // A store of the page itself lets it escape.
+        let code = words(&[adrp(10, 0, p), str_x(10, 10, 8), add_imm(10, 10, 8), RET]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4, 8]), None);
+        // An indirect branch with no known table may land anywhere.
+        let br_x9 = 0xd61f_0120;
+        let code = words(&[adrp(10, 0, p), add_imm(10, 10, 8), br_x9]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), None);
+        assert_eq!(PageFlow::new(&code, [], 1).sole_users(0, &[4]), Some(vec![4]));
+        // Running off the end of the part.
+        let code = words(&[adrp(10, 0, p), add_imm(11, 10, 8)]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), None);
     }
 }
