@@ -75,6 +75,18 @@ pub enum AssembleError {
         /// The instruction and why.
         detail: String,
     },
+    /// One ADRP of a new body serves objects that cannot lie on one page
+    /// once patched (the diff reports it as a `shared-page` blocker, so
+    /// this is only met when assembling without the diff's verdict).
+    #[error("{image}: function `{function}`: {detail}")]
+    SharedPage {
+        /// The image.
+        image: String,
+        /// The function.
+        function: String,
+        /// The instruction and the objects it serves.
+        detail: String,
+    },
     /// The relink check found a body that does not normalise to the
     /// update's function.
     #[error("{image}: relink check failed for `{function}`: {detail}")]
@@ -130,95 +142,24 @@ pub fn assemble(
         });
     }
     let (base, upd) = (&cmp.base, &cmp.upd);
-    let mut packaged: Vec<Packaged> = Vec::new();
-    let mut lines_only: Vec<FunctionName> = Vec::new();
-    for ((&(b, u), &changed), &only) in cmp.pairs.iter().zip(&cmp.changed).zip(&cmp.lines_only) {
-        if !changed {
-            continue;
-        }
-        // A function whose only change is its `__LINE__` immediates stays
-        // as it is in the baseline (calls from packaged code go to it
-        // there), unless asked for.
-        if only && !options.include_lines_only {
-            let key = base.key(b);
-            lines_only.push(FunctionName {
-                name: key.name.to_string(),
-                unit: key.unit.map(str::to_string),
-            });
-            continue;
-        }
-        packaged.push(Packaged {
-            upd: u,
-            base: Some(b),
+    let Prepared {
+        mut cx,
+        packaged,
+        forms,
+        lines_only,
+    } = prepare(
+        cmp,
+        &options.name,
+        options.include_lines_only,
+        payload.items().len(),
+        false,
+    )?;
+    if let Some(c) = cx.conflicts.first() {
+        return Err(AssembleError::SharedPage {
+            image: options.name.clone(),
+            function: c.function.clone(),
+            detail: c.detail.clone(),
         });
-    }
-    lines_only.sort();
-    lines_only.dedup();
-    for &u in &cmp.added {
-        packaged.push(Packaged { upd: u, base: None });
-    }
-    let mut cx = Context {
-        base,
-        upd,
-        name: &options.name,
-        baseline_of: cmp.pairs.iter().map(|&(b, u)| (u, b)).collect(),
-        part_items: HashMap::new(),
-        table_items: BTreeMap::new(),
-        data_items: BTreeMap::new(),
-        extra_items: HashMap::new(),
-        slot_loads: std::collections::HashSet::new(),
-        new_data: Vec::new(),
-        items: Vec::new(),
-        first_item: payload.items().len(),
-        changed_data: report
-            .data_with(Status::Changed)
-            .map(|e| (e.name.to_string(), e.unit.map(str::to_string)))
-            .collect(),
-    };
-    // Items for every part first, so that references between packaged
-    // functions resolve to them.
-    let mut forms: Vec<Vec<Normalized<'_>>> = Vec::with_capacity(packaged.len());
-    for p in &packaged {
-        let parts = norm::normalize_group_with_fields(upd, p.upd);
-        for (i, part) in upd.parts(p.upd).iter().enumerate() {
-            let bytes = upd
-                .image
-                .bytes_at(part.rva, part.size)
-                .ok_or_else(|| cx.inexpressible(p.upd, "its code is not in the file".into()))?;
-            let at = cx.reserve(bytes.to_vec(), align_of(upd.image.arch), Class::Code);
-            cx.part_items.insert((p.upd, i), at);
-        }
-        for n in &parts {
-            for t in &n.owned_tables {
-                if !cx.table_items.contains_key(&t.rva) {
-                    let bytes = upd.image.bytes_at(t.rva, t.size).ok_or_else(|| {
-                        cx.inexpressible(
-                            p.upd,
-                            format!("jump table at {:#x} is not in the file", t.rva),
-                        )
-                    })?;
-                    let at = cx.reserve(bytes.to_vec(), 4, Class::ReadOnly);
-                    cx.table_items.insert(t.rva, (at, t.size));
-                }
-            }
-        }
-        forms.push(parts);
-    }
-    // Relocation records.
-    for (p, parts) in packaged.iter().zip(&forms) {
-        for (i, n) in parts.iter().enumerate() {
-            let Some(&item) = cx.part_items.get(&(p.upd, i)) else {
-                continue;
-            };
-            let relocs = cx.part_relocations(p.upd, i, n, parts)?;
-            cx.set_relocations(item, relocs);
-            for t in &n.owned_tables {
-                if let Some(&(item, _)) = cx.table_items.get(&t.rva) {
-                    let relocs = cx.table_relocations(p.upd, t.rva, &t.entries)?;
-                    cx.set_relocations(item, relocs);
-                }
-            }
-        }
     }
     cx.drop_unreferenced();
     relink_check(&cx, &packaged, &forms)?;
@@ -327,6 +268,168 @@ pub fn assemble(
     })
 }
 
+/// What [`prepare`] leaves for assembly: the packager's state with every
+/// item reserved and every relocation record made, the functions packaged
+/// with their normalised forms, and the left-out line-only functions.
+struct Prepared<'c, 'i, 'd> {
+    cx: Context<'c, 'i, 'd>,
+    packaged: Vec<Packaged>,
+    forms: Vec<Vec<Normalized<'c>>>,
+    lines_only: Vec<FunctionName>,
+}
+
+/// The first two steps of [`assemble`]: one item per part, jump table and
+/// piece of data the new code needs, then the relocation records, for
+/// items numbered from `first_item`. With `survey`, a function that cannot
+/// be expressed is skipped instead of failing the whole, so that every
+/// page conflict is found (see [`page_conflicts`]).
+fn prepare<'c, 'i, 'd>(
+    cmp: &'c Comparison<'i, 'd>,
+    name: &'c str,
+    include_lines_only: bool,
+    first_item: usize,
+    survey: bool,
+) -> Result<Prepared<'c, 'i, 'd>, AssembleError> {
+    let report = &cmp.report;
+    let (base, upd) = (&cmp.base, &cmp.upd);
+    let mut packaged: Vec<Packaged> = Vec::new();
+    let mut lines_only: Vec<FunctionName> = Vec::new();
+    for ((&(b, u), &changed), &only) in cmp.pairs.iter().zip(&cmp.changed).zip(&cmp.lines_only) {
+        if !changed {
+            continue;
+        }
+        // A function whose only change is its `__LINE__` immediates stays
+        // as it is in the baseline (calls from packaged code go to it
+        // there), unless asked for.
+        if only && !include_lines_only {
+            let key = base.key(b);
+            lines_only.push(FunctionName {
+                name: key.name.to_string(),
+                unit: key.unit.map(str::to_string),
+            });
+            continue;
+        }
+        packaged.push(Packaged {
+            upd: u,
+            base: Some(b),
+        });
+    }
+    lines_only.sort();
+    lines_only.dedup();
+    for &u in &cmp.added {
+        packaged.push(Packaged { upd: u, base: None });
+    }
+    let mut cx = Context {
+        base,
+        upd,
+        name,
+        baseline_of: cmp.pairs.iter().map(|&(b, u)| (u, b)).collect(),
+        part_items: HashMap::new(),
+        table_items: BTreeMap::new(),
+        data_items: BTreeMap::new(),
+        extra_items: HashMap::new(),
+        slot_loads: std::collections::HashSet::new(),
+        new_data: Vec::new(),
+        items: Vec::new(),
+        first_item,
+        conflicts: Vec::new(),
+        changed_data: report
+            .data_with(Status::Changed)
+            .map(|e| (e.name.to_string(), e.unit.map(str::to_string)))
+            .collect(),
+    };
+    // Items for every part first, so that references between packaged
+    // functions resolve to them.
+    let mut forms: Vec<Vec<Normalized<'_>>> = Vec::with_capacity(packaged.len());
+    for p in &packaged {
+        let parts = norm::normalize_group_with_fields(upd, p.upd);
+        for (i, part) in upd.parts(p.upd).iter().enumerate() {
+            let bytes = upd
+                .image
+                .bytes_at(part.rva, part.size)
+                .ok_or_else(|| cx.inexpressible(p.upd, "its code is not in the file".into()))?;
+            let at = cx.reserve(bytes.to_vec(), align_of(upd.image.arch), Class::Code);
+            cx.part_items.insert((p.upd, i), at);
+        }
+        for n in &parts {
+            for t in &n.owned_tables {
+                if !cx.table_items.contains_key(&t.rva) {
+                    let bytes = upd.image.bytes_at(t.rva, t.size).ok_or_else(|| {
+                        cx.inexpressible(
+                            p.upd,
+                            format!("jump table at {:#x} is not in the file", t.rva),
+                        )
+                    })?;
+                    let at = cx.reserve(bytes.to_vec(), 4, Class::ReadOnly);
+                    cx.table_items.insert(t.rva, (at, t.size));
+                }
+            }
+        }
+        forms.push(parts);
+    }
+    // Relocation records. A survey goes on past a function it cannot
+    // express, to find every page conflict.
+    for (p, parts) in packaged.iter().zip(&forms) {
+        let done = (|| {
+            for (i, n) in parts.iter().enumerate() {
+                let Some(&item) = cx.part_items.get(&(p.upd, i)) else {
+                    continue;
+                };
+                let relocs = cx.part_relocations(p.upd, i, n, parts)?;
+                cx.set_relocations(item, relocs);
+                for t in &n.owned_tables {
+                    if let Some(&(item, _)) = cx.table_items.get(&t.rva) {
+                        let relocs = cx.table_relocations(p.upd, t.rva, &t.entries)?;
+                        cx.set_relocations(item, relocs);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match done {
+            Err(_) if survey => {}
+            other => other?,
+        }
+    }
+    Ok(Prepared {
+        cx,
+        packaged,
+        forms,
+        lines_only,
+    })
+}
+
+/// A new body's ADRP that serves objects which cannot share one page once
+/// patched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageConflict {
+    /// The function (its key).
+    pub function: String,
+    /// The ADRP's offset in its part.
+    pub offset: u32,
+    /// The objects it serves, each with where it lies once patched.
+    pub objects: Vec<String>,
+    /// One line: the instruction, the objects, and why.
+    pub detail: String,
+}
+
+/// Every ADRP of the update's changed and added functions (AArch64) that
+/// would have to serve objects on different pages once patched: an
+/// existing object that stays in the baseline and a new one the package
+/// carries, or two objects the package carries apart. Relocations give an
+/// ADRP one page; only rewriting the instructions could serve both. The
+/// diff turns each into a `shared-page` blocker, so that its verdict and
+/// the packager agree.
+pub fn page_conflicts(cmp: &Comparison<'_, '_>) -> Vec<PageConflict> {
+    if cmp.upd.image.arch != Arch::Aarch64 {
+        return Vec::new();
+    }
+    match prepare(cmp, "", false, 0, true) {
+        Ok(p) => p.cx.conflicts,
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Alignment of a function body.
 fn align_of(arch: Arch) -> u32 {
     match arch {
@@ -389,6 +492,8 @@ struct Context<'c, 'i, 'd> {
     items: Vec<Pending>,
     /// The payload's item count before this image's.
     first_item: usize,
+    /// ADRPs that cannot serve their users once patched.
+    conflicts: Vec<PageConflict>,
     /// Data objects the diff found changed (name, unit): a read-only one
     /// is carried as a new copy, not reached in the baseline.
     changed_data: std::collections::HashSet<(String, Option<String>)>,
@@ -619,22 +724,31 @@ impl Context<'_, '_, '_> {
                 ));
             };
             let targets: Vec<(Target, i64)> = users.iter().map(|u| (u.0.clone(), u.1)).collect();
-            let (target, extra) = match self.shared_page(group, f, &targets) {
-                Ok(t) => t,
-                Err(e) => {
+            let (target, extra) = match self.shared_page(&targets) {
+                Some(t) => t,
+                None => {
                     // Read-only data reached from one page: one copy of
                     // the span keeps it on one page.
                     let reached: Vec<u64> = users.iter().map(|u| u.3).collect();
-                    let Some((block, lo)) = self.page_block(&reached) else {
-                        return Err(e);
-                    };
-                    for u in users {
-                        if let Some(r) = out.get_mut(u.2) {
-                            r.target = Target::Item(block);
-                            r.addend = u.3.wrapping_sub(lo) as i64;
+                    match self.page_block(&reached) {
+                        Some((block, lo)) => {
+                            for u in &users {
+                                if let Some(r) = out.get_mut(u.2) {
+                                    r.target = Target::Item(block);
+                                    r.addend = u.3.wrapping_sub(lo) as i64;
+                                }
+                            }
+                            (Target::Item(block), 0)
+                        }
+                        None => {
+                            let conflict = self.page_conflict(group, f, &users);
+                            self.conflicts.push(conflict);
+                            targets
+                                .first()
+                                .cloned()
+                                .unwrap_or((Target::BaselineRva(0), 0))
                         }
                     }
-                    (Target::Item(block), 0)
                 }
             };
             out.push(Relocation {
@@ -645,6 +759,57 @@ impl Context<'_, '_, '_> {
             });
         }
         Ok(out)
+    }
+
+    /// The conflict of an ADRP (`adrp`, in update group `group`) whose
+    /// `users` cannot share one page once patched: each object it serves,
+    /// named from the update, with where it lies once patched.
+    fn page_conflict(&self, group: usize, adrp: &AddrField, users: &[PageUser]) -> PageConflict {
+        let mut objects: Vec<String> = Vec::new();
+        for (target, _, _, addr, _) in users {
+            let upd = self.upd;
+            let name = match upd.data_at(*addr).and_then(|d| upd.data_object(d)) {
+                Some((e, _)) => format!("`{}`", e.key),
+                None => match upd.function_at(*addr) {
+                    Some((g, _)) => format!("`{}`", upd.key(g)),
+                    None => format!("the update's {addr:#x}"),
+                },
+            };
+            let place = match target {
+                Target::BaselineRva(r) => format!("stays in the baseline at {r:#x}"),
+                Target::Import { slot_rva, .. } => {
+                    format!("the baseline's import slot at {slot_rva:#x}")
+                }
+                Target::Item(i) => {
+                    let new = usize::try_from(i.0)
+                        .ok()
+                        .and_then(|k| k.checked_sub(self.first_item))
+                        .and_then(|k| self.items.get(k))
+                        .is_some_and(|p| p.class == Class::Writable);
+                    if new {
+                        "new: the package carries it".to_string()
+                    } else {
+                        "carried by the package".to_string()
+                    }
+                }
+            };
+            let o = format!("{name} ({place})");
+            if !objects.contains(&o) {
+                objects.push(o);
+            }
+        }
+        let function = self.upd.key(group).to_string();
+        let detail = format!(
+            "ADRP at +{:#x} serves {}: once patched they are not on one page, and an ADRP can only be relinked to one; the instructions would have to be rewritten",
+            adrp.offset,
+            objects.join(" and ")
+        );
+        PageConflict {
+            function,
+            offset: adrp.offset,
+            objects,
+            detail,
+        }
     }
 
     /// Each ADRP of a part with the users whose page it serves (see
@@ -732,19 +897,12 @@ impl Context<'_, '_, '_> {
     /// each low-12-bit user) share. One page must serve them all wherever
     /// the package is placed: one baseline page, or one item that is kept
     /// from crossing a page boundary. Anything else would need the
-    /// instructions rewritten, and is refused.
-    fn shared_page(
-        &mut self,
-        group: usize,
-        adrp: &AddrField,
-        users: &[(Target, i64)],
-    ) -> Result<(Target, i64), AssembleError> {
-        let Some(first) = users.first().cloned() else {
-            return Err(self.inexpressible(group, format!("ADRP at +{:#x}: no users", adrp.offset)));
-        };
+    /// instructions rewritten: `None`.
+    fn shared_page(&mut self, users: &[(Target, i64)]) -> Option<(Target, i64)> {
+        let first = users.first().cloned()?;
         // One target: the ADRP and its users are linked against one value.
         if users.iter().all(|u| *u == first) {
-            return Ok(first);
+            return Some(first);
         }
         let page = |t: &Target, off: i64| match t {
             Target::BaselineRva(r) | Target::Import { slot_rva: r, .. } => {
@@ -758,7 +916,7 @@ impl Context<'_, '_, '_> {
             .collect::<Option<Vec<_>>>()
             .is_some_and(|p| p.iter().all(|x| Some(x) == p.first()));
         if all_baseline_page {
-            return Ok(first);
+            return Some(first);
         }
         if let Target::Item(item) = first.0 {
             if users.iter().all(|(t, _)| *t == Target::Item(item)) {
@@ -766,7 +924,7 @@ impl Context<'_, '_, '_> {
                     (lo.min(*o), hi.max(*o))
                 });
                 if lo == hi {
-                    return Ok(first);
+                    return Some(first);
                 }
                 // Offsets within one item: keep the item inside one page.
                 let k = usize::try_from(item.0)
@@ -777,19 +935,12 @@ impl Context<'_, '_, '_> {
                     if lo >= 0 && size <= 0x1000 && (hi as u64) < size.max(1) {
                         let align = size.max(16).next_power_of_two();
                         p.align = p.align.max(u32::try_from(align).unwrap_or(0x1000));
-                        return Ok(first);
+                        return Some(first);
                     }
                 }
             }
         }
-        Err(self.inexpressible(
-            group,
-            format!(
-                "ADRP at +{:#x} serves {} accesses that cannot share one page once patched (for example new data beside existing data); the instructions would have to be rewritten",
-                adrp.offset,
-                users.len()
-            ),
-        ))
+        None
     }
 
     /// One item holding a copy of the update's read-only bytes that
@@ -1527,7 +1678,11 @@ mod tests {
         let t = assemble(&cmp, &opts, &mut payload).unwrap();
         let names: Vec<&str> = t.functions.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["pin_check"]);
-        let fail_count: Vec<_> = t.data.iter().map(|d| (d.name.as_str(), d.writable)).collect();
+        let fail_count: Vec<_> = t
+            .data
+            .iter()
+            .map(|d| (d.name.as_str(), d.writable))
+            .collect();
         assert_eq!(fail_count, [("fail_count", true)]);
         let copy = Target::Item(t.data[0].body);
         let logins = base.data.iter().find(|d| d.name == "logins").unwrap().rva;
@@ -1538,7 +1693,12 @@ mod tests {
             .filter(|r| r.kind == RelocKind::A64AdrpPage21)
             .map(|r| (r.offset, r.target.clone(), r.addend))
             .collect();
-        let stored_hash = base.data.iter().find(|d| d.name == "stored_hash").unwrap().rva;
+        let stored_hash = base
+            .data
+            .iter()
+            .find(|d| d.name == "stored_hash")
+            .unwrap()
+            .rva;
         assert_eq!(
             adrps,
             [
@@ -1548,6 +1708,98 @@ mod tests {
                 (0xfc, copy, 0),
             ]
         );
+    }
+
+    /// The diff and the packager agree on an ADRP that really serves an
+    /// existing global and a new one (LLVM's merged globals, GCC's section
+    /// anchors): `shared-page` blocks the update, naming the function, the
+    /// instruction and both objects, and the packager refuses it for that
+    /// blocker. Reached by an ADRP of its own, the new global is carried.
+    #[test]
+    fn an_adrp_serving_existing_and_new_data_is_a_shared_page_blocker() {
+        use crate::norm::arm64::synth::*;
+        let data = |s: &mut Synth, new: bool| {
+            put_data(s, "count", 0x3000, 4);
+            if new {
+                put_data(s, "hits", 0x3004, 4);
+            }
+        };
+        let run = |body: fn(u64) -> Vec<u32>| {
+            let mut b = Synth::new(0x1000, 0x2000, 0x3000);
+            data(&mut b, false);
+            place(&mut b, "f", 0x1000, |pc| {
+                vec![adrp(8, pc, 0x3000), ldr_w(0, 8, 0), RET]
+            });
+            let mut u = Synth::new(0x1000, 0x2000, 0x3000);
+            data(&mut u, true);
+            place(&mut u, "f", 0x1000, body);
+            let (bt, ut) = (b.text_bytes(), u.text_bytes());
+            let (base, upd) = (b.image(&bt), u.image(&ut));
+            let opts = Options {
+                allow: vec![crate::diff::Allow {
+                    object: "type:*".into(),
+                    reason: "synthetic images have no types".into(),
+                }],
+                ..Options::default()
+            };
+            let cmp = compare(&base, &upd, &opts).unwrap();
+            let blockers: Vec<(String, &str, String)> = cmp
+                .report
+                .blockers
+                .iter()
+                .map(|b| (b.object.clone(), b.kind.as_str(), b.reason.clone()))
+                .collect();
+            let mut payload = Payload::new();
+            let opts = AssembleOptions {
+                name: "x".into(),
+                include_lines_only: false,
+            };
+            let built = assemble(&cmp, &opts, &mut payload)
+                .map(|t| {
+                    let f = &t.functions[0];
+                    payload
+                        .get(f.body)
+                        .unwrap()
+                        .relocations
+                        .iter()
+                        .filter(|r| r.kind == RelocKind::A64AdrpPage21)
+                        .map(|r| (r.offset, r.target.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| e.to_string());
+            (blockers, cmp.report.hotpatchable, built)
+        };
+        // One ADRP, two users: `count` stays at 0x3000, `hits` moves.
+        let (blockers, hotpatchable, built) =
+            run(|pc| vec![adrp(8, pc, 0x3000), ldr_w(0, 8, 0), ldr_w(1, 8, 4), RET]);
+        assert!(!hotpatchable);
+        assert_eq!(
+            blockers,
+            [(
+                "f".to_string(),
+                "shared-page",
+                "ADRP at +0x0 serves `count` (stays in the baseline at 0x3000) and `hits` (new: the package carries it): once patched they are not on one page, and an ADRP can only be relinked to one; the instructions would have to be rewritten".to_string()
+            )]
+        );
+        assert_eq!(
+            built,
+            Err("x: not hotpatchable: f [shared-page]; build it with --kind baseline (restart required)".to_string())
+        );
+        // An ADRP each (one register, one page): no conflict.
+        let (blockers, hotpatchable, built) = run(|pc| {
+            vec![
+                adrp(8, pc, 0x3000),
+                ldr_w(0, 8, 0),
+                adrp(8, pc + 8, 0x3000),
+                ldr_w(1, 8, 4),
+                RET,
+            ]
+        });
+        assert!(hotpatchable, "{blockers:?}");
+        let built = built.unwrap();
+        assert_eq!(built.len(), 2);
+        assert_eq!(built[0], (0, Target::BaselineRva(0x3000)));
+        assert!(matches!(built[1], (8, Target::Item(_))), "{built:?}");
     }
 
     /// Regression: a changed `static const` table (06-rodata-table's

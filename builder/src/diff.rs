@@ -11,7 +11,7 @@
 //! anonymous data are settled after every block is fixed (see
 //! [`crate::norm`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hotpatch_formats::Image;
 use rayon::prelude::*;
@@ -125,6 +125,11 @@ pub enum BlockerKind {
     /// An image has no (readable) debug information for its types, so the
     /// diff cannot tell whether a type that changed code uses grew.
     NoTypeInfo,
+    /// An AArch64 `ADRP` of changed or added code serves objects that
+    /// cannot lie on one page once patched (an existing object that stays
+    /// in the baseline and a new one the package carries): relocations can
+    /// give it only one page.
+    SharedPage,
 }
 
 impl BlockerKind {
@@ -150,6 +155,7 @@ impl BlockerKind {
             BlockerKind::UnaccountedWritableData => "unaccounted-writable-data",
             BlockerKind::TypeLayoutChanged => "type-layout-changed",
             BlockerKind::NoTypeInfo => "no-type-info",
+            BlockerKind::SharedPage => "shared-page",
         }
     }
 }
@@ -866,7 +872,7 @@ pub fn compare<'i, 'd>(
             matches,
         },
     );
-    Ok(Comparison {
+    let mut cmp = Comparison {
         base,
         upd,
         pairs: run.pairs,
@@ -875,7 +881,36 @@ pub fn compare<'i, 'd>(
         added: run.added,
         removed: run.removed,
         report: run.report,
-    })
+    };
+    shared_page_blockers(&mut cmp);
+    Ok(cmp)
+}
+
+/// One `shared-page` blocker per function whose new body has an ADRP that
+/// could not serve its users once patched ([`crate::assemble::page_conflicts`]):
+/// the packager's own analysis, so that the verdict and the packager agree.
+fn shared_page_blockers(cmp: &mut Comparison<'_, '_>) {
+    let conflicts = crate::assemble::page_conflicts(cmp);
+    if conflicts.is_empty() {
+        return;
+    }
+    let mut by_function: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in conflicts {
+        by_function.entry(c.function).or_default().push(c.detail);
+    }
+    let report = &mut cmp.report;
+    for (function, details) in by_function {
+        report.blockers.push(Blocker {
+            object: function.clone(),
+            kind: BlockerKind::SharedPage,
+            reason: details.join("; "),
+            functions: vec![function],
+        });
+    }
+    report
+        .blockers
+        .sort_by(|a, b| (&a.object, a.kind).cmp(&(&b.object, b.kind)));
+    report.hotpatchable = false;
 }
 
 /// How the functions of two builds were matched, before comparing them.

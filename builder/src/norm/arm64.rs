@@ -515,6 +515,13 @@ impl<'c> PageFlow<'c> {
                 }
                 continue;
             }
+            // An instruction that only writes the register (another
+            // `ADRP`, an `ADR`, a `MOVZ`/`MOVN`) ends its value.
+            let pure_write = w & 0x1f00_0000 == 0x1000_0000
+                || (w & 0x1f80_0000 == 0x1280_0000 && matches!((w >> 29) & 3, 0 | 2));
+            if pure_write && w & 31 == rd {
+                return Some(found);
+            }
             if names(w) {
                 return None;
             }
@@ -1707,7 +1714,7 @@ fn r_plain(r: SymRef<'_>) -> (u8, SymRef<'_>) {
 }
 
 #[cfg(test)]
-mod synth {
+pub(crate) mod synth {
     //! Hand-assembled AArch64 code in synthetic images, placed at different
     //! addresses, to check that placement never matters and content does.
     use hotpatch_formats::{Arch, DataObject, Format, Image, RelocTarget, Relocation, Visibility};
@@ -2618,16 +2625,31 @@ mod tests {
         let p = 0x3000;
         // adrp x10; add x10, x10, #8; ret: one user, which kills x10.
         let code = words(&[adrp(10, 0, p), add_imm(10, 10, 8), RET]);
-        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), Some(vec![4]));
+        assert_eq!(
+            PageFlow::new(&code, [], 0).sole_users(0, &[4]),
+            Some(vec![4])
+        );
         // Two users, the second of which overwrites x10; a NOP between.
-        let code = words(&[adrp(10, 0, p), add_imm(11, 10, 8), NOP, ldr_x(10, 10, 16), RET]);
+        let code = words(&[
+            adrp(10, 0, p),
+            add_imm(11, 10, 8),
+            NOP,
+            ldr_x(10, 10, 16),
+            RET,
+        ]);
         let flow = PageFlow::new(&code, [], 0);
         assert_eq!(flow.sole_users(0, &[4, 12]), Some(vec![4, 12]));
         // Not an ADRP, or a user list that misses an instruction naming x10.
         assert_eq!(flow.sole_users(4, &[4, 12]), None);
         assert_eq!(flow.sole_users(0, &[4]), None);
         // A branch before the register dies: the page may flow on.
-        let code = words(&[adrp(10, 0, p), bcond(0, 4, 16), add_imm(10, 10, 8), RET, RET]);
+        let code = words(&[
+            adrp(10, 0, p),
+            bcond(0, 4, 16),
+            add_imm(10, 10, 8),
+            RET,
+            RET,
+        ]);
         assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[8]), None);
         // A user that later code branches to may see another page.
         let code = words(&[
@@ -2651,7 +2673,25 @@ mod tests {
         let br_x9 = 0xd61f_0120;
         let code = words(&[adrp(10, 0, p), add_imm(10, 10, 8), br_x9]);
         assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), None);
-        assert_eq!(PageFlow::new(&code, [], 1).sole_users(0, &[4]), Some(vec![4]));
+        assert_eq!(
+            PageFlow::new(&code, [], 1).sole_users(0, &[4]),
+            Some(vec![4])
+        );
+        // Another ADRP, or a MOVZ, into the register ends its value;
+        // a MOVK reads it.
+        let code = words(&[adrp(10, 0, p), ldr_w(0, 10, 4), adrp(10, 8, p), RET]);
+        assert_eq!(
+            PageFlow::new(&code, [], 0).sole_users(0, &[4]),
+            Some(vec![4])
+        );
+        let code = words(&[adrp(10, 0, p), ldr_w(0, 10, 4), movz(10, 1), RET]);
+        assert_eq!(
+            PageFlow::new(&code, [], 0).sole_users(0, &[4]),
+            Some(vec![4])
+        );
+        let movk_x10 = 0xf280_002a;
+        let code = words(&[adrp(10, 0, p), ldr_w(0, 10, 4), movk_x10, RET]);
+        assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), None);
         // Running off the end of the part.
         let code = words(&[adrp(10, 0, p), add_imm(11, 10, 8)]);
         assert_eq!(PageFlow::new(&code, [], 0).sole_users(0, &[4]), None);
