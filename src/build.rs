@@ -156,8 +156,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
     // Read every file first: a bad one fails before any diffing.
     let mut files = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
-        let b = read::load_file(&input.baseline.path)?;
-        let u = read::load_file(&input.updated.path)?;
+        let b = crate::mapped::load_image(&input.baseline.path)?;
+        let u = crate::mapped::load_image(&input.updated.path)?;
         files.push((b, u));
     }
     let mut images = Vec::with_capacity(files.len());

@@ -118,15 +118,7 @@ struct Expect {
 /// A file that is neither is refused with [`Error::NotAnImage`] after
 /// reading four bytes, whatever its size.
 pub fn load_file(path: &Path) -> Result<Vec<u8>> {
-    load(
-        path,
-        &Expect {
-            what: "image",
-            max: MAX_IMAGE_SIZE,
-            head: 4,
-            check: check_image_magic,
-        },
-    )
+    load(path, &IMAGE)
 }
 
 /// Read a whole PDB file, after checking that it starts with the MSF 7.00
@@ -190,8 +182,55 @@ fn is_msf2(head: &[u8]) -> bool {
     n > "Microsoft C/C++ ".len() && head.get(..n) == MSF2_MAGIC.get(..n)
 }
 
-/// Open, check the signature, check the size, then read the rest.
-fn load(path: &Path, expect: &Expect) -> Result<Vec<u8>> {
+/// An image file opened and checked, not yet read: what [`open_image`]
+/// returns to a caller that maps the file instead of reading it.
+#[derive(Debug)]
+pub struct CheckedFile {
+    /// The open file.
+    pub file: File,
+    /// Its length when it was checked, at most [`MAX_IMAGE_SIZE`]. Map or
+    /// read no more than this.
+    pub len: u64,
+}
+
+/// Open an image file and check it as [`load_file`] does (a regular file,
+/// a PE or ELF signature, at most [`MAX_IMAGE_SIZE`] bytes), without
+/// reading it whole: for a caller that maps it into memory.
+pub fn open_image(path: &Path) -> Result<CheckedFile> {
+    let (file, len, _) = open_checked(path, &IMAGE)?;
+    Ok(CheckedFile { file, len })
+}
+
+/// What [`load_file`] and [`open_image`] expect.
+const IMAGE: Expect = Expect {
+    what: "image",
+    max: MAX_IMAGE_SIZE,
+    head: 4,
+    check: check_image_magic,
+};
+
+/// The error for a file of `len` bytes over `expect`'s cap.
+fn too_big(path: &Path, expect: &Expect, len: u64) -> Error {
+    Error::Malformed {
+        path: path.to_path_buf(),
+        what: expect.what,
+        detail: format!(
+            "the file is {len} bytes, over the {} GiB ({}-byte) limit for {}s{}",
+            expect.max >> 30,
+            expect.max,
+            expect.what,
+            if expect.what == "image" {
+                " (an ELF image with debug information fits once `objcopy --strip-debug` removes it)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// Open, check that it is a regular file, read and check the signature,
+/// check the size: the file, its length and the bytes read so far.
+fn open_checked(path: &Path, expect: &Expect) -> Result<(File, u64, Vec<u8>)> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -207,29 +246,24 @@ fn load(path: &Path, expect: &Expect) -> Result<Vec<u8>> {
         .read_to_end(&mut head)
         .map_err(io)?;
     (expect.check)(path, &head)?;
-    let too_big = |len: u64| Error::Malformed {
-        path: path.to_path_buf(),
-        what: expect.what,
-        detail: format!(
-            "the file is {len} bytes, over the {} GiB ({}-byte) limit for {}s{}",
-            expect.max >> 30,
-            expect.max,
-            expect.what,
-            if expect.what == "image" {
-                " (an ELF image with debug information fits once `objcopy --strip-debug` removes it)"
-            } else {
-                ""
-            }
-        ),
-    };
     if meta.len() > expect.max {
-        return Err(too_big(meta.len()));
+        return Err(too_big(path, expect, meta.len()));
     }
+    Ok((file, meta.len(), head))
+}
+
+/// Open, check the signature, check the size, then read the rest.
+fn load(path: &Path, expect: &Expect) -> Result<Vec<u8>> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (file, len, head) = open_checked(path, expect)?;
     // The size from the metadata is a hint: read at most one byte past the
     // cap, so that a file that grows meanwhile is refused, not read.
     let mut bytes = Vec::new();
     bytes
-        .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(0))
+        .try_reserve_exact(usize::try_from(len).unwrap_or(0))
         .map_err(|e| io(std::io::Error::other(e)))?;
     bytes.extend_from_slice(&head);
     let rest = expect
@@ -239,7 +273,7 @@ fn load(path: &Path, expect: &Expect) -> Result<Vec<u8>> {
     (&file).take(rest).read_to_end(&mut bytes).map_err(io)?;
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if len > expect.max {
-        return Err(too_big(len));
+        return Err(too_big(path, expect, len));
     }
     Ok(bytes)
 }
