@@ -77,7 +77,7 @@ impl Cursor<'_> {
         for i in 0..MAX_VARINT_LEN {
             let byte = self.u8(what)?;
             let low = u64::from(byte & 0x7f);
-            let shift = 7 * i as u32;
+            let shift = 7u32.saturating_mul(i as u32);
             if i == MAX_VARINT_LEN - 1 && low > 1 {
                 return Err(format!("{what}: varint exceeds 64 bits"));
             }
@@ -98,7 +98,7 @@ impl Cursor<'_> {
     /// A signed varint: zigzag, then [`Cursor::varint`].
     pub(crate) fn zigzag(&mut self, what: &str) -> Result<i64, String> {
         let v = self.varint(what)?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        Ok(((v >> 1) as i64) ^ ((v & 1) as i64).wrapping_neg())
     }
 }
 
