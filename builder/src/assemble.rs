@@ -186,10 +186,21 @@ pub fn assemble(
             }
         }
     }
-    for (pending, reference) in cx.items.iter().zip(&bodies) {
+    for (k, (pending, reference)) in cx.items.iter().zip(&bodies).enumerate() {
         let body = match reference {
-            Some((rva, old)) => Body::delta(&pending.bytes, *rva, old)
-                .map_err(|e| AssembleError::Package(e, options.name.clone()))?,
+            Some((rva, old)) => {
+                let item = ItemRef(u32::try_from(cx.first_item.saturating_add(k)).unwrap_or(0));
+                let err = |e| AssembleError::Package(e, options.name.clone());
+                let plain = Body::delta(&pending.bytes, *rva, old).map_err(err)?;
+                let bytes = linked_at_reference(item, &pending.bytes, &pending.relocations, *rva);
+                let linked = Body::delta(&bytes, *rva, old).map_err(err)?;
+                // Whichever is smaller: pre-linking helps bodies whose
+                // instructions kept their places, and can hurt others.
+                match (&plain, &linked) {
+                    (Body::Delta(p), Body::Delta(l)) if l.frame.len() < p.frame.len() => linked,
+                    _ => plain,
+                }
+            }
             None => Body::Raw(pending.bytes.clone().into()),
         };
         payload.push(Item {
@@ -1579,6 +1590,36 @@ fn tolerant_difference(
         m
     }
     norm::exact_difference(&strip(a, tolerated), &strip(b, tolerated))
+}
+
+/// The bytes of a new body as the delta encodes them: every field a
+/// relocation record overwrites holds the value it would have with the
+/// body placed at `reference_rva` (its old body's place) against the
+/// baseline, so that unchanged instructions before any shift match the old
+/// body byte for byte (Courgette's idea, without help from the applier:
+/// the linker overwrites these fields wherever the body is placed).
+/// Fields that point at package items, or that do not fit, keep the
+/// updated image's bytes.
+fn linked_at_reference(
+    item: ItemRef,
+    bytes: &[u8],
+    relocations: &[Relocation],
+    reference_rva: u64,
+) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for r in relocations {
+        let target = match &r.target {
+            Target::BaselineRva(rva) => *rva,
+            Target::Import { slot_rva, .. } => *slot_rva,
+            Target::Item(_) => continue,
+        };
+        let mut field = out.clone();
+        let one = std::slice::from_ref(r);
+        if link(item, &mut field, one, reference_rva, 0, |_| Some(target)).is_ok() {
+            out = field;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

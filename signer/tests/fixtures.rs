@@ -236,7 +236,7 @@ fn every_attack_is_refused_with_its_reason() {
             e,
             VerifyError::Structure(PackageError::OverCap {
                 field: "manifest length",
-                declared: 1_099_511_627_776,
+                declared: 4_294_967_295,
                 ..
             })
         )
@@ -253,11 +253,29 @@ fn every_attack_is_refused_with_its_reason() {
     expect("zstd-bomb", &|e| {
         matches!(
             e,
-            VerifyError::Payload(PackageError::DecompressionBomb { declared: 4096 })
+            VerifyError::Payload(PackageError::DecompressionBomb {
+                section: Section::Payload,
+                declared: 4096
+            })
         )
     });
     expect("zstd-bomb-declared", &|e| {
-        matches!(e, VerifyError::Payload(PackageError::PayloadFrame { .. }))
+        matches!(
+            e,
+            VerifyError::Payload(PackageError::Frame {
+                section: Section::Payload,
+                ..
+            })
+        )
+    });
+    expect("manifest-zstd-bomb", &|e| {
+        matches!(
+            e,
+            VerifyError::Manifest(PackageError::DecompressionBomb {
+                section: Section::Manifest,
+                declared: 4096
+            })
+        )
     });
     checked.push("control");
     checked.sort_unstable();

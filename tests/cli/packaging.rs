@@ -70,10 +70,11 @@ fn attack_fixtures_are_refused_with_their_reasons() {
         ("freeze", "freeze: the package claims 3652 days of validity (2026-02-01T00:00:00Z to 2036-02-01T00:00:00Z), the policy allows at most 93"),
         ("not-yet-valid", "time: the package was created at 2026-03-01T00:00:00Z, after the verification time"),
         ("unsigned", "signatures: the package is unsigned"),
-        ("length-over-cap", "structure: manifest length of 1099511627776 bytes exceeds the cap of 16777216 bytes"),
-        ("uncompressed-over-cap", "structure: uncompressed payload length of 4611686018427387904 bytes exceeds the cap of 1073741824 bytes"),
+        ("length-over-cap", "structure: manifest length of 4294967295 bytes exceeds the cap of 16777216 bytes"),
+        ("uncompressed-over-cap", "structure: uncompressed payload length of 4294967295 bytes exceeds the cap of 1073741824 bytes"),
         ("zstd-bomb", "zstd bomb: the payload decompresses to more than the declared 4096 bytes (stopped there)"),
         ("zstd-bomb-declared", "payload frame: the zstd frame declares 1073741824 bytes, the header 4096"),
+        ("manifest-zstd-bomb", "verification failed: zstd bomb: the manifest decompresses to more than the declared 4096 bytes (stopped there)"),
     ];
     let dir = fixture("attacks");
     let mut folders: Vec<String> = std::fs::read_dir(&dir)
@@ -166,20 +167,22 @@ fn control_fixture_verifies_and_json_reports_what_was_verified() {
 #[test]
 fn bad_package_fixtures_are_refused_by_inspect() {
     let expected: &[(&str, &str)] = &[
-        ("empty.hpk", "truncated package: the header ends at byte 112, the file has 0 bytes"),
+        ("empty.hpk", "truncated package: the header ends at byte 96, the file has 0 bytes"),
         ("bad-magic.hpk", "not a hotpatch package: bad magic 504b030414000000"),
-        ("unknown-version.hpk", "unsupported package format version 2 (this reader knows version 1)"),
+        ("unknown-version.hpk", "unsupported package format version 1 (this reader knows version 2)"),
         ("reserved-flags.hpk", "reserved header flags 0x1 are set"),
-        ("truncated-header.hpk", "truncated package: the header ends at byte 112, the file has 60 bytes"),
+        ("truncated-header.hpk", "truncated package: the header ends at byte 96, the file has 60 bytes"),
         ("truncated-manifest.hpk", "truncated package: the manifest ends at byte"),
         ("truncated-payload.hpk", "truncated package: the payload ends at byte"),
         ("trailing-bytes.hpk", "trailing bytes: the header accounts for"),
         ("manifest-over-cap.hpk", "manifest length of 16777217 bytes exceeds the cap of 16777216 bytes"),
+        ("manifest-uncompressed-over-cap.hpk", "uncompressed manifest length of 16777217 bytes exceeds the cap of 16777216 bytes"),
+        ("manifest-zstd-bomb.hpk", "zstd bomb: the manifest decompresses to more than the declared 4096 bytes (stopped there)"),
         ("payload-over-cap.hpk", "payload length of 1073741825 bytes exceeds the cap of 1073741824 bytes"),
-        ("uncompressed-over-cap.hpk", "uncompressed payload length of 18446744073709551615 bytes exceeds the cap"),
+        ("uncompressed-over-cap.hpk", "uncompressed payload length of 4294967295 bytes exceeds the cap"),
         ("signatures-over-cap.hpk", "signature section length of 3168 bytes exceeds the cap of 3072 bytes"),
         ("signatures-partial-entry.hpk", "invalid signature section length: 95 is not a multiple of 96"),
-        ("bitflip-header.hpk", "manifest digest mismatch: the header declares a2b5cfec0d868e"),
+        ("bitflip-header.hpk", "manifest digest mismatch: the header declares c105e0b7a8acff0b"),
         ("bitflip-manifest.hpk", "manifest digest mismatch"),
         ("bitflip-payload.hpk", "payload digest mismatch"),
         ("zstd-bomb.hpk", "zstd bomb: the payload decompresses to more than the declared 4096 bytes"),
@@ -194,7 +197,9 @@ fn bad_package_fixtures_are_refused_by_inspect() {
         ("manifest-bad-item-ref.hpk", "manifest: targets[0].data[0].body: item 99 does not exist (the payload has 6 items)"),
         ("payload-reloc-outside-item.hpk", "payload: item 1: relocation 0 (offset 0x2e): 4-byte rel32 field runs past the item's 48 bytes"),
         ("payload-trailing-bytes.hpk", "payload: 3 trailing bytes after the last item"),
-        ("payload-unknown-reloc-kind.hpk", "payload: item 1: relocation 0: unknown relocation kind 99"),
+        ("payload-unknown-reloc-kind.hpk", "payload: item 1: relocation 0: unknown relocation kind 31 with scale 0"),
+        ("payload-reloc-count-over-data.hpk", "payload: item 1: relocation count 1000 needs at least 4000 bytes, 256 are left"),
+        ("payload-truncated-varint.hpk", "payload: item 5: relocation 4: addend: needs 1 bytes at offset 340, 0 left"),
     ];
     let dir = fixture("package");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
@@ -246,8 +251,9 @@ fn inspect_json_round_trips_the_manifest() {
     assert!(v["note"].as_str().unwrap().starts_with("NOT VERIFIED"));
     // The manifest object is exactly the manifest's own JSON.
     let bytes = std::fs::read(dir.join("valid.hpk")).unwrap();
-    let mlen = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes[112..112 + mlen]).unwrap();
+    let raw = hotpatch_formats::package::RawPackage::parse(&bytes).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&raw.manifest_json().unwrap()).unwrap();
     assert_eq!(v["manifest"], manifest);
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 6);
@@ -645,7 +651,7 @@ fn openssl_checks_our_signatures_over_the_signed_message() {
         &["inspect", "--signed-message", "signed.hpk"],
         &[],
     ));
-    assert!(msg.starts_with(b"DSSEv1 35 application/vnd.hotpatch.package.v1 104 "));
+    assert!(msg.starts_with(b"DSSEv1 35 application/vnd.hotpatch.package.v2 92 "));
     std::fs::write(d.join("msg"), &msg).unwrap();
     // The signature is the last 64 bytes (the entry's key id comes first).
     let pkg = std::fs::read(d.join("signed.hpk")).unwrap();

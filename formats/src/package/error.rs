@@ -69,7 +69,7 @@ pub enum PackageError {
         known: u32,
     },
     /// Reserved header bits are set.
-    #[error("reserved header flags {flags:#x} are set (must be 0 in version 1)")]
+    #[error("reserved header flags {flags:#x} are set (must be 0)")]
     ReservedFlags {
         /// The flags found.
         flags: u32,
@@ -102,21 +102,28 @@ pub enum PackageError {
         /// The digest of the bytes.
         actual: Sha256Digest,
     },
-    /// The payload's zstd frame declares another size, or none is allowed.
-    #[error("payload frame: {detail}")]
-    PayloadFrame {
+    /// A section's zstd frame (the manifest's or the payload's) declares
+    /// another size, is damaged, or is not exactly one frame.
+    #[error("{section} frame: {detail}")]
+    Frame {
+        /// The manifest or the payload.
+        section: Section,
         /// What is wrong.
         detail: String,
     },
     /// Decompression would produce more than the declared size.
-    #[error("zstd bomb: the payload decompresses to more than the declared {declared} bytes (stopped there)")]
+    #[error("zstd bomb: the {section} decompresses to more than the declared {declared} bytes (stopped there)")]
     DecompressionBomb {
+        /// The manifest or the payload.
+        section: Section,
         /// The declared uncompressed length.
         declared: u64,
     },
     /// Decompression produced less than the declared size.
-    #[error("payload decompresses to {actual} bytes, the header declares {declared}")]
+    #[error("{section} decompresses to {actual} bytes, the header declares {declared}")]
     DecompressedSize {
+        /// The manifest or the payload.
+        section: Section,
         /// The declared uncompressed length.
         declared: u64,
         /// What it gave.

@@ -8,11 +8,13 @@ use super::error::{PackageError, Result, Section};
 /// non-ASCII first byte, and line endings a text-mode transfer would change).
 pub const MAGIC: [u8; 8] = *b"\x89HPK\r\n\x1a\n";
 /// The container format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The header's length in bytes.
-pub const HEADER_LEN: usize = 112;
-/// Largest manifest: 16 MiB.
+pub const HEADER_LEN: usize = 96;
+/// Largest compressed manifest: 16 MiB.
 pub const MAX_MANIFEST_LEN: u64 = 16 << 20;
+/// Largest manifest once decompressed: 16 MiB.
+pub const MAX_MANIFEST_UNCOMPRESSED_LEN: u64 = 16 << 20;
 /// Largest compressed payload: 1 GiB.
 pub const MAX_PAYLOAD_LEN: u64 = 1 << 30;
 /// Largest uncompressed payload: 1 GiB.
@@ -28,24 +30,29 @@ pub const MAX_SIGNATURES_LEN: u64 = MAX_SIGNATURES * SIGNATURE_ENTRY_LEN;
 pub const MAX_PACKAGE_LEN: u64 =
     HEADER_LEN as u64 + MAX_MANIFEST_LEN + MAX_PAYLOAD_LEN + MAX_SIGNATURES_LEN;
 /// The DSSE payload type of the signed message.
-pub const PAYLOAD_TYPE: &str = "application/vnd.hotpatch.package.v1";
-/// The length of the signed header fields ([`Header::signed_fields`]).
-pub const SIGNED_FIELDS_LEN: usize = HEADER_LEN - 8;
+pub const PAYLOAD_TYPE: &str = "application/vnd.hotpatch.package.v2";
+/// The length of the signed header fields ([`Header::signed_fields`]):
+/// the header without its 4-byte signature section length.
+pub const SIGNED_FIELDS_LEN: usize = HEADER_LEN - 4;
+/// Offset of the signature section length in the header.
+const SIGNATURES_LEN_AT: usize = 28;
 
 /// The fixed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Format version ([`FORMAT_VERSION`]).
     pub version: u32,
-    /// Length of the manifest.
+    /// Length of the compressed manifest.
     pub manifest_len: u64,
+    /// Length of the manifest once decompressed.
+    pub manifest_uncompressed_len: u64,
     /// Length of the compressed payload.
     pub payload_len: u64,
     /// Length of the payload once decompressed.
     pub payload_uncompressed_len: u64,
     /// Length of the signature section (a multiple of 96).
     pub signatures_len: u64,
-    /// SHA-256 of the exact manifest bytes.
+    /// SHA-256 of the exact compressed manifest bytes.
     pub manifest_sha256: Sha256Digest,
     /// SHA-256 of the exact compressed payload bytes.
     pub payload_sha256: Sha256Digest,
@@ -89,24 +96,31 @@ impl Header {
         let mut c = Cursor::new(bytes);
         let t = |_| truncated(Section::Header, HEADER_LEN as u64, file_len);
         c.take(8, "magic").map_err(t)?;
-        let version = c.u32("version").map_err(t)?;
+        let version = u32::from(c.u16("version").map_err(t)?);
         if version != FORMAT_VERSION {
             return Err(PackageError::UnsupportedVersion {
                 found: version,
                 known: FORMAT_VERSION,
             });
         }
-        let flags = c.u32("flags").map_err(t)?;
-        let manifest_len = c.u64("manifest length").map_err(t)?;
-        let payload_len = c.u64("payload length").map_err(t)?;
-        let payload_uncompressed_len = c.u64("uncompressed payload length").map_err(t)?;
-        let signatures_len = c.u64("signature section length").map_err(t)?;
+        let flags = u32::from(c.u16("flags").map_err(t)?);
+        let manifest_len = u64::from(c.u32("manifest length").map_err(t)?);
+        let manifest_uncompressed_len =
+            u64::from(c.u32("uncompressed manifest length").map_err(t)?);
+        let payload_len = u64::from(c.u32("payload length").map_err(t)?);
+        let payload_uncompressed_len = u64::from(c.u32("uncompressed payload length").map_err(t)?);
+        let signatures_len = u64::from(c.u32("signature section length").map_err(t)?);
         let manifest_sha256 = Sha256Digest(c.bytes32("manifest sha256").map_err(t)?);
         let payload_sha256 = Sha256Digest(c.bytes32("payload sha256").map_err(t)?);
         if flags != 0 {
             return Err(PackageError::ReservedFlags { flags });
         }
         cap("manifest length", manifest_len, MAX_MANIFEST_LEN)?;
+        cap(
+            "uncompressed manifest length",
+            manifest_uncompressed_len,
+            MAX_MANIFEST_UNCOMPRESSED_LEN,
+        )?;
         cap("payload length", payload_len, MAX_PAYLOAD_LEN)?;
         cap(
             "uncompressed payload length",
@@ -121,6 +135,12 @@ impl Header {
         if manifest_len == 0 {
             return Err(PackageError::BadLength {
                 field: "manifest length",
+                detail: "the manifest is empty".into(),
+            });
+        }
+        if manifest_uncompressed_len == 0 {
+            return Err(PackageError::BadLength {
+                field: "uncompressed manifest length",
                 detail: "the manifest is empty".into(),
             });
         }
@@ -139,6 +159,7 @@ impl Header {
         let h = Header {
             version,
             manifest_len,
+            manifest_uncompressed_len,
             payload_len,
             payload_uncompressed_len,
             signatures_len,
@@ -167,32 +188,43 @@ impl Header {
         Ok(h)
     }
 
-    /// The header's bytes.
+    /// The header's bytes. Lengths are written as 32-bit fields; a length
+    /// above `u32::MAX` (only a test's forgery: the caps are far below)
+    /// is written as `u32::MAX`, which is over its cap.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         let mut v = Vec::with_capacity(HEADER_LEN);
+        let len32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
         v.extend_from_slice(&MAGIC);
-        v.extend_from_slice(&self.version.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
-        v.extend_from_slice(&self.manifest_len.to_le_bytes());
-        v.extend_from_slice(&self.payload_len.to_le_bytes());
-        v.extend_from_slice(&self.payload_uncompressed_len.to_le_bytes());
-        v.extend_from_slice(&self.signatures_len.to_le_bytes());
+        v.extend_from_slice(
+            &u16::try_from(self.version)
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
+        v.extend_from_slice(&0u16.to_le_bytes());
+        v.extend_from_slice(&len32(self.manifest_len));
+        v.extend_from_slice(&len32(self.manifest_uncompressed_len));
+        v.extend_from_slice(&len32(self.payload_len));
+        v.extend_from_slice(&len32(self.payload_uncompressed_len));
+        v.extend_from_slice(&len32(self.signatures_len));
         v.extend_from_slice(self.manifest_sha256.as_bytes());
         v.extend_from_slice(self.payload_sha256.as_bytes());
         out.copy_from_slice(&v);
         out
     }
 
-    /// The header without its signature section length (bytes 40..48), which
-    /// adding a signature changes: magic, version, flags, the manifest and
-    /// payload lengths, and the manifest and payload digests.
+    /// The header without its signature section length (bytes 28..32),
+    /// which adding a signature changes: magic, version, flags, the
+    /// manifest and payload lengths, and the manifest and payload digests.
     pub fn signed_fields(&self) -> [u8; SIGNED_FIELDS_LEN] {
         let h = self.encode();
         let mut out = [0u8; SIGNED_FIELDS_LEN];
-        let (a, b) = out.split_at_mut(40);
-        a.copy_from_slice(h.get(..40).unwrap_or(&[0; 40]));
-        b.copy_from_slice(h.get(48..).unwrap_or(&[0; 64]));
+        let (a, b) = out.split_at_mut(SIGNATURES_LEN_AT);
+        a.copy_from_slice(
+            h.get(..SIGNATURES_LEN_AT)
+                .unwrap_or(&[0; SIGNATURES_LEN_AT]),
+        );
+        b.copy_from_slice(h.get(SIGNATURES_LEN_AT + 4..).unwrap_or(&[0; 64]));
         out
     }
 

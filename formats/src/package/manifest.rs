@@ -1,8 +1,8 @@
 //! The manifest: what a package is, what it applies to, and what it changes.
 //!
-//! It is JSON, for people: the writer emits the fields in the order they are
-//! declared here, pretty-printed with two-space indentation and a final
-//! newline, lists in a canonical order ([`Manifest::canonicalise`]), integers
+//! It is JSON, stored zstd-compressed (see `formats/SPEC.md`): the writer
+//! emits the fields in the order they are declared here, compact (no
+//! whitespace), lists in a canonical order ([`Manifest::canonicalise`]), integers
 //! as decimal numbers and no floating-point value anywhere. Digests are 64
 //! lowercase hex digits; times are `YYYY-MM-DDTHH:MM:SSZ`; months `YYYY-MM`.
 //! Unknown fields are refused.
@@ -344,11 +344,9 @@ impl Manifest {
 
     /// The JSON the writer emits (see the module documentation).
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let mut v = serde_json::to_vec_pretty(self).map_err(|e| PackageError::ManifestJson {
+        serde_json::to_vec(self).map_err(|e| PackageError::ManifestJson {
             detail: e.to_string(),
-        })?;
-        v.push(b'\n');
-        Ok(v)
+        })
     }
 
     /// Parse manifest JSON (no semantic checks; see [`Manifest::validate`]).

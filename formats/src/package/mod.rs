@@ -1,7 +1,7 @@
 //! The hotpatch package container (`.hpk`), specified in `formats/SPEC.md`.
 //!
 //! ```text
-//! header (112 bytes) | manifest (JSON) | payload (zstd) | signatures (n × 96)
+//! header (96 bytes) | manifest (JSON, zstd) | payload (zstd) | signatures (n × 96)
 //! ```
 //!
 //! **Writing** (the builder): fill a [`Manifest`] and a [`Payload`], then
@@ -58,7 +58,10 @@ pub use reloc::{FieldError, RelocKind, Site};
 pub use time::{Timestamp, SECONDS_PER_DAY};
 
 use error::Result;
-use header::{MAX_MANIFEST_LEN, MAX_PAYLOAD_LEN, MAX_PAYLOAD_UNCOMPRESSED_LEN, MAX_SIGNATURES};
+use header::{
+    MAX_MANIFEST_LEN, MAX_MANIFEST_UNCOMPRESSED_LEN, MAX_PAYLOAD_LEN, MAX_PAYLOAD_UNCOMPRESSED_LEN,
+    MAX_SIGNATURES,
+};
 
 /// zstd level of payloads up to [`LARGE_PAYLOAD`] bytes (uncompressed).
 pub const PAYLOAD_LEVEL: i32 = 19;
@@ -67,6 +70,8 @@ pub const PAYLOAD_LEVEL: i32 = 19;
 pub const LARGE_PAYLOAD_LEVEL: i32 = 9;
 /// Payloads above this size (16 MiB) use [`LARGE_PAYLOAD_LEVEL`].
 pub const LARGE_PAYLOAD: usize = 16 << 20;
+/// zstd level of the manifest.
+pub const MANIFEST_LEVEL: i32 = 19;
 
 /// A decoded package: its manifest and payload. Decoding does not check
 /// signatures; see the module documentation.
@@ -110,7 +115,8 @@ impl<'a> RawPackage<'a> {
         &self.header
     }
 
-    /// The manifest's exact bytes (not parsed).
+    /// The manifest section's exact (compressed) bytes, not decompressed
+    /// nor parsed.
     pub fn manifest_bytes(&self) -> &'a [u8] {
         self.manifest
     }
@@ -144,11 +150,24 @@ impl<'a> RawPackage<'a> {
         check_digest(Section::Payload, self.header.payload_sha256, self.payload)
     }
 
-    /// Stage 2, manifest: check its digest, deserialise it and check its
-    /// rules. Call only after the signatures were verified.
-    pub fn decode_manifest(&self) -> Result<Manifest> {
+    /// Stage 2, manifest JSON: check the manifest's digest and decompress
+    /// it (against [`MANIFEST_PREFIX`], never past its declared size). Call
+    /// only after the signatures were verified.
+    pub fn manifest_json(&self) -> Result<Vec<u8>> {
         self.check_manifest_digest()?;
-        let m = Manifest::from_json(self.manifest)?;
+        decompress_section(
+            Section::Manifest,
+            self.manifest,
+            self.header.manifest_uncompressed_len,
+            MANIFEST_PREFIX,
+        )
+    }
+
+    /// Stage 2, manifest: check its digest, decompress it, deserialise it
+    /// and check its rules. Call only after the signatures were verified.
+    pub fn decode_manifest(&self) -> Result<Manifest> {
+        let json = self.manifest_json()?;
+        let m = Manifest::from_json(&json)?;
         m.validate()?;
         Ok(m)
     }
@@ -201,7 +220,13 @@ pub fn write(manifest: &Manifest, payload: &Payload) -> Result<Vec<u8>> {
     manifest.validate_items(payload)?;
     let json = manifest.to_json()?;
     let raw = payload.encode()?;
-    cap_len("manifest length", json.len(), MAX_MANIFEST_LEN)?;
+    cap_len(
+        "uncompressed manifest length",
+        json.len(),
+        MAX_MANIFEST_UNCOMPRESSED_LEN,
+    )?;
+    let packed = compress_manifest(&json)?;
+    cap_len("manifest length", packed.len(), MAX_MANIFEST_LEN)?;
     cap_len(
         "uncompressed payload length",
         raw.len(),
@@ -211,14 +236,15 @@ pub fn write(manifest: &Manifest, payload: &Payload) -> Result<Vec<u8>> {
     cap_len("payload length", compressed.len(), MAX_PAYLOAD_LEN)?;
     let header = Header {
         version: FORMAT_VERSION,
-        manifest_len: json.len() as u64,
+        manifest_len: packed.len() as u64,
+        manifest_uncompressed_len: json.len() as u64,
         payload_len: compressed.len() as u64,
         payload_uncompressed_len: raw.len() as u64,
         signatures_len: 0,
-        manifest_sha256: Sha256Digest::of(&json),
+        manifest_sha256: Sha256Digest::of(&packed),
         payload_sha256: Sha256Digest::of(&compressed),
     };
-    Ok(assemble(&header, &json, &compressed, &[]))
+    Ok(assemble(&header, &packed, &compressed, &[]))
 }
 
 /// Header, sections, in order.
@@ -236,6 +262,20 @@ pub fn assemble(header: &Header, manifest: &[u8], payload: &[u8], signatures: &[
     out
 }
 
+/// The bytes the manifest is compressed against (a zstd raw-content
+/// prefix, `ZSTD_CCtx_refPrefix`): the manifest's field names in their
+/// order, with empty values, so that a small manifest does not spend its
+/// bytes on them. Part of the format: `formats/SPEC.md` section 6 gives
+/// the same bytes.
+pub const MANIFEST_PREFIX: &[u8] = br#"{"product":"","package_id":"","kind":"hotpatch","release":"","baseline_release":"","sequence":1,"supersedes":[],"requires_restart":false,"advisories":["CVE-"],"created":"T00:00:00Z","expires":"T00:00:00Z","overrides":[{"allow":"","reason":""}],"targets":[{"name":".so","format":"elf","arch":"x86_64","baseline":{"sha256":"","build":{"elf":{"build_id":""}}},"updated":{"sha256":"","build":{"pe":{"time_date_stamp":0,"size_of_image":0,"codeview":{"guid":"","age":1}}}},"image":null,"functions":[{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"x64-padding-short-jump","rva":0,"size":7,"sha256":""},"body":0},{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"x64-near-jump","rva":0,"size":5,"sha256":""},"body":1},{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"a64-branch","rva":0,"size":4,"sha256":""},"body":2}],"added_functions":[{"name":"","unit":null,"body":3}],"data":[{"name":"","unit":null,"writable":false,"body":4}],"lines_only":[{"name":"","unit":null}]}]}"#;
+
+/// Compress manifest JSON as [`write`] does: one zstd frame at
+/// [`MANIFEST_LEVEL`] against [`MANIFEST_PREFIX`], single-threaded, with
+/// its content size and no checksum.
+pub fn compress_manifest(json: &[u8]) -> Result<Vec<u8>> {
+    compress(json, MANIFEST_LEVEL, MANIFEST_PREFIX, "manifest")
+}
+
 /// Compress an encoded payload as [`write`] does: one zstd frame at
 /// [`PAYLOAD_LEVEL`] (or [`LARGE_PAYLOAD_LEVEL`] above [`LARGE_PAYLOAD`]
 /// bytes), single-threaded, with its content size and no checksum.
@@ -245,13 +285,14 @@ pub fn compress_payload(raw: &[u8]) -> Result<Vec<u8>> {
     } else {
         PAYLOAD_LEVEL
     };
-    compress(raw, level)
+    compress(raw, level, &[], "payload")
 }
 
-/// One zstd frame of `raw` at `level`, with its content size, no checksum.
-fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
+/// One zstd frame of `raw` at `level` against `prefix` (none if empty),
+/// with its content size, no checksum.
+fn compress(raw: &[u8], level: i32, prefix: &[u8], what: &str) -> Result<Vec<u8>> {
     let err = |code| PackageError::Zstd {
-        what: "payload".into(),
+        what: what.into(),
         detail: zstd_safe::get_error_name(code).into(),
     };
     let mut cctx = zstd_safe::CCtx::create();
@@ -261,6 +302,9 @@ fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
         .map_err(err)?;
     cctx.set_parameter(zstd_safe::CParameter::ChecksumFlag(false))
         .map_err(err)?;
+    if !prefix.is_empty() {
+        cctx.ref_prefix(prefix).map_err(err)?;
+    }
     let mut out = Vec::with_capacity(zstd_safe::compress_bound(raw.len()));
     cctx.compress2(&mut out, raw).map_err(err)?;
     Ok(out)
@@ -279,7 +323,18 @@ pub const ONE_SHOT_RATIO: u64 = 64;
 /// and `declared` is at most [`ONE_SHOT_RATIO`] times the frame (or 1 MiB);
 /// otherwise it grows with the actual output.
 pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
-    let ferr = |detail: String| PackageError::PayloadFrame { detail };
+    decompress_section(Section::Payload, frame, declared, &[])
+}
+
+/// [`decompress`] for `section`, with `prefix` as the frame's raw-content
+/// prefix (none if empty).
+fn decompress_section(
+    section: Section,
+    frame: &[u8],
+    declared: u64,
+    prefix: &[u8],
+) -> Result<Vec<u8>> {
+    let ferr = |detail: String| PackageError::Frame { section, detail };
     let recorded = match zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) if n != declared => {
             return Err(ferr(format!(
@@ -308,13 +363,13 @@ pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
         .saturating_mul(ONE_SHOT_RATIO)
         .max(1 << 20);
     if recorded && declared <= one_shot_limit {
-        return decompress_one_shot(frame, declared);
+        return decompress_one_shot(section, frame, declared, prefix);
     }
     let zerr = |e: std::io::Error| PackageError::Zstd {
-        what: "payload".into(),
+        what: section.to_string(),
         detail: e.to_string(),
     };
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(frame)
+    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(frame, prefix)
         .map_err(zerr)?
         .single_frame();
     decoder
@@ -327,10 +382,14 @@ pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
     decoder.take(limit).read_to_end(&mut out).map_err(zerr)?;
     let actual = out.len() as u64;
     if actual > declared {
-        return Err(PackageError::DecompressionBomb { declared });
+        return Err(PackageError::DecompressionBomb { section, declared });
     }
     if actual != declared {
-        return Err(PackageError::DecompressedSize { declared, actual });
+        return Err(PackageError::DecompressedSize {
+            section,
+            declared,
+            actual,
+        });
     }
     Ok(out)
 }
@@ -338,28 +397,41 @@ pub fn decompress(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
 /// One pass into a buffer of exactly `declared` bytes (the frame records
 /// that size): zstd stops with "destination buffer too small" rather than
 /// write past it.
-fn decompress_one_shot(frame: &[u8], declared: u64) -> Result<Vec<u8>> {
-    let capacity = usize::try_from(declared).map_err(|_| PackageError::PayloadFrame {
+fn decompress_one_shot(
+    section: Section,
+    frame: &[u8],
+    declared: u64,
+    prefix: &[u8],
+) -> Result<Vec<u8>> {
+    let capacity = usize::try_from(declared).map_err(|_| PackageError::Frame {
+        section,
         detail: format!("{declared} bytes do not fit in memory"),
     })?;
     let mut dctx = zstd_safe::DCtx::create();
     let zerr = |code| {
         if code == DST_TOO_SMALL {
-            PackageError::DecompressionBomb { declared }
+            PackageError::DecompressionBomb { section, declared }
         } else {
             PackageError::Zstd {
-                what: "payload".into(),
+                what: section.to_string(),
                 detail: zstd_safe::get_error_name(code).into(),
             }
         }
     };
     dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(payload::MAX_WINDOW_LOG))
         .map_err(zerr)?;
+    if !prefix.is_empty() {
+        dctx.ref_prefix(prefix).map_err(zerr)?;
+    }
     let mut out = Vec::with_capacity(capacity);
     dctx.decompress(&mut out, frame).map_err(zerr)?;
     let actual = out.len() as u64;
     if actual != declared {
-        return Err(PackageError::DecompressedSize { declared, actual });
+        return Err(PackageError::DecompressedSize {
+            section,
+            declared,
+            actual,
+        });
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zstd::zstd_safe;
 
-use super::codec::Cursor;
+use super::codec::{put_varint, put_zigzag, Cursor};
 use super::digest::Sha256Digest;
 use super::error::{PackageError, Result};
 use super::reloc::{FieldError, RelocKind, Site};
@@ -32,10 +32,23 @@ pub const DELTA_LEVEL: i32 = 9;
 /// Largest zstd window (log2) accepted when decoding: 128 MiB.
 pub const MAX_WINDOW_LOG: u32 = 27;
 
-/// Smallest encoding of an item (no data, no relocations), to bound counts.
-const MIN_ITEM_BYTES: usize = 4 + 1 + 8 + 8 + 4;
-/// Smallest encoding of a relocation record.
-const MIN_RELOC_BYTES: usize = 8 + 1 + 1 + 1 + 4 + 8;
+/// The most distinct imports a payload's import table may hold.
+pub const MAX_IMPORTS: u64 = 1 << 20;
+/// The largest baseline RVA a relocation target may name (the target
+/// varint holds it shifted left by 2).
+pub const MAX_TARGET_RVA: u64 = (1 << 62) - 1;
+
+/// Smallest encoding of an item (flags, encoding, a size of 0, no
+/// relocations), to bound counts.
+const MIN_ITEM_BYTES: usize = 1 + 1 + 1;
+/// Smallest encoding of a relocation record (gap, kind, target, addend).
+const MIN_RELOC_BYTES: usize = 1 + 1 + 1 + 1;
+/// Smallest encoding of an import (slot, name length, one byte of name).
+const MIN_IMPORT_BYTES: usize = 1 + 1 + 1;
+/// Target tags, in the low 2 bits of the target varint.
+const TAG_RVA: u64 = 0;
+const TAG_ITEM: u64 = 1;
+const TAG_IMPORT: u64 = 2;
 
 /// Bytes that share one buffer: a decoded payload's items are slices of
 /// the decompressed payload, not copies. Compared and hashed by content.
@@ -334,57 +347,74 @@ impl Payload {
         Ok(())
     }
 
-    /// The binary encoding (before compression).
+    /// The binary encoding (before compression), `formats/SPEC.md`
+    /// section 5.1: the import table, then the items with their
+    /// relocation records as varints.
     pub fn encode(&self) -> Result<Vec<u8>> {
         self.validate()?;
+        let imports = self.import_table();
         let mut out = Vec::new();
-        put_u32(&mut out, len_u32(self.items.len())?);
+        put_varint(&mut out, imports.len() as u64);
+        for (slot_rva, name) in &imports {
+            put_varint(&mut out, *slot_rva);
+            put_varint(&mut out, name.len() as u64);
+            out.extend_from_slice(name.as_bytes());
+        }
+        put_varint(&mut out, self.items.len() as u64);
         for item in &self.items {
-            put_u32(&mut out, item.align);
+            let align_log2 = item.align.trailing_zeros() as u8;
             match &item.body {
                 Body::Raw(b) => {
-                    out.push(0);
-                    put_u64(&mut out, b.len() as u64);
-                    put_u64(&mut out, b.len() as u64);
+                    out.push(align_log2);
+                    put_varint(&mut out, b.len() as u64);
                     out.extend_from_slice(b);
                 }
                 Body::Delta(d) => {
-                    out.push(1);
-                    put_u64(&mut out, d.size);
-                    put_u64(&mut out, d.reference.rva);
-                    put_u64(&mut out, d.reference.size);
+                    out.push(align_log2 | ENCODING_DELTA);
+                    put_varint(&mut out, d.size);
+                    put_varint(&mut out, d.reference.rva);
+                    put_varint(&mut out, d.reference.size);
                     out.extend_from_slice(d.reference.sha256.as_bytes());
-                    put_u64(&mut out, d.frame.len() as u64);
+                    put_varint(&mut out, d.frame.len() as u64);
                     out.extend_from_slice(&d.frame);
                 }
             }
-            put_u32(&mut out, len_u32(item.relocations.len())?);
+            put_varint(&mut out, item.relocations.len() as u64);
+            let mut end_of_previous = 0u64;
             for r in &item.relocations {
-                put_u64(&mut out, r.offset);
-                out.push(r.kind.code());
-                out.push(r.kind.scale());
-                match &r.target {
-                    Target::BaselineRva(rva) => {
-                        out.push(0);
-                        put_u64(&mut out, *rva);
-                    }
-                    Target::Item(ItemRef(i)) => {
-                        out.push(1);
-                        put_u32(&mut out, *i);
-                    }
+                // validate() checked the order: the gap is never negative.
+                put_varint(&mut out, r.offset.saturating_sub(end_of_previous));
+                end_of_previous = r.offset.saturating_add(r.kind.width() as u64);
+                out.push(r.kind.code() | r.kind.scale() << 5);
+                let target = match &r.target {
+                    Target::BaselineRva(rva) => rva << 2 | TAG_RVA,
+                    Target::Item(ItemRef(i)) => u64::from(*i) << 2 | TAG_ITEM,
                     Target::Import { slot_rva, name } => {
-                        out.push(2);
-                        put_u64(&mut out, *slot_rva);
-                        let n = u16::try_from(name.len())
-                            .map_err(|_| payload_err("import name too long".into()))?;
-                        out.extend_from_slice(&n.to_le_bytes());
-                        out.extend_from_slice(name.as_bytes());
+                        let k = imports
+                            .binary_search_by(|(s, n)| (*s, *n).cmp(&(*slot_rva, name.as_str())))
+                            .map_err(|_| payload_err("import missing from its table".into()))?;
+                        (k as u64) << 2 | TAG_IMPORT
                     }
-                }
-                out.extend_from_slice(&r.addend.to_le_bytes());
+                };
+                put_varint(&mut out, target);
+                put_zigzag(&mut out, r.addend);
             }
         }
         Ok(out)
+    }
+
+    /// Every import the relocations name, once, sorted by slot then name.
+    fn import_table(&self) -> Vec<(u64, &str)> {
+        let set: std::collections::BTreeSet<(u64, &str)> = self
+            .items
+            .iter()
+            .flat_map(|i| &i.relocations)
+            .filter_map(|r| match &r.target {
+                Target::Import { slot_rva, name } => Some((*slot_rva, name.as_str())),
+                _ => None,
+            })
+            .collect();
+        set.into_iter().collect()
     }
 
     /// Decode the binary encoding, checking every count against the bytes
@@ -393,17 +423,20 @@ impl Payload {
     pub fn decode(bytes: impl Into<Bytes>) -> Result<Payload> {
         let shared: Bytes = bytes.into();
         let mut c = Cursor::new(&shared);
-        let count = c.u32("item count").map_err(payload_err)?;
-        if count > MAX_ITEMS {
+        let imports = decode_imports(&mut c)?;
+        let mut used = vec![false; imports.len()];
+        let count = c.varint("item count").map_err(payload_err)?;
+        if count > u64::from(MAX_ITEMS) {
             return Err(payload_err(format!(
                 "item count {count} exceeds the cap of {MAX_ITEMS}"
             )));
         }
-        bounded_count(count, MIN_ITEM_BYTES, c.remaining(), "item count")?;
-        let mut items = Vec::with_capacity(count as usize);
+        bounded_count(count, MIN_ITEM_BYTES, c.remaining(), "item count").map_err(payload_err)?;
+        let mut items = Vec::with_capacity(usize_len(count));
         for i in 0..count {
             items.push(
-                decode_item(&mut c, &shared).map_err(|e| payload_err(format!("item {i}: {e}")))?,
+                decode_item(&mut c, &shared, &imports, &mut used)
+                    .map_err(|e| payload_err(format!("item {i}: {e}")))?,
             );
         }
         if c.remaining() != 0 {
@@ -413,10 +446,55 @@ impl Payload {
                 c.position()
             )));
         }
+        if let Some(k) = used.iter().position(|u| !u) {
+            return Err(payload_err(format!(
+                "import {k} of the import table is used by no relocation"
+            )));
+        }
         let payload = Payload { items };
         payload.validate()?;
         Ok(payload)
     }
+}
+
+/// Bit 5 of an item's first byte: the body is a zstd delta.
+const ENCODING_DELTA: u8 = 0x20;
+
+/// The import table: sorted by (slot, name), no duplicates.
+fn decode_imports(c: &mut Cursor<'_>) -> Result<Vec<(u64, String)>> {
+    let count = c.varint("import count").map_err(payload_err)?;
+    if count > MAX_IMPORTS {
+        return Err(payload_err(format!(
+            "import count {count} exceeds the cap of {MAX_IMPORTS}"
+        )));
+    }
+    bounded_count(count, MIN_IMPORT_BYTES, c.remaining(), "import count").map_err(payload_err)?;
+    let mut imports: Vec<(u64, String)> = Vec::with_capacity(usize_len(count));
+    for k in 0..count {
+        let err = |e: String| payload_err(format!("import {k}: {e}"));
+        let slot_rva = c.varint("slot rva").map_err(err)?;
+        let len = c.varint("name length").map_err(err)?;
+        if len == 0 || len > MAX_IMPORT_NAME as u64 {
+            return Err(err(format!(
+                "name length {len} is not within 1..={MAX_IMPORT_NAME}"
+            )));
+        }
+        let name = c.take(usize_len(len), "import name").map_err(err)?;
+        let name =
+            std::str::from_utf8(name).map_err(|_| err("import name is not UTF-8".to_string()))?;
+        if name.contains('\0') {
+            return Err(err("import name contains NUL".to_string()));
+        }
+        if let Some((s, n)) = imports.last() {
+            if (*s, n.as_str()) >= (slot_rva, name) {
+                return Err(err(
+                    "the import table is not sorted by slot and name, or repeats an entry".into(),
+                ));
+            }
+        }
+        imports.push((slot_rva, name.to_string()));
+    }
+    Ok(imports)
 }
 
 /// The bytes `c` just read (the last `len` bytes before its position), as
@@ -428,28 +506,42 @@ fn shared_slice(c: &Cursor<'_>, shared: &Bytes, len: usize) -> std::result::Resu
         .ok_or_else(|| "data out of bounds".to_string())
 }
 
-fn decode_item(c: &mut Cursor<'_>, shared: &Bytes) -> std::result::Result<Item, String> {
-    let align = c.u32("align")?;
-    let encoding = c.u8("encoding")?;
-    let size = c.u64("size")?;
+fn decode_item(
+    c: &mut Cursor<'_>,
+    shared: &Bytes,
+    imports: &[(u64, String)],
+    used: &mut [bool],
+) -> std::result::Result<Item, String> {
+    let flags = c.u8("flags")?;
+    let align_log2 = flags & 0x1f;
+    if align_log2 > MAX_ALIGN.trailing_zeros() as u8 {
+        return Err(format!(
+            "alignment 2^{align_log2} exceeds the cap of {MAX_ALIGN}"
+        ));
+    }
+    let align = 1u32 << align_log2;
+    let size = c.varint("size")?;
     if size > MAX_ITEM_SIZE {
         return Err(format!("size {size} exceeds the cap of {MAX_ITEM_SIZE}"));
     }
-    let body = match encoding {
+    let body = match flags & !0x1f {
         0 => {
-            let len = c.u64("data length")?;
-            if len != size {
-                return Err(format!("raw data of {len} bytes, size says {size}"));
-            }
-            let len = usize_of(len)?;
+            let len = usize_of(size)?;
             c.take(len, "data")?;
             Body::Raw(shared_slice(c, shared, len)?)
         }
-        1 => {
-            let rva = c.u64("reference rva")?;
-            let ref_size = c.u64("reference size")?;
+        ENCODING_DELTA => {
+            let rva = c.varint("reference rva")?;
+            let ref_size = c.varint("reference size")?;
             let sha = c.bytes32("reference sha256")?;
-            let len = usize_of(c.u64("frame length")?)?;
+            let len = c.varint("frame length")?;
+            if len > c.remaining() as u64 {
+                return Err(format!(
+                    "delta frame of {len} bytes, {} are left",
+                    c.remaining()
+                ));
+            }
+            let len = usize_of(len)?;
             c.take(len, "delta frame")?;
             let frame = shared_slice(c, shared, len)?;
             Body::Delta(Delta {
@@ -462,14 +554,17 @@ fn decode_item(c: &mut Cursor<'_>, shared: &Bytes) -> std::result::Result<Item, 
                 frame,
             })
         }
-        e => return Err(format!("unknown body encoding {e}")),
+        e => return Err(format!("unknown body encoding {:#x}", e >> 5)),
     };
-    let count = c.u32("relocation count")?;
-    bounded_count(count, MIN_RELOC_BYTES, c.remaining(), "relocation count")
-        .map_err(|e| e.to_string())?;
-    let mut relocations = Vec::with_capacity(count as usize);
+    let count = c.varint("relocation count")?;
+    bounded_count(count, MIN_RELOC_BYTES, c.remaining(), "relocation count")?;
+    let mut relocations = Vec::with_capacity(usize_len(count));
+    let mut end_of_previous = 0u64;
     for k in 0..count {
-        relocations.push(decode_reloc(c).map_err(|e| format!("relocation {k}: {e}"))?);
+        let r = decode_reloc(c, end_of_previous, imports, used)
+            .map_err(|e| format!("relocation {k}: {e}"))?;
+        end_of_previous = r.offset.saturating_add(r.kind.width() as u64);
+        relocations.push(r);
     }
     Ok(Item {
         align,
@@ -478,29 +573,47 @@ fn decode_item(c: &mut Cursor<'_>, shared: &Bytes) -> std::result::Result<Item, 
     })
 }
 
-fn decode_reloc(c: &mut Cursor<'_>) -> std::result::Result<Relocation, String> {
-    let offset = c.u64("offset")?;
-    let code = c.u8("kind")?;
-    let scale = c.u8("scale")?;
+fn decode_reloc(
+    c: &mut Cursor<'_>,
+    end_of_previous: u64,
+    imports: &[(u64, String)],
+    used: &mut [bool],
+) -> std::result::Result<Relocation, String> {
+    let gap = c.varint("offset gap")?;
+    let offset = end_of_previous
+        .checked_add(gap)
+        .filter(|&o| o <= MAX_ITEM_SIZE)
+        .ok_or_else(|| format!("offset gap {gap} runs past the largest item"))?;
+    let byte = c.u8("kind")?;
+    let (code, scale) = (byte & 0x1f, byte >> 5);
     let kind = RelocKind::from_code(code, scale)
         .ok_or_else(|| format!("unknown relocation kind {code} with scale {scale}"))?;
-    let target = match c.u8("target tag")? {
-        0 => Target::BaselineRva(c.u64("rva")?),
-        1 => Target::Item(ItemRef(c.u32("item")?)),
-        2 => {
-            let slot_rva = c.u64("slot rva")?;
-            let len = c.u16("name length")?;
-            let name = c.take(usize::from(len), "import name")?;
-            let name =
-                std::str::from_utf8(name).map_err(|_| "import name is not UTF-8".to_string())?;
+    let t = c.varint("target")?;
+    let target = match t & 3 {
+        TAG_RVA => Target::BaselineRva(t >> 2),
+        TAG_ITEM => Target::Item(ItemRef(
+            u32::try_from(t >> 2).map_err(|_| format!("item target {} is too large", t >> 2))?,
+        )),
+        TAG_IMPORT => {
+            let k = usize::try_from(t >> 2).unwrap_or(usize::MAX);
+            let (slot_rva, name) = imports.get(k).ok_or_else(|| {
+                format!(
+                    "import {} is not in the import table of {}",
+                    t >> 2,
+                    imports.len()
+                )
+            })?;
+            if let Some(u) = used.get_mut(k) {
+                *u = true;
+            }
             Target::Import {
-                slot_rva,
-                name: name.to_string(),
+                slot_rva: *slot_rva,
+                name: name.clone(),
             }
         }
-        t => return Err(format!("unknown target tag {t}")),
+        tag => return Err(format!("unknown target tag {tag}")),
     };
-    let addend = c.i64("addend")?;
+    let addend = c.zigzag("addend")?;
     Ok(Relocation {
         offset,
         kind,
@@ -561,6 +674,11 @@ fn validate_item(index: usize, item: &Item, count: usize) -> Result<()> {
             )));
         }
         match &r.target {
+            Target::BaselineRva(rva) if *rva > MAX_TARGET_RVA => {
+                return Err(rerr(format!(
+                    "baseline RVA {rva:#x} exceeds the largest encodable {MAX_TARGET_RVA:#x}"
+                )));
+            }
             Target::Item(ItemRef(t)) if *t as usize >= count => {
                 return Err(rerr(format!("targets item {t}, the payload has {count}")));
             }
@@ -679,13 +797,20 @@ fn decode_delta(r: ItemRef, d: &Delta, reference: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Refuse a count whose smallest encoding would not fit in what is left.
-fn bounded_count(count: u32, min_bytes: usize, remaining: usize, what: &str) -> Result<()> {
-    let need = (count as usize).checked_mul(min_bytes);
+fn bounded_count(
+    count: u64,
+    min_bytes: usize,
+    remaining: usize,
+    what: &str,
+) -> std::result::Result<(), String> {
+    let need = usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(min_bytes));
     if need.is_none_or(|n| n > remaining) {
-        return Err(payload_err(format!(
+        return Err(format!(
             "{what} {count} needs at least {} bytes, {remaining} are left",
             need.map_or_else(|| "too many".to_string(), |n| n.to_string())
-        )));
+        ));
     }
     Ok(())
 }
@@ -694,20 +819,13 @@ fn usize_of(n: u64) -> std::result::Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("length {n} does not fit in memory"))
 }
 
-fn len_u32(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| payload_err(format!("{n} entries do not fit a 32-bit count")))
+/// A count already bounded by the bytes left, as `usize`.
+fn usize_len(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
 
 fn payload_err(detail: String) -> PackageError {
     PackageError::Payload { detail }
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -790,9 +908,15 @@ mod tests {
         assert!(a.slice(3..usize::MAX).is_none());
     }
 
+    fn varint(v: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_varint(&mut b, v);
+        b
+    }
+
     #[test]
     fn huge_counts_are_refused_before_allocating() {
-        let mut b = u32::MAX.to_le_bytes().to_vec();
+        let mut b = [varint(0), varint(u32::MAX as u64)].concat();
         assert_eq!(
             Payload::decode(&b).unwrap_err().to_string(),
             format!(
@@ -800,10 +924,121 @@ mod tests {
                 u32::MAX
             )
         );
-        b = 1000u32.to_le_bytes().to_vec();
+        b = [varint(0), varint(1000)].concat();
         assert_eq!(
             Payload::decode(&b).unwrap_err().to_string(),
-            "payload: item count 1000 needs at least 25000 bytes, 0 are left"
+            "payload: item count 1000 needs at least 3000 bytes, 0 are left"
+        );
+        b = varint(1 << 40);
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            format!(
+                "payload: import count {} exceeds the cap of {MAX_IMPORTS}",
+                1u64 << 40
+            )
+        );
+    }
+
+    /// The encoding of one raw item of `data` with `relocs` (already
+    /// encoded records) after an empty import table.
+    fn one_item(data: &[u8], relocs: &[&[u8]]) -> Vec<u8> {
+        let mut b = [varint(0), varint(1), vec![0], varint(data.len() as u64)].concat();
+        b.extend_from_slice(data);
+        b.extend(varint(relocs.len() as u64));
+        for r in relocs {
+            b.extend_from_slice(r);
+        }
+        b
+    }
+
+    #[test]
+    fn relocation_count_larger_than_the_data_is_refused() {
+        let mut b = one_item(&[0; 8], &[]);
+        b.pop();
+        b.extend(varint(50));
+        b.extend_from_slice(&[0; 20]);
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: item 0: relocation count 50 needs at least 200 bytes, 20 are left"
+        );
+    }
+
+    #[test]
+    fn truncated_varint_in_a_relocation_is_refused() {
+        // gap 0, rel32, then a target varint cut short at the end.
+        let b = one_item(&[0; 8], &[&[0, 1, 0x80, 0x80, 0x80]]);
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            format!(
+                "payload: item 0: relocation 0: target: needs 1 bytes at offset {}, 0 left",
+                b.len()
+            )
+        );
+        // A varint that never ends.
+        let b = one_item(&[0; 8], &[&[0x80; 12]]);
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: item 0: relocation 0: offset gap: varint exceeds 64 bits"
+        );
+    }
+
+    #[test]
+    fn delta_frame_longer_than_the_data_is_refused() {
+        let mut b = [varint(0), varint(1), vec![4 | ENCODING_DELTA], varint(10)].concat();
+        b.extend(varint(0x1000));
+        b.extend(varint(10));
+        b.extend_from_slice(&[0; 32]);
+        b.extend(varint(1 << 30));
+        b.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: item 0: delta frame of 1073741824 bytes, 4 are left"
+        );
+    }
+
+    #[test]
+    fn import_table_must_be_sorted_and_used() {
+        let import = |slot: u64, name: &str| {
+            [
+                varint(slot),
+                varint(name.len() as u64),
+                name.as_bytes().to_vec(),
+            ]
+            .concat()
+        };
+        let tail = [varint(0)].concat();
+        let b = [varint(2), import(8, "b"), import(8, "a"), tail.clone()].concat();
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: import 1: the import table is not sorted by slot and name, or repeats an entry"
+        );
+        let b = [varint(1), import(8, "a"), tail.clone()].concat();
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: import 0 of the import table is used by no relocation"
+        );
+        let b = [varint(1), import(8, ""), tail].concat();
+        assert_eq!(
+            Payload::decode(&b).unwrap_err().to_string(),
+            "payload: import 0: name length 0 is not within 1..=1024"
+        );
+    }
+
+    #[test]
+    fn relocations_are_delta_coded_and_imports_named_once() {
+        let mut p = sample();
+        let code = p.items[1].clone();
+        p.push(code);
+        let bytes = p.encode().unwrap();
+        // "memcpy" appears once although two items import it.
+        assert_eq!(bytes.windows(6).filter(|w| w == b"memcpy").count(), 1);
+        assert_eq!(Payload::decode(&bytes).unwrap(), p);
+        // Three records of at most 1 + 1 + 3 + 1 bytes each, far from 27.
+        let item1 = one_item(&[0; 19], &[]).len();
+        assert!(
+            bytes.len() < 16 + 3 * item1 + 2 * 3 * 6 + 12,
+            "{}",
+            bytes.len()
         );
     }
 

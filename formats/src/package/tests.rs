@@ -112,10 +112,20 @@ fn write_then_read_round_trips() {
     let pkg = raw.decode().unwrap();
     assert_eq!(pkg.manifest, m);
     assert_eq!(pkg.payload, p);
-    // The manifest is the readable JSON, in declared field order.
-    let text = std::str::from_utf8(raw.manifest_bytes()).unwrap();
-    assert!(text.starts_with("{\n  \"product\": \"example\",\n  \"package_id\": \"example-2026-02\",\n  \"kind\": \"hotpatch\",\n"), "{text}");
-    assert!(text.ends_with("}\n"));
+    // The manifest is compact JSON in declared field order, stored as a
+    // zstd frame against the prefix.
+    assert_ne!(raw.manifest_bytes(), &m.to_json().unwrap()[..]);
+    let json = raw.manifest_json().unwrap();
+    let text = std::str::from_utf8(&json).unwrap();
+    assert!(
+        text.starts_with(
+            r#"{"product":"example","package_id":"example-2026-02","kind":"hotpatch","#
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("}]}"));
+    assert_eq!(raw.header().manifest_uncompressed_len, json.len() as u64);
+    assert!(raw.header().manifest_len < json.len() as u64 / 2);
 }
 
 #[test]
@@ -134,12 +144,12 @@ fn signed_message_is_the_dsse_encoding_of_the_header() {
     let bytes = sample_bytes();
     let raw = RawPackage::parse(&bytes).unwrap();
     let msg = raw.signed_message();
-    let prefix = b"DSSEv1 35 application/vnd.hotpatch.package.v1 104 ";
+    let prefix = b"DSSEv1 35 application/vnd.hotpatch.package.v2 92 ";
     assert_eq!(&msg[..prefix.len()], prefix);
     let body = &msg[prefix.len()..];
-    assert_eq!(body.len(), 104);
-    assert_eq!(&body[..40], &bytes[..40]);
-    assert_eq!(&body[40..], &bytes[48..112]);
+    assert_eq!(body.len(), 92);
+    assert_eq!(&body[..28], &bytes[..28]);
+    assert_eq!(&body[28..], &bytes[32..96]);
     // Adding signatures changes nothing signed.
     let entry = SignatureEntry {
         key_id: KeyId([7; 32]),
@@ -162,7 +172,7 @@ fn every_truncation_is_refused() {
     }
     assert_eq!(
         RawPackage::parse(&bytes[..50]).unwrap_err().to_string(),
-        "truncated package: the header ends at byte 112, the file has 50 bytes"
+        "truncated package: the header ends at byte 96, the file has 50 bytes"
     );
     let mut long = bytes.clone();
     long.push(0);
@@ -186,13 +196,13 @@ fn header_refusals() {
         "not a hotpatch package: bad magic 8958504b0d0a1a0a"
     );
     let mut bad = bytes.clone();
-    bad[8] = 2;
+    bad[8] = 1;
     assert_eq!(
         RawPackage::parse(&bad).unwrap_err().to_string(),
-        "unsupported package format version 2 (this reader knows version 1)"
+        "unsupported package format version 1 (this reader knows version 2)"
     );
     let mut bad = bytes.clone();
-    bad[12] = 1;
+    bad[10] = 1;
     assert!(matches!(
         RawPackage::parse(&bad),
         Err(PackageError::ReservedFlags { flags: 1 })
@@ -201,6 +211,16 @@ fn header_refusals() {
     assert_eq!(
         RawPackage::parse(&over).unwrap_err().to_string(),
         "manifest length of 16777217 bytes exceeds the cap of 16777216 bytes"
+    );
+    let over = with_header(&bytes, |h| h.manifest_uncompressed_len = (16 << 20) + 1);
+    assert_eq!(
+        RawPackage::parse(&over).unwrap_err().to_string(),
+        "uncompressed manifest length of 16777217 bytes exceeds the cap of 16777216 bytes"
+    );
+    let empty = with_header(&bytes, |h| h.manifest_uncompressed_len = 0);
+    assert_eq!(
+        RawPackage::parse(&empty).unwrap_err().to_string(),
+        "invalid uncompressed manifest length: the manifest is empty"
     );
     let over = with_header(&bytes, |h| h.payload_uncompressed_len = u64::MAX);
     assert!(matches!(
@@ -267,7 +287,7 @@ fn digests_are_checked_per_section() {
     );
     // A flipped bit in a declared digest: the section no longer matches it.
     let mut bad = bytes.clone();
-    bad[48] ^= 1;
+    bad[32] ^= 1;
     assert!(RawPackage::parse(&bad).unwrap().decode().is_err());
 }
 
@@ -347,13 +367,22 @@ fn a_frame_lying_about_its_size_is_a_bomb_too() {
         .unwrap()
         .decode_payload()
         .unwrap_err();
-    assert_eq!(err, PackageError::DecompressionBomb { declared: 4096 });
+    assert_eq!(
+        err,
+        PackageError::DecompressionBomb {
+            section: Section::Payload,
+            declared: 4096
+        }
+    );
     // An honest, large frame is decompressed in one pass, exactly.
     let honest = rle_frame(4, Some(4 << 17));
     assert_eq!(decompress(&honest, 4 << 17).unwrap(), vec![0; 4 << 17]);
     assert!(matches!(
         decompress(&honest, (4 << 17) + 1),
-        Err(PackageError::PayloadFrame { .. })
+        Err(PackageError::Frame {
+            section: Section::Payload,
+            ..
+        })
     ));
 }
 
@@ -361,7 +390,7 @@ fn a_frame_lying_about_its_size_is_a_bomb_too() {
 fn frame_content_size_must_match() {
     let (_, p) = sample();
     let raw = p.encode().unwrap();
-    let frame = compress(&raw, 3).unwrap();
+    let frame = compress(&raw, 3, &[], "payload").unwrap();
     let pkg = with_payload(&sample_bytes(), &frame, raw.len() as u64 + 1);
     assert_eq!(
         RawPackage::parse(&pkg)
@@ -396,6 +425,85 @@ fn frame_content_size_must_match() {
             .to_string(),
         "payload decompresses to 131072 bytes, the header declares 200000"
     );
+}
+
+/// `bytes` with `manifest` (already compressed) as its manifest section,
+/// declaring `declared` uncompressed bytes; digests consistent.
+fn with_manifest_frame(bytes: &[u8], manifest: &[u8], declared: u64) -> Vec<u8> {
+    let raw = RawPackage::parse(bytes).unwrap();
+    let h = Header {
+        manifest_len: manifest.len() as u64,
+        manifest_uncompressed_len: declared,
+        manifest_sha256: Sha256Digest::of(manifest),
+        ..*raw.header()
+    };
+    assemble(&h, manifest, raw.payload_bytes(), &[])
+}
+
+#[test]
+fn zstd_bomb_in_the_manifest_stops_at_the_declared_size() {
+    // 1 GiB of zeros in 32 KiB, the header declaring 4 KiB.
+    let pkg = with_manifest_frame(&sample_bytes(), &rle_bomb(8192), 4096);
+    let raw = RawPackage::parse(&pkg).unwrap();
+    assert_eq!(
+        raw.decode_manifest().unwrap_err().to_string(),
+        "zstd bomb: the manifest decompresses to more than the declared 4096 bytes (stopped there)"
+    );
+    // The frame lies about its size: the same, in one pass.
+    let pkg = with_manifest_frame(&sample_bytes(), &rle_frame(8192, Some(4096)), 4096);
+    assert_eq!(
+        RawPackage::parse(&pkg)
+            .unwrap()
+            .decode_manifest()
+            .unwrap_err(),
+        PackageError::DecompressionBomb {
+            section: Section::Manifest,
+            declared: 4096
+        }
+    );
+    // A frame that declares more than the header.
+    let pkg = with_manifest_frame(&sample_bytes(), &rle_frame(1, Some(1 << 17)), 4096);
+    assert_eq!(
+        RawPackage::parse(&pkg)
+            .unwrap()
+            .decode_manifest()
+            .unwrap_err()
+            .to_string(),
+        "manifest frame: the zstd frame declares 131072 bytes, the header 4096"
+    );
+}
+
+#[test]
+fn manifest_declared_length_must_match() {
+    let bytes = sample_bytes();
+    let h = Header::parse(&bytes).unwrap();
+    let more = with_header(&bytes, |h| h.manifest_uncompressed_len += 1);
+    assert_eq!(
+        RawPackage::parse(&more)
+            .unwrap()
+            .decode_manifest()
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "manifest frame: the zstd frame declares {} bytes, the header {}",
+            h.manifest_uncompressed_len,
+            h.manifest_uncompressed_len + 1
+        )
+    );
+    // Manifest JSON compressed without the prefix does not decode to it.
+    let (m, _) = sample();
+    let json = m.to_json().unwrap();
+    let plain = compress(&json, 19, &[], "manifest").unwrap();
+    let pkg = with_manifest_frame(&bytes, &plain, json.len() as u64);
+    assert_eq!(
+        RawPackage::parse(&pkg).unwrap().decode_manifest().unwrap(),
+        m,
+        "a frame that does not use the prefix decodes the same"
+    );
+    let mut other_prefix = compress(&json, 19, b"{\"product\":\"other\"", "manifest").unwrap();
+    other_prefix.truncate(other_prefix.len());
+    let pkg = with_manifest_frame(&bytes, &other_prefix, json.len() as u64);
+    assert!(RawPackage::parse(&pkg).unwrap().decode_manifest().is_err());
 }
 
 #[test]
@@ -461,19 +569,19 @@ fn manifest_refusals() {
 fn manifest_json_refusals() {
     let (m, _) = sample();
     let json = String::from_utf8(m.to_json().unwrap()).unwrap();
-    let missing = json.replace("  \"product\": \"example\",\n", "");
+    let missing = json.replace("\"product\":\"example\",", "");
     assert!(Manifest::from_json(missing.as_bytes())
         .unwrap_err()
         .to_string()
         .starts_with("manifest is not valid: missing field `product`"));
-    let unknown = json.replacen("{\n", "{\n  \"extra\": 1,\n", 1);
+    let unknown = json.replacen('{', "{\"extra\":1,", 1);
     assert!(Manifest::from_json(unknown.as_bytes())
         .unwrap_err()
         .to_string()
         .starts_with("manifest is not valid: unknown field `extra`"));
-    let float = json.replace("\"sequence\": 1", "\"sequence\": 1.0");
+    let float = json.replace("\"sequence\":1", "\"sequence\":1.0");
     assert!(Manifest::from_json(float.as_bytes()).is_err());
-    let dup = json.replacen("{\n", "{\n  \"sequence\": 2,\n", 1);
+    let dup = json.replacen('{', "{\"sequence\":2,", 1);
     assert!(Manifest::from_json(dup.as_bytes())
         .unwrap_err()
         .to_string()

@@ -14,10 +14,10 @@
 use std::path::Path;
 
 use hotpatch_formats::package::{
-    assemble, compress_payload, header, AddedFunction, Body, BuildIdentity, ChangedFunction,
-    CodeViewId, FunctionName, Guid, Header, ImageIdentity, Item, Manifest, NewData, PackageKind,
-    Payload, RawPackage, Redirect, RedirectScheme, Release, RelocKind, Relocation, Sha256Digest,
-    SignatureEntry, Target, TargetImage, Timestamp, HEADER_LEN,
+    assemble, compress_manifest, compress_payload, header, AddedFunction, Body, BuildIdentity,
+    ChangedFunction, CodeViewId, FunctionName, Guid, Header, ImageIdentity, Item, Manifest,
+    NewData, PackageKind, Payload, RawPackage, Redirect, RedirectScheme, Release, RelocKind,
+    Relocation, Sha256Digest, SignatureEntry, Target, TargetImage, Timestamp, HEADER_LEN,
 };
 use hotpatch_formats::{Arch, Format};
 use hotpatch_signer::{PrivateKey, TrustPolicy};
@@ -371,11 +371,25 @@ pub fn force_signed(bytes: &[u8], keys: &[&str]) -> Vec<u8> {
     raw.with_signatures(&sigs).unwrap()
 }
 
-/// A package from raw parts, with correct lengths and digests for them.
-pub fn from_parts(manifest: &[u8], payload: &[u8], uncompressed_len: u64, sigs: &[u8]) -> Vec<u8> {
+/// A manifest section: `json` compressed as the writer does, and its
+/// uncompressed length.
+pub fn manifest_section(json: &[u8]) -> (Vec<u8>, u64) {
+    (compress_manifest(json).unwrap(), json.len() as u64)
+}
+
+/// A package from raw parts (the manifest section as `(bytes,
+/// uncompressed length)`), with correct lengths and digests for them.
+pub fn from_parts(
+    manifest: &(Vec<u8>, u64),
+    payload: &[u8],
+    uncompressed_len: u64,
+    sigs: &[u8],
+) -> Vec<u8> {
+    let (manifest, manifest_uncompressed_len) = (&manifest.0, manifest.1);
     let h = Header {
         version: hotpatch_formats::package::FORMAT_VERSION,
         manifest_len: manifest.len() as u64,
+        manifest_uncompressed_len,
         payload_len: payload.len() as u64,
         payload_uncompressed_len: uncompressed_len,
         signatures_len: sigs.len() as u64,
@@ -484,17 +498,38 @@ pub fn attacks() -> Vec<Attack> {
     );
 
     // Tampering after signing.
-    let text = String::from_utf8(good[manifest.clone()].to_vec()).unwrap();
-    let edited = text.replace(
-        "\"expires\": \"2026-04-01T00:00:00Z\"",
-        "\"expires\": \"2036-04-01T00:00:00Z\"",
+    let good_manifest = (
+        good[manifest.clone()].to_vec(),
+        RawPackage::parse(&good)
+            .unwrap()
+            .header()
+            .manifest_uncompressed_len,
     );
-    assert_ne!(edited, text);
+    let text =
+        String::from_utf8(RawPackage::parse(&good).unwrap().manifest_json().unwrap()).unwrap();
+    // A later expiry, the override's reason cut short as needed, so that
+    // the manifest compresses to the same length and the header (signed)
+    // need not change: the digest, checked first, is what refuses it.
+    let reason = "no header outlives a call to parse_header";
+    let edited = (2030..2100)
+        .flat_map(|year| (0..reason.len()).map(move |cut| (year, cut)))
+        .map(|(year, cut)| {
+            let edited = text
+                .replace(
+                    "\"expires\":\"2026-04-01T00:00:00Z\"",
+                    &format!("\"expires\":\"{year}-04-01T00:00:00Z\""),
+                )
+                .replace(reason, &reason[cut..]);
+            assert_ne!(edited, text);
+            compress_manifest(edited.as_bytes()).unwrap()
+        })
+        .find(|m| m.len() == manifest.len())
+        .unwrap();
     let mut b = good.clone();
-    b.splice(manifest.clone(), edited.into_bytes());
+    b.splice(manifest.clone(), edited);
     add(
         "manifest-edited",
-        "extends the expiry in the manifest after signing (same length, header untouched)",
+        "extends the expiry in the manifest after signing (recompressed to the same length, header untouched)",
         b,
         trust2.clone(),
     );
@@ -531,7 +566,7 @@ pub fn attacks() -> Vec<Attack> {
     add(
         "bitflip-header",
         "flips one bit of the manifest digest in the signed header",
-        flip(&good, 48 + 5, 2),
+        flip(&good, 32 + 5, 2),
         trust2.clone(),
     );
     add(
@@ -648,22 +683,33 @@ pub fn attacks() -> Vec<Attack> {
     // Sizes.
     add(
         "length-over-cap",
-        "declares a 1 TiB manifest in the header, to make the reader allocate it",
-        with_header(&good, |h| h.manifest_len = 1 << 40),
+        "declares a 4 GiB manifest in the header, to make the reader allocate it",
+        with_header(&good, |h| h.manifest_len = u32::MAX.into()),
         trust2.clone(),
     );
     add(
         "uncompressed-over-cap",
-        "declares a 4 EiB uncompressed payload in the header, to make the reader allocate it",
-        with_header(&good, |h| h.payload_uncompressed_len = 1 << 62),
+        "declares a 4 GiB uncompressed payload in the header, to make the reader allocate it",
+        with_header(&good, |h| h.payload_uncompressed_len = u32::MAX.into()),
         trust2.clone(),
     );
     let bomb = rle_bomb(8192, None);
-    let b = from_parts(&good[manifest.clone()], &bomb, 4096, &[]);
+    let b = from_parts(&good_manifest, &bomb, 4096, &[]);
     add("zstd-bomb", "a 32 KiB payload frame, properly signed, that inflates to 1 GiB while the header declares 4 KiB", force_signed(&b, &["release-1", "release-2"]), trust2.clone());
     let bomb = rle_bomb(8192, Some(1 << 30));
-    let b = from_parts(&good[manifest.clone()], &bomb, 4096, &[]);
-    add("zstd-bomb-declared", "a 32 KiB payload frame, properly signed, whose zstd header declares 1 GiB while the package header declares 4 KiB", force_signed(&b, &["release-1", "release-2"]), trust2);
+    let b = from_parts(&good_manifest, &bomb, 4096, &[]);
+    add("zstd-bomb-declared", "a 32 KiB payload frame, properly signed, whose zstd header declares 1 GiB while the package header declares 4 KiB", force_signed(&b, &["release-1", "release-2"]), trust2.clone());
+    let bomb = (rle_bomb(8192, None), 4096);
+    let b = from_parts(
+        &bomb,
+        &good[payload.clone()],
+        RawPackage::parse(&good)
+            .unwrap()
+            .header()
+            .payload_uncompressed_len,
+        &[],
+    );
+    add("manifest-zstd-bomb", "a 32 KiB manifest frame, properly signed, that inflates to 1 GiB while the header declares 4 KiB", force_signed(&b, &["release-1", "release-2"]), trust2);
     v
 }
 
@@ -682,14 +728,17 @@ pub fn bad_packages() -> Vec<BadPackage> {
     let good = unsigned(&Spec::default());
     let [_, manifest, payload, _] = sections(&good);
     let (m, p) = synthetic(&Spec::default());
-    let json = String::from_utf8(good[manifest.clone()].to_vec()).unwrap();
+    let json =
+        String::from_utf8(RawPackage::parse(&good).unwrap().manifest_json().unwrap()).unwrap();
+    let good_manifest = manifest_section(json.as_bytes());
     let raw_payload = p.encode().unwrap();
     let ulen = raw_payload.len() as u64;
     let compressed = good[payload.clone()].to_vec();
-    let with_manifest = |text: &str| from_parts(text.as_bytes(), &compressed, ulen, &[]);
+    let with_manifest =
+        |text: &str| from_parts(&manifest_section(text.as_bytes()), &compressed, ulen, &[]);
     let with_payload = |raw: &[u8]| {
         let c = compress_payload(raw).unwrap();
-        from_parts(json.as_bytes(), &c, raw.len() as u64, &[])
+        from_parts(&good_manifest, &c, raw.len() as u64, &[])
     };
     let mut v = Vec::new();
     let mut add = |name, what, bytes| v.push(BadPackage { name, what, bytes });
@@ -708,11 +757,11 @@ pub fn bad_packages() -> Vec<BadPackage> {
     );
     add(
         "unknown-version.hpk",
-        "format version 2",
-        with_header(&good, |h| h.version = 2),
+        "format version 1 (the previous, uncompressed-manifest layout)",
+        with_header(&good, |h| h.version = 1),
     );
     let mut b = good.clone();
-    b[12] = 1;
+    b[10] = 1;
     add("reserved-flags.hpk", "a reserved header flag set", b);
     add(
         "truncated-header.hpk",
@@ -722,7 +771,7 @@ pub fn bad_packages() -> Vec<BadPackage> {
     add(
         "truncated-manifest.hpk",
         "cut inside the manifest",
-        good[..manifest.start + 100].to_vec(),
+        good[..manifest.start + 50].to_vec(),
     );
     add(
         "truncated-payload.hpk",
@@ -748,8 +797,15 @@ pub fn bad_packages() -> Vec<BadPackage> {
     );
     add(
         "uncompressed-over-cap.hpk",
-        "declares an uncompressed payload of 2^64 - 1 bytes",
-        with_header(&good, |h| h.payload_uncompressed_len = u64::MAX),
+        "declares an uncompressed payload of 2^32 - 1 bytes",
+        with_header(&good, |h| h.payload_uncompressed_len = u32::MAX.into()),
+    );
+    add(
+        "manifest-uncompressed-over-cap.hpk",
+        "declares a manifest that decompresses to 16 MiB + 1",
+        with_header(&good, |h| {
+            h.manifest_uncompressed_len = header::MAX_MANIFEST_UNCOMPRESSED_LEN + 1
+        }),
     );
     add(
         "signatures-over-cap.hpk",
@@ -768,7 +824,7 @@ pub fn bad_packages() -> Vec<BadPackage> {
     add(
         "bitflip-header.hpk",
         "one bit flipped in the header's manifest digest",
-        flip(&good, 48 + 5, 2),
+        flip(&good, 32 + 5, 2),
     );
     add(
         "bitflip-manifest.hpk",
@@ -783,23 +839,28 @@ pub fn bad_packages() -> Vec<BadPackage> {
     add(
         "zstd-bomb.hpk",
         "a 32 KiB frame inflating to 1 GiB, 4 KiB declared",
-        from_parts(json.as_bytes(), &rle_bomb(8192, None), 4096, &[]),
+        from_parts(&good_manifest, &rle_bomb(8192, None), 4096, &[]),
     );
     add(
         "zstd-bomb-declared.hpk",
         "a frame declaring 1 GiB, 4 KiB declared in the header",
-        from_parts(json.as_bytes(), &rle_bomb(8192, Some(1 << 30)), 4096, &[]),
+        from_parts(&good_manifest, &rle_bomb(8192, Some(1 << 30)), 4096, &[]),
+    );
+    add(
+        "manifest-zstd-bomb.hpk",
+        "a 32 KiB manifest frame inflating to 1 GiB, 4 KiB declared",
+        from_parts(&(rle_bomb(8192, None), 4096), &compressed, ulen, &[]),
     );
     add(
         "payload-short.hpk",
         "a payload that inflates to fewer bytes than declared",
-        from_parts(json.as_bytes(), &rle_bomb(1, None), 200_000, &[]),
+        from_parts(&good_manifest, &rle_bomb(1, None), 200_000, &[]),
     );
     add(
         "payload-not-zstd.hpk",
         "a payload that is not zstd",
         from_parts(
-            json.as_bytes(),
+            &good_manifest,
             b"this is not a zstd frame at all",
             4096,
             &[],
@@ -813,25 +874,25 @@ pub fn bad_packages() -> Vec<BadPackage> {
     add(
         "manifest-missing-field.hpk",
         "a manifest without its product",
-        with_manifest(&json.replacen("  \"product\": \"synthetic-product\",\n", "", 1)),
+        with_manifest(&json.replacen("\"product\":\"synthetic-product\",", "", 1)),
     );
     add(
         "manifest-unknown-field.hpk",
         "a manifest with a field the format does not define",
-        with_manifest(&json.replacen("{\n", "{\n  \"priority\": \"high\",\n", 1)),
+        with_manifest(&json.replacen('{', "{\"priority\":\"high\",", 1)),
     );
     add(
         "manifest-float.hpk",
         "a floating-point sequence number",
-        with_manifest(&json.replacen("\"sequence\": 1,", "\"sequence\": 1.0,", 1)),
+        with_manifest(&json.replacen("\"sequence\":1,", "\"sequence\":1.0,", 1)),
     );
     add(
         "manifest-calendar.hpk",
         "a hotpatch in April, a planned baseline month",
         with_manifest(
             &json
-                .replacen("\"release\": \"2026-02\"", "\"release\": \"2026-04\"", 1)
-                .replacen("\"sequence\": 1,", "\"sequence\": 3,", 1),
+                .replacen("\"release\":\"2026-02\"", "\"release\":\"2026-04\"", 1)
+                .replacen("\"sequence\":1,", "\"sequence\":3,", 1),
         ),
     );
     let mut bad = m.clone();
@@ -841,9 +902,10 @@ pub fn bad_packages() -> Vec<BadPackage> {
         "a manifest naming payload item 99 of 6",
         with_manifest(std::str::from_utf8(&bad.to_json().unwrap()).unwrap()),
     );
+    let (count_at, gap_at) = first_relocation(&raw_payload);
+    assert!(raw_payload[gap_at] < 0x80, "a one-byte gap");
     let mut outside = raw_payload.clone();
-    let at = find_first_reloc_kind(&raw_payload) - 8;
-    outside[at..at + 8].copy_from_slice(&46u64.to_le_bytes());
+    outside[gap_at] = 46;
     add(
         "payload-reloc-outside-item.hpk",
         "a 4-byte relocation field at offset 46 of a 48-byte item",
@@ -857,29 +919,70 @@ pub fn bad_packages() -> Vec<BadPackage> {
         with_payload(&trailing),
     );
     let mut unknown_kind = raw_payload.clone();
-    let at = find_first_reloc_kind(&raw_payload);
-    unknown_kind[at] = 99;
+    unknown_kind[gap_at + 1] = 31;
     add(
         "payload-unknown-reloc-kind.hpk",
-        "a relocation of kind 99",
+        "a relocation of kind 31",
         with_payload(&unknown_kind),
+    );
+    let mut many = raw_payload[..count_at].to_vec();
+    assert!(raw_payload[count_at] < 0x80, "a one-byte count");
+    many.extend_from_slice(&[0xe8, 0x07]); // 1000
+    many.extend_from_slice(&raw_payload[count_at + 1..]);
+    add(
+        "payload-reloc-count-over-data.hpk",
+        "an item declaring 1000 relocations, more than the bytes left can hold",
+        with_payload(&many),
+    );
+    let mut cut = raw_payload.clone();
+    let last = cut.len() - 1;
+    assert!(cut[last] < 0x80, "the last addend is one byte");
+    cut[last] |= 0x80;
+    add(
+        "payload-truncated-varint.hpk",
+        "the last relocation's addend varint continues past the end of the payload",
+        with_payload(&cut),
     );
     v
 }
 
-/// Offset of the first relocation's kind byte in an encoded payload.
-fn find_first_reloc_kind(bytes: &[u8]) -> usize {
-    let p = Payload::decode(bytes).unwrap();
-    let mut at = 4;
-    for item in p.items() {
-        at += 4 + 1 + 8;
-        at += match &item.body {
-            Body::Raw(b) => 8 + b.len(),
-            Body::Delta(d) => 8 + 8 + 32 + 8 + d.frame.len(),
-        };
-        at += 4;
-        if !item.relocations.is_empty() {
-            return at + 8;
+/// Where the first item with relocations has its relocation count, and
+/// its first record (the offset gap varint), in an encoded payload; read
+/// here independently of the library, from `formats/SPEC.md` 5.1.
+fn first_relocation(bytes: &[u8]) -> (usize, usize) {
+    let mut at = 0;
+    let varint = |at: &mut usize| {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return v as usize;
+            }
+        }
+    };
+    for _ in 0..varint(&mut at) {
+        varint(&mut at);
+        at += varint(&mut at);
+    }
+    for _ in 0..varint(&mut at) {
+        let flags = bytes[at];
+        at += 1;
+        let size = varint(&mut at);
+        if flags & 0x20 == 0 {
+            at += size;
+        } else {
+            varint(&mut at);
+            varint(&mut at);
+            at += 32;
+            at += varint(&mut at);
+        }
+        let count_at = at;
+        if varint(&mut at) > 0 {
+            return (count_at, at);
         }
     }
     panic!("no relocation");
