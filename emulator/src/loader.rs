@@ -125,11 +125,12 @@ impl Ctx<'_> {
 }
 
 fn align_up(v: u64, a: u64) -> Option<u64> {
-    v.checked_add(a - 1).map(|x| x & !(a - 1))
+    v.checked_add(a.wrapping_sub(1))
+        .map(|x| x & !a.wrapping_sub(1))
 }
 
 fn align_down(v: u64, a: u64) -> u64 {
-    v & !(a - 1)
+    v & !a.wrapping_sub(1)
 }
 
 /// The final address for an image whose preferred base is `preferred`.
@@ -169,7 +170,7 @@ fn page_runs(pieces: &[(u64, u64, Permissions)]) -> Vec<Region> {
             e.read |= perms.read;
             e.write |= perms.write;
             e.execute |= perms.execute;
-            p += PAGE;
+            p = p.saturating_add(PAGE);
         }
     }
     runs(pages.into_iter())
@@ -179,7 +180,9 @@ fn runs(pages: impl Iterator<Item = (u64, Permissions)>) -> Vec<Region> {
     let mut out: Vec<Region> = Vec::new();
     for (p, perms) in pages {
         match out.last_mut() {
-            Some(last) if last.rva + last.size == p && last.perms == perms => last.size += PAGE,
+            Some(last) if last.rva.checked_add(last.size) == Some(p) && last.perms == perms => {
+                last.size = last.size.saturating_add(PAGE)
+            }
             _ => out.push(Region {
                 rva: p,
                 size: PAGE,
@@ -304,7 +307,8 @@ fn elf_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<
     if preferred == u64::MAX {
         return Err(ctx.bad("no PT_LOAD segment"));
     }
-    let span = align_up(end - preferred, PAGE).ok_or_else(|| ctx.bad("segments overflow"))?;
+    let span = align_up(end.saturating_sub(preferred), PAGE)
+        .ok_or_else(|| ctx.bad("segments overflow"))?;
     if span > MAX_SPAN {
         return Err(ctx.bad(format!(
             "its segments span {span:#x} bytes, over the {MAX_SPAN:#x}-byte limit"
@@ -319,7 +323,7 @@ fn elf_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<
         if ph.p_type(endian) != elf::PT_LOAD {
             continue;
         }
-        let rva = ph.p_vaddr(endian) - preferred;
+        let rva = ph.p_vaddr(endian).saturating_sub(preferred);
         let memsz = ph.p_memsz(endian);
         let filesz = ph.p_filesz(endian);
         if filesz > memsz {
@@ -342,7 +346,7 @@ fn elf_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<
             execute: flags & elf::PF_X != 0,
         };
         if memsz > 0 {
-            pieces.push((rva, rva + memsz, perms));
+            pieces.push((rva, rva.saturating_add(memsz), perms));
         }
     }
     let mut regions = page_runs(&pieces);
@@ -357,13 +361,13 @@ fn elf_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<
         let mut pages: BTreeMap<u64, Permissions> = BTreeMap::new();
         for r in &regions {
             let mut p = r.rva;
-            while p < r.rva + r.size {
+            while p < r.rva.saturating_add(r.size) {
                 let mut perms = r.perms;
                 if p >= s && p < e {
                     perms.write = false;
                 }
                 pages.insert(p, perms);
-                p += PAGE;
+                p = p.saturating_add(PAGE);
             }
         }
         regions = runs(pages.into_iter());
@@ -535,7 +539,7 @@ fn elf_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<
                         slots: Vec::new(),
                         stub: 0,
                     });
-                    imports.len() - 1
+                    imports.len().saturating_sub(1)
                 });
                 let stub = stub_address(ctx, trap_base, n)?;
                 if let Some(imp) = imports.get_mut(n) {
@@ -573,7 +577,8 @@ fn stub_address(ctx: &Ctx<'_>, trap_base: u64, n: usize) -> Result<u64> {
             crate::vm::TRAP_SIZE / STUB_SIZE
         )));
     }
-    Ok(trap_base + n * STUB_SIZE)
+    // `n` is below TRAP_SIZE / STUB_SIZE: the product lies inside the trap area.
+    Ok(trap_base.saturating_add(n.saturating_mul(STUB_SIZE)))
 }
 
 // ---------------------------------------------------------------- PE
@@ -643,7 +648,7 @@ fn pe_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<L
             execute: c & pe::IMAGE_SCN_MEM_EXECUTE != 0,
         };
         if size > 0 {
-            pieces.push((rva, rva + size, perms));
+            pieces.push((rva, rva.saturating_add(size), perms));
         }
     }
     let regions = page_runs(&pieces);
@@ -724,7 +729,7 @@ fn pe_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<L
                 slots: Vec::new(),
                 stub: 0,
             });
-            imports.len() - 1
+            imports.len().saturating_sub(1)
         });
         let stub = stub_address(ctx, trap_base, n)?;
         if let Some(imp) = imports.get_mut(n) {
@@ -776,9 +781,9 @@ fn pe_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<L
                 let import = table
                     .import::<pe::ImageNtHeaders64>(thunk)
                     .map_err(|e| ctx.bad(format!("import: {e}")))?;
-                let slot = u64::from(iat) + i * 8;
+                let slot = u64::from(iat).saturating_add(i.saturating_mul(8));
                 bind(import_name(library, import), slot, &mut bytes, &mut slots)?;
-                i += 1;
+                i = i.saturating_add(1);
             }
         }
     }
@@ -808,9 +813,9 @@ fn pe_layout(ctx: &Ctx<'_>, data: &[u8], base: Base, trap_base: u64) -> Result<L
                 let import = table
                     .import::<pe::ImageNtHeaders64>(thunk)
                     .map_err(|e| ctx.bad(format!("delay-load import: {e}")))?;
-                let slot = u64::from(iat) + i * 8;
+                let slot = u64::from(iat).saturating_add(i.saturating_mul(8));
                 bind(import_name(library, import), slot, &mut bytes, &mut slots)?;
-                i += 1;
+                i = i.saturating_add(1);
             }
         }
     }

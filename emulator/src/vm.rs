@@ -313,11 +313,11 @@ impl Vm {
         }
         let base = layout.base;
         for r in &layout.regions {
-            let at = base + r.rva;
+            let at = base.saturating_add(r.rva);
             uc.mem_map(at, r.size, prot(r.perms))
                 .map_err(|e| engine(format!("cannot map {:#x}+{:#x}: {e:?}", at, r.size)))?;
             let s = usize::try_from(r.rva).unwrap_or(usize::MAX);
-            let e = usize::try_from(r.rva + r.size).unwrap_or(usize::MAX);
+            let e = usize::try_from(r.rva.saturating_add(r.size)).unwrap_or(usize::MAX);
             let bytes = layout
                 .bytes
                 .get(s..e)
@@ -473,7 +473,7 @@ impl Vm {
         for a in args {
             if let Arg::Bytes(b) = a {
                 need = need
-                    .checked_add((b.len() as u64).div_ceil(16) * 16 + 16)
+                    .checked_add(padded(b.len()))
                     .ok_or_else(|| self.engine("buffer arguments too large".into()))?;
             }
         }
@@ -482,7 +482,7 @@ impl Vm {
                 "buffer arguments need {need} bytes, over the {SCRATCH_MAX}-byte scratch region"
             )));
         }
-        let need = need.div_ceil(PAGE).max(1) * PAGE;
+        let need = need.div_ceil(PAGE).max(1).saturating_mul(PAGE);
         if need > self.scratch_size {
             self.uc
                 .mem_unmap(SCRATCH_BASE, self.scratch_size)
@@ -505,7 +505,7 @@ impl Vm {
                     })?;
                     values.push(at);
                     buffers.push((at, b.len()));
-                    at += (b.len() as u64).div_ceil(16) * 16 + 16;
+                    at = at.saturating_add(padded(b.len()));
                 }
             }
         }
@@ -525,7 +525,7 @@ impl Vm {
                     // return address; Windows leaves 32 bytes of shadow
                     // space above it.
                     let shadow = if conv == Convention::Win64 { 32 } else { 0 };
-                    let rsp = top - shadow - 8;
+                    let rsp = top.saturating_sub(shadow).saturating_sub(8);
                     self.uc
                         .mem_write(rsp, &SENTINEL.to_le_bytes())
                         .map_err(|e| format!("cannot push the return address: {e:?}"))?;
@@ -548,10 +548,10 @@ impl Vm {
         let pc = self.uc.pc_read().unwrap_or(0);
         let fault = self.uc.get_data_mut().fault.take();
         let trap = |addr: u64| -> Option<&ImportStub> {
-            if !(TRAP_BASE..TRAP_BASE + TRAP_SIZE).contains(&addr) {
+            if !(TRAP_BASE..TRAP_BASE.saturating_add(TRAP_SIZE)).contains(&addr) {
                 return None;
             }
-            let n = usize::try_from((addr - TRAP_BASE) / STUB_SIZE).ok()?;
+            let n = usize::try_from(addr.saturating_sub(TRAP_BASE) / STUB_SIZE).ok()?;
             self.image.imports.get(n)
         };
         if let Some(imp) = fault
@@ -621,8 +621,10 @@ impl Vm {
             let size = r.end.wrapping_sub(r.begin).wrapping_add(1);
             let p = perms(r.perms);
             match out.last_mut() {
-                Some(last) if last.address + last.size == r.begin && last.perms == p => {
-                    last.size += size;
+                Some(last)
+                    if last.address.checked_add(last.size) == Some(r.begin) && last.perms == p =>
+                {
+                    last.size = last.size.saturating_add(size);
                 }
                 _ => out.push(MappedRegion {
                     address: r.begin,
@@ -647,15 +649,16 @@ impl Vm {
                 | u8::from(r.perms.write) << 1
                 | u8::from(r.perms.execute) << 2]);
             let mut at = r.address;
-            let end = r.address + r.size;
+            let end = r.address.saturating_add(r.size);
             while at < end {
-                let n = usize::try_from((end - at).min(chunk.len() as u64)).unwrap_or(0);
+                let n =
+                    usize::try_from(end.saturating_sub(at).min(chunk.len() as u64)).unwrap_or(0);
                 let buf = chunk.get_mut(..n).unwrap_or_default();
                 self.uc
                     .mem_read(at, buf)
                     .map_err(|e| self.access(at, n as u64, format!("{e:?}")))?;
                 h.update(&*buf);
-                at += n as u64;
+                at = at.saturating_add(n as u64);
             }
         }
         Ok(Sha256Digest(h.finalize().into()))
@@ -668,8 +671,8 @@ impl Vm {
         };
         let mut at = address;
         for r in self.regions()? {
-            if r.address <= at && at < r.address + r.size {
-                at = r.address + r.size;
+            if r.address <= at && at < r.address.saturating_add(r.size) {
+                at = r.address.saturating_add(r.size);
                 if at >= end {
                     return Ok(true);
                 }
@@ -786,9 +789,12 @@ impl Vm {
         let mut used: Vec<(u64, u64)> = self
             .regions()?
             .iter()
-            .map(|r| (r.address, r.address + r.size))
+            .map(|r| (r.address, r.address.saturating_add(r.size)))
             .collect();
-        used.push((self.image.base, self.image.base + self.image.size));
+        used.push((
+            self.image.base,
+            self.image.base.saturating_add(self.image.size),
+        ));
         used.sort_unstable();
         let mut at = lo;
         for (start, end_used) in used {
@@ -848,4 +854,13 @@ impl Vm {
             .map_err(|e| self.access(address, size, format!("{e:?}")))?;
         self.flush(address, size)
     }
+}
+
+/// Room for `len` bytes of call arguments on the stack: rounded up to 16
+/// bytes, plus 16 between blocks.
+fn padded(len: usize) -> u64 {
+    (len as u64)
+        .div_ceil(16)
+        .saturating_mul(16)
+        .saturating_add(16)
 }
