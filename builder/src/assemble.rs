@@ -856,10 +856,21 @@ impl Context<'_, '_, '_> {
                 if upd.relocation_in(t, 1).is_some_and(|r| r.rva == t) {
                     return self.slot_target(group, f);
                 }
-                if let Some(rva) = self.base.block_with_digest(digest) {
+                // The baseline's copy must live in the same kind of memory:
+                // a constant that the update keeps in `.rdata` is not to be
+                // read from bytes that happen to be equal in a baseline's
+                // code (an assembly routine's constants) or writable data.
+                let start = t.wrapping_sub(offset);
+                let perms = |img: &hotpatch_formats::Image<'_>, rva: u64| {
+                    img.section_at(rva).map(|s| s.perms)
+                };
+                if let Some(rva) = self
+                    .base
+                    .block_with_digest(digest)
+                    .filter(|&rva| perms(self.base.image, rva) == perms(upd.image, start))
+                {
                     return Ok((Target::BaselineRva(rva), offset as i64));
                 }
-                let start = t.wrapping_sub(offset);
                 if upd.image.section_at(start).is_some_and(|s| s.perms.execute) {
                     return Err(self.inexpressible(
                         group,

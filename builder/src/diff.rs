@@ -2092,6 +2092,7 @@ mod tests {
                     size: 6,
                     unit: None,
                     visibility,
+                    extent: hotpatch_formats::Extent::Symbol,
                 })
                 .collect();
             img
