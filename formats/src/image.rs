@@ -140,7 +140,7 @@ pub struct Function {
 }
 
 /// Where a [`Function`]'s name and extent come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Extent {
     /// A record that gives the function's name and size: an ELF symbol

@@ -39,11 +39,21 @@
 //! - **Otherwise** (a leaf function, which needs no unwind data): from the
 //!   public up to the next known start (a procedure, another public, a
 //!   `.pdata` entry) in the same section contribution of the DBI stream,
-//!   capped at that contribution's end, less the fill the linker or the
-//!   assembler leaves after code (trailing `int3` bytes on x86-64, zero
-//!   words on ARM64) ([`Extent::PublicContribution`]). A public that no
-//!   contribution holds has no bound that the PDB vouches for and is left
-//!   out; one whose extent is all fill is left out too.
+//!   capped at that contribution's end, less trailing linker fill (`int3`
+//!   bytes on x86-64, zero words on ARM64) ([`Extent::PublicContribution`]).
+//!   An assembler's or compiler's own alignment padding before the next
+//!   function (GNU as and clang pad with `nop`s) is code to the reader and
+//!   stays in the extent; it is the same in both builds of one object. A
+//!   public that no contribution holds has no bound that the PDB vouches
+//!   for and is left out; one whose extent is all fill is left out too.
+//!
+//! # Static code
+//!
+//! The same objects call static functions of their own, which have no
+//! public symbol. Those with unwind data become local functions of their
+//! module, named by their offset in its code (`code+0x40`,
+//! [`Extent::StaticUnwind`]); see [`static_code`]. Static leaf functions
+//! without unwind data are not found: they stay anonymous code.
 //!
 //! # Checks
 //!
@@ -387,4 +397,192 @@ fn is_import_thunk(section: &Section<'_>, rva: u64, arch: Arch, iat_slots: &Hash
         }),
     };
     slot.is_some_and(|s| iat_slots.contains(&s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Permissions;
+
+    const TEXT: u64 = 0x1000;
+
+    fn text(data: &[u8]) -> Section<'_> {
+        Section {
+            name: ".text".into(),
+            rva: TEXT,
+            size: data.len() as u64,
+            perms: Permissions {
+                read: true,
+                write: false,
+                execute: true,
+            },
+            data,
+        }
+    }
+
+    fn public(name: &str, rva: u64, flags: u32) -> Public {
+        Public {
+            name: name.into(),
+            rva,
+            section: 0,
+            flags,
+        }
+    }
+
+    fn contribution(start: u64, end: u64) -> NamedContribution {
+        NamedContribution {
+            start,
+            end,
+            module: "m.o".into(),
+        }
+    }
+
+    fn procedure(name: &str, rva: u64, size: u64) -> Function {
+        Function {
+            name: name.into(),
+            rva,
+            size,
+            unit: Some("p.obj".into()),
+            visibility: Visibility::Global,
+            extent: Extent::Symbol,
+        }
+    }
+
+    struct Case<'a> {
+        sections: Vec<Section<'a>>,
+        arch: Arch,
+        procedures: Vec<Function>,
+        publics: Vec<Public>,
+        contributions: Vec<NamedContribution>,
+        iat: HashSet<u64>,
+        unwind: Vec<(u64, u64)>,
+    }
+
+    impl Case<'_> {
+        fn run(&self) -> Result<Vec<(String, u64, u64, Extent)>> {
+            let exports = HashMap::new();
+            let req = Request {
+                sections: &self.sections,
+                arch: self.arch,
+                procedures: &self.procedures,
+                publics: &self.publics,
+                contributions: &self.contributions,
+                iat_slots: &self.iat,
+                exports: &exports,
+                pdb_path: Path::new("t.pdb"),
+            };
+            let found = functions(&req, || Ok(self.unwind.clone()))?;
+            Ok(found
+                .into_iter()
+                .map(|f| (f.name, f.rva, f.size, f.extent))
+                .collect())
+        }
+    }
+
+    /// 0x1000: a procedure (16 bytes); 0x1010: a public with unwind data
+    /// (0x1010..0x1018); 0x1020: a leaf public, 3 bytes of code and int3
+    /// fill; 0x1030: an import thunk through the IAT slot at 0x2000;
+    /// 0x1038: static code with unwind data. One contribution of `m.o`
+    /// from 0x1010 to 0x1040.
+    fn case(code: &[u8]) -> Case<'_> {
+        Case {
+            sections: vec![text(code)],
+            arch: Arch::X86_64,
+            procedures: vec![procedure("p", 0x1000, 0x10)],
+            publics: vec![
+                public("p", 0x1000, PUBLIC_FUNCTION),
+                public("inside_p", 0x1004, 0),
+                public("f", 0x1010, PUBLIC_FUNCTION),
+                public("f_alias", 0x1010, PUBLIC_FUNCTION),
+                public("leaf", 0x1020, 0),
+                public("strcpy", 0x1030, 0),
+            ],
+            contributions: vec![
+                NamedContribution {
+                    module: "p.obj".into(),
+                    ..contribution(0x1000, 0x1010)
+                },
+                contribution(0x1010, 0x1040),
+            ],
+            iat: HashSet::from([0x2000]),
+            unwind: vec![(0x1010, 0x1018), (0x1038, 0x103c)],
+        }
+    }
+
+    fn code() -> Vec<u8> {
+        let mut c = vec![0x90u8; 0x40];
+        c[0x20..0x23].copy_from_slice(&[0x8d, 0x04, 0xc3]);
+        c[0x23..0x30].fill(0xcc);
+        // jmp [rip + 0x2000 - 0x1036]
+        c[0x30..0x36].copy_from_slice(&[0xff, 0x25, 0xca, 0x0f, 0x00, 0x00]);
+        c
+    }
+
+    #[test]
+    fn publics_become_functions_with_their_extents() {
+        let code = code();
+        assert_eq!(
+            case(&code).run().unwrap(),
+            [
+                ("f".to_owned(), 0x1010, 8, Extent::PublicUnwind),
+                ("f_alias".to_owned(), 0x1010, 8, Extent::PublicUnwind),
+                ("leaf".to_owned(), 0x1020, 3, Extent::PublicContribution),
+                ("code+0x28".to_owned(), 0x1038, 4, Extent::StaticUnwind),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_publics_the_unwind_data_is_not_read() {
+        let code = code();
+        let mut c = case(&code);
+        c.publics.retain(|p| p.name == "p" || p.name == "strcpy");
+        let exports = HashMap::new();
+        let req = Request {
+            sections: &c.sections,
+            arch: c.arch,
+            procedures: &c.procedures,
+            publics: &c.publics,
+            contributions: &c.contributions,
+            iat_slots: &c.iat,
+            exports: &exports,
+            pdb_path: Path::new("t.pdb"),
+        };
+        let found = functions(&req, || panic!("read .pdata")).unwrap();
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn a_lying_pdb_is_refused_naming_the_symbol() {
+        let code = code();
+        // The contribution ends inside the unwind extent.
+        let mut c = case(&code);
+        c.contributions = vec![contribution(0x1010, 0x1014)];
+        assert_eq!(
+            c.run().unwrap_err().to_string(),
+            "t.pdb: malformed PDB: public symbol `f` at 0x1010: its unwind data (0x1010..0x1018) runs past the end of the section contribution of `m.o` that holds it (0x1010..0x1014)"
+        );
+        // The unwind extent runs into a procedure.
+        let mut c = case(&code);
+        c.procedures.push(procedure("q", 0x1014, 4));
+        assert_eq!(
+            c.run().unwrap_err().to_string(),
+            "t.pdb: malformed PDB: public symbol `f` at 0x1010: its extent (0x1010..0x1018) overlaps procedure `q` (0x1014..0x1018)"
+        );
+        // A leaf public past the initialised bytes.
+        let short = &code[..0x21];
+        let c = case(short);
+        assert_eq!(
+            c.run().unwrap_err().to_string(),
+            "t.pdb: malformed PDB: public symbol `leaf` at 0x1020: its extent (0x1020..0x1020) lies outside the initialised bytes of section `.text` (0x1000..0x1021)"
+        );
+        // ARM64: a function that does not start on an instruction.
+        let mut c = case(&code);
+        c.arch = Arch::Aarch64;
+        c.publics = vec![public("g", 0x1012, PUBLIC_FUNCTION)];
+        assert_eq!(
+            c.run().unwrap_err().to_string(),
+            "t.pdb: malformed PDB: public symbol `g` at 0x1012 is flagged as a function but does not start on a 4-byte instruction boundary"
+        );
+    }
 }
