@@ -313,6 +313,7 @@ struct FunctionJson<'a> {
     size: u64,
     unit: Option<&'a str>,
     visibility: hotpatch_formats::Visibility,
+    extent: hotpatch_formats::Extent,
 }
 
 fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a> {
@@ -330,6 +331,7 @@ fn symbols_json<'a>(opts: &ReadOptions, image: &'a Image<'_>) -> SymbolsJson<'a>
                 size: f.size,
                 unit: f.unit.as_deref(),
                 visibility: f.visibility,
+                extent: f.extent,
             })
             .collect(),
     }
@@ -364,9 +366,16 @@ fn write_symbols_text(out: &mut impl Write, opts: &ReadOptions, image: &Image<'_
         "NAME", "RVA", "SIZE"
     )?;
     for f in &image.functions {
+        // A function the PDB knows only by its public symbol says so, and
+        // where its extent comes from.
+        let origin = if f.extent.without_procedure() {
+            format!(" ({})", f.extent.describe())
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:<width$}  {:>#10x}  {:>8}  {}",
+            "{:<width$}  {:>#10x}  {:>8}  {}{origin}",
             f.name,
             f.rva,
             f.size,

@@ -1106,10 +1106,21 @@ impl Context<'_, '_, '_> {
                 if upd.relocation_in(t, 1).is_some_and(|r| r.rva == t) {
                     return self.slot_target(group, f);
                 }
-                if let Some(rva) = self.base.block_with_digest(digest) {
+                // The baseline's copy must live in the same kind of memory:
+                // a constant that the update keeps in `.rdata` is not to be
+                // read from bytes that happen to be equal in a baseline's
+                // code (an assembly routine's constants) or writable data.
+                let start = t.wrapping_sub(offset);
+                let perms = |img: &hotpatch_formats::Image<'_>, rva: u64| {
+                    img.section_at(rva).map(|s| s.perms)
+                };
+                if let Some(rva) = self
+                    .base
+                    .block_with_digest(digest)
+                    .filter(|&rva| perms(self.base.image, rva) == perms(upd.image, start))
+                {
                     return Ok((Target::BaselineRva(rva), offset as i64));
                 }
-                let start = t.wrapping_sub(offset);
                 if upd.image.section_at(start).is_some_and(|s| s.perms.execute) {
                     return Err(self.inexpressible(
                         group,
@@ -1909,5 +1920,85 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Regression: a new body's constant was pointed at equal bytes that
+    /// the baseline holds in code (a mingw assembly routine keeps `1.0`
+    /// in `.text`), because anonymous blocks are found by their contents
+    /// alone; the relink check then refused the libexif Windows update.
+    /// The constant must come from the same kind of section, here by
+    /// carrying a read-only copy.
+    #[test]
+    fn a_constant_is_not_taken_from_equal_bytes_in_baseline_code() {
+        use crate::testutil::{image, section};
+        use hotpatch_formats::{Arch, Format};
+        let one = 1.0f64.to_le_bytes();
+        let two = 2.0f64.to_le_bytes();
+        // g: movsd xmm1, [rip -> 0x1020]; ret. f: movsd xmm0, [rip ->
+        // 0x3000]; ret. 0x1020: the bytes of 1.0, in code, outside every
+        // function.
+        let mut text = vec![0xccu8; 0x28];
+        text[0..8].copy_from_slice(&[0xf2, 0x0f, 0x10, 0x0d, 0x18, 0, 0, 0]);
+        text[8] = 0xc3;
+        text[0x10..0x18].copy_from_slice(&[0xf2, 0x0f, 0x10, 0x05, 0xe8, 0x1f, 0, 0]);
+        text[0x18] = 0xc3;
+        text[0x20..0x28].copy_from_slice(&one);
+        let functions = [("g", 0x1000, 9), ("f", 0x1010, 9)];
+        let mut base = image(
+            Format::Elf,
+            Arch::X86_64,
+            vec![
+                section(".text", 0x1000, &text, false, true),
+                section(".rodata", 0x3000, &two, false, false),
+            ],
+            &functions,
+        );
+        let mut upd = image(
+            Format::Elf,
+            Arch::X86_64,
+            vec![
+                section(".text", 0x1000, &text, false, true),
+                section(".rodata", 0x3000, &one, false, false),
+            ],
+            &functions,
+        );
+        // Debug information that says no type changed.
+        base.type_info = hotpatch_formats::TypeInfo::Read;
+        upd.type_info = hotpatch_formats::TypeInfo::Read;
+        let cmp = compare(&base, &upd, &Options::default()).unwrap();
+        let changed: Vec<&str> = cmp
+            .report
+            .functions
+            .iter()
+            .filter(|e| e.status == Status::Changed)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(changed, ["f"]);
+        let mut payload = Payload::new();
+        let opts = AssembleOptions {
+            name: "x".into(),
+            include_lines_only: false,
+        };
+        let t = assemble(&cmp, &opts, &mut payload).unwrap();
+        let [f] = t.functions.as_slice() else {
+            panic!("{:?}", t.functions)
+        };
+        let relocs = &payload.get(f.body).unwrap().relocations;
+        assert!(
+            !relocs.iter().any(
+                |r| matches!(r.target, Target::BaselineRva(x) if (0x1000..0x1028).contains(&x))
+            ),
+            "{relocs:?}"
+        );
+        let copy = t
+            .data
+            .iter()
+            .find(|d| relocs.iter().any(|r| r.target == Target::Item(d.body)))
+            .unwrap_or_else(|| panic!("{relocs:?} {:?}", t.data));
+        assert!(!copy.writable);
+        assert_eq!(
+            payload.get(copy.body).unwrap().body,
+            Body::Raw(one.to_vec().into())
+        );
     }
 }

@@ -2127,6 +2127,7 @@ mod tests {
                     size: 6,
                     unit: None,
                     visibility,
+                    extent: hotpatch_formats::Extent::Symbol,
                 })
                 .collect();
             img

@@ -1332,6 +1332,7 @@ mod tests {
                 size: (0x1000 + at as u64) - rva,
                 unit: None,
                 visibility: Visibility::Global,
+                extent: hotpatch_formats::Extent::Stripped,
             });
         }
         let code: &'static [u8] = Box::leak(code.into_boxed_slice());

@@ -78,6 +78,7 @@ pub fn image<'d>(
                 size,
                 unit: None,
                 visibility: Visibility::Global,
+                extent: hotpatch_formats::Extent::Symbol,
             })
             .collect(),
         data: Vec::new(),

@@ -17,8 +17,8 @@ use object::Endianness;
 
 use crate::error::{Error, Result};
 use crate::image::{
-    Arch, DataObject, Export, Format, FormatIdentity, Function, Identity, Image, Permissions,
-    RelocTarget, Relocation, Section, Visibility,
+    Arch, DataObject, Export, Extent, Format, FormatIdentity, Function, Identity, Image,
+    Permissions, RelocTarget, Relocation, Section, Visibility,
 };
 use crate::name::escape_name;
 use crate::read::ReadOptions;
@@ -369,6 +369,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 size,
                 unit: sym_unit,
                 visibility,
+                extent: Extent::Symbol,
             });
         }
     }
@@ -423,6 +424,7 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
                 size: len,
                 unit: None,
                 visibility,
+                extent: Extent::Stripped,
             });
         }
         for (index, sym) in dynsym.enumerate() {

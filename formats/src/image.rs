@@ -135,6 +135,59 @@ pub struct Function {
     pub unit: Option<String>,
     /// Visibility.
     pub visibility: Visibility,
+    /// Where the name and extent come from.
+    pub extent: Extent,
+}
+
+/// Where a [`Function`]'s name and extent come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Extent {
+    /// A record that gives the function's name and size: an ELF symbol
+    /// (`st_size`) or a PDB procedure record (`S_GPROC32`/`S_LPROC32`).
+    #[default]
+    Symbol,
+    /// A stripped image ([`Image::stripped`]): unwind data (`.eh_frame`
+    /// FDEs, `.pdata` entries) and the exported names.
+    Stripped,
+    /// A PDB public symbol (`S_PUB32`) that no procedure record describes
+    /// (code built without CodeView, such as mingw's runtime library), whose
+    /// extent is the `.pdata` entry that starts at it.
+    PublicUnwind,
+    /// A PDB public symbol (`S_PUB32`) that no procedure record describes
+    /// and no `.pdata` entry starts (a leaf function): its extent runs to the
+    /// next known start in its section contribution, capped at the
+    /// contribution's end, less the linker's fill.
+    PublicContribution,
+    /// Code that neither a procedure record nor a public symbol names (a
+    /// static function of an object built without CodeView) but that has
+    /// a `.pdata` entry inside one section contribution: a local function
+    /// of that contribution's module, named by its offset in the module's
+    /// code (`code+0x40`), its extent the `.pdata` entry's.
+    StaticUnwind,
+}
+
+impl Extent {
+    /// Whether a PE function has no procedure record in its PDB (see the
+    /// variants): a public symbol, or static code found by its unwind data.
+    pub fn without_procedure(self) -> bool {
+        matches!(
+            self,
+            Extent::PublicUnwind | Extent::PublicContribution | Extent::StaticUnwind
+        )
+    }
+
+    /// A short description, for reports: `symbol`, `stripped`,
+    /// `public, .pdata`, `public, contribution` or `no symbol, .pdata`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Extent::Symbol => "symbol",
+            Extent::Stripped => "stripped",
+            Extent::PublicUnwind => "public, .pdata",
+            Extent::PublicContribution => "public, contribution",
+            Extent::StaticUnwind => "no symbol, .pdata",
+        }
+    }
 }
 
 /// A data object of the image.

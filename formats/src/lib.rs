@@ -56,9 +56,9 @@ mod types;
 
 pub use error::{Error, Result};
 pub use image::{
-    Arch, CodeView, DataObject, Export, Field, Format, FormatIdentity, Function, FunctionLine,
-    Identity, Image, Permissions, RelocTarget, Relocation, Section, TypeInfo, TypeKind, TypeLayout,
-    TypeUse, Visibility,
+    Arch, CodeView, DataObject, Export, Extent, Field, Format, FormatIdentity, Function,
+    FunctionLine, Identity, Image, Permissions, RelocTarget, Relocation, Section, TypeInfo,
+    TypeKind, TypeLayout, TypeUse, Visibility,
 };
 pub use name::escape_name;
 pub use read::ReadOptions;

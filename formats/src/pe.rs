@@ -6,7 +6,10 @@
 //! objects come from the PDB that matches the image's CodeView GUID and age;
 //! see [`symbols`] for that part and [`types`] for the data sizes. Struct,
 //! union and class layouts and the types each function uses come from the
-//! same PDB, read in the same pass ([`layouts`]).
+//! same PDB, read in the same pass ([`layouts`]). Code that the PDB knows
+//! only by public symbols (a runtime library built without CodeView) gets
+//! its functions from them, with extents from `.pdata` or the section
+//! contributions ([`publics`]).
 //!
 //! An image given without a PDB, and with none beside it, is read as a
 //! stripped image (a DLL as distributions ship it), as the ELF reader reads
@@ -22,6 +25,7 @@ mod cursor;
 #[cfg(test)]
 mod damage_tests;
 mod layouts;
+mod publics;
 mod source;
 mod streams;
 mod symbols;
@@ -30,7 +34,7 @@ pub(crate) mod test_msf;
 mod types;
 mod unwind;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use object::pe;
@@ -735,6 +739,27 @@ pub(crate) fn parse<'data>(
         exports: &export_index,
     })?;
 
+    let iat_slots: HashSet<u64> = relocations
+        .iter()
+        .filter(|r| matches!(r.target, RelocTarget::Symbol { .. }))
+        .map(|r| r.rva)
+        .collect();
+    let mut functions = found.functions;
+    let from_publics = publics::functions(
+        &publics::Request {
+            sections: &sections,
+            arch,
+            procedures: &functions,
+            publics: &found.publics,
+            contributions: &found.contributions,
+            iat_slots: &iat_slots,
+            exports: &export_index,
+            pdb_path: &pdb_path,
+        },
+        || unwind::extents(&file, &sections, arch, path),
+    )?;
+    functions.extend(from_publics);
+
     let mut boundaries = found.boundaries;
     boundaries.extend(directory_boundaries(&file));
     Ok(Image {
@@ -743,7 +768,7 @@ pub(crate) fn parse<'data>(
         arch,
         preferred_base: image_base,
         sections,
-        functions: found.functions,
+        functions,
         data: found.data,
         exports,
         relocations,

@@ -12,6 +12,7 @@ mod imports;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod live;
 mod packaging;
+mod publics;
 #[cfg(feature = "emulator")]
 mod replay;
 mod stripped;

@@ -622,6 +622,35 @@ pub(super) fn data(body: &[u8]) -> Option<DataRecord> {
     })
 }
 
+/// A public symbol record (`S_PUB32`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PublicRecord {
+    /// `CV_PUBSYMFLAGS`: bit 0 code, bit 1 function, bit 2 managed code,
+    /// bit 3 MSIL.
+    pub(super) flags: u32,
+    /// Offset in the section.
+    pub(super) offset: u32,
+    /// 1-based section number (0: an absolute symbol, in no section).
+    pub(super) section: u16,
+    /// The name, escaped.
+    pub(super) name: String,
+}
+
+/// Decode a public symbol record's body.
+pub(super) fn public(body: &[u8]) -> Option<PublicRecord> {
+    let mut c = Cursor::new(body);
+    let flags = c.u32()?;
+    let offset = c.u32()?;
+    let section = c.u16()?;
+    let name = c.cstr()?;
+    Some(PublicRecord {
+        flags,
+        offset,
+        section,
+        name: escape_name(name),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -961,6 +990,26 @@ mod tests {
             .contains("signature 5"));
         assert_eq!(procedure(&proc_[..proc_.len() - 1]), None);
         assert_eq!(data(&[0; 10]), None);
+    }
+
+    #[test]
+    fn public_records() {
+        let mut body = 2u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&0x4_6420u32.to_le_bytes());
+        body.extend_from_slice(&1u16.to_le_bytes());
+        body.extend_from_slice(b"floor\x1b\0");
+        assert_eq!(
+            public(&body),
+            Some(PublicRecord {
+                flags: 2,
+                offset: 0x4_6420,
+                section: 1,
+                name: "floor\\x1b".into()
+            })
+        );
+        // Without the name's terminator, or cut in the fixed fields.
+        assert_eq!(public(&body[..body.len() - 1]), None);
+        assert_eq!(public(&body[..9]), None);
     }
 
     #[test]

@@ -48,7 +48,9 @@ use super::streams::{self, Module, RecordedSection, NO_STREAM};
 use super::types::TypeTable;
 use super::SectionInfo;
 use crate::error::{Error, Result};
-use crate::image::{guid_to_string, CodeView, DataObject, Function, FunctionLine, Visibility};
+use crate::image::{
+    guid_to_string, CodeView, DataObject, Extent, Function, FunctionLine, Visibility,
+};
 
 /// What [`Error::Malformed`] says it was reading when the PDB is damaged.
 const WHAT_PDB: &str = "PDB";
@@ -83,6 +85,10 @@ const S_LPROC32_DPC_ID: u16 = 0x1156;
 const S_LDATA32: u16 = 0x110c;
 /// `S_GDATA32`.
 const S_GDATA32: u16 = 0x110d;
+/// `S_PUB32`.
+const S_PUB32: u16 = 0x110e;
+/// `CVPSF_FUNCTION` in an `S_PUB32` record's flags.
+pub(super) const PUBLIC_FUNCTION: u32 = 0x2;
 
 /// Everything the PDB reader needs from the image.
 pub(super) struct Request<'a> {
@@ -115,6 +121,37 @@ pub(super) struct Found {
     pub(super) lines: Vec<FunctionLine>,
     /// Struct, union and class layouts and the types each function uses.
     pub(super) types: crate::types::Found,
+    /// Every public symbol (`S_PUB32`) that lies in a section, in record
+    /// order; [`super::publics`] makes functions of some of them.
+    pub(super) publics: Vec<Public>,
+    /// The section contributions, sorted by start, with the name of the
+    /// module that made each.
+    pub(super) contributions: Vec<NamedContribution>,
+}
+
+/// A public symbol (`S_PUB32`), placed in the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Public {
+    /// The symbol name.
+    pub(super) name: String,
+    /// Its RVA.
+    pub(super) rva: u64,
+    /// Index into the section table.
+    pub(super) section: usize,
+    /// Its `CV_PUBSYMFLAGS` ([`PUBLIC_FUNCTION`]).
+    pub(super) flags: u32,
+}
+
+/// A section contribution, `[start, end)` in RVAs, and the module that
+/// made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct NamedContribution {
+    /// First RVA.
+    pub(super) start: u64,
+    /// RVA just past it.
+    pub(super) end: u64,
+    /// The module's name.
+    pub(super) module: String,
 }
 
 /// A [`Error::Malformed`] about the PDB at `path`.
@@ -380,6 +417,7 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
                         size: u64::from(proc_.len),
                         unit: Some(module.name.clone()),
                         visibility,
+                        extent: Extent::Symbol,
                     });
                 }
                 S_LDATA32 | S_GDATA32 => {
@@ -398,7 +436,10 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
     }
 
     // The global symbol stream holds the global variables (lld moves them
-    // out of the module streams) and copies of the module-local ones.
+    // out of the module streams), copies of the module-local ones, and the
+    // public symbols (`S_PUB32`: every external symbol, with or without
+    // debug information).
+    let mut publics = Vec::new();
     if dbi.symbol_records != NO_STREAM {
         if let Some(globals) = stream(&mut pdb, dbi.symbol_records, path, "global symbol stream")? {
             let mut records = streams::records(&globals);
@@ -406,15 +447,19 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
                 .next_record()
                 .map_err(|e| malformed(path, format!("global symbol stream: {e}")))?
             {
+                let at = || {
+                    format!(
+                        "global symbol stream: symbol record at offset {:#x}",
+                        record.offset
+                    )
+                };
                 if matches!(record.kind, S_LDATA32 | S_GDATA32) {
-                    let at = || {
-                        format!(
-                            "global symbol stream: symbol record at offset {:#x}",
-                            record.offset
-                        )
-                    };
                     if let Some(c) = data_candidate(&layout, record.kind, record.body, None, &at)? {
                         candidates.push(c);
+                    }
+                } else if record.kind == S_PUB32 {
+                    if let Some(p) = public(&layout, record.body, &at)? {
+                        publics.push(p);
                     }
                 }
             }
@@ -444,12 +489,22 @@ pub(super) fn read(req: &Request<'_>) -> Result<Found> {
         Some(r) => r.finish().map_err(|e| malformed(path, e))?,
         None => crate::types::Found::absent(),
     };
+    let contributions = contributions
+        .iter()
+        .map(|&(start, end, m)| NamedContribution {
+            start,
+            end,
+            module: modules.get(m).map(|m| m.name.clone()).unwrap_or_default(),
+        })
+        .collect();
     Ok(Found {
         functions,
         data,
         boundaries,
         lines,
         types,
+        publics,
+        contributions,
     })
 }
 
@@ -621,7 +676,7 @@ impl Layout<'_> {
 
 /// Whether an export at `rva` names this symbol: the same name, or a
 /// decorated C++ name (`?...`), since the PDB records C++ names undecorated.
-fn is_exported(exports: &HashMap<u64, Vec<&str>>, rva: u64, name: &str) -> bool {
+pub(super) fn is_exported(exports: &HashMap<u64, Vec<&str>>, rva: u64, name: &str) -> bool {
     exports
         .get(&rva)
         .is_some_and(|names| names.iter().any(|n| *n == name || n.starts_with('?')))
@@ -661,6 +716,34 @@ fn data_candidate(
         unit: unit.map(str::to_owned),
         local: kind == S_LDATA32,
         name: data.name,
+    }))
+}
+
+/// A public symbol from an `S_PUB32` record, or `None` for one at section 0
+/// (an absolute symbol). One outside its section is an error that names
+/// the damaged file ([`Layout::place`]).
+fn public(layout: &Layout<'_>, body: &[u8], at: &dyn Fn() -> String) -> Result<Option<Public>> {
+    let record = streams::public(body).ok_or_else(|| {
+        malformed(
+            layout.pdb_path,
+            format!("{}: the public symbol record is truncated", at()),
+        )
+    })?;
+    let placed = Placed {
+        what: "public symbol",
+        name: &record.name,
+        section: record.section,
+        offset: record.offset,
+        len: 0,
+    };
+    let Some((rva, section)) = layout.place(&placed, at)? else {
+        return Ok(None);
+    };
+    Ok(Some(Public {
+        name: record.name,
+        rva,
+        section,
+        flags: record.flags,
     }))
 }
 

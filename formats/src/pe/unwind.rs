@@ -48,7 +48,7 @@ use object::read::pe::PeFile64;
 
 use super::{bytes_at, holding, le_u32, malformed};
 use crate::error::Result;
-use crate::image::{Arch, Export, Function, Section, Visibility};
+use crate::image::{Arch, Export, Extent, Function, Section, Visibility};
 
 /// Size of an x86-64 `RUNTIME_FUNCTION`.
 const X64_ENTRY: usize = 12;
@@ -100,7 +100,7 @@ pub(super) fn functions(
     exports: &[Export],
     path: &Path,
 ) -> Result<Vec<Function>> {
-    let extents = fold(entries(file, sections, arch, path)?, path)?;
+    let extents = extents(file, sections, arch, path)?;
     let mut names: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
     for e in exports {
         names.entry(e.rva).or_default().push(e.name.as_str());
@@ -116,6 +116,7 @@ pub(super) fn functions(
                 size,
                 unit: None,
                 visibility: Visibility::Exported,
+                extent: Extent::Stripped,
             })),
             None => out.push(Function {
                 name: format!("sub_{rva:x}"),
@@ -123,10 +124,24 @@ pub(super) fn functions(
                 size,
                 unit: None,
                 visibility: Visibility::Global,
+                extent: Extent::Stripped,
             }),
         }
     }
     Ok(out)
+}
+
+/// The extents of the image's exception directory: every entry checked,
+/// secondary parts folded into the function they continue, sorted (see the
+/// module documentation). Used for an image read with its PDB too, for the
+/// functions it knows only by public symbols ([`super::publics`]).
+pub(super) fn extents(
+    file: &PeFile64<'_>,
+    sections: &[Section<'_>],
+    arch: Arch,
+    path: &Path,
+) -> Result<Vec<(u64, u64)>> {
+    fold(entries(file, sections, arch, path)?, path)
 }
 
 /// Every entry of the image's exception directory (see [`table_entries`]).
@@ -461,7 +476,7 @@ fn leaf_exports(
 /// The length of `bytes` without the fill the linker leaves after a
 /// function: trailing `int3` (0xCC) bytes on x86-64, trailing zero words
 /// (`udf #0`) on ARM64, whose code is whole 4-byte words.
-fn code_length(bytes: &[u8], arch: Arch) -> u64 {
+pub(super) fn code_length(bytes: &[u8], arch: Arch) -> u64 {
     let len = match arch {
         Arch::X86_64 => bytes
             .iter()
