@@ -10,23 +10,29 @@
 //!    every byte range a redirect overwrites must hash to what the
 //!    manifest recorded, and so must the baseline bytes delta bodies decode
 //!    against;
-//! 3. **plan** placement: one block per image (code, then read-only data,
-//!    then writable data, page aligned), allocated where every relocation
-//!    and every redirect reaches it (±2 GiB for rel32, ±128 MiB for
-//!    AArch64 `B`/`BL`, ±4 GiB for `ADRP`, ...); on AArch64, redirects that
-//!    cannot reach their body go through veneers (`LDR X16, #8; BR X16;
-//!    .quad body`) placed within reach of the entries;
+//! 3. **plan**: decode the items; place them, one block per image (code,
+//!    then read-only data, then writable data, page aligned), allocated
+//!    where every relocation and every redirect reaches it (±2 GiB for
+//!    rel32, ±128 MiB for AArch64 `B`/`BL`, ±4 GiB for `ADRP`, ...); on
+//!    AArch64, redirects that cannot reach their body go through veneers
+//!    (`LDR X16, #8; BR X16; .quad body`) placed within reach of the
+//!    entries; set the protections (code `r-x`, tables and constants
+//!    `r--`, data `rw-`) right away, so that the target's memory calls
+//!    follow one another (a live process runs them in one of its threads);
 //! 4. **link** every item with `hotpatch_formats::package::link` against
 //!    where the image and the block really lie;
-//! 5. **write** code and data, then set protections (code `r-x`, tables and
-//!    constants `r--`, data `rw-`);
-//! 6. **redirect** the entries, one function at a time, last (with the
-//!    target's threads stopped and none inside the bytes that change);
-//!    then restore functions a replaced package patched and this one does
-//!    not, store the state record, and free the replaced package's memory.
+//! 5. **write** code and data (a target writes whatever the protection),
+//!    then store the state record;
+//! 6. **redirect** the entries last, all in one [`Target::patch`] with the
+//!    target's threads stopped and none inside the bytes that change (the
+//!    patch checks that every range still holds what step 2 read): the new
+//!    redirects, and the restores of functions a replaced package patched
+//!    and this one does not. Then resume, and free the replaced package's
+//!    memory.
 //!
-//! A failure anywhere before the state record is stored undoes what was
-//! done, in reverse: the target is left as it was. A newer cumulative
+//! A failure anywhere before the redirects are all written undoes what was
+//! done, in reverse (the previous state record included): the target is
+//! left as it was. A newer cumulative
 //! package replaces the applied one: each redirect is re-pointed at the new
 //! body (never a jump to a jump). [`Engine::revert`] restores every original
 //! byte and frees what the package used.
@@ -67,25 +73,27 @@ pub enum Step {
     Verified,
     /// Every image located and checked (identity, state, bytes).
     Checked,
-    /// Memory allocated for every image.
+    /// Memory allocated for every image (items decoded).
     Allocated,
+    /// Protections set.
+    Protected,
     /// Every item linked at its address.
     Linked,
     /// Code and data written.
     Written,
-    /// Protections set.
-    Protected,
-    /// The n-th redirect (1-based, over all images) written.
+    /// The state records stored.
+    Recorded,
+    /// The n-th redirect (1-based, over all images) written: with a fault
+    /// injected here, the stop writes only the first n.
     Redirected(usize),
     /// Functions the replaced package patched and this one does not
     /// restored (also reached when there are none).
     Restored,
-    /// The state records stored.
-    Recorded,
-    /// Revert: the n-th function (1-based) restored.
-    Unredirected(usize),
     /// Revert: the state record stored.
     Forgotten,
+    /// Revert: the n-th function (1-based, newest first) restored: with a
+    /// fault injected here, the stop restores only the first n.
+    Unredirected(usize),
 }
 
 impl std::fmt::Display for Step {
@@ -156,7 +164,13 @@ struct ItemPlan {
     item: u32,
     what: String,
     class: Class,
+    /// Whether `class` comes from the manifest (else it follows from the
+    /// decoded bytes).
+    named: bool,
     align: u64,
+    /// The checked baseline bytes a delta body decodes against.
+    reference: Option<Vec<u8>>,
+    /// The decoded (then linked) bytes.
     bytes: Vec<u8>,
     /// Offset in the block.
     offset: u64,
@@ -416,6 +430,9 @@ impl Engine {
         journal: &mut Journal,
     ) -> Result<()> {
         let page = target.page_size().max(1);
+        for (p, t) in plans.iter_mut().zip(&manifest.targets) {
+            decode_items(desc, t, payload, p)?;
+        }
         for (p, t) in plans.iter_mut().zip(&manifest.targets) {
             allocate(target, desc, t, payload, p, page, journal)?;
         }
@@ -1097,25 +1114,18 @@ fn check_image(
                 Some(buf)
             }
         };
-        let bytes = payload
-            .contents(r, reference.as_deref())
-            .map_err(|error| ApplyError::Package {
-                target: desc.to_string(),
-                image: img(),
-                error: Box::new(error),
-            })?
-            .into_owned();
         let (what, class) = named
             .get(&i)
             .cloned()
             .unwrap_or_else(|| (format!("item {i}"), None));
-        let class = class.unwrap_or_else(|| unnamed_class(&bytes, &item.relocations));
         items.push(ItemPlan {
             item: i,
             what,
-            class,
+            class: class.unwrap_or(Class::Code),
+            named: class.is_some(),
             align: u64::from(item.align.max(1)),
-            bytes,
+            reference,
+            bytes: Vec::new(),
             offset: 0,
             address: 0,
         });
@@ -1135,6 +1145,27 @@ fn check_image(
         redirects,
         restores,
     })
+}
+
+/// Decode the items of one image (after their references were checked).
+fn decode_items(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan) -> Result<()> {
+    for it in &mut p.items {
+        let r = ItemRef(it.item);
+        let Some(item) = payload.get(r) else { continue };
+        it.bytes = payload
+            .contents(r, it.reference.as_deref())
+            .map_err(|error| ApplyError::Package {
+                target: desc.to_string(),
+                image: t.name.clone(),
+                error: Box::new(error),
+            })?
+            .into_owned();
+        it.reference = None;
+        if !it.named {
+            it.class = unnamed_class(&it.bytes, &item.relocations);
+        }
+    }
+    Ok(())
 }
 
 /// Copy the part of `src` (at `src_addr`) that overlaps `buf` (at

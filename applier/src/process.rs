@@ -443,6 +443,9 @@ impl Process {
             match ptrace::seize(tid, ptrace::Options::empty()) {
                 Ok(()) => seized.push(tid),
                 Err(Errno::ESRCH) => {}
+                // An exited thread: a main thread whose process lives on,
+                // or one on its way out.
+                Err(Errno::EPERM) if thread_is_zombie(self.pid(), tid.as_raw()) => {}
                 Err(e) => {
                     self.abandon(seized);
                     return Err(self.ptrace_error("attach to", tid, e));
@@ -579,7 +582,8 @@ impl Process {
         }
     }
 
-    /// Live threads of the process neither held nor in `also`.
+    /// Threads of the process neither held nor in `also` (exited ones
+    /// among them are skipped when seized).
     fn new_tasks(&self, also: &[Pid]) -> Result<Vec<Pid>, TargetError> {
         let known: BTreeSet<i32> = self
             .held
@@ -590,7 +594,7 @@ impl Process {
         Ok(self
             .tasks()?
             .into_iter()
-            .filter(|t| !known.contains(t) && !thread_is_zombie(self.pid(), *t))
+            .filter(|t| !known.contains(t))
             .map(Pid::from_raw)
             .collect())
     }
@@ -769,12 +773,15 @@ impl Process {
     /// does so for any ptrace stop). On AArch64 running threads first: the
     /// kernel rewinds an interrupted call before the stop, and one that
     /// restarts through `restart_syscall` would start over instead. Then
-    /// the rest; threads in uninterruptible sleep last; the main thread
-    /// after the others of the same kind.
+    /// the rest; threads in uninterruptible sleep last; among equals the
+    /// main thread after the others (but the first of the best kind found
+    /// ends the search).
     fn worker_candidates(&self) -> Result<Vec<Pid>, TargetError> {
         let sleeper_rank = if cfg!(target_arch = "x86_64") { 0 } else { 2 };
+        let best = sleeper_rank.min(1);
         let mut ranked: Vec<(u8, bool, i32)> = Vec::new();
         for t in self.tasks()? {
+            let main = t == self.pid.as_raw();
             let rank = match thread_state(self.pid(), t) {
                 None | Some('Z' | 'X') => continue,
                 Some('S') => sleeper_rank,
@@ -782,7 +789,11 @@ impl Process {
                 Some('D') => 4,
                 Some(_) => 3,
             };
-            ranked.push((rank, t == self.pid.as_raw(), t));
+            ranked.push((rank, main, t));
+            // The first of the best kind will do.
+            if rank == best {
+                break;
+            }
         }
         ranked.sort_unstable();
         Ok(ranked
