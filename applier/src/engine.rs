@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use hotpatch_formats::package::digest::HexBytes;
 use hotpatch_formats::package::{
-    link, ItemRef, Manifest, PackageError, PackageKind, Payload, RedirectScheme, RelocKind,
-    Sha256Digest, Target as RelocTarget, TargetImage, Timestamp,
+    link, Decoder, ItemRef, Manifest, PackageError, PackageKind, Payload, RedirectScheme,
+    RelocKind, Sha256Digest, Target as RelocTarget, TargetImage, Timestamp,
 };
 use hotpatch_formats::Arch;
 use hotpatch_signer::{verify, TrustPolicy, Verified};
@@ -1149,18 +1149,22 @@ fn check_image(
 
 /// Decode the items of one image (after their references were checked).
 fn decode_items(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan) -> Result<()> {
-    for it in &mut p.items {
+    let references: Vec<Option<Vec<u8>>> =
+        p.items.iter_mut().map(|it| it.reference.take()).collect();
+    // One decoder for all: a zstd context costs more to set up than a
+    // small delta costs to decode.
+    let mut decoder = Decoder::new();
+    for (it, reference) in p.items.iter_mut().zip(&references) {
         let r = ItemRef(it.item);
         let Some(item) = payload.get(r) else { continue };
         it.bytes = payload
-            .contents(r, it.reference.as_deref())
+            .contents_with(&mut decoder, r, reference.as_deref())
             .map_err(|error| ApplyError::Package {
                 target: desc.to_string(),
                 image: t.name.clone(),
                 error: Box::new(error),
             })?
             .into_owned();
-        it.reference = None;
         if !it.named {
             it.class = unnamed_class(&it.bytes, &item.relocations);
         }
