@@ -11,9 +11,13 @@
 //! one that resumes it. So a [`Process`] is neither `Send` nor `Sync`: keep
 //! it on the thread that created it.
 //!
-//! [`Target::stop`] seizes every thread of the process (`PTRACE_SEIZE`),
-//! interrupts it (`PTRACE_INTERRUPT`) and waits until it is in a ptrace stop;
-//! it scans `/proc/PID/task` again until no new thread appears.
+//! [`Target::stop`] seizes every thread of the process (`PTRACE_SEIZE`,
+//! which does not stop it), scanning `/proc/PID/task` again until no new
+//! thread appears; then the pause begins: it interrupts every thread
+//! (`PTRACE_INTERRUPT`), waits until each is in a ptrace stop, and scans
+//! once more for a thread created just before its creator stopped.
+//! [`Target::patch`] writes the redirects in as few `/proc/PID/mem` reads
+//! and writes as there are runs of neighbouring pages.
 //! [`Target::resume`] detaches every thread, delivering any signal that
 //! arrived while it was stopped. Dropping a [`Process`] resumes whatever is
 //! still stopped, so an error leaves the process running.
@@ -33,7 +37,10 @@
 //! stopped, its registers saved, set to the system call and pointed at an
 //! existing `syscall` (x86-64) or `svc #0` (AArch64) instruction in the
 //! process's executable memory (the vDSO first); one single step runs it,
-//! and the registers are restored. Nothing is written into the process's
+//! and the registers are restored. Calls that follow one another (the
+//! engine's `mmap` and `mprotect`s) run on the same thread, stopped once
+//! and resumed by the next other operation (see `worker_candidates` for
+//! which thread). Nothing is written into the process's
 //! code, so other threads, still running, are never exposed to a temporary
 //! instruction. A thread stopped inside a system call restarts it as the
 //! kernel would (on x86-64 through the saved `orig_rax`; on AArch64 the
@@ -46,9 +53,10 @@
 //!
 //! # Caches
 //! Writes through `/proc/PID/mem` into executable mappings are made visible
-//! to instruction fetch by the kernel itself (`copy_to_user_page`), and
-//! `mprotect` to executable synchronises the caches of new pages, so
-//! [`Target::flush_code`] has nothing to do.
+//! to instruction fetch by the kernel itself (`copy_to_user_page` flushes
+//! the instruction cache of an executable mapping on AArch64), so
+//! [`Target::flush_code`] has nothing to do, and new code may be written
+//! after its memory was made executable.
 //!
 //! # State records
 //! Records live in a state directory (default [`DEFAULT_STATE_DIR`]), one
