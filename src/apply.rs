@@ -61,11 +61,18 @@ mod live {
     use super::ApplyArgs;
     use crate::packaging::read_package;
 
-    /// Phase times, in microseconds: `write` is the apply phase without
-    /// the pause, so the four add up to `total`.
+    /// Phase times, in microseconds: `verify` is the package's
+    /// verification (signatures, trust, digests) and the target's
+    /// (identity: the SHA-256 of the mapped file; state records; the
+    /// SHA-256 of every range to overwrite), split in the two fields after
+    /// it; `plan` places (memory mapped and protected in the process) and
+    /// links; `write` is the apply phase without the pause, so the four
+    /// add up to `total`.
     #[derive(Serialize)]
     struct Split {
         verify_us: u64,
+        verify_package_us: u64,
+        verify_target_us: u64,
         plan_us: u64,
         write_us: u64,
         pause_us: u64,
@@ -91,6 +98,12 @@ mod live {
         stops: u32,
         /// Whether the tool ran at real-time priority through the stop.
         realtime: bool,
+        /// System calls injected into the process (mmap, mprotect,
+        /// munmap), how many times a thread was stopped for them outside
+        /// the pause, and how long it was held in all.
+        syscalls: u32,
+        syscall_stops: u32,
+        syscall_held_us: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         timings: Option<Split>,
         /// Memory of earlier applies left mapped (start, size).
@@ -143,11 +156,14 @@ mod live {
             }
         };
         let p = process.last_pause().unwrap_or_default();
+        let sys = process.syscalls();
         let pause = p.total;
         let timings = applied.as_ref().map(|a| {
             let t = a.timings;
             Split {
-                verify_us: us(t.verify),
+                verify_us: us(t.verify.saturating_add(t.check)),
+                verify_package_us: us(t.verify),
+                verify_target_us: us(t.check),
                 plan_us: us(t.plan),
                 write_us: us(t.apply.saturating_sub(pause)),
                 pause_us: us(pause),
@@ -164,6 +180,9 @@ mod live {
             pause_held_us: us(p.held),
             pause_resuming_us: us(p.resuming),
             realtime: p.realtime,
+            syscalls: sys.calls,
+            syscall_stops: sys.stops,
+            syscall_held_us: us(sys.held),
             stops: p.stops,
             timings,
             retired: process.retired().to_vec(),
@@ -197,11 +216,22 @@ mod live {
                 ""
             }
         )?;
+        if report.syscalls > 0 {
+            writeln!(
+                out,
+                "system calls: {} injected, on {} thread stop(s) outside the pause, held {} in all",
+                report.syscalls,
+                report.syscall_stops,
+                ms(report.syscall_held_us)
+            )?;
+        }
         if let Some(t) = &report.timings {
             writeln!(
                 out,
-                "time: verify {}, plan {}, write {}, pause {}; total {}",
+                "time: verify {} (package {}, target {}), plan {}, write {}, pause {}; total {}",
                 ms(t.verify_us),
+                ms(t.verify_package_us),
+                ms(t.verify_target_us),
                 ms(t.plan_us),
                 ms(t.write_us),
                 ms(t.pause_us),

@@ -10,23 +10,29 @@
 //!    every byte range a redirect overwrites must hash to what the
 //!    manifest recorded, and so must the baseline bytes delta bodies decode
 //!    against;
-//! 3. **plan** placement: one block per image (code, then read-only data,
-//!    then writable data, page aligned), allocated where every relocation
-//!    and every redirect reaches it (±2 GiB for rel32, ±128 MiB for
-//!    AArch64 `B`/`BL`, ±4 GiB for `ADRP`, ...); on AArch64, redirects that
-//!    cannot reach their body go through veneers (`LDR X16, #8; BR X16;
-//!    .quad body`) placed within reach of the entries;
+//! 3. **plan**: decode the items; place them, one block per image (code,
+//!    then read-only data, then writable data, page aligned), allocated
+//!    where every relocation and every redirect reaches it (±2 GiB for
+//!    rel32, ±128 MiB for AArch64 `B`/`BL`, ±4 GiB for `ADRP`, ...); on
+//!    AArch64, redirects that cannot reach their body go through veneers
+//!    (`LDR X16, #8; BR X16; .quad body`) placed within reach of the
+//!    entries; set the protections (code `r-x`, tables and constants
+//!    `r--`, data `rw-`) right away, so that the target's memory calls
+//!    follow one another (a live process runs them in one of its threads);
 //! 4. **link** every item with `hotpatch_formats::package::link` against
 //!    where the image and the block really lie;
-//! 5. **write** code and data, then set protections (code `r-x`, tables and
-//!    constants `r--`, data `rw-`);
-//! 6. **redirect** the entries, one function at a time, last (with the
-//!    target's threads stopped and none inside the bytes that change);
-//!    then restore functions a replaced package patched and this one does
-//!    not, store the state record, and free the replaced package's memory.
+//! 5. **write** code and data (a target writes whatever the protection),
+//!    then store the state record;
+//! 6. **redirect** the entries last, all in one [`Target::patch`] with the
+//!    target's threads stopped and none inside the bytes that change (the
+//!    patch checks that every range still holds what step 2 read): the new
+//!    redirects, and the restores of functions a replaced package patched
+//!    and this one does not. Then resume, and free the replaced package's
+//!    memory.
 //!
-//! A failure anywhere before the state record is stored undoes what was
-//! done, in reverse: the target is left as it was. A newer cumulative
+//! A failure anywhere before the redirects are all written undoes what was
+//! done, in reverse (the previous state record included): the target is
+//! left as it was. A newer cumulative
 //! package replaces the applied one: each redirect is re-pointed at the new
 //! body (never a jump to a jump). [`Engine::revert`] restores every original
 //! byte and frees what the package used.
@@ -36,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use hotpatch_formats::package::digest::HexBytes;
 use hotpatch_formats::package::{
-    link, ItemRef, Manifest, PackageError, PackageKind, Payload, RedirectScheme, RelocKind,
-    Sha256Digest, Target as RelocTarget, TargetImage, Timestamp,
+    link, Decoder, ItemRef, Manifest, PackageError, PackageKind, Payload, RedirectScheme,
+    RelocKind, Sha256Digest, Target as RelocTarget, TargetImage, Timestamp,
 };
 use hotpatch_formats::Arch;
 use hotpatch_signer::{verify, TrustPolicy, Verified};
@@ -50,7 +56,7 @@ use crate::report::{
 use crate::state::{
     AppliedPackage, PlacedItem, ProtectionName, RedirectRecord, Region, StateRecord, STATE_VERSION,
 };
-use crate::target::{Located, Protection, Target, TargetError};
+use crate::target::{Located, Patch, Protection, Target, TargetError};
 
 type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
@@ -67,25 +73,27 @@ pub enum Step {
     Verified,
     /// Every image located and checked (identity, state, bytes).
     Checked,
-    /// Memory allocated for every image.
+    /// Memory allocated for every image (items decoded).
     Allocated,
+    /// Protections set.
+    Protected,
     /// Every item linked at its address.
     Linked,
     /// Code and data written.
     Written,
-    /// Protections set.
-    Protected,
-    /// The n-th redirect (1-based, over all images) written.
+    /// The state records stored.
+    Recorded,
+    /// The n-th redirect (1-based, over all images) written: with a fault
+    /// injected here, the stop writes only the first n.
     Redirected(usize),
     /// Functions the replaced package patched and this one does not
     /// restored (also reached when there are none).
     Restored,
-    /// The state records stored.
-    Recorded,
-    /// Revert: the n-th function (1-based) restored.
-    Unredirected(usize),
     /// Revert: the state record stored.
     Forgotten,
+    /// Revert: the n-th function (1-based, newest first) restored: with a
+    /// fault injected here, the stop restores only the first n.
+    Unredirected(usize),
 }
 
 impl std::fmt::Display for Step {
@@ -156,7 +164,13 @@ struct ItemPlan {
     item: u32,
     what: String,
     class: Class,
+    /// Whether `class` comes from the manifest (else it follows from the
+    /// decoded bytes).
+    named: bool,
     align: u64,
+    /// The checked baseline bytes a delta body decodes against.
+    reference: Option<Vec<u8>>,
+    /// The decoded (then linked) bytes.
     bytes: Vec<u8>,
     /// Offset in the block.
     offset: u64,
@@ -335,13 +349,15 @@ impl Engine {
         }
         let payload = verified.payload();
         let desc = target.describe();
-        let t_plan = Instant::now();
+        let t_check = Instant::now();
         let owner = item_owners(manifest, payload, &desc)?;
         let mut plans = Vec::with_capacity(manifest.targets.len());
         for (k, t) in manifest.targets.iter().enumerate() {
             plans.push(check_image(target, &desc, manifest, payload, k, t, &owner)?);
         }
         self.reached(Step::Checked)?;
+        let check_time = t_check.elapsed();
+        let t_plan = Instant::now();
         let mut journal = Journal::new();
         match self.place_and_link(target, &desc, manifest, payload, &mut plans, &mut journal) {
             Ok(()) => {}
@@ -354,7 +370,14 @@ impl Engine {
             Ok(()) => {}
             Err(e) => return Err(journal.roll_back(target, e)),
         }
-        // Committed: the replaced packages' memory is no longer reached.
+        if journal.stopped {
+            if let Err(e) = target.resume() {
+                warnings.push(format!("resuming the target: {e}"));
+            }
+        }
+        // Committed: the replaced packages' memory is no longer reached
+        // (no thread was inside it when the redirects changed, if the
+        // target really unmaps it, and none can enter it since).
         let mut freed = Vec::new();
         for p in &plans {
             let mut f = Vec::new();
@@ -370,11 +393,6 @@ impl Engine {
                 }
             }
             freed.push(f);
-        }
-        if journal.stopped {
-            if let Err(e) = target.resume() {
-                warnings.push(format!("resuming the target: {e}"));
-            }
         }
         let apply_time = t_apply.elapsed();
         let images = plans
@@ -393,6 +411,7 @@ impl Engine {
             images,
             timings: Timings {
                 verify: Duration::ZERO,
+                check: check_time,
                 plan: plan_time,
                 apply: apply_time,
             },
@@ -412,9 +431,28 @@ impl Engine {
     ) -> Result<()> {
         let page = target.page_size().max(1);
         for (p, t) in plans.iter_mut().zip(&manifest.targets) {
+            decode_items(desc, t, payload, p)?;
+        }
+        for (p, t) in plans.iter_mut().zip(&manifest.targets) {
             allocate(target, desc, t, payload, p, page, journal)?;
         }
         self.reached(Step::Allocated)?;
+        // Protections at once, before anything is written (a target writes
+        // whatever the protection): the memory calls of a live process,
+        // injected into one of its threads, then follow one another.
+        // Allocated memory is readable and writable already.
+        for p in plans.iter() {
+            for &(class, start, end) in &p.regions {
+                if end > start && class != Class::ReadWrite {
+                    let len = round_up(end - start, page);
+                    target.protect(p.start + start, len, class.name().protection())?;
+                }
+            }
+            if let Some((r, _)) = &p.veneers {
+                target.protect(r.address, r.size, Protection::CODE)?;
+            }
+        }
+        self.reached(Step::Protected)?;
         for (p, t) in plans.iter_mut().zip(&manifest.targets) {
             link_image(desc, t, payload, p)?;
         }
@@ -453,29 +491,29 @@ impl Engine {
                 }
                 if !buf.is_empty() {
                     target.write(p.start + start, &buf)?;
+                    if class == Class::Code {
+                        target.flush_code(p.start + start, round_up(end - start, page))?;
+                    }
                 }
             }
             if let Some((r, bytes)) = &p.veneers {
                 target.write(r.address, bytes)?;
-            }
-        }
-        self.reached(Step::Written)?;
-        for p in plans.iter() {
-            for &(class, start, end) in &p.regions {
-                if end > start {
-                    let len = round_up(end - start, page);
-                    target.protect(p.start + start, len, class.name().protection())?;
-                    if class == Class::Code {
-                        target.flush_code(p.start + start, len)?;
-                    }
-                }
-            }
-            if let Some((r, _)) = &p.veneers {
-                target.protect(r.address, r.size, Protection::CODE)?;
                 target.flush_code(r.address, r.size)?;
             }
         }
-        self.reached(Step::Protected)?;
+        self.reached(Step::Written)?;
+        // The state records, before the stop: a failure from here on
+        // restores the previous ones, and the stop holds only the writes.
+        for (p, t) in plans.iter().zip(&manifest.targets) {
+            let record = new_record(manifest, t, p);
+            let key = p.name.clone();
+            target.store_state(&key, Some(&record.to_bytes()))?;
+            journal.undo.push(Undo::State {
+                key,
+                bytes: p.previous_bytes.clone(),
+            });
+        }
+        self.reached(Step::Recorded)?;
 
         // Step 6: threads stopped, none inside what changes.
         let retires = target.retires_freed_code();
@@ -510,39 +548,61 @@ impl Engine {
                 }
             }
         }
-        self.stop_outside(target, desc, &busy, journal)?;
-        let mut n = 0usize;
+        // Every write of the stop, prepared before it: the redirects (in
+        // plan order, for fault injection), then the restores.
+        let mut patches: Vec<Patch<'_>> = Vec::new();
         for p in plans.iter() {
             for r in &p.redirects {
-                write_site(target, r.scheme, r.site, &r.current, &r.new, journal)?;
-                n += 1;
-                self.reached(Step::Redirected(n))?;
+                patches.push(Patch {
+                    address: r.site,
+                    old: &r.current,
+                    new: &r.new,
+                });
             }
         }
+        let redirects = patches.len();
         for p in plans.iter() {
             for r in &p.restores {
-                let rec = &r.record;
-                write_site_entry_first(
-                    target,
-                    rec.scheme,
-                    rec.address,
-                    &rec.written.0,
-                    &rec.original.0,
-                    journal,
-                )?;
+                patches.push(Patch {
+                    address: r.record.address,
+                    old: &r.record.written.0,
+                    new: &r.record.original.0,
+                });
             }
         }
-        self.reached(Step::Restored)?;
-        for (p, t) in plans.iter().zip(&manifest.targets) {
-            let record = new_record(manifest, t, p);
-            let key = p.name.clone();
-            target.store_state(&key, Some(&record.to_bytes()))?;
-            journal.undo.push(Undo::State {
-                key,
-                bytes: p.previous_bytes.clone(),
-            });
+        let (done, batch, undo) = self.prepare_patches(&patches, redirects, Step::Redirected);
+        journal.undo.reserve(undo.len());
+        self.stop_outside(target, desc, &busy, journal)?;
+        patch(target, &batch, undo, journal)?;
+        for n in 1..=done {
+            self.reached(Step::Redirected(n))?;
         }
-        self.reached(Step::Recorded)
+        self.reached(Step::Restored)
+    }
+
+    /// The patches of a stop, sorted by address, and the undo of each;
+    /// with a fault injected after the `k`-th of the first `counted`
+    /// (`step(k)`), only the first `k`. Returns how many of the counted
+    /// ones are in the batch.
+    fn prepare_patches<'a>(
+        &self,
+        patches: &[Patch<'a>],
+        counted: usize,
+        step: fn(usize) -> Step,
+    ) -> (usize, Vec<Patch<'a>>, Vec<Undo>) {
+        let upto = (1..=counted)
+            .find(|&k| self.fault == Some(step(k)))
+            .unwrap_or(patches.len());
+        let mut batch: Vec<Patch<'a>> = patches.get(..upto).unwrap_or(patches).to_vec();
+        batch.sort_by_key(|p| p.address);
+        let undo = batch
+            .iter()
+            .map(|p| Undo::Write {
+                address: p.address,
+                bytes: p.old.to_vec(),
+            })
+            .collect();
+        (upto.min(counted), batch, undo)
     }
 
     /// Stop the target with no thread inside any of `ranges`, retrying
@@ -654,35 +714,52 @@ impl Engine {
             }));
         }
         let mut journal = Journal::new();
-        let mut restored = Vec::new();
+        let restored: Vec<RestoredReport> = app
+            .redirects
+            .iter()
+            .map(|r| RestoredReport {
+                name: r.name.clone(),
+                entry: r.address + entry_offset(r.scheme),
+            })
+            .collect();
+        // Newest first, as the fault steps count them.
+        let patches: Vec<Patch<'_>> = app
+            .redirects
+            .iter()
+            .rev()
+            .map(|r| Patch {
+                address: r.address,
+                old: &r.written.0,
+                new: &r.original.0,
+            })
+            .collect();
         let result = (|| -> Result<()> {
-            self.stop_outside(target, &desc, &busy, &mut journal)?;
-            for (n, r) in app.redirects.iter().rev().enumerate() {
-                write_site_entry_first(
-                    target,
-                    r.scheme,
-                    r.address,
-                    &r.written.0,
-                    &r.original.0,
-                    &mut journal,
-                )?;
-                restored.push(RestoredReport {
-                    name: r.name.clone(),
-                    entry: r.address + entry_offset(r.scheme),
-                });
-                self.reached(Step::Unredirected(n + 1))?;
-            }
+            // The record first, so that the stop holds only the writes.
             target.store_state(image, Some(&record.to_bytes()))?;
             journal.undo.push(Undo::State {
                 key: image.to_string(),
                 bytes: bytes.clone(),
             });
-            self.reached(Step::Forgotten)
+            self.reached(Step::Forgotten)?;
+            let (done, batch, undo) =
+                self.prepare_patches(&patches, patches.len(), Step::Unredirected);
+            journal.undo.reserve(undo.len());
+            self.stop_outside(target, &desc, &busy, &mut journal)?;
+            patch(target, &batch, undo, &mut journal)?;
+            for n in 1..=done {
+                self.reached(Step::Unredirected(n))?;
+            }
+            Ok(())
         })();
         if let Err(e) = result {
             return Err(journal.roll_back(target, e));
         }
         let mut warnings = Vec::new();
+        if journal.stopped {
+            if let Err(e) = target.resume() {
+                warnings.push(format!("resuming the target: {e}"));
+            }
+        }
         let mut freed = Vec::new();
         for r in &app.regions {
             match target.free(r.address, r.size) {
@@ -693,12 +770,6 @@ impl Engine {
                 )),
             }
         }
-        if journal.stopped {
-            if let Err(e) = target.resume() {
-                warnings.push(format!("resuming the target: {e}"));
-            }
-        }
-        restored.reverse();
         Ok(Reverted {
             target: desc,
             image: image.to_string(),
@@ -1043,25 +1114,18 @@ fn check_image(
                 Some(buf)
             }
         };
-        let bytes = payload
-            .contents(r, reference.as_deref())
-            .map_err(|error| ApplyError::Package {
-                target: desc.to_string(),
-                image: img(),
-                error: Box::new(error),
-            })?
-            .into_owned();
         let (what, class) = named
             .get(&i)
             .cloned()
             .unwrap_or_else(|| (format!("item {i}"), None));
-        let class = class.unwrap_or_else(|| unnamed_class(&bytes, &item.relocations));
         items.push(ItemPlan {
             item: i,
             what,
-            class,
+            class: class.unwrap_or(Class::Code),
+            named: class.is_some(),
             align: u64::from(item.align.max(1)),
-            bytes,
+            reference,
+            bytes: Vec::new(),
             offset: 0,
             address: 0,
         });
@@ -1081,6 +1145,31 @@ fn check_image(
         redirects,
         restores,
     })
+}
+
+/// Decode the items of one image (after their references were checked).
+fn decode_items(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan) -> Result<()> {
+    let references: Vec<Option<Vec<u8>>> =
+        p.items.iter_mut().map(|it| it.reference.take()).collect();
+    // One decoder for all: a zstd context costs more to set up than a
+    // small delta costs to decode.
+    let mut decoder = Decoder::new();
+    for (it, reference) in p.items.iter_mut().zip(&references) {
+        let r = ItemRef(it.item);
+        let Some(item) = payload.get(r) else { continue };
+        it.bytes = payload
+            .contents_with(&mut decoder, r, reference.as_deref())
+            .map_err(|error| ApplyError::Package {
+                target: desc.to_string(),
+                image: t.name.clone(),
+                error: Box::new(error),
+            })?
+            .into_owned();
+        if !it.named {
+            it.class = unnamed_class(&it.bytes, &item.relocations);
+        }
+    }
+    Ok(())
 }
 
 /// Copy the part of `src` (at `src_addr`) that overlaps `buf` (at
@@ -1457,74 +1546,26 @@ fn link_image(desc: &str, t: &TargetImage, payload: &Payload, p: &mut ImagePlan)
     Ok(())
 }
 
-/// The parts of a site written one store each, in the order that keeps the
-/// function whole: for the padding scheme the `jmp rel32` in the padding
-/// first, then the 2-byte `jmp $-5` at the entry.
-fn parts(scheme: RedirectScheme) -> &'static [(usize, usize)] {
-    match scheme {
-        RedirectScheme::X64PaddingShortJump => &[(0, 5), (5, 7)],
-        RedirectScheme::X64NearJump => &[(0, 5)],
-        RedirectScheme::A64Branch => &[(0, 4)],
-    }
-}
-
-/// Write `new` over `current` at `site`, part by part in [`parts`] order,
-/// skipping parts that already hold their bytes (a re-pointed padding
-/// redirect keeps its `jmp $-5`).
-fn write_site(
+/// Apply a batch [`Engine::prepare_patches`] made, inside a stop, and
+/// journal its undo (unless the target wrote nothing because bytes had
+/// changed since they were checked).
+fn patch(
     target: &mut dyn Target,
-    scheme: RedirectScheme,
-    site: u64,
-    current: &[u8],
-    new: &[u8],
+    batch: &[Patch<'_>],
+    undo: Vec<Undo>,
     journal: &mut Journal,
 ) -> Result<()> {
-    write_parts(target, scheme, site, current, new, journal, false)
-}
-
-/// Write `new` over `current` at `site` with the entry part first: the
-/// order that restores a function (the entry stops jumping before the
-/// padding changes).
-fn write_site_entry_first(
-    target: &mut dyn Target,
-    scheme: RedirectScheme,
-    site: u64,
-    current: &[u8],
-    new: &[u8],
-    journal: &mut Journal,
-) -> Result<()> {
-    write_parts(target, scheme, site, current, new, journal, true)
-}
-
-fn write_parts(
-    target: &mut dyn Target,
-    scheme: RedirectScheme,
-    site: u64,
-    current: &[u8],
-    new: &[u8],
-    journal: &mut Journal,
-    entry_first: bool,
-) -> Result<()> {
-    let mut order: Vec<(usize, usize)> = parts(scheme).to_vec();
-    if entry_first {
-        order.reverse();
-    }
-    for (a, b) in order {
-        let (Some(cur), Some(want)) = (current.get(a..b), new.get(a..b)) else {
-            continue;
-        };
-        if cur == want {
-            continue;
+    match target.patch(batch) {
+        Ok(()) => {
+            journal.undo.extend(undo);
+            Ok(())
         }
-        let address = site + a as u64;
-        target.write(address, want)?;
-        journal.undo.push(Undo::Write {
-            address,
-            bytes: cur.to_vec(),
-        });
+        Err(e @ TargetError::Changed { .. }) => Err(e.into()),
+        Err(e) => {
+            journal.undo.extend(undo);
+            Err(e.into())
+        }
     }
-    target.flush_code(site, new.len() as u64)?;
-    Ok(())
 }
 
 fn new_record(manifest: &Manifest, t: &TargetImage, p: &ImagePlan) -> StateRecord {

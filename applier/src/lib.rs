@@ -60,12 +60,12 @@ pub use error::{ApplyError, Digests};
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub use process::{Pause, Process, DEFAULT_STATE_DIR};
+pub use process::{Pause, Process, Syscalls, DEFAULT_STATE_DIR};
 pub use report::{
     Applied, FunctionReport, ImageReport, RegionReport, RestoredReport, Reverted, Timings,
 };
 pub use state::StateRecord;
-pub use target::{Located, Protection, Target, TargetError, ThreadPc};
+pub use target::{Located, Patch, Protection, Target, TargetError, ThreadPc};
 
 #[cfg(test)]
 mod tests;

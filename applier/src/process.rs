@@ -11,9 +11,13 @@
 //! one that resumes it. So a [`Process`] is neither `Send` nor `Sync`: keep
 //! it on the thread that created it.
 //!
-//! [`Target::stop`] seizes every thread of the process (`PTRACE_SEIZE`),
-//! interrupts it (`PTRACE_INTERRUPT`) and waits until it is in a ptrace stop;
-//! it scans `/proc/PID/task` again until no new thread appears.
+//! [`Target::stop`] seizes every thread of the process (`PTRACE_SEIZE`,
+//! which does not stop it), scanning `/proc/PID/task` again until no new
+//! thread appears; then the pause begins: it interrupts every thread
+//! (`PTRACE_INTERRUPT`), waits until each is in a ptrace stop, and scans
+//! once more for a thread created just before its creator stopped.
+//! [`Target::patch`] writes the redirects in as few `/proc/PID/mem` reads
+//! and writes as there are runs of neighbouring pages.
 //! [`Target::resume`] detaches every thread, delivering any signal that
 //! arrived while it was stopped. Dropping a [`Process`] resumes whatever is
 //! still stopped, so an error leaves the process running.
@@ -33,7 +37,10 @@
 //! stopped, its registers saved, set to the system call and pointed at an
 //! existing `syscall` (x86-64) or `svc #0` (AArch64) instruction in the
 //! process's executable memory (the vDSO first); one single step runs it,
-//! and the registers are restored. Nothing is written into the process's
+//! and the registers are restored. Calls that follow one another (the
+//! engine's `mmap` and `mprotect`s) run on the same thread, stopped once
+//! and resumed by the next other operation (see `worker_candidates` for
+//! which thread). Nothing is written into the process's
 //! code, so other threads, still running, are never exposed to a temporary
 //! instruction. A thread stopped inside a system call restarts it as the
 //! kernel would (on x86-64 through the saved `orig_rax`; on AArch64 the
@@ -46,9 +53,10 @@
 //!
 //! # Caches
 //! Writes through `/proc/PID/mem` into executable mappings are made visible
-//! to instruction fetch by the kernel itself (`copy_to_user_page`), and
-//! `mprotect` to executable synchronises the caches of new pages, so
-//! [`Target::flush_code`] has nothing to do.
+//! to instruction fetch by the kernel itself (`copy_to_user_page` flushes
+//! the instruction cache of an executable mapping on AArch64), so
+//! [`Target::flush_code`] has nothing to do, and new code may be written
+//! after its memory was made executable.
 //!
 //! # State records
 //! Records live in a state directory (default [`DEFAULT_STATE_DIR`]), one
@@ -81,7 +89,7 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Endianness, Object};
 use sha2::{Digest, Sha256};
 
-use crate::target::{Located, Protection, Target, TargetError, ThreadPc};
+use crate::target::{Located, Patch, Protection, Target, TargetError, ThreadPc};
 
 /// Where state records go unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hotpatch";
@@ -210,12 +218,32 @@ pub struct Pause {
     pub realtime: bool,
 }
 
+/// The system calls injected into a process since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Syscalls {
+    /// How many ran.
+    pub calls: u32,
+    /// How many times a thread was stopped for them outside a stop of
+    /// every thread (calls that follow one another share one).
+    pub stops: u32,
+    /// How long those threads were held, in all.
+    pub held: Duration,
+}
+
 /// A thread this process holds in a ptrace stop.
 #[derive(Debug)]
 struct Held {
     tid: Pid,
     /// A signal that arrived while it was stopped, delivered on detach.
     pending: Option<Signal>,
+}
+
+/// The thread stopped to run injected system calls outside a stop of
+/// every thread, and since when.
+#[derive(Debug)]
+struct Worker {
+    held: Held,
+    since: Instant,
 }
 
 /// A live Linux process, as a [`Target`].
@@ -239,6 +267,19 @@ pub struct Process {
     boosted: Option<priority::Saved>,
     /// A system call instruction in the process.
     gadget: Option<u64>,
+    /// The thread running injected system calls, kept stopped while they
+    /// follow one another: any other operation resumes it first.
+    worker: Option<Worker>,
+    /// What was injected so far.
+    syscalls: Syscalls,
+    /// `/proc/PID/maps` as last read, until this tool maps or unmaps
+    /// memory (other threads may map memory meanwhile: an `mmap` that
+    /// finds its place taken reads it again).
+    maps_cache: Option<Vec<Mapping>>,
+    /// `vm.mmap_min_addr` (at least a page).
+    mmap_min: u64,
+    /// Reused buffer of [`Target::patch`].
+    scratch: Vec<u8>,
     /// Ranges this instance mapped, which it may unmap again.
     allocated: BTreeSet<(u64, u64)>,
     /// Ranges mapped by an earlier apply that [`Target::free`] left mapped.
@@ -277,6 +318,11 @@ impl Process {
                 })
             })?;
         let page_size = read_page_size(pid).unwrap_or(4096);
+        let mmap_min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0x10000)
+            .max(page_size);
         let state_dir = state_dir.into();
         remove_stale_state(&state_dir);
         // Real-time priority while the process is open: every thread runs
@@ -300,6 +346,11 @@ impl Process {
             stops: 0,
             boosted,
             gadget: None,
+            worker: None,
+            syscalls: Syscalls::default(),
+            maps_cache: None,
+            mmap_min,
+            scratch: Vec::new(),
             allocated: BTreeSet::new(),
             retired: Vec::new(),
             _one_thread: PhantomData,
@@ -314,6 +365,16 @@ impl Process {
     /// The last completed stop: how long, and how many threads.
     pub fn last_pause(&self) -> Option<Pause> {
         self.last_pause
+    }
+
+    /// The system calls injected so far, and how long threads were held
+    /// for them (outside stops of every thread).
+    pub fn syscalls(&self) -> Syscalls {
+        let mut s = self.syscalls;
+        if let Some(w) = &self.worker {
+            s.held = s.held.saturating_add(w.since.elapsed());
+        }
+        s
     }
 
     /// The ranges [`Target::free`] left mapped (start, size): memory of an
@@ -382,28 +443,45 @@ impl Process {
             .collect())
     }
 
-    /// Seize and interrupt `tids`, then wait for each to stop. Threads
-    /// that exited meanwhile are skipped. Returns the ones now held.
-    fn seize_all(&mut self, tids: &[Pid]) -> Result<Vec<Held>, TargetError> {
-        let mut seized = Vec::new();
+    /// Seize `tids` (which does not stop them). Threads that exited
+    /// meanwhile are skipped. On failure, the ones seized are let go.
+    fn seize(&mut self, tids: &[Pid]) -> Result<Vec<Pid>, TargetError> {
+        let mut seized = Vec::with_capacity(tids.len());
         for &tid in tids {
             match ptrace::seize(tid, ptrace::Options::empty()) {
-                Ok(()) => {}
-                Err(Errno::ESRCH) => continue,
+                Ok(()) => seized.push(tid),
+                Err(Errno::ESRCH) => {}
+                // An exited thread: a main thread whose process lives on,
+                // or one on its way out.
+                Err(Errno::EPERM) if thread_is_zombie(self.pid(), tid.as_raw()) => {}
                 Err(e) => {
-                    self.release(seized);
+                    self.abandon(seized);
                     return Err(self.ptrace_error("attach to", tid, e));
                 }
             }
+        }
+        Ok(seized)
+    }
+
+    /// Interrupt seized threads `tids`, then wait for each to stop.
+    /// Threads that exited meanwhile are skipped. Returns the ones now
+    /// held; on failure, lets every one go.
+    fn interrupt_all(&mut self, tids: Vec<Pid>) -> Result<Vec<Held>, TargetError> {
+        let mut seized = Vec::with_capacity(tids.len());
+        let mut failure = None;
+        for tid in tids {
             match ptrace::interrupt(tid) {
                 Ok(()) => seized.push(tid),
                 Err(Errno::ESRCH) => {}
                 Err(e) => {
-                    let _ = ptrace::detach(tid, None);
-                    self.release(seized);
-                    return Err(self.ptrace_error("interrupt", tid, e));
+                    failure.get_or_insert(self.ptrace_error("interrupt", tid, e));
+                    seized.push(tid);
                 }
             }
+        }
+        if let Some(e) = failure {
+            self.abandon(seized);
+            return Err(e);
         }
         let mut failure = None;
         // The main thread last: it is the one a dying process reports last.
@@ -422,10 +500,38 @@ impl Process {
         }
         let held = self.held.split_off(before);
         if let Some(e) = failure {
-            self.release(held.into_iter().map(|h| h.tid).collect());
+            Self::detach_held(held);
             return Err(e);
         }
         Ok(held)
+    }
+
+    /// Seize and interrupt `tids`, then wait for each to stop.
+    fn seize_all(&mut self, tids: &[Pid]) -> Result<Vec<Held>, TargetError> {
+        let seized = self.seize(tids)?;
+        self.interrupt_all(seized)
+    }
+
+    /// Let go of seized threads that may be running: a tracee can only be
+    /// detached from a stop, so interrupt each, wait for it, and detach it
+    /// (best effort: a thread that exited needs nothing).
+    fn abandon(&self, mut tids: Vec<Pid>) {
+        // The main thread last, as when stopping.
+        tids.sort_by_key(|t| *t == self.pid);
+        let mut stopping = Vec::with_capacity(tids.len());
+        for tid in tids {
+            match ptrace::interrupt(tid) {
+                Ok(()) => stopping.push(tid),
+                Err(_) => {
+                    let _ = ptrace::detach(tid, None);
+                }
+            }
+        }
+        for tid in stopping {
+            if let Ok(Some(pending)) = self.wait_stop(tid) {
+                let _ = ptrace::detach(tid, pending);
+            }
+        }
     }
 
     /// Wait for a change of state of traced thread `tid`.
@@ -478,18 +584,88 @@ impl Process {
         }
     }
 
-    /// Detach threads that were seized (best effort: a thread that exited
-    /// needs nothing).
-    fn release(&self, tids: Vec<Pid>) {
-        for tid in tids {
-            let _ = ptrace::detach(tid, None);
-        }
-    }
-
     fn detach_held(held: Vec<Held>) {
         for h in held {
             let _ = ptrace::detach(h.tid, h.pending);
         }
+    }
+
+    /// Threads of the process neither held nor in `also` (exited ones
+    /// among them are skipped when seized).
+    fn new_tasks(&self, also: &[Pid]) -> Result<Vec<Pid>, TargetError> {
+        let known: BTreeSet<i32> = self
+            .held
+            .iter()
+            .map(|h| h.tid.as_raw())
+            .chain(also.iter().map(|t| t.as_raw()))
+            .collect();
+        Ok(self
+            .tasks()?
+            .into_iter()
+            .filter(|t| !known.contains(t))
+            .map(Pid::from_raw)
+            .collect())
+    }
+
+    /// The error of a read or write of `len` bytes at `address`.
+    fn access_error(&self, address: u64, len: usize, e: &std::io::Error) -> TargetError {
+        if self.alive() {
+            TargetError::Access {
+                target: self.describe(),
+                address,
+                len: len as u64,
+                detail: io_detail(e),
+            }
+        } else {
+            self.other("the process exited".into())
+        }
+    }
+
+    /// [`Target::patch`] over ordered patches, with `buf` for the runs'
+    /// bytes.
+    fn patch_runs(&self, patches: &[Patch<'_>], buf: &mut Vec<u8>) -> Result<(), TargetError> {
+        let page = self.page_size;
+        // Read every run and check every patch's old bytes.
+        buf.clear();
+        let mut i = 0;
+        while let Some((j, start, end)) = next_run(patches, i, page) {
+            let at = buf.len();
+            buf.resize(at + usize_of(end - start), 0);
+            let run = buf.get_mut(at..).unwrap_or_default();
+            self.mem
+                .read_exact_at(run, start)
+                .map_err(|e| self.access_error(start, run.len(), &e))?;
+            for p in patches.get(i..j).unwrap_or_default() {
+                let o = usize_of(p.address - start);
+                if run.get(o..o + p.old.len()) != Some(p.old) {
+                    return Err(TargetError::Changed {
+                        target: self.describe(),
+                        address: p.address,
+                        len: p.old.len() as u64,
+                    });
+                }
+            }
+            i = j;
+        }
+        // Lay the new bytes over them and write each run back.
+        let mut i = 0;
+        let mut at = 0;
+        while let Some((j, start, end)) = next_run(patches, i, page) {
+            let len = usize_of(end - start);
+            let run = buf.get_mut(at..at + len).unwrap_or_default();
+            for p in patches.get(i..j).unwrap_or_default() {
+                let o = usize_of(p.address - start);
+                if let Some(slot) = run.get_mut(o..o + p.new.len()) {
+                    slot.copy_from_slice(p.new);
+                }
+            }
+            self.mem
+                .write_all_at(run, start)
+                .map_err(|e| self.access_error(start, len, &e))?;
+            at += len;
+            i = j;
+        }
+        Ok(())
     }
 
     /// Find a system call instruction in executable memory, the vDSO first.
@@ -498,9 +674,10 @@ impl Process {
             return Ok(g);
         }
         let mut maps: Vec<Mapping> = self
-            .maps()?
-            .into_iter()
+            .cached_maps()?
+            .iter()
             .filter(|m| m.executable() && m.path.as_deref() != Some("[vsyscall]"))
+            .cloned()
             .collect();
         maps.sort_by_key(|m| {
             (
@@ -526,13 +703,19 @@ impl Process {
                 return Ok(g);
             }
         }
-        Err(self.other("no system call instruction in its executable memory".into()))
+        Err(self.gone_or("no system call instruction in its executable memory".into()))
     }
 
     /// Run system call `nr` with `args` in the process and return its raw
     /// result (a negative errno on failure).
+    ///
+    /// Inside a stop it runs on a held thread. Otherwise on the worker: a
+    /// thread stopped for the first such call and kept stopped while calls
+    /// follow one another (the engine allocates and protects in one go);
+    /// any other operation resumes it ([`Process::release_worker`]).
     fn remote_syscall(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, TargetError> {
         let gadget = self.find_gadget()?;
+        self.syscalls.calls = self.syscalls.calls.saturating_add(1);
         // A thread other than the main one, whose death is reported at
         // once (see `wait_thread`).
         let pick = self
@@ -549,16 +732,28 @@ impl Process {
             }
             return Ok(result);
         }
-        // Stop one thread just for this call: one other than the main
-        // thread if there is one.
-        let mut tids: Vec<i32> = self.tasks()?.into_iter().collect();
-        tids.sort_by_key(|t| *t == self.pid.as_raw());
-        let mut last = None;
-        for t in tids {
-            let tid = Pid::from_raw(t);
-            if thread_is_zombie(self.pid(), t) {
-                continue;
+        let tid = self.borrow_worker()?;
+        match self.syscall_on(tid, gadget, nr, args) {
+            Ok((result, pending)) => {
+                if let (Some(w), Some(p)) = (self.worker.as_mut(), pending) {
+                    w.held.pending.get_or_insert(p);
+                }
+                Ok(result)
             }
+            Err(e) => {
+                self.release_worker();
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker thread, stopping one if none is held.
+    fn borrow_worker(&mut self) -> Result<Pid, TargetError> {
+        if let Some(w) = &self.worker {
+            return Ok(w.held.tid);
+        }
+        let mut last = None;
+        for tid in self.worker_candidates()? {
             let mut held = match self.seize_all(&[tid]) {
                 Ok(h) => h,
                 Err(e) => {
@@ -566,15 +761,69 @@ impl Process {
                     continue;
                 }
             };
-            let Some(mut h) = held.pop() else { continue };
-            let outcome = self.syscall_on(tid, gadget, nr, args);
-            if let Ok((_, Some(p))) = &outcome {
-                h.pending.get_or_insert(*p);
-            }
-            Self::detach_held(vec![h]);
-            return outcome.map(|(r, _)| r);
+            let Some(h) = held.pop() else { continue };
+            self.syscalls.stops = self.syscalls.stops.saturating_add(1);
+            self.worker = Some(Worker {
+                held: h,
+                since: Instant::now(),
+            });
+            return Ok(tid);
         }
         Err(last.unwrap_or_else(|| self.gone_or("no thread can run a system call".into())))
+    }
+
+    /// Threads that can run an injected system call, best first. On
+    /// x86-64, threads asleep in a system call: they take no CPU time from
+    /// the program, a sleeper is scheduled at once when woken (a busy
+    /// thread on a loaded machine waits for its turn, at each stop and
+    /// each step), and the kernel restarts their call exactly as it would
+    /// have (through `orig_rax`; a call that returns `EINTR` when stopped
+    /// does so for any ptrace stop). On AArch64 running threads first: the
+    /// kernel rewinds an interrupted call before the stop, and one that
+    /// restarts through `restart_syscall` would start over instead. Then
+    /// the rest; threads in uninterruptible sleep last; among equals the
+    /// main thread after the others (but the first of the best kind found
+    /// ends the search).
+    fn worker_candidates(&self) -> Result<Vec<Pid>, TargetError> {
+        let sleeper_rank = if cfg!(target_arch = "x86_64") { 0 } else { 2 };
+        let best = sleeper_rank.min(1);
+        let mut ranked: Vec<(u8, bool, i32)> = Vec::new();
+        for t in self.tasks()? {
+            let main = t == self.pid.as_raw();
+            let rank = match thread_state(self.pid(), t) {
+                None | Some('Z' | 'X') => continue,
+                Some('S') => sleeper_rank,
+                Some('R') => 1,
+                Some('D') => 4,
+                Some(_) => 3,
+            };
+            ranked.push((rank, main, t));
+            // The first of the best kind will do.
+            if rank == best {
+                break;
+            }
+        }
+        ranked.sort_unstable();
+        Ok(ranked
+            .into_iter()
+            .map(|(_, _, t)| Pid::from_raw(t))
+            .collect())
+    }
+
+    /// Resume the worker, if one is held.
+    fn release_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.syscalls.held = self.syscalls.held.saturating_add(w.since.elapsed());
+            let _ = ptrace::detach(w.held.tid, w.held.pending);
+        }
+    }
+
+    /// The mappings as last read (see `maps_cache`).
+    fn cached_maps(&mut self) -> Result<&[Mapping], TargetError> {
+        if self.maps_cache.is_none() {
+            self.maps_cache = Some(self.maps()?);
+        }
+        Ok(self.maps_cache.as_deref().unwrap_or_default())
     }
 
     /// Run one system call on stopped thread `tid`; return the result and
@@ -625,33 +874,25 @@ impl Process {
     }
 
     /// Free gaps of the address space, clamped to `[lo, hi)`.
-    fn gaps(&self, lo: u64, hi: u64) -> Result<Vec<(u64, u64)>, TargetError> {
-        let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0x10000)
-            .max(self.page_size);
-        let mut maps = self.maps()?;
-        maps.sort_by_key(|m| m.start);
+    fn gaps(&mut self, lo: u64, hi: u64) -> Result<Vec<(u64, u64)>, TargetError> {
+        let min = self.mmap_min;
+        let mut spans: Vec<(u64, u64)> = self
+            .cached_maps()?
+            .iter()
+            .map(|m| (m.start, m.end))
+            .collect();
+        spans.sort_unstable();
+        spans.push((USER_TOP, USER_TOP));
         let mut gaps = Vec::new();
         let mut at = min;
-        for m in maps.iter().chain(std::iter::once(&Mapping {
-            start: USER_TOP,
-            end: USER_TOP,
-            perms: String::new(),
-            offset: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            inode: 0,
-            path: None,
-        })) {
-            if m.start > at {
-                let (s, e) = (at.max(lo), m.start.min(hi));
+        for (start, end) in spans {
+            if start > at {
+                let (s, e) = (at.max(lo), start.min(hi));
                 if s < e {
                     gaps.push((s, e));
                 }
             }
-            at = at.max(m.end);
+            at = at.max(end);
         }
         Ok(gaps)
     }
@@ -659,6 +900,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        self.release_worker();
         let held = std::mem::take(&mut self.held);
         Self::detach_held(held);
         if let Some(saved) = self.boosted.take() {
@@ -719,7 +961,10 @@ impl Target for Process {
     }
 
     fn locate(&mut self, name: &str, identity: &ImageIdentity) -> Result<Located, TargetError> {
+        self.release_worker();
         let maps = self.maps()?;
+        // Placement and the system call instruction start from this read.
+        self.maps_cache = Some(maps.clone());
         // Files mapped with some executable part, by (device, inode).
         let mut files: BTreeMap<(u64, u64, u64), Vec<&Mapping>> = BTreeMap::new();
         for m in &maps {
@@ -785,33 +1030,46 @@ impl Target for Process {
     }
 
     fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), TargetError> {
-        self.mem.read_exact_at(buf, address).map_err(|e| {
-            if self.alive() {
-                TargetError::Access {
-                    target: self.describe(),
-                    address,
-                    len: buf.len() as u64,
-                    detail: io_detail(&e),
-                }
-            } else {
-                self.other("the process exited".into())
-            }
-        })
+        self.release_worker();
+        self.mem
+            .read_exact_at(buf, address)
+            .map_err(|e| self.access_error(address, buf.len(), &e))
     }
 
     fn write(&mut self, address: u64, bytes: &[u8]) -> Result<(), TargetError> {
-        self.mem.write_all_at(bytes, address).map_err(|e| {
-            if self.alive() {
-                TargetError::Access {
-                    target: self.describe(),
-                    address,
-                    len: bytes.len() as u64,
-                    detail: io_detail(&e),
-                }
-            } else {
-                self.other("the process exited".into())
-            }
-        })
+        self.release_worker();
+        self.mem
+            .write_all_at(bytes, address)
+            .map_err(|e| self.access_error(address, bytes.len(), &e))
+    }
+
+    /// Patches that share a page, or lie on neighbouring pages, go in one
+    /// run: one read of the run's bytes, checked against every `old`, and
+    /// (once every run checked) one write of the run with every `new` laid
+    /// over them. The bytes between patches are written back as they were
+    /// read, with every thread stopped. A hundred redirects in one text
+    /// section take a few system calls instead of hundreds.
+    fn patch(&mut self, patches: &[Patch<'_>]) -> Result<(), TargetError> {
+        self.release_worker();
+        let ordered = patches.windows(2).all(|w| match w {
+            [a, b] => a.address.saturating_add(a.old.len() as u64) <= b.address,
+            _ => true,
+        });
+        if let Some(p) = patches.iter().find(|p| p.new.len() != p.old.len()) {
+            return Err(self.other(format!(
+                "patch at {:#x}: {} bytes to replace {}",
+                p.address,
+                p.new.len(),
+                p.old.len()
+            )));
+        }
+        if !ordered {
+            return Err(self.other("patches overlap or are out of order".into()));
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        let result = self.patch_runs(patches, &mut buf);
+        self.scratch = buf;
+        result
     }
 
     fn allocate(&mut self, lo: u64, hi: u64, size: u64) -> Result<u64, TargetError> {
@@ -870,9 +1128,11 @@ impl Target for Process {
             )?;
             if (-4095..0).contains(&r) {
                 // EEXIST (taken meanwhile), ENOMEM (a stack guard gap):
-                // the next candidate.
+                // the next candidate, from the mappings read again.
+                self.maps_cache = None;
                 continue;
             }
+            self.maps_cache = None;
             let got = r as u64;
             if got == hint && got >= lo && got.saturating_add(size) <= hi {
                 self.allocated.insert((got, size));
@@ -894,6 +1154,7 @@ impl Target for Process {
             self.retired.push((address, size));
             return Ok(());
         }
+        self.maps_cache = None;
         let r = self.remote_syscall(libc::SYS_munmap, [address, size, 0, 0, 0, 0])?;
         if r < 0 {
             return Err(self.other(format!(
@@ -934,19 +1195,63 @@ impl Target for Process {
         true
     }
 
+    /// Every thread is seized first (`PTRACE_SEIZE` does not stop it),
+    /// rescanning `/proc/PID/task` until no new thread appears; then the
+    /// pause begins: every thread is interrupted, then each is waited
+    /// for, and the list is scanned once more for a thread created just
+    /// before its creator stopped.
     fn stop(&mut self) -> Result<Vec<ThreadPc>, TargetError> {
+        self.release_worker();
+        let mut seized: Vec<Pid> = Vec::new();
+        let mut scans = 0;
+        loop {
+            let new = match self.new_tasks(&seized) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.abandon(seized);
+                    let _ = self.resume();
+                    return Err(e);
+                }
+            };
+            if new.is_empty() {
+                break;
+            }
+            scans += 1;
+            if scans > MAX_TASK_SCANS {
+                self.abandon(seized);
+                let _ = self.resume();
+                return Err(self.other(format!(
+                    "threads kept appearing after {MAX_TASK_SCANS} scans of its thread list"
+                )));
+            }
+            match self.seize(&new) {
+                Ok(s) => seized.extend(s),
+                Err(e) => {
+                    self.abandon(seized);
+                    let _ = self.resume();
+                    return Err(e);
+                }
+            }
+        }
         if self.stop_began.is_none() {
             self.stop_began = Some(Instant::now());
         }
+        match self.interrupt_all(seized) {
+            Ok(h) => self.held.extend(h),
+            Err(e) => {
+                let _ = self.resume();
+                return Err(e);
+            }
+        }
         let mut scans = 0;
         loop {
-            let known: BTreeSet<i32> = self.held.iter().map(|h| h.tid.as_raw()).collect();
-            let new: Vec<Pid> = self
-                .tasks()?
-                .into_iter()
-                .filter(|t| !known.contains(t) && !thread_is_zombie(self.pid(), *t))
-                .map(Pid::from_raw)
-                .collect();
+            let new = match self.new_tasks(&[]) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = self.resume();
+                    return Err(e);
+                }
+            };
             if new.is_empty() {
                 break;
             }
@@ -1011,6 +1316,7 @@ impl Target for Process {
     }
 
     fn load_state(&mut self, key: &str) -> Result<Option<Vec<u8>>, TargetError> {
+        self.release_worker();
         let path = self.state_path().join(state_file_name(key));
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
@@ -1020,6 +1326,7 @@ impl Target for Process {
     }
 
     fn store_state(&mut self, key: &str, record: Option<&[u8]>) -> Result<(), TargetError> {
+        self.release_worker();
         let dir = self.state_path();
         let path = dir.join(state_file_name(key));
         let fail = |what: &str, p: &Path, e: std::io::Error| {
@@ -1199,6 +1506,29 @@ impl Process {
     }
 }
 
+/// The run of ordered `patches` that starts at index `i`: the index after
+/// its last patch, its first address and its end. A run takes every
+/// following patch that begins less than a page after the end of the one
+/// before, so it spans only pages that hold a patch.
+fn next_run(patches: &[Patch<'_>], i: usize, page: u64) -> Option<(usize, u64, u64)> {
+    let first = patches.get(i)?;
+    let start = first.address;
+    let mut end = start.saturating_add(first.old.len() as u64);
+    let mut j = i + 1;
+    while let Some(p) = patches.get(j) {
+        if p.address.saturating_sub(end) >= page {
+            break;
+        }
+        end = end.max(p.address.saturating_add(p.old.len() as u64));
+        j += 1;
+    }
+    Some((j, start, end))
+}
+
+fn usize_of(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Process start time (field 22 of `/proc/PID/stat`), while one of its
 /// threads still lives.
 fn read_start_time(pid: u32) -> Option<u64> {
@@ -1219,13 +1549,14 @@ fn read_start_time(pid: u32) -> Option<u64> {
 /// Whether thread `tid` is a zombie (an exited main thread whose process
 /// lives on).
 fn thread_is_zombie(pid: u32, tid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')?.checked_add(2)?..)?.to_string();
-            rest.chars().next()
-        })
-        .is_none_or(|c| c == 'Z' || c == 'X')
+    thread_state(pid, tid).is_none_or(|c| c == 'Z' || c == 'X')
+}
+
+/// The state letter of thread `tid` (field 3 of its `stat`: `R` running,
+/// `S` asleep, `D` uninterruptible, `t` traced, `Z` zombie...).
+fn thread_state(pid: u32, tid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    s.get(s.rfind(')')?.checked_add(2)?..)?.chars().next()
 }
 
 /// The process's page size, from its auxiliary vector.

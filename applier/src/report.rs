@@ -15,12 +15,17 @@ pub struct Timings {
     /// Signature, trust, digests, manifest and payload checks.
     #[serde(serialize_with = "micros")]
     pub verify: Duration,
-    /// Locating the images, checking identities and bytes, decoding,
-    /// placing and linking.
+    /// The target checked against the package: locating the images,
+    /// their identities (the SHA-256 of each mapped file), the state
+    /// records, the SHA-256 of every range the redirects overwrite and of
+    /// the baseline bytes delta bodies decode against; decoding.
+    #[serde(serialize_with = "micros")]
+    pub check: Duration,
+    /// Placing (memory allocated and protected in the target) and linking.
     #[serde(serialize_with = "micros")]
     pub plan: Duration,
-    /// Writing code and data, protections, redirections and the state
-    /// record.
+    /// Writing code and data, the state records, stopping the target,
+    /// the redirections and resuming.
     #[serde(serialize_with = "micros")]
     pub apply: Duration,
 }
@@ -151,8 +156,9 @@ impl fmt::Display for Timings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "verify {}, plan {}, apply {}",
+            "verify {}, check {}, plan {}, apply {}",
             ms(self.verify),
+            ms(self.check),
             ms(self.plan),
             ms(self.apply)
         )

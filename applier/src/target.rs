@@ -105,6 +105,17 @@ pub enum TargetError {
         /// Highest acceptable end.
         hi: u64,
     },
+    /// Bytes about to be overwritten are no longer what they were when
+    /// they were checked (someone else changed them): nothing was written.
+    #[error("{target}: the {len} bytes at {address:#x} changed since they were checked")]
+    Changed {
+        /// The target.
+        target: String,
+        /// The first address of the patch whose bytes changed.
+        address: u64,
+        /// Its length.
+        len: u64,
+    },
     /// The target went away (a process exited) or refused an operation.
     #[error("{target}: {detail}")]
     Other {
@@ -113,6 +124,18 @@ pub enum TargetError {
         /// What happened.
         detail: String,
     },
+}
+
+/// One write of a [`Target::patch`]: `new` over bytes that must still be
+/// `old` (the same length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch<'a> {
+    /// The first address.
+    pub address: u64,
+    /// What the bytes must be now.
+    pub old: &'a [u8],
+    /// What they become.
+    pub new: &'a [u8],
 }
 
 /// A place where a baseline image runs, as the engine sees it.
@@ -134,6 +157,35 @@ pub trait Target {
     /// Write `bytes` at `address`, whatever its protection (a target makes
     /// code writable for the write and restores its protection).
     fn write(&mut self, address: u64, bytes: &[u8]) -> Result<(), TargetError>;
+
+    /// Apply `patches` (sorted by address, not overlapping), with the
+    /// target stopped: first check that every range still holds its `old`
+    /// bytes, and write nothing if one does not ([`TargetError::Changed`]);
+    /// then write every `new` and make it visible to instruction fetch.
+    /// The writes may land in any order (nothing runs meanwhile). On any
+    /// other error some of them may have been written.
+    ///
+    /// The default reads, checks and writes each patch in turn; a target
+    /// where each access is a system call gathers patches that share pages.
+    fn patch(&mut self, patches: &[Patch<'_>]) -> Result<(), TargetError> {
+        let mut buf = Vec::new();
+        for p in patches {
+            buf.resize(p.old.len(), 0);
+            self.read(p.address, &mut buf)?;
+            if buf != p.old || p.new.len() != p.old.len() {
+                return Err(TargetError::Changed {
+                    target: self.describe(),
+                    address: p.address,
+                    len: p.old.len() as u64,
+                });
+            }
+        }
+        for p in patches {
+            self.write(p.address, p.new)?;
+            self.flush_code(p.address, p.new.len() as u64)?;
+        }
+        Ok(())
+    }
 
     /// Map `size` bytes (a multiple of the page size), readable and
     /// writable, starting at or above `lo` and ending at or below `hi`.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotpatch_applier::{Process, Protection, Target, TargetError};
+use hotpatch_applier::{Patch, Process, Protection, Target, TargetError};
 use hotpatch_formats::package::digest::HexBytes;
 use hotpatch_formats::package::{BuildIdentity, ImageIdentity, Sha256Digest};
 use object::{Object, ObjectSegment, ObjectSymbol};
@@ -256,6 +256,118 @@ fn allocate_near_protect_and_free_in_the_running_process() {
     }
     drop(p);
     // The workers kept their results throughout.
+    assert_eq!(live.round(), vec![V1_RESULTS; 4]);
+}
+
+/// Memory calls that follow one another share one stopped thread; the
+/// next other operation lets it go.
+#[test]
+fn consecutive_system_calls_share_one_stopped_thread() {
+    let lib = corpus_image("v1");
+    let mut live = Live::start(&lib);
+    let state = tempfile::tempdir().unwrap();
+    let mut p = attach(live.pid(), state.path());
+    let at = p.locate("v1.so", &identity(&lib)).unwrap();
+    let page = p.page_size();
+    let a = p
+        .allocate(at.base - (1 << 30), at.base + (1 << 30), 2 * page)
+        .unwrap();
+    p.protect(a, page, Protection::CODE).unwrap();
+    p.protect(a + page, page, Protection::READ_ONLY).unwrap();
+    let s = p.syscalls();
+    assert_eq!((s.calls, s.stops), (3, 1), "{s:?}");
+    // One thread is held meanwhile, and only one.
+    let traced: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", live.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .filter(|t| {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/task/{t}/stat", live.pid())).unwrap();
+            stat[stat.rfind(')').unwrap() + 2..].starts_with('t')
+        })
+        .collect();
+    assert_eq!(traced.len(), 1, "{traced:?}");
+    // A read lets it go; the next call stops a thread again.
+    let mut b = [0u8; 1];
+    p.read(a, &mut b).unwrap();
+    p.free(a, 2 * page).unwrap();
+    let s = p.syscalls();
+    assert_eq!((s.calls, s.stops), (4, 2), "{s:?}");
+    drop(p);
+    assert_eq!(live.round(), vec![V1_RESULTS; 4]);
+}
+
+/// A patch batch checks every range before it writes any, and writes
+/// ranges on one page or on neighbouring pages together with the bytes
+/// between them unchanged.
+#[test]
+fn patches_are_checked_then_written_in_runs() {
+    let lib = corpus_image("v1");
+    let mut live = Live::start(&lib);
+    let state = tempfile::tempdir().unwrap();
+    let mut p = attach(live.pid(), state.path());
+    let at = p.locate("v1.so", &identity(&lib)).unwrap();
+    let page = p.page_size();
+    let a = p
+        .allocate(at.base - (1 << 30), at.base + (1 << 30), 4 * page)
+        .unwrap();
+    p.protect(a, 4 * page, Protection::CODE).unwrap();
+    let fill: Vec<u8> = (0..4 * page).map(|i| (i % 251) as u8).collect();
+    p.write(a, &fill).unwrap();
+    let old = |off: u64, n: usize| fill[off as usize..off as usize + n].to_vec();
+    // Two patches on the first page (one run), one straddling the second
+    // and third pages (another), and one on the fourth, more than a page
+    // after it (a third).
+    let sites = [
+        (8u64, 5usize),
+        (100, 7),
+        (2 * page - 3, 6),
+        (3 * page + 600, 4),
+    ];
+    let news: Vec<Vec<u8>> = sites.iter().map(|&(_, n)| vec![0xe9; n]).collect();
+    let olds: Vec<Vec<u8>> = sites.iter().map(|&(o, n)| old(o, n)).collect();
+    let batch = |olds: &[Vec<u8>]| -> Vec<(u64, Vec<u8>)> {
+        sites
+            .iter()
+            .zip(olds)
+            .map(|(&(o, _), old)| (a + o, old.clone()))
+            .collect()
+    };
+    fn list<'a>(b: &'a [(u64, Vec<u8>)], news: &'a [Vec<u8>]) -> Vec<Patch<'a>> {
+        b.iter()
+            .zip(news)
+            .map(|((address, old), new)| Patch {
+                address: *address,
+                old,
+                new,
+            })
+            .collect()
+    }
+    // A stale old value anywhere in the batch: nothing is written.
+    let mut stale = olds.clone();
+    stale[3][0] ^= 1;
+    let b = batch(&stale);
+    p.stop().unwrap();
+    match p.patch(&list(&b, &news)) {
+        Err(TargetError::Changed { address, len, .. }) => {
+            assert_eq!((address, len), (a + 3 * page + 600, 4))
+        }
+        r => panic!("{r:?}"),
+    }
+    let mut back = vec![0u8; fill.len()];
+    p.read(a, &mut back).unwrap();
+    assert_eq!(back, fill, "nothing written");
+    // The right old values: every patch lands, nothing else changes.
+    let b = batch(&olds);
+    p.patch(&list(&b, &news)).unwrap();
+    p.resume().unwrap();
+    let mut want = fill.clone();
+    for &(o, n) in &sites {
+        want[o as usize..o as usize + n].fill(0xe9);
+    }
+    p.read(a, &mut back).unwrap();
+    assert_eq!(back, want);
+    drop(p);
     assert_eq!(live.round(), vec![V1_RESULTS; 4]);
 }
 

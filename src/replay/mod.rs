@@ -625,7 +625,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             .unwrap_or_default();
         ReplayTimings {
             verify: t.verify,
-            plan: t.plan,
+            // The replay's plan keeps the target's checks with placement.
+            plan: t.check.saturating_add(t.plan),
             apply: t.apply,
             whole: t_all.elapsed(),
         }

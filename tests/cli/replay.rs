@@ -787,12 +787,13 @@ fn a_fault_after_any_step_leaves_the_vm_unchanged() {
                 Step::Verified,
                 Step::Checked,
                 Step::Allocated,
+                Step::Protected,
                 Step::Linked,
                 Step::Written,
-                Step::Protected,
+                Step::Recorded,
             ];
             v.extend((1..=n).map(Step::Redirected));
-            v.extend([Step::Restored, Step::Recorded]);
+            v.push(Step::Restored);
             v
         };
         // Fresh apply of v2 (one function).
@@ -827,9 +828,9 @@ fn a_fault_after_any_step_leaves_the_vm_unchanged() {
         }
         // Revert of v3.
         for step in [
+            Step::Forgotten,
             Step::Unredirected(1),
             Step::Unredirected(2),
-            Step::Forgotten,
         ] {
             let mut vm = load();
             Engine::new().apply(&mut vm, &v3, &policy, at).unwrap();

@@ -46,6 +46,8 @@ pub struct MemTarget {
     /// Thread PCs [`Target::stop`] reports.
     pub pcs: Vec<ThreadPc>,
     pub stops: usize,
+    /// Bytes someone else writes just as the target stops.
+    pub poke_on_stop: Option<(u64, Vec<u8>)>,
     stopped: bool,
 }
 
@@ -294,6 +296,9 @@ impl Target for MemTarget {
         assert!(!self.stopped, "stopped twice");
         self.stopped = true;
         self.stops += 1;
+        if let Some((address, bytes)) = self.poke_on_stop.take() {
+            self.write_raw(address, &bytes);
+        }
         Ok(self.pcs.clone())
     }
 

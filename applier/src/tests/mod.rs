@@ -462,6 +462,35 @@ fn aarch64_redirects_reach_far_bodies_through_veneers() {
     }
 }
 
+/// Bytes of a redirect site that change between the check and the stop
+/// (someone else patched them): the stop writes nothing, and the apply
+/// is undone, leaving their bytes.
+#[test]
+fn site_bytes_changed_before_the_stop_refuse_the_apply() {
+    let c = case("13-cumulative-series", "x86_64-linux", "v3", 1);
+    let fs = &c.manifest.targets[0].functions;
+    assert_eq!(fs.len(), 2);
+    let site = BASE + fs[1].redirect.rva;
+    let mut mem = target_with(&c.base);
+    let mut theirs = mem.bytes(site, 1);
+    theirs[0] ^= 0xff;
+    mem.poke_on_stop = Some((site, theirs.clone()));
+    let mut want = mem.clone();
+    want.poke(site, &theirs);
+    let e = Engine::new()
+        .apply(&mut mem, &c.pkg, &policy(), now())
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "memory: the {} bytes at {site:#x} changed since they were checked",
+            fs[1].redirect.size
+        )
+    );
+    assert!(!mem.is_stopped());
+    assert_eq!(mem.snapshot(), want.snapshot());
+}
+
 /// A thread inside an entry (past its first byte): the engine retries,
 /// then refuses, and frees what it allocated. A thread exactly at the entry
 /// has not begun the instruction there and is no obstacle.
@@ -530,12 +559,13 @@ fn apply_steps(redirects: usize) -> Vec<Step> {
         Step::Verified,
         Step::Checked,
         Step::Allocated,
+        Step::Protected,
         Step::Linked,
         Step::Written,
-        Step::Protected,
+        Step::Recorded,
     ];
     v.extend((1..=redirects).map(Step::Redirected));
-    v.extend([Step::Restored, Step::Recorded]);
+    v.push(Step::Restored);
     v
 }
 
@@ -584,8 +614,8 @@ fn a_fault_after_any_step_leaves_the_target_unchanged() {
             engine.apply(&mut mem, &v3.pkg, &policy(), now()).unwrap();
         }
         // Revert.
-        let mut steps: Vec<Step> = (1..=n3).map(Step::Unredirected).collect();
-        steps.push(Step::Forgotten);
+        let mut steps = vec![Step::Forgotten];
+        steps.extend((1..=n3).map(Step::Unredirected));
         for step in steps {
             let mut mem = target_with(&v2.base);
             Engine::new()

@@ -52,7 +52,7 @@ pub use manifest::{
 };
 pub use output::{create_exclusive, write_atomic};
 pub use payload::{
-    link, Body, Bytes, Delta, Item, ItemRef, Payload, Reference, Relocation, Target,
+    link, Body, Bytes, Decoder, Delta, Item, ItemRef, Payload, Reference, Relocation, Target,
 };
 pub use reloc::{FieldError, RelocKind, Site};
 pub use time::{Timestamp, SECONDS_PER_DAY};

@@ -304,6 +304,18 @@ impl Payload {
     /// SHA-256 is checked before anything is decoded; decoding stops at the
     /// item's declared size.
     pub fn contents(&self, r: ItemRef, reference: Option<&[u8]>) -> Result<Cow<'_, [u8]>> {
+        self.contents_with(&mut Decoder::new(), r, reference)
+    }
+
+    /// [`Payload::contents`] with a [`Decoder`] reused across items:
+    /// decoding many delta items then sets up one zstd context instead of
+    /// one per item.
+    pub fn contents_with<'r>(
+        &self,
+        decoder: &mut Decoder<'r>,
+        r: ItemRef,
+        reference: Option<&'r [u8]>,
+    ) -> Result<Cow<'_, [u8]>> {
         let item = self.get(r).ok_or_else(|| PackageError::Payload {
             detail: format!("{r} does not exist ({} items)", self.items.len()),
         })?;
@@ -326,7 +338,7 @@ impl Payload {
                         actual,
                     });
                 }
-                decode_delta(r, d, reference).map(Cow::Owned)
+                decode_delta(decoder, r, d, reference).map(Cow::Owned)
             }
         }
     }
@@ -755,7 +767,37 @@ pub fn link(
     Ok(())
 }
 
-fn decode_delta(r: ItemRef, d: &Delta, reference: &[u8]) -> Result<Vec<u8>> {
+/// What [`Payload::contents_with`] keeps between items: a zstd decoding
+/// context, limited to the payload's window, reset before each item.
+pub struct Decoder<'r> {
+    dctx: Option<zstd_safe::DCtx<'r>>,
+}
+
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decoder")
+    }
+}
+
+impl Default for Decoder<'_> {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+impl<'r> Decoder<'r> {
+    /// A decoder; its zstd context is made when a first delta needs it.
+    pub fn new() -> Self {
+        Decoder { dctx: None }
+    }
+}
+
+fn decode_delta<'r>(
+    decoder: &mut Decoder<'r>,
+    r: ItemRef,
+    d: &Delta,
+    reference: &'r [u8],
+) -> Result<Vec<u8>> {
     let zerr = |code| PackageError::Zstd {
         what: format!("{r} (delta)"),
         detail: zstd_safe::get_error_name(code).into(),
@@ -778,9 +820,21 @@ fn decode_delta(r: ItemRef, d: &Delta, reference: &[u8]) -> Result<Vec<u8>> {
             detail: format!("{r}: delta is not exactly one zstd frame"),
         });
     }
-    let mut dctx = zstd_safe::DCtx::create();
-    dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(zerr)?;
+    let dctx = match &mut decoder.dctx {
+        Some(dctx) => {
+            // A new session (a failed item leaves no state behind); the
+            // window limit stays.
+            dctx.reset(zstd_safe::ResetDirective::SessionOnly)
+                .map_err(zerr)?;
+            dctx
+        }
+        slot @ None => {
+            let mut dctx = zstd_safe::DCtx::create();
+            dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
+                .map_err(zerr)?;
+            slot.insert(dctx)
+        }
+    };
     dctx.ref_prefix(reference).map_err(zerr)?;
     let mut out = Vec::with_capacity(usize_of(d.size).map_err(payload_err)?);
     dctx.decompress(&mut out, &d.frame).map_err(zerr)?;
@@ -891,6 +945,73 @@ mod tests {
                 bytes.len()
             )
         );
+    }
+
+    /// One decoder serves many delta items, each against its own
+    /// reference, and a failed item leaves nothing for the next one.
+    #[test]
+    fn one_decoder_decodes_many_deltas() {
+        let refs: Vec<Vec<u8>> = (0..3u8)
+            .map(|k| {
+                (0..200u8)
+                    .map(|i| i.wrapping_mul(7).wrapping_add(k))
+                    .collect()
+            })
+            .collect();
+        let news: Vec<Vec<u8>> = refs
+            .iter()
+            .map(|r| {
+                let mut n = r.clone();
+                n[10] ^= 0x55;
+                n.extend_from_slice(b"tail");
+                n
+            })
+            .collect();
+        let mut p = Payload::new();
+        for (k, (r, n)) in refs.iter().zip(&news).enumerate() {
+            let body = Body::delta(n, 0x1000 * k as u64, r).unwrap();
+            p.push(Item {
+                align: 1,
+                body,
+                relocations: vec![],
+            });
+        }
+        let mut dec = Decoder::new();
+        // An item whose first block cannot be decoded: zstd fails inside
+        // the frame.
+        let mut bad = p.clone();
+        if let Body::Delta(d) = &mut bad.items[1].body {
+            let mut frame = d.frame.to_vec();
+            // Magic, descriptor, window byte (unless single segment),
+            // dictionary id, content size: then the first block header.
+            let fhd = frame[4];
+            let single = fhd & 0x20 != 0;
+            let did = [0, 1, 2, 4][usize::from(fhd & 3)];
+            let fcs = match fhd >> 6 {
+                0 => usize::from(single),
+                1 => 2,
+                2 => 4,
+                _ => 8,
+            };
+            let at = 5 + usize::from(!single) + did + fcs;
+            // The block's content (its header, and so the frame's
+            // layout, kept): literals and sequences headers that cannot be.
+            let block = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], 0]);
+            assert_eq!((block >> 1) & 3, 2, "a compressed block");
+            frame[at + 3..].fill(0xff);
+            d.frame = Bytes::from(frame);
+        }
+        let e = bad
+            .contents_with(&mut dec, ItemRef(1), Some(&refs[1]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("item 1 (delta): zstd: "), "{e}");
+        for k in [0, 2, 1, 0] {
+            let got = p
+                .contents_with(&mut dec, ItemRef(k as u32), Some(&refs[k]))
+                .unwrap();
+            assert_eq!(&*got, &news[k][..], "item {k}");
+            assert_eq!(p.contents(ItemRef(k as u32), Some(&refs[k])).unwrap(), got);
+        }
     }
 
     #[test]
