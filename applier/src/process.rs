@@ -512,6 +512,83 @@ impl Process {
         self.interrupt_all(seized)
     }
 
+    /// Seize every thread of the process without stopping it, rescanning
+    /// `/proc/PID/task` until no new thread appears. On failure the
+    /// threads seized so far are let go.
+    fn seize_every_thread(&mut self) -> Result<Vec<Pid>, TargetError> {
+        let mut seized: Vec<Pid> = Vec::new();
+        let mut scans = 0;
+        let outcome = loop {
+            let new = match self.new_tasks(&seized) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            if new.is_empty() {
+                break Ok(());
+            }
+            scans += 1;
+            if scans > MAX_TASK_SCANS {
+                break Err(self.threads_keep_appearing());
+            }
+            match self.seize(&new) {
+                Ok(s) => seized.extend(s),
+                Err(e) => break Err(e),
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(seized),
+            Err(e) => {
+                self.abandon(seized);
+                Err(e)
+            }
+        }
+    }
+
+    /// The pause: interrupt every seized thread and wait for each, hold
+    /// any thread created just before its creator stopped, and read every
+    /// held thread's PC. The caller resumes the threads on failure.
+    fn stop_seized(&mut self, seized: Vec<Pid>) -> Result<Vec<ThreadPc>, TargetError> {
+        if self.stop_began.is_none() {
+            self.stop_began = Some(Instant::now());
+        }
+        let held = self.interrupt_all(seized)?;
+        self.held.extend(held);
+        let mut scans = 0;
+        loop {
+            let new = self.new_tasks(&[])?;
+            if new.is_empty() {
+                break;
+            }
+            scans += 1;
+            if scans > MAX_TASK_SCANS {
+                return Err(self.threads_keep_appearing());
+            }
+            let held = self.seize_all(&new)?;
+            self.held.extend(held);
+        }
+        if self.held.is_empty() {
+            return Err(self.gone_or("it has no thread to stop".into()));
+        }
+        let mut pcs = Vec::with_capacity(self.held.len());
+        for h in &self.held {
+            let r = ptrace::getregs(h.tid)
+                .map_err(|e| self.ptrace_error("read registers of", h.tid, e))?;
+            pcs.push(ThreadPc {
+                tid: h.tid.as_raw().unsigned_abs().into(),
+                pc: regs::next_pc(&r),
+            });
+        }
+        self.all_held = Some(Instant::now());
+        Ok(pcs)
+    }
+
+    /// The error for a process whose thread list keeps growing.
+    fn threads_keep_appearing(&self) -> TargetError {
+        self.other(format!(
+            "threads kept appearing after {MAX_TASK_SCANS} scans of its thread list"
+        ))
+    }
+
     /// Let go of seized threads that may be running: a tracee can only be
     /// detached from a stop, so interrupt each, wait for it, and detach it
     /// (best effort: a thread that exited needs nothing).
@@ -1202,94 +1279,14 @@ impl Target for Process {
     /// before its creator stopped.
     fn stop(&mut self) -> Result<Vec<ThreadPc>, TargetError> {
         self.release_worker();
-        let mut seized: Vec<Pid> = Vec::new();
-        let mut scans = 0;
-        loop {
-            let new = match self.new_tasks(&seized) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.abandon(seized);
-                    let _ = self.resume();
-                    return Err(e);
-                }
-            };
-            if new.is_empty() {
-                break;
-            }
-            scans += 1;
-            if scans > MAX_TASK_SCANS {
-                self.abandon(seized);
-                let _ = self.resume();
-                return Err(self.other(format!(
-                    "threads kept appearing after {MAX_TASK_SCANS} scans of its thread list"
-                )));
-            }
-            match self.seize(&new) {
-                Ok(s) => seized.extend(s),
-                Err(e) => {
-                    self.abandon(seized);
-                    let _ = self.resume();
-                    return Err(e);
-                }
-            }
-        }
-        if self.stop_began.is_none() {
-            self.stop_began = Some(Instant::now());
-        }
-        match self.interrupt_all(seized) {
-            Ok(h) => self.held.extend(h),
-            Err(e) => {
-                let _ = self.resume();
-                return Err(e);
-            }
-        }
-        let mut scans = 0;
-        loop {
-            let new = match self.new_tasks(&[]) {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = self.resume();
-                    return Err(e);
-                }
-            };
-            if new.is_empty() {
-                break;
-            }
-            scans += 1;
-            if scans > MAX_TASK_SCANS {
-                let _ = self.resume();
-                return Err(self.other(format!(
-                    "threads kept appearing after {MAX_TASK_SCANS} scans of its thread list"
-                )));
-            }
-            match self.seize_all(&new) {
-                Ok(h) => self.held.extend(h),
-                Err(e) => {
-                    let _ = self.resume();
-                    return Err(e);
-                }
-            }
-        }
-        if self.held.is_empty() {
+        let stopped = self
+            .seize_every_thread()
+            .and_then(|seized| self.stop_seized(seized));
+        // Whatever failed, every thread held so far runs again.
+        if stopped.is_err() {
             let _ = self.resume();
-            return Err(self.gone_or("it has no thread to stop".into()));
         }
-        let mut pcs = Vec::with_capacity(self.held.len());
-        for h in &self.held {
-            match ptrace::getregs(h.tid) {
-                Ok(r) => pcs.push(ThreadPc {
-                    tid: h.tid.as_raw().unsigned_abs().into(),
-                    pc: regs::next_pc(&r),
-                }),
-                Err(e) => {
-                    let err = self.ptrace_error("read registers of", h.tid, e);
-                    let _ = self.resume();
-                    return Err(err);
-                }
-            }
-        }
-        self.all_held = Some(Instant::now());
-        Ok(pcs)
+        stopped
     }
 
     fn resume(&mut self) -> Result<(), TargetError> {
