@@ -14,10 +14,12 @@
     clippy::arithmetic_side_effects
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
+use common::run;
 use hotpatch_formats::{read, Extent, Function, ReadOptions, Visibility};
 
 /// Built with CodeView: the one procedure the PDB describes.
@@ -36,20 +38,6 @@ static __attribute__((noinline)) int helper(int x) { return sink(x) + leaf(x); }
 int pubfn(int x) { return helper(x) * 2; }
 int sink(int x) { volatile int v = x; return v; }
 "#;
-
-/// An external tool's standard output; a missing tool fails the test.
-fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} (install clang-19, lld-19, llvm-19): {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Build the DLL and its PDB for `arch` in `dir`.
 fn build(dir: &Path, arch: &str) {

@@ -11,10 +11,12 @@
     clippy::arithmetic_side_effects
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run;
 use hotpatch_formats::{read, Image, ReadOptions, TypeInfo, TypeKind};
 
 const TARGETS: [&str; 4] = [
@@ -58,20 +60,6 @@ fn images() -> Vec<(String, &'static str, String, PathBuf)> {
     }
     assert!(out.len() >= 100, "only {} corpus images", out.len());
     out
-}
-
-/// An external tool's standard output; a missing tool fails the test.
-fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} (install llvm-19): {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn load(path: &Path) -> Vec<u8> {
