@@ -502,7 +502,7 @@ fn compare_pair<'a>(
 ) {
     let (bn, un) = (&mut scratch.base, &mut scratch.upd);
     norm::normalize_group(base, bg, bn);
-    norm::normalize_group(upd, ug, un);
+    norm::normalize_group_hinted(upd, ug, bn, un);
     for n in bn.iter() {
         out.anchors.0.extend(&n.anchors);
     }
@@ -602,8 +602,8 @@ fn settle(
         .unwrap_or(&[])
         .iter()
         .any(|&(update, table, len)| {
-            let (idx, g) = if update { (upd, ug) } else { (base, bg) };
-            norm::table_len(idx, g, table) != len
+            let idx = if update { upd } else { base };
+            !norm::table_measure_holds(idx, table, len)
         });
     if stale {
         return finished_reason(base, bg, upd, ug);
@@ -1926,6 +1926,11 @@ mod tests {
         let idx = ImageIndex::new(&a);
         let (f_group, _) = idx.function_at(0x1000).unwrap();
         assert!(crate::norm::table_len(&idx, f_group, 0x3000) > 8);
+        // Once finished, the table's block no longer holds that many.
+        let done = crate::diff::index(&a);
+        assert_eq!(crate::norm::table_len(&done, f_group, 0x3000), 8);
+        assert!(!crate::norm::table_measure_holds(&done, 0x3000, 9));
+        assert!(crate::norm::table_measure_holds(&done, 0x3000, 8));
         let d = diff(&a, &b).unwrap();
         let changed: Vec<&str> = d.functions_with(Status::Changed).map(|e| e.name).collect();
         assert_eq!(changed, ["g"]);
@@ -2226,6 +2231,7 @@ mod tests {
                 len: 4,
                 start: i as u32,
                 count: 1,
+                plain: false,
             })
             .collect();
         n.words = hashes.to_vec();

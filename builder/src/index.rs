@@ -1148,6 +1148,23 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
         Some((r.group as usize, r.flat.wrapping_sub(first) as usize))
     }
 
+    /// The group of the function part containing `rva` (as
+    /// [`ImageIndex::function_at`]), with addresses `[lo, hi)` around `rva`
+    /// for all of which the answer is the same: what a walk over many
+    /// nearby addresses (a jump table's entries) can reuse.
+    pub fn function_span(&self, rva: u64) -> Option<(usize, u64, u64)> {
+        let i = self.ranges.upto(rva);
+        let last = i.checked_sub(1).and_then(|k| self.ranges.items.get(k))?;
+        if rva < last.end {
+            // Up to the next part's start, `last` is the nearest part
+            // starting at or below, and it covers.
+            let next = self.ranges.items.get(i).map_or(u64::MAX, |n| n.start);
+            return Some((last.group as usize, last.start, last.end.min(next)));
+        }
+        let (g, _) = self.function_at(rva)?;
+        Some((g, rva, rva.saturating_add(1)))
+    }
+
     /// The [`Range`] of the function part containing `rva`. Parts that
     /// start at or before `rva` are searched backwards: the nearest one may
     /// be a short part that ends before `rva` while an earlier one (a

@@ -237,6 +237,10 @@ pub struct NormInsn {
     pub start: u32,
     /// How many words it has.
     pub count: u32,
+    /// Whether its form is its bytes alone (an x86-64 instruction with no
+    /// address in it and no relocation): the same bytes at the same offset
+    /// of another build are the same instruction with the same form.
+    pub plain: bool,
 }
 
 /// Bytes of a part that are left out of the instruction stream (a `NOP`).
@@ -531,17 +535,43 @@ impl<'a> Normalized<'a> {
     /// own group: `(instruction, part, byte offset)`, each after the
     /// references its instruction already recorded, in the order given.
     /// One merge for all of them, so that late references cost
-    /// `O(n log n)` however many instructions make them.
+    /// `O(n)` however many instructions make them.
     pub(crate) fn locals_late(&mut self, late: &[(u32, u32, u64)]) {
         if late.is_empty() {
             return;
         }
+        let split = self.fixups.len();
         self.fixups.extend(
             late.iter()
                 .map(|&(insn, part, offset)| Fixup { insn, part, offset }),
         );
-        // Stable: each instruction's earlier references stay first.
-        self.fixups.sort_by_key(|f| f.insn);
+        let (earlier, added) = self.fixups.split_at(split);
+        if !earlier.is_sorted_by_key(|f| f.insn) || !added.is_sorted_by_key(|f| f.insn) {
+            // Not each in order (cannot happen): one stable sort.
+            self.fixups.sort_by_key(|f| f.insn);
+            return;
+        }
+        // Both runs are in instruction order: merge them, each
+        // instruction's earlier references first. Only the earlier
+        // references past the first late one move.
+        let first = added.first().map_or(u32::MAX, |f| f.insn);
+        let from = earlier.partition_point(|f| f.insn <= first);
+        let tail = earlier.get(from..).unwrap_or(&[]);
+        let mut merged = Vec::with_capacity(tail.len().saturating_add(added.len()));
+        let (mut i, mut j) = (0, 0);
+        while let (Some(x), Some(y)) = (tail.get(i), added.get(j)) {
+            if y.insn < x.insn {
+                merged.push(*y);
+                j = j.saturating_add(1);
+            } else {
+                merged.push(*x);
+                i = i.saturating_add(1);
+            }
+        }
+        merged.extend_from_slice(tail.get(i..).unwrap_or(&[]));
+        merged.extend_from_slice(added.get(j..).unwrap_or(&[]));
+        self.fixups.truncate(from);
+        self.fixups.extend_from_slice(&merged);
     }
 
     /// Where the recorded references and the instruction being built
@@ -570,12 +600,25 @@ impl<'a> Normalized<'a> {
     /// has been written to `self` (the [`Hasher`] of the instruction being
     /// built), and start the next one.
     pub(crate) fn push(&mut self, offset: usize, len: usize) {
+        self.push_as(offset, len, false);
+    }
+
+    /// [`Normalized::push`] for an instruction whose form is its bytes
+    /// alone (see [`NormInsn::plain`]).
+    #[inline]
+    pub(crate) fn push_plain(&mut self, offset: usize, len: usize) {
+        self.push_as(offset, len, true);
+    }
+
+    #[inline]
+    fn push_as(&mut self, offset: usize, len: usize, plain: bool) {
         let start = self.cur_start.min(self.words.len());
         self.insns.push(NormInsn {
             offset: offset as u32,
             len: len.min(255) as u8,
             start: u32::try_from(start).unwrap_or(u32::MAX),
             count: u32::try_from(self.words.len().saturating_sub(start)).unwrap_or(u32::MAX),
+            plain,
         });
         self.cur_start = self.words.len();
     }
@@ -892,6 +935,23 @@ pub fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) -> usize 
     }
 }
 
+/// Whether the jump table at `table` in anonymous data, measured at `len`
+/// entries before `index` was finished (see [`Normalized::tables`]),
+/// measures the same now: what [`table_len`] would say, without walking
+/// the entries again.
+///
+/// Finishing only adds anchors, so a table's block can only end sooner.
+/// The first `len` entries were all inside the old limit and all landed in
+/// the function; the walk stopped after them because the next one did not
+/// land or lay past the old limit, and either still holds. So the measure
+/// is unchanged exactly when the new limit still holds `len` entries.
+pub fn table_measure_holds(index: &ImageIndex<'_, '_>, table: u64, len: usize) -> bool {
+    match index.image.arch {
+        Arch::X86_64 => x86::table_room(index, table) >= len,
+        Arch::Aarch64 => len == 0,
+    }
+}
+
 /// Pass 2 for one part: normalise part `part` of group `group` of `index`'s
 /// image into `out` (emptied first). References to other parts of the
 /// group keep their byte offset (see the module documentation); use
@@ -903,7 +963,7 @@ pub fn normalize_part<'a>(
     out: &mut Normalized<'a>,
 ) {
     out.clear();
-    decode_part(index, group, part, out);
+    decode_part_with(index, group, part, None, None, out);
     finish_parts(
         std::slice::from_mut(out),
         u32::try_from(part).unwrap_or(u32::MAX),
@@ -924,7 +984,28 @@ pub fn normalize_group<'a>(
     out.resize_with(n, Normalized::default);
     for (p, o) in out.iter_mut().enumerate() {
         o.clear();
-        decode_part(index, group, p, o);
+        decode_part_with(index, group, p, None, None, o);
+    }
+    finish_parts(out, 0);
+}
+
+/// [`normalize_group`], given the same function of the other build already
+/// normalised (`hint`, part by part): code that repeats the other build's
+/// bytes is taken over without decoding where that gives the same form
+/// (see [`NormInsn::plain`]). The result is exactly that of
+/// [`normalize_group`]; a hint only saves work, however well it fits.
+pub fn normalize_group_hinted<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    hint: &[Normalized<'_>],
+    out: &mut Vec<Normalized<'a>>,
+) {
+    let n = index.parts(group).len();
+    out.truncate(n);
+    out.resize_with(n, Normalized::default);
+    for (p, o) in out.iter_mut().enumerate() {
+        o.clear();
+        decode_part_with(index, group, p, None, hint.get(p), o);
     }
     finish_parts(out, 0);
 }
@@ -944,7 +1025,7 @@ pub fn normalize_group_with_fields<'a>(
         })
         .collect();
     for (p, o) in out.iter_mut().enumerate() {
-        decode_part(index, group, p, o);
+        decode_part_with(index, group, p, None, None, o);
     }
     finish_parts(&mut out, 0);
     out
@@ -969,7 +1050,7 @@ pub fn normalize_group_patched<'a>(
             .iter()
             .find(|(q, _)| *q == p)
             .map(|(_, c)| c.as_slice());
-        decode_part_with(index, group, p, code, o);
+        decode_part_with(index, group, p, code, None, o);
     }
     finish_parts(out, 0);
 }
@@ -1006,23 +1087,16 @@ impl<'a> Scope<'a, '_, '_> {
     }
 }
 
-/// Decode and hash one part, leaving its local references pending.
-fn decode_part<'a>(
-    index: &'a ImageIndex<'_, '_>,
-    group: usize,
-    part: usize,
-    out: &mut Normalized<'a>,
-) {
-    decode_part_with(index, group, part, None, out);
-}
-
-/// [`decode_part`], from `code` instead of the image's bytes when given
-/// (it must have the part's length).
+/// Decode and hash one part, leaving its local references pending: from
+/// `code` instead of the image's bytes when given (it must have the part's
+/// length), with the other build's form of the part as a `hint` when given
+/// (see [`normalize_group_hinted`]).
 fn decode_part_with<'a>(
     index: &'a ImageIndex<'_, '_>,
     group: usize,
     part: usize,
     code: Option<&[u8]>,
+    hint: Option<&Normalized<'_>>,
     out: &mut Normalized<'a>,
 ) {
     let Some(p) = index.parts(group).get(part) else {
@@ -1051,7 +1125,7 @@ fn decode_part_with<'a>(
         len: code.len() as u64,
     };
     match index.image.arch {
-        Arch::X86_64 => x86::normalize(scope, code, out),
+        Arch::X86_64 => x86::normalize(scope, code, hint, out),
         Arch::Aarch64 => arm64::normalize(scope, code, out),
     }
 }
@@ -1104,6 +1178,7 @@ mod tests {
                     len,
                     start: 0,
                     count: 0,
+                    plain: false,
                 })
                 .collect(),
             nops.iter()
@@ -1206,6 +1281,107 @@ mod tests {
         finish_parts(std::slice::from_mut(&mut n), 0);
         assert_eq!(n.words_of(&n.insns[1]), [42]);
         assert!(n.places.iter().all(|&(at, _)| at != 1));
+    }
+
+    /// Everything a normalised part holds that a comparison reads.
+    fn parts_view<'a>(
+        n: &'a [Normalized<'a>],
+    ) -> Vec<(
+        &'a [NormInsn],
+        &'a [u64],
+        &'a [(u32, SymRef<'a>)],
+        &'a [(u32, Place)],
+        &'a [(u32, u64)],
+        &'a [Skipped],
+        &'a [Deferred],
+        &'a [u64],
+        &'a [(u64, usize)],
+    )> {
+        n.iter()
+            .map(|p| {
+                (
+                    &p.insns[..],
+                    &p.words[..],
+                    &p.refs[..],
+                    &p.places[..],
+                    &p.late[..],
+                    &p.nops[..],
+                    &p.deferred[..],
+                    &p.anchors[..],
+                    &p.tables[..],
+                )
+            })
+            .collect()
+    }
+
+    /// A hint only saves work: on real compiler output (x86-64, ELF and
+    /// PE), every updated function normalised with its baseline as the
+    /// hint, and with an unrelated function's form as the hint, is exactly
+    /// what normalising it alone gives; and the hint really is taken.
+    #[test]
+    fn hinted_normalisation_is_exactly_normalisation() {
+        use crate::testutil::{corpus, corpus_file, read};
+        let mut scenarios: Vec<String> = std::fs::read_dir(corpus())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+            .collect();
+        scenarios.sort();
+        assert!(scenarios.len() > 10);
+        let mut taken = 0usize;
+        for target in ["x86_64-linux", "x86_64-windows"] {
+            for scenario in &scenarios {
+                if !corpus_file(scenario, target, "v2").exists() {
+                    continue;
+                }
+                let (bb, bo) = read(&corpus_file(scenario, target, "v1"));
+                let (ub, uo) = read(&corpus_file(scenario, target, "v2"));
+                let base_image = hotpatch_formats::read::parse(&bb, &bo).unwrap();
+                let upd_image = hotpatch_formats::read::parse(&ub, &uo).unwrap();
+                let base = crate::diff::index(&base_image);
+                let upd = crate::diff::index(&upd_image);
+                let groups = upd.groups.len();
+                assert!(groups > 0, "{scenario} {target}");
+                for ug in 0..groups {
+                    let key = upd.key(ug);
+                    let Some(bg) = (0..base.groups.len()).find(|&g| base.key(g) == key) else {
+                        continue;
+                    };
+                    let (mut hint, mut plain, mut hinted, mut other) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    normalize_group(&base, bg, &mut hint);
+                    normalize_group(&upd, ug, &mut plain);
+                    normalize_group_hinted(&upd, ug, &hint, &mut hinted);
+                    assert_eq!(
+                        parts_view(&plain),
+                        parts_view(&hinted),
+                        "{scenario} {target} {key}"
+                    );
+                    let mut unrelated = Vec::new();
+                    normalize_group(&base, (bg + 1) % base.groups.len(), &mut unrelated);
+                    normalize_group_hinted(&upd, ug, &unrelated, &mut other);
+                    assert_eq!(
+                        parts_view(&plain),
+                        parts_view(&other),
+                        "{scenario} {target} {key}"
+                    );
+                    taken += plain
+                        .iter()
+                        .zip(&hint)
+                        .map(|(p, h)| {
+                            p.insns
+                                .iter()
+                                .filter(|i| {
+                                    i.plain
+                                        && h.insns.iter().any(|j| j.plain && j.offset == i.offset)
+                                })
+                                .count()
+                        })
+                        .sum::<usize>();
+                }
+            }
+        }
+        assert!(taken > 100, "the hint was taken {taken} times");
     }
 
     /// Two instruction forms chosen so that the fast 64-bit fold collides

@@ -56,7 +56,7 @@ use hotpatch_formats::package::RelocKind;
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
-use super::{hash_ref, FieldKind, Normalized, Scope};
+use super::{hash_ref, FieldKind, NormInsn, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
 
 /// Fewest consecutive entries that make a jump table.
@@ -101,21 +101,31 @@ mod tag {
     pub const TABLE_AGAIN: u8 = 18;
 }
 
+/// For each byte count 0..=8, the mask that keeps that many low bytes of a
+/// little-endian word.
+const BYTE_MASKS: [u64; 9] = [
+    0,
+    0xff,
+    0xffff,
+    0xff_ffff,
+    0xffff_ffff,
+    0xff_ffff_ffff,
+    0xffff_ffff_ffff,
+    0xff_ffff_ffff_ffff,
+    u64::MAX,
+];
+
 /// The `len` (at most 16) bytes at `pos` of `code`, zero-padded, as two
 /// little-endian words. A fixed 16-byte load where the code allows it, so
 /// that the common case copies no variable-length slice.
 #[inline]
 fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
-    let v = match code.get(pos..pos.saturating_add(16)) {
-        Some(window) => {
-            let mut w = [0u8; 16];
-            w.copy_from_slice(window);
-            let mask = match len {
-                16.. => u128::MAX,
-                n => (1u128 << ((n as u32) << 3)).wrapping_sub(1),
-            };
-            u128::from_le_bytes(w) & mask
-        }
+    let mask = |n: usize| BYTE_MASKS.get(n.min(8)).copied().unwrap_or(u64::MAX);
+    let v = match code
+        .get(pos..pos.saturating_add(16))
+        .and_then(|w| <[u8; 16]>::try_from(w).ok())
+    {
+        Some(window) => u128::from_le_bytes(window),
         None => code
             .iter()
             .skip(pos)
@@ -123,7 +133,10 @@ fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
             .enumerate()
             .fold(0u128, |v, (i, &b)| v | u128::from(b) << ((i as u32) << 3)),
     };
-    [v as u64, (v >> 64) as u64]
+    [
+        v as u64 & mask(len),
+        (v >> 64) as u64 & mask(len.saturating_sub(8)),
+    ]
 }
 
 /// Whether `insn` is a `NOP` that only pads: `nop` (`90`, `66 90`, `REX.W 90`)
@@ -272,6 +285,13 @@ fn anon_table_bytes<'d>(index: &ImageIndex<'_, 'd>, table: u64) -> Option<(&'d [
     Some((block.bytes.get(off..)?, len))
 }
 
+/// How many whole 32-bit entries fit between `table` and the end of its
+/// anonymous read-only block (of its file-backed bytes), with the index's
+/// blocks as they are now: the most [`table_len`] can measure.
+pub(crate) fn table_room(index: &ImageIndex<'_, '_>, table: u64) -> usize {
+    anon_table_bytes(index, table).map_or(0, |(bytes, limit)| bytes.len().min(limit) / 4)
+}
+
 /// How many 32-bit entries the jump table at `table`, in anonymous read-only
 /// data, has for group `group` with the index's blocks as they are now: what
 /// [`Context::jump_table`] measures.
@@ -295,8 +315,16 @@ fn group_entries(
     mut each: impl FnMut(u64),
 ) -> usize {
     let usable = bytes.get(..bytes.len().min(limit)).unwrap_or(&[]);
+    // Entries land close together: one look-up per stretch of addresses
+    // with the same answer.
+    let mut span: Option<(usize, u64, u64)> = None;
     count_entries(table, usable, |t| {
-        let lands = index.function_at(t).is_some_and(|(g, _)| g == group);
+        let known = span.filter(|&(_, lo, hi)| lo <= t && t < hi);
+        let here = known.or_else(|| {
+            span = index.function_span(t);
+            span
+        });
+        let lands = here.is_some_and(|(g, _, _)| g == group);
         if lands {
             each(t);
         }
@@ -309,7 +337,19 @@ fn group_entries(
 /// `out` (`NOP`s to [`Normalized::nops`]), recording every reference into
 /// the group's code for [`super::normalize_group`] to resolve, and noting
 /// every other resolved reference.
-pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Normalized<'a>) {
+///
+/// `hint`, when given, is the same part of the other build, already
+/// normalised: its plain instructions (see [`NormInsn::plain`]) whose bytes
+/// this part repeats at the same offset, with no relocation in them here
+/// either, are taken over without decoding (the same bytes decode to the
+/// same instruction, and a plain instruction's form is its bytes). The
+/// result is exactly what decoding would give; only the work differs.
+pub(crate) fn normalize<'a>(
+    scope: Scope<'a, '_, '_>,
+    code: &[u8],
+    hint: Option<&Normalized<'_>>,
+    out: &mut Normalized<'a>,
+) {
     let rva = scope.rva;
     let relocs = scope.index.relocations_in(rva, code.len() as u64);
     let mut next_reloc = 0usize;
@@ -321,24 +361,46 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         inline_seen: HashMap::new(),
     };
     out.insns.reserve(code.len() / 4);
+    let (hint_insns, hint_words) =
+        hint.map_or((&[][..], &[][..]), |h| (&h.insns[..], &h.words[..]));
+    let mut next_hint = 0usize;
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
     let mut insn = Instruction::default();
-    while decoder.can_decode() {
-        let pos = decoder.position();
+    let mut pos = 0usize;
+    while pos < code.len() {
         // A jump table inside the code starts here: emit its entries.
         if let Step::Table(t) = cx.inline_tables.at(pos) {
             cx.emit_inline_table(t, out);
-            if !resync(&mut decoder, rva, t.end) {
-                break;
-            }
+            pos = t.end;
             continue;
+        }
+        // The other build has a plain instruction here: if the bytes are
+        // the same, so is the instruction.
+        if !hint_insns.is_empty() {
+            while hint_insns
+                .get(next_hint)
+                .is_some_and(|h| (h.offset as usize) < pos)
+            {
+                next_hint = next_hint.saturating_add(1);
+            }
+            if let Some(len) = hint_insns
+                .get(next_hint)
+                .filter(|h| h.plain && h.offset as usize == pos)
+                .and_then(|h| take_plain(&cx, h, hint_words, code, pos, relocs, &mut next_reloc))
+            {
+                write_plain(code, pos, len, out);
+                out.push_plain(pos, len);
+                pos = pos.saturating_add(len);
+                continue;
+            }
+        }
+        if decoder.position() != pos && !resync(&mut decoder, rva, pos) {
+            break;
         }
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
             out.push_raw(pos, code.get(pos..pos.saturating_add(1)).unwrap_or(&[]));
-            if !resync(&mut decoder, rva, pos.saturating_add(1)) {
-                break;
-            }
+            pos = pos.saturating_add(1);
             continue;
         }
         let len = insn.len();
@@ -346,9 +408,7 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
         // table are not code.
         if let Some(stop) = cx.inline_tables.cut(pos, len) {
             out.push_raw(pos, code.get(pos..stop).unwrap_or(&[]));
-            if !resync(&mut decoder, rva, stop) {
-                break;
-            }
+            pos = stop;
             continue;
         }
         // Relocations whose patched bytes start inside this instruction.
@@ -364,13 +424,14 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
             next_reloc = next_reloc.saturating_add(1);
         }
         let here = relocs.get(first..next_reloc).unwrap_or(&[]);
+        pos = pos.saturating_add(len);
         // Padding: left out of the stream (unless a relocation patches it,
         // which makes it something else).
         if here.is_empty() && is_nop(&insn) {
-            out.push_nop(pos, len);
+            out.push_nop(pos.saturating_sub(len), len);
             continue;
         }
-
+        let at = pos.saturating_sub(len);
         if here.is_empty()
             && !insn.is_ip_rel_memory_operand()
             && !matches!(
@@ -383,23 +444,82 @@ pub(crate) fn normalize<'a>(scope: Scope<'a, '_, '_>, code: &[u8], out: &mut Nor
             )
         {
             // Nothing in it depends on where it is: its bytes are its form.
-            let [lo, hi] = insn_words(code, pos, len);
-            out.write_u64(u64::from(tag::PLAIN) | (len as u64) << 8);
-            out.write_u64(lo);
-            if len > 8 {
-                out.write_u64(hi);
-            }
+            write_plain(code, at, len, out);
+            out.push_plain(at, len);
         } else {
             cx.hash_insn(&decoder, &mut insn, here, out);
+            out.push(at, len);
         }
-        out.push(pos, len);
     }
     cx.finish_anon_tables(out);
 }
 
+/// The first word of the form of a plain instruction of `len` bytes.
+#[inline]
+fn plain_tag(len: usize) -> u64 {
+    u64::from(tag::PLAIN) | (len as u64) << 8
+}
+
+/// The form of a plain instruction of `len` bytes at `pos`: its bytes.
+#[inline(always)]
+fn write_plain(code: &[u8], pos: usize, len: usize, out: &mut Normalized<'_>) {
+    let [lo, hi] = insn_words(code, pos, len);
+    out.write_u64(plain_tag(len));
+    out.write_u64(lo);
+    if len > 8 {
+        out.write_u64(hi);
+    }
+}
+
+/// Whether the plain instruction `h` of the other build (its words in
+/// `words`) can be taken over at `pos` of `code`: the same bytes (its form
+/// holds them all), no relocation patching them here, and no jump table
+/// inside the code cutting them. Returns its length. Moves `next_reloc`
+/// past relocations before `pos`, as decoding does.
+#[inline(always)]
+fn take_plain(
+    cx: &Context<'_, '_, '_, '_>,
+    h: &NormInsn,
+    words: &[u64],
+    code: &[u8],
+    pos: usize,
+    relocs: &[Relocation],
+    next_reloc: &mut usize,
+) -> Option<usize> {
+    let len = usize::from(h.len);
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= code.len() && len > 0)?;
+    let start = h.start as usize;
+    let form = words.get(start..start.checked_add(h.count as usize)?)?;
+    let [lo, hi] = insn_words(code, pos, len);
+    let same = match *form {
+        [w, l] => len <= 8 && l == lo && w == plain_tag(len),
+        [w, l, u] => len > 8 && l == lo && u == hi && w == plain_tag(len),
+        _ => false,
+    };
+    if !same {
+        return None;
+    }
+    let ip = cx.scope.rva.wrapping_add(pos as u64);
+    while relocs.get(*next_reloc).is_some_and(|r| r.rva < ip) {
+        *next_reloc = next_reloc.saturating_add(1);
+    }
+    let next_ip = cx.scope.rva.wrapping_add(end as u64);
+    if relocs.get(*next_reloc).is_some_and(|r| r.rva < next_ip) {
+        return None;
+    }
+    if cx.inline_tables.cut(pos, len).is_some() {
+        return None;
+    }
+    Some(len)
+}
+
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
     /// Write the address-independent form of `insn` to `out`. `relocs` are
-    /// the relocations whose patched bytes start inside it.
+    /// the relocations whose patched bytes start inside it. Kept out of the
+    /// decoding loop, whose common case (a plain instruction) it is not.
+    #[inline(never)]
     fn hash_insn(
         &mut self,
         decoder: &Decoder<'_>,
