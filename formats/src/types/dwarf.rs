@@ -555,9 +555,13 @@ fn scan_unit<'d>(
     let mut qualify = true;
     let mut stack: Vec<(isize, Ctx)> = Vec::new();
     let mut entries = unit.entries_raw(None)?;
+    // Depth of the entries' start: a cursor started again at a sibling
+    // (see `skip_to`) counts depth from there.
+    let mut depth_base: isize = 0;
     while !entries.is_empty() {
-        let depth = entries.next_depth();
-        let key = base.saturating_add(entries.next_offset().0 as u64);
+        let depth = depth_base.saturating_add(entries.next_depth());
+        let offset = entries.next_offset();
+        let key = base.saturating_add(offset.0 as u64);
         let Some(abbrev) = entries.read_abbreviation()? else {
             continue;
         };
@@ -576,6 +580,10 @@ fn scan_unit<'d>(
         let tag = abbrev.tag();
         // The context this entry opens for its children, if it has any.
         let mut opens = Ctx::Opaque;
+        // Where this entry's next sibling starts, when its children are of
+        // no use (a call site's parameters, a declaration's parameters):
+        // the scan jumps there instead of reading them.
+        let mut skip_to: Option<gimli::UnitOffset> = None;
         if let Some(t) = type_tag(tag) {
             let mut die = TypeDie {
                 key,
@@ -663,6 +671,7 @@ fn scan_unit<'d>(
                         line: 0,
                     };
                     let (mut low_pc, mut ranges, mut declaration) = (None, None, false);
+                    let mut sibling = None;
                     read_attrs(
                         &mut entries,
                         abbrev.attributes(),
@@ -674,9 +683,11 @@ fn scan_unit<'d>(
                             dw::DW_AT_low_pc,
                             dw::DW_AT_ranges,
                             dw::DW_AT_decl_line,
+                            dw::DW_AT_sibling,
                         ],
                         |attr| {
                             match attr.name() {
+                                dw::DW_AT_sibling => sibling = sibling_of(offset, &attr.value()),
                                 dw::DW_AT_declaration => declaration = flag(&attr.value()),
                                 // A line that is not a constant, or too
                                 // large, is no line.
@@ -747,7 +758,22 @@ fn scan_unit<'d>(
                     // (through DW_AT_specification).
                     if !declaration {
                         opens = Ctx::Func(index);
+                    } else if abbrev.has_children() {
+                        skip_to = sibling;
                     }
+                }
+                dw::DW_TAG_call_site | dw::DW_TAG_GNU_call_site if abbrev.has_children() => {
+                    // Its children describe the arguments at the call:
+                    // nothing a layout or a use depends on.
+                    read_attrs(
+                        &mut entries,
+                        abbrev.attributes(),
+                        &[dw::DW_AT_sibling],
+                        |attr| {
+                            skip_to = sibling_of(offset, &attr.value());
+                            Ok(())
+                        },
+                    )?;
                 }
                 dw::DW_TAG_formal_parameter | dw::DW_TAG_variable if func.is_some() => {
                     let (mut ty, mut origin) = (None, None);
@@ -927,6 +953,13 @@ fn scan_unit<'d>(
                 _ => entries.skip_attributes(abbrev.attributes())?,
             }
         }
+        // A sibling outside the unit is not followed: the children are
+        // read instead.
+        if let Some(next) = skip_to.and_then(|s| unit.entries_raw(Some(s)).ok()) {
+            entries = next;
+            depth_base = depth;
+            continue;
+        }
         if abbrev.has_children() {
             push_ctx(&mut stack, depth, opens)?;
         }
@@ -936,6 +969,19 @@ fn scan_unit<'d>(
     span.var_types.1 = scan.var_types.len();
     scan.units.push(span);
     Ok(())
+}
+
+/// The sibling an entry at `offset` names (`DW_AT_sibling`), when it lies
+/// after the entry: a reference back (a damaged file) is not followed, so
+/// every jump moves the scan forward.
+fn sibling_of(
+    offset: gimli::UnitOffset,
+    value: &AttributeValue<R<'_>>,
+) -> Option<gimli::UnitOffset> {
+    match *value {
+        AttributeValue::UnitRef(to) if to.0 > offset.0 => Some(to),
+        _ => None,
+    }
 }
 
 /// How many ranges of one function's `DW_AT_ranges` are read (GCC writes
