@@ -10,6 +10,16 @@
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects
 )]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +41,7 @@ mod mapped;
 mod packaging;
 #[cfg(feature = "emulator")]
 mod replay;
+mod report_json;
 
 /// Authors rebootless hotpatch packages from a baseline and an updated build.
 #[derive(Parser)]
@@ -282,7 +293,7 @@ fn diff(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
-        serde_json::to_writer_pretty(&mut out, &d)?;
+        report_json::write(&mut out, d)?;
         writeln!(out)?;
     } else {
         writeln!(
