@@ -16,6 +16,8 @@ pub fn write(out: &mut impl Write, d: Diff<'_>) -> anyhow::Result<()> {
 }
 
 /// [`write`], splitting the function entries in two from `min` entries.
+/// The first half streams to `out` while the second is rendered into a
+/// buffer on another thread.
 fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Result<()> {
     if d.functions.len() < min.max(2) {
         serde_json::to_writer_pretty(out, &d)?;
@@ -32,40 +34,79 @@ fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Res
         return Ok(());
     };
     let (first, second) = functions.split_at(functions.len() / 2);
-    let (a, b) = std::thread::scope(|s| {
-        let b = s.spawn(|| elements(second));
-        (elements(first), b.join())
-    });
-    let b = b.map_err(|_| anyhow::anyhow!("the JSON writer thread panicked"))?;
-    out.write_all(b"{\n  \"functions\": [\n")?;
-    out.write_all(&a?)?;
-    out.write_all(b",\n")?;
-    out.write_all(&b?)?;
-    out.write_all(b"\n  ]")?;
-    out.write_all(tail)?;
+    std::thread::scope(|s| {
+        let later = s.spawn(|| {
+            // About 330 bytes an entry: room enough that the buffer is
+            // not copied as it grows.
+            let mut buffer = Vec::with_capacity(second.len().saturating_mul(384));
+            elements(&mut buffer, second).map(|()| buffer)
+        });
+        out.write_all(b"{\n  \"functions\": [\n")?;
+        elements(&mut *out, first)?;
+        let second = later
+            .join()
+            .map_err(|_| anyhow::anyhow!("the JSON writer thread panicked"))??;
+        out.write_all(b",\n")?;
+        out.write_all(&second)?;
+        out.write_all(b"\n  ]")?;
+        out.write_all(tail)?;
+        Ok(())
+    })
+}
+
+/// Write `entries` as the pretty printer writes them inside the report's
+/// `functions` array: each indented by four spaces, joined by `,` and a
+/// newline, without the brackets.
+fn elements(out: &mut impl Write, entries: &[Entry<'_>]) -> anyhow::Result<()> {
+    let mut indented = Indent {
+        out,
+        line_start: true,
+    };
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            indented.write_all(b",\n")?;
+        }
+        serde_json::to_writer_pretty(&mut indented, e)?;
+    }
     Ok(())
 }
 
-/// `entries` as the pretty printer writes them inside the report's
-/// `functions` array: one per line group, indented by four spaces, joined
-/// by `,` and a newline, without the brackets.
-fn elements(entries: &[Entry<'_>]) -> anyhow::Result<Vec<u8>> {
-    let text = serde_json::to_vec_pretty(entries)?;
-    // `[\n  {...},\n  {...}\n]`: a newline never occurs inside a JSON
-    // string (it is escaped), so every line can be indented as text.
-    let inner = text
-        .strip_prefix(b"[\n")
-        .and_then(|t| t.strip_suffix(b"\n]"))
-        .ok_or_else(|| anyhow::anyhow!("unexpected JSON for the function entries"))?;
-    let mut out = Vec::with_capacity(inner.len().saturating_add(inner.len() / 8));
-    for (i, line) in inner.split(|&c| c == b'\n').enumerate() {
-        if i > 0 {
-            out.push(b'\n');
+/// A writer that starts every line with four spaces. A newline never
+/// occurs inside a JSON string (it is escaped), so every line can be
+/// indented as text.
+struct Indent<W> {
+    out: W,
+    /// Whether the next byte starts a line.
+    line_start: bool,
+}
+
+impl<W: Write> Write for Indent<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.line_start {
+                self.out.write_all(b"    ")?;
+                self.line_start = false;
+            }
+            match rest.iter().position(|&c| c == b'\n') {
+                Some(at) => {
+                    let (line, after) = rest.split_at(at.saturating_add(1));
+                    self.out.write_all(line)?;
+                    self.line_start = true;
+                    rest = after;
+                }
+                None => {
+                    self.out.write_all(rest)?;
+                    rest = &[];
+                }
+            }
         }
-        out.extend_from_slice(b"  ");
-        out.extend_from_slice(line);
+        Ok(buf.len())
     }
-    Ok(out)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]
