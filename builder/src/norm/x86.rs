@@ -383,12 +383,13 @@ pub(crate) fn normalize<'a>(
             {
                 next_hint = next_hint.saturating_add(1);
             }
-            if let Some(len) = hint_insns
+            if let Some((len, form)) = hint_insns
                 .get(next_hint)
                 .filter(|h| h.plain && h.offset as usize == pos)
                 .and_then(|h| take_plain(&cx, h, hint_words, code, pos, relocs, &mut next_reloc))
             {
-                write_plain(code, pos, len, out);
+                // The same bytes: the same form, word for word.
+                out.words.extend_from_slice(form);
                 out.push_plain(pos, len);
                 pos = pos.saturating_add(len);
                 continue;
@@ -464,28 +465,26 @@ fn plain_tag(len: usize) -> u64 {
 #[inline(always)]
 fn write_plain(code: &[u8], pos: usize, len: usize, out: &mut Normalized<'_>) {
     let [lo, hi] = insn_words(code, pos, len);
-    out.write_u64(plain_tag(len));
-    out.write_u64(lo);
-    if len > 8 {
-        out.write_u64(hi);
-    }
+    let form = [plain_tag(len), lo, hi];
+    let n = if len > 8 { 3 } else { 2 };
+    out.words.extend_from_slice(form.get(..n).unwrap_or(&form));
 }
 
 /// Whether the plain instruction `h` of the other build (its words in
 /// `words`) can be taken over at `pos` of `code`: the same bytes (its form
 /// holds them all), no relocation patching them here, and no jump table
-/// inside the code cutting them. Returns its length. Moves `next_reloc`
-/// past relocations before `pos`, as decoding does.
+/// inside the code cutting them. Returns its length and form. Moves
+/// `next_reloc` past relocations before `pos`, as decoding does.
 #[inline(always)]
-fn take_plain(
+fn take_plain<'w>(
     cx: &Context<'_, '_, '_, '_>,
     h: &NormInsn,
-    words: &[u64],
+    words: &'w [u64],
     code: &[u8],
     pos: usize,
     relocs: &[Relocation],
     next_reloc: &mut usize,
-) -> Option<usize> {
+) -> Option<(usize, &'w [u64])> {
     let len = usize::from(h.len);
     let end = pos
         .checked_add(len)
@@ -512,7 +511,7 @@ fn take_plain(
     if cx.inline_tables.cut(pos, len).is_some() {
         return None;
     }
-    Some(len)
+    Some((len, form))
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
