@@ -58,55 +58,27 @@ fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Res
 /// `functions` array: each indented by four spaces, joined by `,` and a
 /// newline, without the brackets.
 fn elements(out: &mut impl Write, entries: &[Entry<'_>]) -> anyhow::Result<()> {
-    let mut indented = Indent {
-        out,
-        line_start: true,
-    };
+    let mut one = Vec::with_capacity(1024);
+    let mut indented = Vec::with_capacity(1024);
     for (i, e) in entries.iter().enumerate() {
+        one.clear();
+        serde_json::to_writer_pretty(&mut one, e)?;
+        // A newline never occurs inside a JSON string (it is escaped), so
+        // every line can be indented as text.
+        indented.clear();
         if i > 0 {
-            indented.write_all(b",\n")?;
+            indented.extend_from_slice(b",\n");
         }
-        serde_json::to_writer_pretty(&mut indented, e)?;
+        for (k, line) in one.split(|&c| c == b'\n').enumerate() {
+            if k > 0 {
+                indented.push(b'\n');
+            }
+            indented.extend_from_slice(b"    ");
+            indented.extend_from_slice(line);
+        }
+        out.write_all(&indented)?;
     }
     Ok(())
-}
-
-/// A writer that starts every line with four spaces. A newline never
-/// occurs inside a JSON string (it is escaped), so every line can be
-/// indented as text.
-struct Indent<W> {
-    out: W,
-    /// Whether the next byte starts a line.
-    line_start: bool,
-}
-
-impl<W: Write> Write for Indent<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut rest = buf;
-        while !rest.is_empty() {
-            if self.line_start {
-                self.out.write_all(b"    ")?;
-                self.line_start = false;
-            }
-            match rest.iter().position(|&c| c == b'\n') {
-                Some(at) => {
-                    let (line, after) = rest.split_at(at.saturating_add(1));
-                    self.out.write_all(line)?;
-                    self.line_start = true;
-                    rest = after;
-                }
-                None => {
-                    self.out.write_all(rest)?;
-                    rest = &[];
-                }
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }
 
 #[cfg(test)]
