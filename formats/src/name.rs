@@ -41,7 +41,10 @@ use std::fmt::Write;
 pub fn escape_name(raw: &[u8]) -> String {
     // The common case: printable ASCII without a backslash.
     if raw.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
-        return raw.iter().map(|&b| char::from(b)).collect();
+        // Printable ASCII is UTF-8 as it is: one copy.
+        if let Ok(text) = std::str::from_utf8(raw) {
+            return text.to_owned();
+        }
     }
     let mut out = String::with_capacity(raw.len().saturating_add(8));
     for chunk in raw.utf8_chunks() {
