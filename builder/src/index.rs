@@ -456,6 +456,9 @@ struct Range {
     group: u32,
     /// Its position in the index's flat list of parts.
     flat: u32,
+    /// Whether its group is unnamed ([`Group::unnamed`]), kept here so
+    /// that resolving a reference to a named function reads no group.
+    unnamed: bool,
 }
 
 impl Start for Range {
@@ -885,6 +888,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                         fingerprint: fingerprint(&g.key, Some(&p.signature)),
                         group: gi as u32,
                         flat,
+                        unnamed: g.unnamed,
                     });
                 }
             }
@@ -1263,15 +1267,18 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                     offset,
                 };
             }
-            if let (Some(group), Some(part)) = (self.groups.get(g), self.parts.get(r.flat as usize))
-            {
-                if group.unnamed {
+            if r.unnamed {
+                if let Some(group) = self.groups.get(g) {
                     return SymRef::Unnamed {
                         group: r.group,
                         offset,
                         identity: group.identity,
                     };
                 }
+            } else if let (Some(group), Some(part)) =
+                (self.groups.get(g), self.parts.get(r.flat as usize))
+            {
+                // Only addresses are taken: nothing of the group is read.
                 return SymRef::Function {
                     key: &group.key,
                     part: &part.signature,
