@@ -1284,9 +1284,7 @@ mod tests {
     }
 
     /// Everything a normalised part holds that a comparison reads.
-    fn parts_view<'a>(
-        n: &'a [Normalized<'a>],
-    ) -> Vec<(
+    type PartView<'a> = (
         &'a [NormInsn],
         &'a [u64],
         &'a [(u32, SymRef<'a>)],
@@ -1296,7 +1294,10 @@ mod tests {
         &'a [Deferred],
         &'a [u64],
         &'a [(u64, usize)],
-    )> {
+    );
+
+    /// The [`PartView`] of every part.
+    fn parts_view<'a>(n: &'a [Normalized<'a>]) -> Vec<PartView<'a>> {
         n.iter()
             .map(|p| {
                 (
