@@ -39,14 +39,13 @@ fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Res
             // About 330 bytes an entry: room enough that the buffer is
             // not copied as it grows.
             let mut buffer = Vec::with_capacity(second.len().saturating_mul(384));
-            elements(&mut buffer, second).map(|()| buffer)
+            elements(&mut buffer, second, !first.is_empty()).map(|()| buffer)
         });
-        out.write_all(b"{\n  \"functions\": [\n")?;
-        elements(&mut *out, first)?;
+        out.write_all(b"{\n  \"functions\": [")?;
+        elements(&mut *out, first, false)?;
         let second = later
             .join()
             .map_err(|_| anyhow::anyhow!("the JSON writer thread panicked"))??;
-        out.write_all(b",\n")?;
         out.write_all(&second)?;
         out.write_all(b"\n  ]")?;
         out.write_all(tail)?;
@@ -55,30 +54,112 @@ fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Res
 }
 
 /// Write `entries` as the pretty printer writes them inside the report's
-/// `functions` array: each indented by four spaces, joined by `,` and a
-/// newline, without the brackets.
-fn elements(out: &mut impl Write, entries: &[Entry<'_>]) -> anyhow::Result<()> {
-    let mut one = Vec::with_capacity(1024);
-    let mut indented = Vec::with_capacity(1024);
+/// `functions` array: each on a new line, indented by four spaces, joined
+/// by `,`, without the brackets. `more` says whether entries come before
+/// these (then the first is joined by `,` too).
+fn elements(out: &mut impl Write, entries: &[Entry<'_>], more: bool) -> anyhow::Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        one.clear();
-        serde_json::to_writer_pretty(&mut one, e)?;
-        // A newline never occurs inside a JSON string (it is escaped), so
-        // every line can be indented as text.
-        indented.clear();
-        if i > 0 {
-            indented.extend_from_slice(b",\n");
-        }
-        for (k, line) in one.split(|&c| c == b'\n').enumerate() {
-            if k > 0 {
-                indented.push(b'\n');
-            }
-            indented.extend_from_slice(b"    ");
-            indented.extend_from_slice(line);
-        }
-        out.write_all(&indented)?;
+        out.write_all(if i > 0 || more { b",\n    " } else { b"\n    " })?;
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, Nested::at(2));
+        serde::Serialize::serialize(e, &mut ser)?;
     }
     Ok(())
+}
+
+/// A pretty printer (two spaces a level, as `serde_json`'s) that starts
+/// `depth` levels deep: what a value nested that deep in a pretty-printed
+/// document looks like.
+struct Nested {
+    /// Levels of indentation of the current line.
+    depth: usize,
+    /// Whether the array or object being written has a value yet.
+    has_value: bool,
+}
+
+impl Nested {
+    /// A printer whose value sits `depth` levels deep.
+    fn at(depth: usize) -> Self {
+        Nested {
+            depth,
+            has_value: false,
+        }
+    }
+
+    /// A newline (after `,` when `comma`) and the current indentation.
+    fn line<W: ?Sized + Write>(&self, out: &mut W, comma: bool) -> std::io::Result<()> {
+        const SPACES: &[u8; 64] =
+            b"                                                                ";
+        out.write_all(if comma { b",\n" } else { b"\n" })?;
+        let mut left = self.depth.saturating_mul(2);
+        while left > 0 {
+            let n = left.min(SPACES.len());
+            out.write_all(SPACES.get(..n).unwrap_or(SPACES))?;
+            left = left.saturating_sub(n);
+        }
+        Ok(())
+    }
+
+    /// Close an array or object with `close`: on its own line when it
+    /// has values, right after the opening otherwise (`[]`, `{}`).
+    fn close<W: ?Sized + Write>(&mut self, out: &mut W, close: &[u8]) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        if self.has_value {
+            self.line(out, false)?;
+        }
+        out.write_all(close)
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_add(1);
+        self.has_value = false;
+        out.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.close(out, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        out: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.line(out, !first)
+    }
+
+    fn end_array_value<W: ?Sized + Write>(&mut self, _out: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_add(1);
+        self.has_value = false;
+        out.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.close(out, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        out: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.line(out, !first)
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
+        out.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + Write>(&mut self, _out: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -98,8 +179,20 @@ mod tests {
         let opts = |v: &str| hotpatch_formats::ReadOptions::new(file(v));
         let base = hotpatch_formats::read::parse(&b, &opts("v1")).unwrap();
         let upd = hotpatch_formats::read::parse(&u, &opts("v2")).unwrap();
-        let d = hotpatch_builder::diff::diff(&base, &upd).unwrap();
+        let mut d = hotpatch_builder::diff::diff(&base, &upd).unwrap();
         assert!(d.functions.len() >= 4);
+        // Nested values of every shape: a filled and an empty list, an
+        // object, strings that need escaping.
+        d.functions[0].aliases = vec!["alias".into(), "with \"quotes\"\n\ttab".into()];
+        for (k, evidence) in [(1, vec!["call-graph: x".to_string()]), (2, Vec::new())] {
+            d.functions[k].matched = Some(hotpatch_builder::matching::Match {
+                how: hotpatch_builder::matching::How::CallGraph,
+                confidence: hotpatch_builder::matching::Confidence::Medium,
+                identical: k == 1,
+                updated_name: "sub_1234",
+                evidence,
+            });
+        }
         let want = serde_json::to_vec_pretty(&d).unwrap();
         for min in [0, 2, 3, d.functions.len(), usize::MAX] {
             let mut got = Vec::new();

@@ -389,7 +389,7 @@ pub(crate) fn normalize<'a>(
                 .and_then(|h| take_plain(&cx, h, hint_words, code, pos, relocs, &mut next_reloc))
             {
                 // The same bytes: the same form, word for word.
-                out.words.extend_from_slice(form);
+                push_form(out, form);
                 out.push_plain(pos, len);
                 pos = pos.saturating_add(len);
                 continue;
@@ -465,9 +465,20 @@ fn plain_tag(len: usize) -> u64 {
 #[inline(always)]
 fn write_plain(code: &[u8], pos: usize, len: usize, out: &mut Normalized<'_>) {
     let [lo, hi] = insn_words(code, pos, len);
-    let form = [plain_tag(len), lo, hi];
-    let n = if len > 8 { 3 } else { 2 };
-    out.words.extend_from_slice(form.get(..n).unwrap_or(&form));
+    out.words.push(plain_tag(len));
+    out.words.push(lo);
+    if len > 8 {
+        out.words.push(hi);
+    }
+}
+
+/// Append a plain instruction's form (two or three words) word by word: a
+/// slice copy of so few words costs a call.
+#[inline(always)]
+fn push_form(out: &mut Normalized<'_>, form: &[u64]) {
+    for &w in form {
+        out.words.push(w);
+    }
 }
 
 /// Whether the plain instruction `h` of the other build (its words in
