@@ -10,15 +10,22 @@ use hotpatch_builder::diff::{Diff, Entry};
 /// pays for the thread.
 const PARALLEL_FROM: usize = 4096;
 
+/// Entries rendered at a time by each of the two threads.
+const STRETCH: usize = 4096;
+
 /// Write `d` as pretty-printed JSON (no trailing newline).
 pub fn write(out: &mut impl Write, d: Diff<'_>) -> anyhow::Result<()> {
-    write_split(out, d, PARALLEL_FROM)
+    write_split(out, d, PARALLEL_FROM, STRETCH)
 }
 
-/// [`write`], splitting the function entries in two from `min` entries.
-/// The first half streams to `out` while the second is rendered into a
-/// buffer on another thread.
-fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Result<()> {
+/// [`write`], rendering the function entries on two threads, `stretch`
+/// at a time each, from `min` entries.
+fn write_split(
+    out: &mut impl Write,
+    mut d: Diff<'_>,
+    min: usize,
+    stretch: usize,
+) -> anyhow::Result<()> {
     if d.functions.len() < min.max(2) {
         serde_json::to_writer_pretty(out, &d)?;
         return Ok(());
@@ -33,24 +40,30 @@ fn write_split(out: &mut impl Write, mut d: Diff<'_>, min: usize) -> anyhow::Res
         serde_json::to_writer_pretty(out, &d)?;
         return Ok(());
     };
-    let (first, second) = functions.split_at(functions.len() / 2);
-    std::thread::scope(|s| {
-        let later = s.spawn(|| {
-            // About 330 bytes an entry: room enough that the buffer is
-            // not copied as it grows.
-            let mut buffer = Vec::with_capacity(second.len().saturating_mul(384));
-            elements(&mut buffer, second, !first.is_empty()).map(|()| buffer)
-        });
-        out.write_all(b"{\n  \"functions\": [")?;
-        elements(&mut *out, first, false)?;
-        let second = later
-            .join()
-            .map_err(|_| anyhow::anyhow!("the JSON writer thread panicked"))??;
-        out.write_all(&second)?;
-        out.write_all(b"\n  ]")?;
-        out.write_all(tail)?;
-        Ok(())
-    })
+    out.write_all(b"{\n  \"functions\": [")?;
+    // Stretches of entries in pairs: this thread writes the first of a
+    // pair straight out while another renders the second into a buffer
+    // (reused, so that little memory is touched), then writes that.
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut written = false;
+    for pair in functions.chunks(stretch.max(1).saturating_mul(2)) {
+        let (first, second) = pair.split_at(pair.len().min(stretch.max(1)));
+        let mut taken = std::mem::take(&mut buffer);
+        taken.clear();
+        let more = written || !first.is_empty();
+        buffer = std::thread::scope(|s| {
+            let later = s.spawn(move || elements(&mut taken, second, more).map(|()| taken));
+            elements(&mut *out, first, written)?;
+            later
+                .join()
+                .map_err(|_| anyhow::anyhow!("the JSON writer thread panicked"))?
+        })?;
+        out.write_all(&buffer)?;
+        written = true;
+    }
+    out.write_all(b"\n  ]")?;
+    out.write_all(tail)?;
+    Ok(())
 }
 
 /// Write `entries` as the pretty printer writes them inside the report's
@@ -195,13 +208,15 @@ mod tests {
         }
         let want = serde_json::to_vec_pretty(&d).unwrap();
         for min in [0, 2, 3, d.functions.len(), usize::MAX] {
-            let mut got = Vec::new();
-            write_split(&mut got, d.clone(), min).unwrap();
-            assert_eq!(
-                String::from_utf8(got).unwrap(),
-                String::from_utf8(want.clone()).unwrap(),
-                "split from {min}"
-            );
+            for stretch in [1, 2, 3, STRETCH] {
+                let mut got = Vec::new();
+                write_split(&mut got, d.clone(), min, stretch).unwrap();
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    String::from_utf8(want.clone()).unwrap(),
+                    "split from {min}, {stretch} at a time"
+                );
+            }
         }
     }
 }
