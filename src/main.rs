@@ -10,16 +10,6 @@
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects
 )]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
 
 use std::io::Write;
 use std::path::PathBuf;

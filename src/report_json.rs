@@ -112,6 +112,13 @@ impl Nested {
         Ok(())
     }
 
+    /// Open an array or object with `open`, one level deeper.
+    fn open<W: ?Sized + Write>(&mut self, out: &mut W, open: &[u8]) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_add(1);
+        self.has_value = false;
+        out.write_all(open)
+    }
+
     /// Close an array or object with `close`: on its own line when it
     /// has values, right after the opening otherwise (`[]`, `{}`).
     fn close<W: ?Sized + Write>(&mut self, out: &mut W, close: &[u8]) -> std::io::Result<()> {
@@ -125,9 +132,7 @@ impl Nested {
 
 impl serde_json::ser::Formatter for Nested {
     fn begin_array<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_add(1);
-        self.has_value = false;
-        out.write_all(b"[")
+        self.open(out, b"[")
     }
 
     fn end_array<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
@@ -148,9 +153,7 @@ impl serde_json::ser::Formatter for Nested {
     }
 
     fn begin_object<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_add(1);
-        self.has_value = false;
-        out.write_all(b"{")
+        self.open(out, b"{")
     }
 
     fn end_object<W: ?Sized + Write>(&mut self, out: &mut W) -> std::io::Result<()> {
@@ -176,6 +179,7 @@ impl serde_json::ser::Formatter for Nested {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -979,14 +979,7 @@ pub fn normalize_group<'a>(
     group: usize,
     out: &mut Vec<Normalized<'a>>,
 ) {
-    let n = index.parts(group).len();
-    out.truncate(n);
-    out.resize_with(n, Normalized::default);
-    for (p, o) in out.iter_mut().enumerate() {
-        o.clear();
-        decode_part_with(index, group, p, None, None, o);
-    }
-    finish_parts(out, 0);
+    normalize_group_hinted(index, group, &[], out);
 }
 
 /// [`normalize_group`], given the same function of the other build already
