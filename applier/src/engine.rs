@@ -444,8 +444,9 @@ impl Engine {
         for p in plans.iter() {
             for &(class, start, end) in &p.regions {
                 if end > start && class != Class::ReadWrite {
-                    let len = round_up(end - start, page);
-                    target.protect(p.start + start, len, class.name().protection())?;
+                    let len = round_up(end.saturating_sub(start), page);
+                    let address = block_address(desc, p, start)?;
+                    target.protect(address, len, class.name().protection())?;
                 }
             }
             if let Some((r, _)) = &p.veneers {
@@ -481,18 +482,26 @@ impl Engine {
                     } else {
                         0
                     };
-                    usize_of(end - start)
+                    usize_of(end.saturating_sub(start))
                 ];
                 for it in p.items.iter().filter(|i| i.class == class) {
-                    let at = usize_of(it.offset - start);
-                    if let Some(slot) = buf.get_mut(at..at + it.bytes.len()) {
+                    // Every item of the class lies in its region; one that
+                    // did not would be skipped, as before.
+                    let Some(at) = it.offset.checked_sub(start).map(usize_of) else {
+                        continue;
+                    };
+                    let Some(to) = at.checked_add(it.bytes.len()) else {
+                        continue;
+                    };
+                    if let Some(slot) = buf.get_mut(at..to) {
                         slot.copy_from_slice(&it.bytes);
                     }
                 }
                 if !buf.is_empty() {
-                    target.write(p.start + start, &buf)?;
+                    let address = block_address(desc, p, start)?;
+                    target.write(address, &buf)?;
                     if class == Class::Code {
-                        target.flush_code(p.start + start, round_up(end - start, page))?;
+                        target.flush_code(address, round_up(end.saturating_sub(start), page))?;
                     }
                 }
             }
@@ -619,17 +628,18 @@ impl Engine {
         // Per thread: how many attempts found it inside, and where last.
         let mut blocking: BTreeMap<u64, (u32, u64, String)> = BTreeMap::new();
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             let pcs = target.stop()?;
             journal.stopped = true;
             let mut any = false;
             for t in &pcs {
                 if let Some(Busy { what, .. }) = ranges.iter().find(|b| {
-                    t.pc >= b.address && t.pc - b.address < b.len && !(b.entry && t.pc == b.address)
+                    t.pc.checked_sub(b.address).is_some_and(|d| d < b.len)
+                        && !(b.entry && t.pc == b.address)
                 }) {
                     any = true;
                     let b = blocking.entry(t.tid).or_insert((0, t.pc, String::new()));
-                    *b = (b.0 + 1, t.pc, what.clone());
+                    *b = (b.0.saturating_add(1), t.pc, what.clone());
                 }
             }
             if !any {
@@ -719,7 +729,9 @@ impl Engine {
             .iter()
             .map(|r| RestoredReport {
                 name: r.name.clone(),
-                entry: r.address + entry_offset(r.scheme),
+                // For the report only; the bytes at `address` (the entry
+                // among them) were just read: it cannot saturate.
+                entry: r.address.saturating_add(entry_offset(r.scheme)),
             })
             .collect();
         // Newest first, as the fault steps count them.
@@ -789,6 +801,21 @@ fn entry_offset(scheme: RedirectScheme) -> u64 {
         RedirectScheme::X64PaddingShortJump => 5,
         RedirectScheme::X64NearJump | RedirectScheme::A64Branch => 0,
     }
+}
+
+/// The address of `offset` in the block of `p`: past the end of the
+/// address space (a block the target placed too high) is an error.
+fn block_address(desc: &str, p: &ImagePlan, offset: u64) -> Result<u64> {
+    p.start
+        .checked_add(offset)
+        .ok_or_else(|| ApplyError::Placement {
+            target: desc.to_string(),
+            image: p.name.clone(),
+            detail: format!(
+                "offset {offset:#x} of the block at {:#x} is past the end of the address space",
+                p.start
+            ),
+        })
 }
 
 fn usize_of(n: u64) -> usize {
@@ -1182,14 +1209,18 @@ fn overlay(buf: &mut [u8], buf_addr: u64, src_addr: u64, src: &[u8]) {
     if lo >= hi {
         return;
     }
+    // `lo` is the larger start and `hi` lies above it: nothing saturates.
     let (Ok(b), Ok(s), Ok(n)) = (
-        usize::try_from(lo - buf_addr),
-        usize::try_from(lo - src_addr),
-        usize::try_from(hi - lo),
+        usize::try_from(lo.saturating_sub(buf_addr)),
+        usize::try_from(lo.saturating_sub(src_addr)),
+        usize::try_from(hi.saturating_sub(lo)),
     ) else {
         return;
     };
-    if let (Some(dst), Some(from)) = (buf.get_mut(b..b + n), src.get(s..s + n)) {
+    if let (Some(dst), Some(from)) = (
+        buf.get_mut(b..b.saturating_add(n)),
+        src.get(s..s.saturating_add(n)),
+    ) {
         dst.copy_from_slice(from);
     }
 }
@@ -1211,8 +1242,8 @@ fn unnamed_class(bytes: &[u8], relocations: &[hotpatch_formats::package::Relocat
         if !data_kind(r.kind) || r.offset != expected {
             return Class::Code;
         }
-        covered += r.kind.width() as u64;
-        expected = r.offset + r.kind.width() as u64;
+        covered = covered.saturating_add(r.kind.width() as u64);
+        expected = r.offset.saturating_add(r.kind.width() as u64);
     }
     if !relocations.is_empty() && covered == bytes.len() as u64 {
         Class::ReadOnly
@@ -1237,6 +1268,12 @@ fn kind_reach(kind: RelocKind) -> Option<(i128, i128)> {
 }
 
 /// A range of acceptable block starts and why.
+///
+/// Bounds are `i128` so that they are exact: every operand is a `u64`
+/// address or offset, an `i64` addend or a reach below 2^33, so no sum
+/// of a few of them comes near the `i128` limits, and the `saturating_*`
+/// on them never act. Whether a bound is a real address is decided in
+/// [`Window::starts`].
 #[derive(Clone, Debug)]
 struct Window {
     lo: i128,
@@ -1248,8 +1285,8 @@ struct Window {
 impl Window {
     fn new(base: u64) -> Self {
         Window {
-            lo: i128::from(base) - NEAR,
-            hi: i128::from(base) + NEAR,
+            lo: i128::from(base).saturating_sub(NEAR),
+            hi: i128::from(base).saturating_add(NEAR),
             lo_why: "the block must lie within 2 GiB of the image".into(),
             hi_why: "the block must lie within 2 GiB of the image".into(),
         }
@@ -1269,12 +1306,18 @@ impl Window {
     /// Page-aligned starts `[lo, hi]` in the address space for a block of
     /// `size` bytes aligned to `align`, or why there are none.
     fn starts(&self, size: u64, align: u64) -> std::result::Result<(u64, u64), String> {
+        // `align` is at least 1 (a page, or an item's alignment, each at
+        // least 1), and `lo` positive: `div_euclid` is the division.
         let a = i128::from(align);
         let lo = self.lo.max(a);
-        let lo = (lo + a - 1) / a * a;
-        let top = i128::from(u64::MAX) - i128::from(size);
+        let lo = lo
+            .saturating_add(a)
+            .saturating_sub(1)
+            .div_euclid(a)
+            .saturating_mul(a);
+        let top = i128::from(u64::MAX).saturating_sub(i128::from(size));
         let hi = self.hi.min(top);
-        let hi = hi.div_euclid(a) * a;
+        let hi = hi.div_euclid(a).saturating_mul(a);
         if lo > hi {
             return Err(format!(
                 "{} (at or above {:#x}), but {} (at or below {:#x})",
@@ -1347,9 +1390,14 @@ fn allocate(
             let Some((klo, khi)) = kind_reach(r.kind) else {
                 continue;
             };
-            let v = i128::from(base) + i128::from(x) + i128::from(r.addend);
-            let off = i128::from(it.offset) + i128::from(r.offset);
-            hard.limit(v - khi - off, v - klo - off, &|| {
+            // Exact in i128 (see `Window`).
+            let v = i128::from(base)
+                .saturating_add(i128::from(x))
+                .saturating_add(i128::from(r.addend));
+            let off = i128::from(it.offset).saturating_add(i128::from(r.offset));
+            let lo = v.saturating_sub(khi).saturating_sub(off);
+            let hi = v.saturating_sub(klo).saturating_sub(off);
+            hard.limit(lo, hi, &|| {
                 format!(
                     "{} at {} +{:#x} must reach the image's {:#x}",
                     r.kind, it.what, r.offset, x
@@ -1369,7 +1417,11 @@ fn allocate(
         let (lo, hi) = jump::reach(r.scheme);
         let e = i128::from(r.entry);
         let o = i128::from(off);
-        with_redirects.limit(e + lo - o, e + hi - o, &|| {
+        let (lo, hi) = (
+            e.saturating_add(lo).saturating_sub(o),
+            e.saturating_add(hi).saturating_sub(o),
+        );
+        with_redirects.limit(lo, hi, &|| {
             format!(
                 "the redirect of `{}` ({:?}) must reach its body",
                 r.name, r.scheme
@@ -1410,7 +1462,8 @@ fn allocate(
     let near = |w: &Window| {
         let mut n = w.clone();
         let b = i128::from(base);
-        n.limit(b - PREFER_NEAR, b + PREFER_NEAR, &|| {
+        let (lo, hi) = (b.saturating_sub(PREFER_NEAR), b.saturating_add(PREFER_NEAR));
+        n.limit(lo, hi, &|| {
             "the block is preferably within 128 MiB of the image".into()
         });
         n
@@ -1437,8 +1490,15 @@ fn allocate(
     journal.undo.push(Undo::Free(region));
     p.block = Some(region);
     p.start = start;
+    // The target chose `start`: a block that would run past the end of
+    // the address space is refused (its region is freed by the undo).
     for it in &mut p.items {
-        it.address = start + it.offset;
+        it.address = start.checked_add(it.offset).ok_or_else(|| {
+            placement(format!(
+                "item {} at offset {:#x} of the block at {start:#x} is past the end of the address space",
+                it.item, it.offset
+            ))
+        })?;
     }
     // Bodies and veneers.
     let address_of: BTreeMap<u32, u64> = p.items.iter().map(|i| (i.item, i.address)).collect();
@@ -1461,15 +1521,19 @@ fn allocate(
             start
         )));
     }
-    let vsize = round_up(jump::VENEER_SIZE * need.len() as u64, page);
+    let vsize = round_up(jump::VENEER_SIZE.saturating_mul(need.len() as u64), page);
     let mut w = Window::new(base);
     for (j, &k) in need.iter().enumerate() {
         let Some(r) = p.redirects.get(k) else {
             continue;
         };
-        let o = i128::from(jump::VENEER_SIZE) * j as i128;
+        let o = i128::from(jump::VENEER_SIZE).saturating_mul(j as i128);
         let e = i128::from(r.entry);
-        w.limit(e + jump::B26_MIN - o, e + jump::B26_MAX - o, &|| {
+        let (lo, hi) = (
+            e.saturating_add(jump::B26_MIN).saturating_sub(o),
+            e.saturating_add(jump::B26_MAX).saturating_sub(o),
+        );
+        w.limit(lo, hi, &|| {
             format!(
                 "a veneer for `{}` must lie within 128 MiB of its entry",
                 r.name
@@ -1499,7 +1563,14 @@ fn allocate(
     let mut bytes = Vec::new();
     for (j, &k) in need.iter().enumerate() {
         if let Some(r) = p.redirects.get_mut(k) {
-            r.veneer = Some(vaddr + jump::VENEER_SIZE * j as u64);
+            let at = vaddr
+                .checked_add(jump::VENEER_SIZE.saturating_mul(j as u64))
+                .ok_or_else(|| {
+                    placement(format!(
+                        "veneer {j} of the veneers at {vaddr:#x} is past the end of the address space"
+                    ))
+                })?;
+            r.veneer = Some(at);
             bytes.extend_from_slice(&jump::veneer(r.body));
         }
     }
@@ -1630,8 +1701,9 @@ fn image_report(p: &ImagePlan, freed: Vec<Region>) -> ImageReport {
         .regions
         .iter()
         .map(|&(class, start, end)| RegionReport {
-            address: p.start + start,
-            size: end - start,
+            // Checked when the region was written (`block_address`).
+            address: p.start.saturating_add(start),
+            size: end.saturating_sub(start),
             protection: class.name(),
         })
         .collect();
@@ -1669,7 +1741,12 @@ fn image_report(p: &ImagePlan, freed: Vec<Region>) -> ImageReport {
             .iter()
             .map(|r| RestoredReport {
                 name: r.record.name.clone(),
-                entry: r.record.address + entry_offset(r.record.scheme),
+                // For the report only; the bytes at `address` (the entry
+                // among them) were read when checked: it cannot saturate.
+                entry: r
+                    .record
+                    .address
+                    .saturating_add(entry_offset(r.record.scheme)),
             })
             .collect(),
         items: placed_items(p),

@@ -38,7 +38,8 @@ pub fn reach(scheme: RedirectScheme) -> (i128, i128) {
 /// covering exactly what the scheme overwrites; `None` if `to` is out of
 /// reach (or misaligned, for `B`).
 pub fn redirect_bytes(scheme: RedirectScheme, entry: u64, to: u64) -> Option<Vec<u8>> {
-    let d = i128::from(to) - i128::from(entry);
+    // Exact in i128 (it cannot wrap), and range-checked right below.
+    let d = i128::from(to).wrapping_sub(i128::from(entry));
     let (lo, hi) = reach(scheme);
     if d < lo || d > hi {
         return None;
@@ -52,7 +53,8 @@ pub fn redirect_bytes(scheme: RedirectScheme, entry: u64, to: u64) -> Option<Vec
             Some(v)
         }
         RedirectScheme::X64NearJump => {
-            let rel = i32::try_from(d - 5).ok()?;
+            // `d` is in reach: `d - 5` fits an i32.
+            let rel = i32::try_from(d.wrapping_sub(5)).ok()?;
             let mut v = vec![0xe9];
             v.extend_from_slice(&rel.to_le_bytes());
             Some(v)

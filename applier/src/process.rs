@@ -517,7 +517,7 @@ impl Process {
     /// threads seized so far are let go.
     fn seize_every_thread(&mut self) -> Result<Vec<Pid>, TargetError> {
         let mut seized: Vec<Pid> = Vec::new();
-        let mut scans = 0;
+        let mut scans = 0usize;
         let outcome = loop {
             let new = match self.new_tasks(&seized) {
                 Ok(n) => n,
@@ -526,7 +526,7 @@ impl Process {
             if new.is_empty() {
                 break Ok(());
             }
-            scans += 1;
+            scans = scans.saturating_add(1);
             if scans > MAX_TASK_SCANS {
                 break Err(self.threads_keep_appearing());
             }
@@ -553,13 +553,13 @@ impl Process {
         }
         let held = self.interrupt_all(seized)?;
         self.held.extend(held);
-        let mut scans = 0;
+        let mut scans = 0usize;
         loop {
             let new = self.new_tasks(&[])?;
             if new.is_empty() {
                 break;
             }
-            scans += 1;
+            scans = scans.saturating_add(1);
             if scans > MAX_TASK_SCANS {
                 return Err(self.threads_keep_appearing());
             }
@@ -707,14 +707,14 @@ impl Process {
         let mut i = 0;
         while let Some((j, start, end)) = next_run(patches, i, page) {
             let at = buf.len();
-            buf.resize(at + usize_of(end - start), 0);
+            buf.resize(at.saturating_add(usize_of(end.saturating_sub(start))), 0);
             let run = buf.get_mut(at..).unwrap_or_default();
             self.mem
                 .read_exact_at(run, start)
                 .map_err(|e| self.access_error(start, run.len(), &e))?;
             for p in patches.get(i..j).unwrap_or_default() {
-                let o = usize_of(p.address - start);
-                if run.get(o..o + p.old.len()) != Some(p.old) {
+                let old = in_run(p.address, start, p.old.len()).and_then(|r| run.get(r));
+                if old != Some(p.old) {
                     return Err(TargetError::Changed {
                         target: self.describe(),
                         address: p.address,
@@ -726,20 +726,21 @@ impl Process {
         }
         // Lay the new bytes over them and write each run back.
         let mut i = 0;
-        let mut at = 0;
+        let mut at = 0usize;
         while let Some((j, start, end)) = next_run(patches, i, page) {
-            let len = usize_of(end - start);
-            let run = buf.get_mut(at..at + len).unwrap_or_default();
+            let len = usize_of(end.saturating_sub(start));
+            let run = buf.get_mut(at..at.saturating_add(len)).unwrap_or_default();
             for p in patches.get(i..j).unwrap_or_default() {
-                let o = usize_of(p.address - start);
-                if let Some(slot) = run.get_mut(o..o + p.new.len()) {
+                if let Some(slot) =
+                    in_run(p.address, start, p.new.len()).and_then(|r| run.get_mut(r))
+                {
                     slot.copy_from_slice(p.new);
                 }
             }
             self.mem
                 .write_all_at(run, start)
                 .map_err(|e| self.access_error(start, len, &e))?;
-            at += len;
+            at = at.saturating_add(len);
             i = j;
         }
         Ok(())
@@ -774,8 +775,9 @@ impl Process {
                 .step_by(INSN_ALIGN)
                 .find(|(_, w)| *w == SYSCALL_INSN)
                 .map(|(i, _)| i);
-            if let Some(i) = at {
-                let g = m.start + i as u64;
+            // The offset lies inside the mapping: the sum cannot overflow
+            // (a mapping where it would is skipped).
+            if let Some(g) = at.and_then(|i| m.start.checked_add(i as u64)) {
                 self.gadget = Some(g);
                 return Ok(g);
             }
@@ -912,11 +914,18 @@ impl Process {
         nr: libc::c_long,
         args: [u64; 6],
     ) -> Result<(i64, Option<Signal>), TargetError> {
+        // Where the call returns to, before any register changes.
+        let after = gadget
+            .checked_add(SYSCALL_INSN.len() as u64)
+            .ok_or_else(|| {
+                self.other(format!(
+                    "the system call instruction at {gadget:#x} ends past the address space"
+                ))
+            })?;
         let saved =
             ptrace::getregs(tid).map_err(|e| self.ptrace_error("read registers of", tid, e))?;
         let call = regs::for_syscall(&saved, gadget, nr, args);
         ptrace::setregs(tid, call).map_err(|e| self.ptrace_error("set registers of", tid, e))?;
-        let after = gadget + SYSCALL_INSN.len() as u64;
         let mut pending = None;
         let outcome = loop {
             if let Err(e) = ptrace::step(tid, None) {
@@ -1158,20 +1167,25 @@ impl Target for Process {
             lo,
             hi,
         };
-        if size == 0 || size % page != 0 {
+        if size == 0 || size.checked_rem(page) != Some(0) {
             return Err(self.other(format!(
                 "allocation of {size} bytes is not a whole number of {page}-byte pages"
             )));
         }
-        let mid = lo / 2 + hi / 2;
+        // Each half is at most half of u64::MAX: the sum cannot saturate.
+        let mid = (lo / 2).saturating_add(hi / 2);
         let mut tried = BTreeSet::new();
         // The address space changes under us (other threads map memory):
         // look again after each refusal, a bounded number of times.
         for _ in 0..8 {
             let mut candidates = Vec::new();
             for (s, e) in self.gaps(lo, hi)? {
-                let first = s.div_ceil(page) * page;
-                let Some(last) = e.checked_sub(size).map(|l| l / page * page) else {
+                // A gap with no page start below the end of the address
+                // space has no room.
+                let Some(first) = s.div_ceil(page).checked_mul(page) else {
+                    continue;
+                };
+                let Some(last) = e.checked_sub(size).map(|l| round_down(l, page)) else {
                     continue;
                 };
                 if first <= last {
@@ -1181,7 +1195,7 @@ impl Target for Process {
                     } else if mid >= last {
                         last
                     } else {
-                        mid / page * page
+                        round_down(mid, page)
                     };
                     candidates.push(pick);
                 }
@@ -1236,7 +1250,7 @@ impl Target for Process {
         if r < 0 {
             return Err(self.other(format!(
                 "munmap({address:#x}, {size}) failed: {}",
-                Errno::from_raw(-r as i32).desc()
+                Errno::from_raw(r.saturating_neg() as i32).desc()
             )));
         }
         Ok(())
@@ -1262,7 +1276,7 @@ impl Target for Process {
         if r < 0 {
             return Err(self.other(format!(
                 "mprotect({address:#x}, {size}) failed: {}",
-                Errno::from_raw(-r as i32).desc()
+                Errno::from_raw(r.saturating_neg() as i32).desc()
             )));
         }
         Ok(())
@@ -1453,7 +1467,7 @@ impl Process {
     ) -> Result<Located, TargetError> {
         let (p_offset, p_vaddr) = file.first_load;
         let page = self.page_size;
-        let map_offset = p_offset / page * page;
+        let map_offset = round_down(p_offset, page);
         let first = ms
             .iter()
             .filter(|m| m.offset == map_offset)
@@ -1464,9 +1478,11 @@ impl Process {
                     file.path
                 ))
             })?;
-        let base = (first.start + (p_offset - map_offset))
-            .checked_sub(p_vaddr)
-            .filter(|b| b % page == 0)
+        let base = first
+            .start
+            .checked_add(p_offset.saturating_sub(map_offset))
+            .and_then(|a| a.checked_sub(p_vaddr))
+            .filter(|b| b.checked_rem(page) == Some(0))
             .ok_or_else(|| {
                 self.other(format!(
                     "{}: its first segment at {:#x} does not match its address {p_vaddr:#x}",
@@ -1511,15 +1527,28 @@ fn next_run(patches: &[Patch<'_>], i: usize, page: u64) -> Option<(usize, u64, u
     let first = patches.get(i)?;
     let start = first.address;
     let mut end = start.saturating_add(first.old.len() as u64);
-    let mut j = i + 1;
+    let mut j = i.saturating_add(1);
     while let Some(p) = patches.get(j) {
         if p.address.saturating_sub(end) >= page {
             break;
         }
         end = end.max(p.address.saturating_add(p.old.len() as u64));
-        j += 1;
+        j = j.saturating_add(1);
     }
     Some((j, start, end))
+}
+
+/// Where the `len` bytes at `address` lie in a run read from `start`;
+/// `None` if they do not start in it.
+fn in_run(address: u64, start: u64, len: usize) -> Option<std::ops::Range<usize>> {
+    let o = usize::try_from(address.checked_sub(start)?).ok()?;
+    Some(o..o.checked_add(len)?)
+}
+
+/// `n` rounded down to a multiple of `page` (`n` for a zero page).
+fn round_down(n: u64, page: u64) -> u64 {
+    // The remainder is at most `n`: the subtraction cannot saturate.
+    n.saturating_sub(n.checked_rem(page).unwrap_or(0))
 }
 
 fn usize_of(n: u64) -> usize {
