@@ -48,6 +48,9 @@ pub struct MemTarget {
     pub stops: usize,
     /// Bytes someone else writes just as the target stops.
     pub poke_on_stop: Option<(u64, Vec<u8>)>,
+    /// If set, [`Target::allocate`] returns this address whatever the
+    /// bounds and maps nothing there (a target that misplaces a block).
+    pub place_at: Option<u64>,
     stopped: bool,
 }
 
@@ -209,6 +212,10 @@ impl Target for MemTarget {
     fn allocate(&mut self, lo: u64, hi: u64, size: u64) -> Result<u64, TargetError> {
         assert_eq!(size % PAGE, 0, "allocation of {size:#x} bytes");
         assert_eq!(lo % PAGE, 0, "allocation at {lo:#x}");
+        if let Some(a) = self.place_at {
+            self.allocations.insert(a, size);
+            return Ok(a);
+        }
         // Candidates: the low bound, the ends of mapped ranges and the
         // starts of allowed ranges; above the images first.
         let mut candidates: Vec<u64> = vec![lo];
@@ -265,6 +272,9 @@ impl Target for MemTarget {
             return Err(self.access(address, size, "not an allocation"));
         }
         self.allocations.remove(&address);
+        if self.place_at == Some(address) {
+            return Ok(());
+        }
         let mut p = address;
         while p < address + size {
             self.pages.remove(&p);

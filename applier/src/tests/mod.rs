@@ -412,6 +412,33 @@ fn placement_out_of_range_is_refused_with_memory_unchanged() {
     }
 }
 
+/// A target that places the block at the top of the address space, where
+/// its later items would lie past the end: refused as a placement, the
+/// block freed and memory unchanged (nothing written at wrapped addresses).
+#[test]
+fn a_block_placed_past_the_end_of_the_address_space_is_refused() {
+    for target in TARGETS {
+        let base = file("01-bounds-check", target, "v1");
+        let upd = file("01-bounds-check", target, "v2");
+        let (mut t, mut payload) =
+            assemble_update(&base.image(), &upd.image(), &base.name).unwrap();
+        // Two pages of code after the body: the last item starts a page
+        // or more into the block.
+        add_filler(&mut t, &mut payload, 0x1000);
+        add_filler(&mut t, &mut payload, 0x1000);
+        t.added_functions.last_mut().unwrap().name = "filler2".into();
+        let pkg = signed(&manifest("top-of-memory", 1, t), &payload);
+        let mut mem = target_with(&base);
+        mem.place_at = Some(0xffff_ffff_ffff_f000);
+        let e = refused(&mut mem, &pkg);
+        assert_eq!(e.check(), "placement", "{target}: {e}");
+        assert!(
+            e.to_string().contains("past the end of the address space"),
+            "{target}: {e}"
+        );
+    }
+}
+
 /// AArch64: with no room within 128 MiB for the bodies but a page for
 /// veneers, the redirects go through veneers to bodies placed further away.
 #[test]
