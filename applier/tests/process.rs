@@ -16,8 +16,14 @@ use hotpatch_formats::package::{BuildIdentity, ImageIdentity, Sha256Digest};
 use object::{Object, ObjectSegment, ObjectSymbol};
 use sha2::{Digest, Sha256};
 
+/// The repository: beside this crate, or where `HOTPATCH_ROOT` says (the
+/// ARM64 VM stages the corpus at a fixed path: the checkout's own may lie
+/// under a directory the VM mounts over, such as `/tmp`).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("HOTPATCH_ROOT") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

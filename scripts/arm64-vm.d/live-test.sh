@@ -95,7 +95,7 @@ sed 's/^/HOTPATCH-VM: /' /tmp/pauses
 
 if [ -x /bin/process-tests ]; then
   echo "HOTPATCH-VM: the Process target's tests (applier/tests/process.rs)"
-  HOTPATCH_LIVEPROG=/bin/liveprog /bin/process-tests --test-threads=1 > /tmp/ptests.out 2>&1
+  HOTPATCH_ROOT=/repo HOTPATCH_LIVEPROG=/bin/liveprog /bin/process-tests --test-threads=1 > /tmp/ptests.out 2>&1
   rc=$?
   grep -E '^test |^test result' /tmp/ptests.out | sed 's/^/  /'
   [ $rc -eq 0 ] || { tail -n 40 /tmp/ptests.out; fail "the Process target's tests failed"; }
