@@ -225,6 +225,7 @@ word_recorder!(Canon, words);
 
 pub(crate) mod arm64;
 pub(crate) mod x86;
+pub(crate) mod x86_quick;
 
 /// One normalised instruction (or one opaque datum inside code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,6 +56,7 @@ use hotpatch_formats::package::RelocKind;
 use hotpatch_formats::Relocation;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
 
+use super::x86_quick::{self, Quick};
 use super::{hash_ref, FieldKind, NormInsn, Normalized, Scope};
 use crate::index::{ImageIndex, SymRef};
 
@@ -143,11 +144,27 @@ fn insn_words(code: &[u8], pos: usize, len: usize) -> [u64; 2] {
 /// or `nop r/m` (`0F 1F /0`), without a `lock` prefix (which makes it
 /// invalid). `F3 90` decodes as `pause`, `41 90` as `xchg r8d,eax`, and the
 /// other reserved-`NOP` opcodes under other codes, so none of them is one.
-fn is_nop(insn: &Instruction) -> bool {
+pub(crate) fn is_nop(insn: &Instruction) -> bool {
     matches!(
         insn.code(),
         Code::Nopw | Code::Nopd | Code::Nopq | Code::Nop_rm16 | Code::Nop_rm32 | Code::Nop_rm64
     ) && !insn.has_lock_prefix()
+}
+
+/// Whether nothing in `insn` depends on where it is (given no relocation
+/// patches it): no RIP-relative operand and no branch target. Its bytes are
+/// then its form.
+#[inline]
+pub(crate) fn is_plain_kind(insn: &Instruction) -> bool {
+    !insn.is_ip_rel_memory_operand()
+        && !matches!(
+            insn.op0_kind(),
+            OpKind::NearBranch16
+                | OpKind::NearBranch32
+                | OpKind::NearBranch64
+                | OpKind::FarBranch16
+                | OpKind::FarBranch32
+        )
 }
 
 /// Move `decoder` to offset `pos` of its code (RVA `base + pos`). Returns
@@ -395,6 +412,17 @@ pub(crate) fn normalize<'a>(
                 continue;
             }
         }
+        // The common plain instructions and `NOP`s need only their length.
+        if let Some((len, nop)) = quick(&cx, code, pos, relocs, &mut next_reloc) {
+            if nop {
+                out.push_nop(pos, len);
+            } else {
+                write_plain(code, pos, len, out);
+                out.push_plain(pos, len);
+            }
+            pos = pos.saturating_add(len);
+            continue;
+        }
         if decoder.position() != pos && !resync(&mut decoder, rva, pos) {
             break;
         }
@@ -433,17 +461,7 @@ pub(crate) fn normalize<'a>(
             continue;
         }
         let at = pos.saturating_sub(len);
-        if here.is_empty()
-            && !insn.is_ip_rel_memory_operand()
-            && !matches!(
-                insn.op0_kind(),
-                OpKind::NearBranch16
-                    | OpKind::NearBranch32
-                    | OpKind::NearBranch64
-                    | OpKind::FarBranch16
-                    | OpKind::FarBranch32
-            )
-        {
+        if here.is_empty() && is_plain_kind(&insn) {
             // Nothing in it depends on where it is: its bytes are its form.
             write_plain(code, at, len, out);
             out.push_plain(at, len);
@@ -453,6 +471,60 @@ pub(crate) fn normalize<'a>(
         }
     }
     cx.finish_anon_tables(out);
+}
+
+/// The instruction at `pos` of `code` when [`x86_quick::classify`] knows it
+/// and nothing else stands in the way (no relocation patches it, no jump
+/// table inside the code cuts it): its length, and whether it is a `NOP`.
+/// Moves `next_reloc` past relocations before `pos`, as decoding does.
+#[inline(always)]
+fn quick(
+    cx: &Context<'_, '_, '_, '_>,
+    code: &[u8],
+    pos: usize,
+    relocs: &[Relocation],
+    next_reloc: &mut usize,
+) -> Option<(usize, bool)> {
+    let (len, nop) = match x86_quick::classify(code.get(pos..)?) {
+        Quick::Plain(len) => (len, false),
+        Quick::Nop(len) => (len, true),
+        Quick::Decode => return None,
+    };
+    let ip = cx.scope.rva.wrapping_add(pos as u64);
+    while relocs.get(*next_reloc).is_some_and(|r| r.rva < ip) {
+        *next_reloc = next_reloc.saturating_add(1);
+    }
+    let next_ip = ip.wrapping_add(len as u64);
+    if relocs.get(*next_reloc).is_some_and(|r| r.rva < next_ip) {
+        return None;
+    }
+    if cx.inline_tables.cut(pos, len).is_some() {
+        return None;
+    }
+    #[cfg(debug_assertions)]
+    debug_check_quick(code, pos, cx.scope.rva, len, nop);
+    Some((len, nop))
+}
+
+/// In builds with debug assertions (the tests, fuzzing), check every quick
+/// answer against iced-x86.
+#[cfg(debug_assertions)]
+fn debug_check_quick(code: &[u8], pos: usize, rva: u64, len: usize, nop: bool) {
+    let mut d = Decoder::with_ip(
+        64,
+        code.get(pos..).unwrap_or(&[]),
+        rva,
+        DecoderOptions::NONE,
+    );
+    let insn = d.decode();
+    debug_assert!(
+        !insn.is_invalid()
+            && insn.len() == len
+            && is_nop(&insn) == nop
+            && (nop || is_plain_kind(&insn)),
+        "the quick look disagrees with iced-x86 at offset {pos}: {:02x?}",
+        code.get(pos..pos.saturating_add(len)).unwrap_or(&[])
+    );
 }
 
 /// The first word of the form of a plain instruction of `len` bytes.
