@@ -167,6 +167,58 @@ pub(crate) fn is_plain_kind(insn: &Instruction) -> bool {
         )
 }
 
+/// The first word of the form of a decoded instruction (short branches
+/// already made near): its code, operand count, the prefixes that change
+/// its meaning, segment, mask and rounding.
+#[inline]
+fn header(insn: &Instruction) -> u64 {
+    let flags = u64::from(insn.has_lock_prefix())
+        | u64::from(insn.has_rep_prefix()) << 1
+        | u64::from(insn.has_repne_prefix()) << 2
+        | u64::from(insn.has_xacquire_prefix()) << 3
+        | u64::from(insn.has_xrelease_prefix()) << 4
+        | u64::from(insn.is_broadcast()) << 5
+        | u64::from(insn.zeroing_masking()) << 6
+        | u64::from(insn.suppress_all_exceptions()) << 7;
+    insn.code() as u64
+        | u64::from(insn.op_count()) << 16
+        | flags << 24
+        | (insn.segment_prefix() as u64) << 32
+        | (insn.op_mask() as u64) << 40
+        | (insn.rounding_control() as u64) << 48
+}
+
+/// The iced-x86 code of each [`Quick::Branch`] kind, near form: the 16
+/// conditions of `jcc`, then `jmp` and `call`.
+pub(crate) const BRANCH_CODES: [Code; 18] = [
+    Code::Jo_rel32_64,
+    Code::Jno_rel32_64,
+    Code::Jb_rel32_64,
+    Code::Jae_rel32_64,
+    Code::Je_rel32_64,
+    Code::Jne_rel32_64,
+    Code::Jbe_rel32_64,
+    Code::Ja_rel32_64,
+    Code::Js_rel32_64,
+    Code::Jns_rel32_64,
+    Code::Jp_rel32_64,
+    Code::Jnp_rel32_64,
+    Code::Jl_rel32_64,
+    Code::Jge_rel32_64,
+    Code::Jle_rel32_64,
+    Code::Jg_rel32_64,
+    Code::Jmp_rel32_64,
+    Code::Call_rel32_64,
+];
+
+/// [`header`] of a [`Quick::Branch`] of `kind`: its near code, one
+/// operand, no prefix.
+#[inline]
+fn branch_header(kind: u8) -> Option<u64> {
+    let code = *BRANCH_CODES.get(usize::from(kind))?;
+    Some(code as u64 | 1 << 16)
+}
+
 /// Move `decoder` to offset `pos` of its code (RVA `base + pos`). Returns
 /// `false` when `pos` is past the end.
 fn resync(decoder: &mut Decoder<'_>, base: u64, pos: usize) -> bool {
@@ -412,13 +464,27 @@ pub(crate) fn normalize<'a>(
                 continue;
             }
         }
-        // The common plain instructions and `NOP`s need only their length.
-        if let Some((len, nop)) = quick(&cx, code, pos, relocs, &mut next_reloc) {
-            if nop {
-                out.push_nop(pos, len);
-            } else {
-                write_plain(code, pos, len, out);
-                out.push_plain(pos, len);
+        // The common plain instructions and `NOP`s need only their length,
+        // direct branches their target.
+        if let Some((len, q)) = quick(&cx, code, pos, relocs, &mut next_reloc, out.want_fields) {
+            match q {
+                Quick::Nop(_) => out.push_nop(pos, len),
+                Quick::Branch { kind, rel, .. } => {
+                    let h = branch_header(kind).unwrap_or_default();
+                    let target = rva
+                        .wrapping_add(pos as u64)
+                        .wrapping_add(len as u64)
+                        .wrapping_add_signed(rel);
+                    #[cfg(debug_assertions)]
+                    debug_check_branch(code, pos, rva, h, target);
+                    out.write_u64(h);
+                    cx.hash_branch(target, out);
+                    out.push(pos, len);
+                }
+                _ => {
+                    write_plain(code, pos, len, out);
+                    out.push_plain(pos, len);
+                }
             }
             pos = pos.saturating_add(len);
             continue;
@@ -475,7 +541,7 @@ pub(crate) fn normalize<'a>(
 
 /// The instruction at `pos` of `code` when [`x86_quick::classify`] knows it
 /// and nothing else stands in the way (no relocation patches it, no jump
-/// table inside the code cuts it): its length, and whether it is a `NOP`.
+/// table inside the code cuts it): its length, and what it is.
 /// Moves `next_reloc` past relocations before `pos`, as decoding does.
 #[inline(always)]
 fn quick(
@@ -484,11 +550,14 @@ fn quick(
     pos: usize,
     relocs: &[Relocation],
     next_reloc: &mut usize,
-) -> Option<(usize, bool)> {
-    let (len, nop) = match x86_quick::classify(code.get(pos..)?) {
-        Quick::Plain(len) => (len, false),
-        Quick::Nop(len) => (len, true),
-        Quick::Decode => return None,
+    want_fields: bool,
+) -> Option<(usize, Quick)> {
+    let q = x86_quick::classify(code.get(pos..)?);
+    let len = match q {
+        Quick::Plain(len) | Quick::Nop(len) => len,
+        // A packager needs the branch's address field: decode it.
+        Quick::Branch { len, kind, .. } if !want_fields && branch_header(kind).is_some() => len,
+        Quick::Branch { .. } | Quick::Decode => return None,
     };
     let ip = cx.scope.rva.wrapping_add(pos as u64);
     while relocs.get(*next_reloc).is_some_and(|r| r.rva < ip) {
@@ -502,8 +571,24 @@ fn quick(
         return None;
     }
     #[cfg(debug_assertions)]
-    debug_check_quick(code, pos, cx.scope.rva, len, nop);
-    Some((len, nop))
+    if let Quick::Plain(_) | Quick::Nop(_) = q {
+        debug_check_quick(code, pos, cx.scope.rva, len, q == Quick::Nop(len));
+    }
+    Some((len, q))
+}
+
+/// In builds with debug assertions, check a quick branch against
+/// iced-x86: the same header and target.
+#[cfg(debug_assertions)]
+fn debug_check_branch(code: &[u8], pos: usize, rva: u64, h: u64, target: u64) {
+    let ip = rva.wrapping_add(pos as u64);
+    let mut d = Decoder::with_ip(64, code.get(pos..).unwrap_or(&[]), ip, DecoderOptions::NONE);
+    let mut insn = d.decode();
+    insn.as_near_branch();
+    debug_assert!(
+        !insn.is_invalid() && header(&insn) == h && insn.near_branch_target() == target,
+        "the quick branch disagrees with iced-x86 at offset {pos}"
+    );
 }
 
 /// In builds with debug assertions (the tests, fuzzing), check every quick
@@ -617,22 +702,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         });
         // `jmp short` and `jmp near` to the same place are the same thing.
         insn.as_near_branch();
-        let flags = u64::from(insn.has_lock_prefix())
-            | u64::from(insn.has_rep_prefix()) << 1
-            | u64::from(insn.has_repne_prefix()) << 2
-            | u64::from(insn.has_xacquire_prefix()) << 3
-            | u64::from(insn.has_xrelease_prefix()) << 4
-            | u64::from(insn.is_broadcast()) << 5
-            | u64::from(insn.zeroing_masking()) << 6
-            | u64::from(insn.suppress_all_exceptions()) << 7;
-        out.write_u64(
-            insn.code() as u64
-                | u64::from(insn.op_count()) << 16
-                | flags << 24
-                | (insn.segment_prefix() as u64) << 32
-                | (insn.op_mask() as u64) << 40
-                | (insn.rounding_control() as u64) << 48,
-        );
+        out.write_u64(header(insn));
 
         // Which relocation patches the displacement, which the immediate.
         let mut disp_reloc = None;

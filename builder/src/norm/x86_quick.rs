@@ -28,58 +28,80 @@ pub(crate) enum Quick {
     Plain(usize),
     /// A `NOP` (in the normaliser's sense) of this many bytes.
     Nop(usize),
+    /// A direct near branch without prefixes: `jcc` (`kind` = the
+    /// condition, 0..16), `jmp` ([`JMP`]) or `call` ([`CALL`]), rel8 or
+    /// rel32, of `len` bytes, whose target is `rel` bytes past its end.
+    Branch {
+        /// Length in bytes.
+        len: usize,
+        /// Which branch.
+        kind: u8,
+        /// The displacement, sign-extended.
+        rel: i64,
+    },
     /// Not known here: decode it.
     Decode,
 }
 
 /// How an opcode continues.
-const FORM_MASK: u16 = 0b11;
+const FORM_MASK: u32 = 0b11;
 /// Not handled here.
-const OTHER: u16 = 0;
+const OTHER: u32 = 0;
 /// No ModRM byte.
-const BARE: u16 = 1;
+const BARE: u32 = 1;
 /// A ModRM byte (and perhaps SIB and displacement).
-const MODRM: u16 = 2;
+const MODRM: u32 = 2;
 /// A ModRM byte whose `reg` field (or whole value) decides: see
 /// [`special`].
-const SPECIAL: u16 = 3;
+const SPECIAL: u32 = 3;
+
+/// [`Quick::Branch::kind`] of `jmp`.
+pub(crate) const JMP: u8 = 16;
+/// [`Quick::Branch::kind`] of `call`.
+pub(crate) const CALL: u8 = 17;
+
+/// A direct near branch (bit 12): its immediate is the displacement, and
+/// bits 13..18 its kind.
+const BRANCH: u32 = 1 << 12;
+/// Where a branch's kind starts.
+const KIND_SHIFT: u32 = 13;
 
 /// Which immediate follows (bits 2..5).
-const IMM_SHIFT: u16 = 2;
+const IMM_SHIFT: u32 = 2;
 /// No immediate.
-const I0: u16 = 0;
+const I0: u32 = 0;
 /// 8 bits.
-const I8: u16 = 1 << IMM_SHIFT;
+const I8: u32 = 1 << IMM_SHIFT;
 /// 16 bits.
-const I16: u16 = 2 << IMM_SHIFT;
+const I16: u32 = 2 << IMM_SHIFT;
 /// 16 bits with an operand-size prefix, otherwise 32 (`iz`).
-const IZ: u16 = 3 << IMM_SHIFT;
+const IZ: u32 = 3 << IMM_SHIFT;
 /// 16, 32 or, with `REX.W`, 64 bits (`iv`: `mov r, imm`).
-const IV: u16 = 4 << IMM_SHIFT;
+const IV: u32 = 4 << IMM_SHIFT;
 /// All the immediate bits.
-const IMM_MASK: u16 = 7 << IMM_SHIFT;
+const IMM_MASK: u32 = 7 << IMM_SHIFT;
 
 /// The prefixes an opcode accepts (bits 8..12): none of `66`/`F3`/`F2`,
 /// `66`, `F3`, `F2`. In the one-byte map `66` is the operand size and
 /// `F3`/`F2` are `rep`; in the `0F` map they select the instruction.
-const P_NONE: u16 = 1 << 8;
+const P_NONE: u32 = 1 << 8;
 /// `66`.
-const P_66: u16 = 1 << 9;
+const P_66: u32 = 1 << 9;
 /// `F3`.
-const P_F3: u16 = 1 << 10;
+const P_F3: u32 = 1 << 10;
 /// `F2`.
-const P_F2: u16 = 1 << 11;
+const P_F2: u32 = 1 << 11;
 /// No mandatory prefix, or `66`.
-const NP66: u16 = P_NONE | P_66;
+const NP66: u32 = P_NONE | P_66;
 /// Any of the four.
-const PALL: u16 = P_NONE | P_66 | P_F3 | P_F2;
+const PALL: u32 = P_NONE | P_66 | P_F3 | P_F2;
 
 // The table builders run at compile time only: an index out of bounds
 // there fails the build, it cannot panic at run time.
 
 /// Set `value` for every opcode in `ops`.
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-const fn set(mut t: [u16; 256], ops: &[u8], value: u16) -> [u16; 256] {
+const fn set(mut t: [u32; 256], ops: &[u8], value: u32) -> [u32; 256] {
     let mut i = 0;
     while i < ops.len() {
         t[ops[i] as usize] = value;
@@ -90,7 +112,7 @@ const fn set(mut t: [u16; 256], ops: &[u8], value: u16) -> [u16; 256] {
 
 /// Set `value` for the opcodes `from..=to`.
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-const fn range(mut t: [u16; 256], from: u8, to: u8, value: u16) -> [u16; 256] {
+const fn range(mut t: [u32; 256], from: u8, to: u8, value: u32) -> [u32; 256] {
     let mut op = from as usize;
     while op <= to as usize {
         t[op] = value;
@@ -101,7 +123,7 @@ const fn range(mut t: [u16; 256], from: u8, to: u8, value: u16) -> [u16; 256] {
 
 /// The one-byte opcode map (64-bit mode).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-const ONE: [u16; 256] = {
+const ONE: [u32; 256] = {
     let mut t = [OTHER; 256];
     // The eight ALU operations: r/m,r and r,r/m forms, then AL/eAX with an
     // immediate (x6, x7, xE, xF are invalid in 64-bit mode or prefixes).
@@ -114,6 +136,14 @@ const ONE: [u16; 256] = {
         row += 1;
     }
     t = range(t, 0x50, 0x5f, BARE | NP66); // push, pop r
+    let mut cc = 0;
+    while cc < 16 {
+        t[0x70 + cc] = BARE | I8 | P_NONE | BRANCH | (cc as u32) << KIND_SHIFT; // jcc rel8
+        cc += 1;
+    }
+    t[0xe8] = BARE | IZ | P_NONE | BRANCH | (CALL as u32) << KIND_SHIFT; // call rel32
+    t[0xe9] = BARE | IZ | P_NONE | BRANCH | (JMP as u32) << KIND_SHIFT; // jmp rel32
+    t[0xeb] = BARE | I8 | P_NONE | BRANCH | (JMP as u32) << KIND_SHIFT; // jmp rel8
     t[0x63] = MODRM | NP66; // movsxd
     t[0x68] = BARE | IZ | NP66; // push imm
     t[0x69] = MODRM | IZ | NP66; // imul r, r/m, imm
@@ -151,8 +181,8 @@ const ONE: [u16; 256] = {
 };
 
 /// The two-byte opcode map (`0F xx`).
-#[allow(clippy::indexing_slicing)]
-const TWO: [u16; 256] = {
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const TWO: [u32; 256] = {
     let mut t = [OTHER; 256];
     t[0x05] = BARE | P_NONE; // syscall
     t[0x0b] = BARE | P_NONE; // ud2
@@ -174,6 +204,11 @@ const TWO: [u16; 256] = {
     t[0x70] = MODRM | I8 | PALL; // pshufw/d/hw/lw
     t = range(t, 0x74, 0x76, MODRM | NP66); // pcmpeq
     t[0x7e] = MODRM | P_NONE | P_66 | P_F3; // movd/q
+    let mut cc = 0;
+    while cc < 16 {
+        t[0x80 + cc] = BARE | IZ | P_NONE | BRANCH | (cc as u32) << KIND_SHIFT; // jcc rel32
+        cc += 1;
+    }
     t = range(t, 0x90, 0x9f, MODRM | P_NONE); // setcc
     t = set(t, &[0xa3, 0xa5, 0xab, 0xad, 0xaf, 0xb3, 0xbb], MODRM | NP66); // bt.., shld/shrd cl, imul
     t = set(t, &[0xa4, 0xac], MODRM | I8 | NP66); // shld/shrd imm
@@ -236,7 +271,7 @@ fn modrm_end(w: &[u8; 16], at: usize) -> (usize, bool) {
 /// [`SPECIAL`] makes of it: its form without the prefix bits, and whether
 /// it is a `NOP`. `None`: decode it.
 #[inline]
-fn special(two: bool, op: u8, modrm: u8, rex_b: bool, rep: bool) -> Option<(u16, bool)> {
+fn special(two: bool, op: u8, modrm: u8, rex_b: bool, rep: bool) -> Option<(u32, bool)> {
     let reg = (modrm >> 3) & 7;
     let memory = modrm >> 6 != 3;
     Some(match (two, op) {
@@ -282,7 +317,7 @@ const PREFIX: [u8; 256] = {
 /// The prefix bit of an entry that the `66`/`F3`/`F2` prefixes seen (bits
 /// 0..3 of [`PREFIX`]) select; 0 for two of them at once, where which one
 /// counts depends on the opcode.
-const WHICH: [u16; 8] = [P_NONE, P_66, P_F3, 0, P_F2, 0, 0, 0];
+const WHICH: [u32; 8] = [P_NONE, P_66, P_F3, 0, P_F2, 0, 0, 0];
 
 /// Look at the instruction at the start of `code`: see [`Quick`].
 #[inline]
@@ -299,9 +334,9 @@ pub(crate) fn classify(code: &[u8]) -> Quick {
     }
 }
 
-/// [`classify`] of the first `len` (at most 16) bytes of `w`.
+/// [`classify`] of the first `avail` (at most 16) bytes of `w`.
 #[inline(always)]
-fn look(w: &[u8; 16], len: usize) -> Quick {
+fn look(w: &[u8; 16], avail: usize) -> Quick {
     // Legacy prefixes: operand size, segments, rep; not lock or address
     // size.
     let mut seen = 0u8;
@@ -336,6 +371,29 @@ fn look(w: &[u8; 16], len: usize) -> Quick {
     if entry & which == 0 {
         return Quick::Decode;
     }
+    if entry & BRANCH != 0 {
+        // No prefix at all (a segment prefix is a hint that iced-x86
+        // keeps, `F2` is `bnd`), no REX.
+        if seen != 0 || rex != 0 {
+            return Quick::Decode;
+        }
+        let kind = (entry >> KIND_SHIFT) as u8;
+        let (len, rel) = if entry & IMM_MASK == I8 {
+            (at.wrapping_add(1), i64::from(byte(w, at) as i8))
+        } else {
+            let d = [
+                byte(w, at),
+                byte(w, at.wrapping_add(1)),
+                byte(w, at.wrapping_add(2)),
+                byte(w, at.wrapping_add(3)),
+            ];
+            (at.wrapping_add(4), i64::from(i32::from_le_bytes(d)))
+        };
+        if len > avail {
+            return Quick::Decode;
+        }
+        return Quick::Branch { len, kind, rel };
+    }
     let (form, nop) = match entry & FORM_MASK {
         OTHER => return Quick::Decode,
         SPECIAL => match special(two, op, byte(w, at), rex & 1 != 0, seen & 6 != 0) {
@@ -366,7 +424,7 @@ fn look(w: &[u8; 16], len: usize) -> Quick {
         IV => 4,
         _ => 0,
     });
-    if end > MAX_LEN || end > len {
+    if end > MAX_LEN || end > avail {
         return Quick::Decode;
     }
     if nop {
@@ -391,6 +449,39 @@ mod tests {
         }
         if super::super::x86::is_nop(&insn) {
             return Quick::Nop(insn.len());
+        }
+        let len = insn.len();
+        let target = insn.near_branch_target();
+        let mut near = insn;
+        near.as_near_branch();
+        if let Some(kind) = super::super::x86::BRANCH_CODES
+            .iter()
+            .position(|&c| c == near.code())
+            .filter(|_| {
+                near.op_count() == 1
+                    && bytes.first().is_some_and(|b| {
+                        !matches!(
+                            b,
+                            0x26 | 0x2e
+                                | 0x36
+                                | 0x3e
+                                | 0x64
+                                | 0x65
+                                | 0x66
+                                | 0x67
+                                | 0xf0
+                                | 0xf2
+                                | 0xf3
+                                | 0x40..=0x4f
+                        )
+                    })
+            })
+        {
+            return Quick::Branch {
+                len,
+                kind: kind as u8,
+                rel: target.wrapping_sub(0x1000 + len as u64) as i64,
+            };
         }
         if super::super::x86::is_plain_kind(&insn) {
             Quick::Plain(insn.len())
@@ -556,8 +647,22 @@ mod tests {
             ), // mov rax, fs:0x28
             (&[0x48, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8], Quick::Plain(10)), // movabs
             (&[0x48, 0x8b, 0x05, 1, 2, 3, 4], Quick::Decode), // RIP-relative
-            (&[0xe8, 1, 2, 3, 4], Quick::Decode), // call
-            (&[0x74, 0x05], Quick::Decode), // je
+            (
+                &[0xe8, 1, 2, 3, 4],
+                Quick::Branch {
+                    len: 5,
+                    kind: CALL,
+                    rel: 0x0403_0201,
+                },
+            ), // call
+            (
+                &[0x74, 0x05],
+                Quick::Branch {
+                    len: 2,
+                    kind: 4,
+                    rel: 5,
+                },
+            ), // je
             (&[0xc7, 0x44, 0x24, 0x08, 1, 0, 0, 0], Quick::Plain(8)), // mov [rsp+8], 1
             (&[0x66, 0x0f, 0xef, 0xc0], Quick::Plain(4)), // pxor
             (&[0xf2, 0x0f, 0x10, 0x44, 0x24, 0x08], Quick::Plain(6)), // movsd
