@@ -502,7 +502,7 @@ fn compare_pair<'a>(
 ) {
     let (bn, un) = (&mut scratch.base, &mut scratch.upd);
     norm::normalize_group(base, bg, bn);
-    norm::normalize_group_hinted(upd, ug, bn, un);
+    norm::normalize_group_hinted(upd, ug, base, bg, bn, un);
     for n in bn.iter() {
         out.anchors.0.extend(&n.anchors);
     }

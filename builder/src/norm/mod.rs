@@ -624,6 +624,23 @@ impl<'a> Normalized<'a> {
         self.cur_start = self.words.len();
     }
 
+    /// Push plain instructions taken over from another stream: `insns`,
+    /// whose words are `words` (contiguous, in order, starting with the
+    /// first one's).
+    pub(crate) fn push_plain_run(&mut self, insns: &[NormInsn], words: &[u64]) {
+        let Some(first) = insns.first() else {
+            return;
+        };
+        self.words.truncate(self.cur_start);
+        let base = u32::try_from(self.words.len()).unwrap_or(u32::MAX);
+        self.words.extend_from_slice(words);
+        self.insns.extend(insns.iter().map(|i| NormInsn {
+            start: i.start.wrapping_sub(first.start).wrapping_add(base),
+            ..*i
+        }));
+        self.cur_start = self.words.len();
+    }
+
     /// Forget what was written for the instruction being built.
     pub(crate) fn discard(&mut self) {
         self.words.truncate(self.cur_start);
@@ -980,18 +997,42 @@ pub fn normalize_group<'a>(
     group: usize,
     out: &mut Vec<Normalized<'a>>,
 ) {
-    normalize_group_hinted(index, group, &[], out);
+    normalize_group_as(index, group, None, out);
 }
 
-/// [`normalize_group`], given the same function of the other build already
-/// normalised (`hint`, part by part): code that repeats the other build's
-/// bytes is taken over without decoding where that gives the same form
-/// (see [`NormInsn::plain`]). The result is exactly that of
-/// [`normalize_group`]; a hint only saves work, however well it fits.
+/// The other build's form of a part and the part's bytes, which the part
+/// being normalised may repeat: see [`normalize_group_hinted`].
+#[derive(Clone, Copy)]
+pub(crate) struct Hint<'h, 'n> {
+    /// Its normalised form.
+    pub form: &'h Normalized<'n>,
+    /// Its bytes.
+    pub code: &'h [u8],
+}
+
+/// [`normalize_group`], given the same function of the other build
+/// (group `hint_group` of `hint_index`) already normalised (`hint`, part by
+/// part): code that repeats the other build's bytes is taken over without
+/// decoding where that gives the same form (see [`NormInsn::plain`]). The
+/// result is exactly that of [`normalize_group`]; a hint only saves work,
+/// however well it fits.
 pub fn normalize_group_hinted<'a>(
     index: &'a ImageIndex<'_, '_>,
     group: usize,
+    hint_index: &ImageIndex<'_, '_>,
+    hint_group: usize,
     hint: &[Normalized<'_>],
+    out: &mut Vec<Normalized<'a>>,
+) {
+    normalize_group_as(index, group, Some((hint_index, hint_group, hint)), out);
+}
+
+/// [`normalize_group`] with an optional hint (see
+/// [`normalize_group_hinted`]).
+fn normalize_group_as<'a>(
+    index: &'a ImageIndex<'_, '_>,
+    group: usize,
+    hint: Option<(&ImageIndex<'_, '_>, usize, &[Normalized<'_>])>,
     out: &mut Vec<Normalized<'a>>,
 ) {
     let n = index.parts(group).len();
@@ -999,7 +1040,14 @@ pub fn normalize_group_hinted<'a>(
     out.resize_with(n, Normalized::default);
     for (p, o) in out.iter_mut().enumerate() {
         o.clear();
-        decode_part_with(index, group, p, None, hint.get(p), o);
+        let part_hint = hint.and_then(|(idx, g, forms)| {
+            let part = idx.parts(g).get(p)?;
+            Some(Hint {
+                form: forms.get(p)?,
+                code: idx.image.bytes_at(part.rva, part.size)?,
+            })
+        });
+        decode_part_with(index, group, p, None, part_hint, o);
     }
     finish_parts(out, 0);
 }
@@ -1090,7 +1138,7 @@ fn decode_part_with<'a>(
     group: usize,
     part: usize,
     code: Option<&[u8]>,
-    hint: Option<&Normalized<'_>>,
+    hint: Option<Hint<'_, '_>>,
     out: &mut Normalized<'a>,
 ) {
     let Some(p) = index.parts(group).get(part) else {
@@ -1346,15 +1394,16 @@ mod tests {
                         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                     normalize_group(&base, bg, &mut hint);
                     normalize_group(&upd, ug, &mut plain);
-                    normalize_group_hinted(&upd, ug, &hint, &mut hinted);
+                    normalize_group_hinted(&upd, ug, &base, bg, &hint, &mut hinted);
                     assert_eq!(
                         parts_view(&plain),
                         parts_view(&hinted),
                         "{scenario} {target} {key}"
                     );
                     let mut unrelated = Vec::new();
-                    normalize_group(&base, (bg + 1) % base.groups.len(), &mut unrelated);
-                    normalize_group_hinted(&upd, ug, &unrelated, &mut other);
+                    let other_g = (bg + 1) % base.groups.len();
+                    normalize_group(&base, other_g, &mut unrelated);
+                    normalize_group_hinted(&upd, ug, &base, other_g, &unrelated, &mut other);
                     assert_eq!(
                         parts_view(&plain),
                         parts_view(&other),

@@ -416,7 +416,7 @@ fn group_entries(
 pub(crate) fn normalize<'a>(
     scope: Scope<'a, '_, '_>,
     code: &[u8],
-    hint: Option<&Normalized<'_>>,
+    hint: Option<super::Hint<'_, '_>>,
     out: &mut Normalized<'a>,
 ) {
     let rva = scope.rva;
@@ -430,9 +430,13 @@ pub(crate) fn normalize<'a>(
         inline_seen: HashMap::new(),
     };
     out.insns.reserve(code.len() / 4);
-    let (hint_insns, hint_words) =
-        hint.map_or((&[][..], &[][..]), |h| (&h.insns[..], &h.words[..]));
+    let (hint_insns, hint_words, hint_code) = hint.map_or((&[][..], &[][..], &[][..]), |h| {
+        (&h.form.insns[..], &h.form.words[..], h.code)
+    });
     let mut next_hint = 0usize;
+    // The run of the hint's plain instructions that `next_hint` is in:
+    // where it ends (instruction index, byte offset).
+    let mut run = (0usize, 0usize);
     let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
     let mut insn = Instruction::default();
     let mut pos = 0usize;
@@ -443,6 +447,14 @@ pub(crate) fn normalize<'a>(
             pos = t.end;
             continue;
         }
+        // No hint, no relocation and no table inside the code: a run of
+        // quick plain instructions and `NOP`s needs nothing else.
+        if hint_insns.is_empty() && relocs.is_empty() && cx.inline_tables.0.is_empty() {
+            pos = plain_run(code, pos, rva, out);
+            if pos >= code.len() {
+                break;
+            }
+        }
         // The other build has a plain instruction here: if the bytes are
         // the same, so is the instruction.
         if !hint_insns.is_empty() {
@@ -451,6 +463,29 @@ pub(crate) fn normalize<'a>(
                 .is_some_and(|h| (h.offset as usize) < pos)
             {
                 next_hint = next_hint.saturating_add(1);
+            }
+            // Where nothing can cut in (no relocation, no table inside the
+            // code), a whole run of plain instructions whose bytes are the
+            // same is taken over at once.
+            if relocs.is_empty() && cx.inline_tables.0.is_empty() {
+                if run.0 <= next_hint {
+                    run = plain_run_end(hint_insns, next_hint);
+                }
+                if let Some((j, end)) =
+                    same_prefix(hint_insns, next_hint, run, hint_code, code, pos)
+                {
+                    let from = hint_insns.get(next_hint).map_or(0, |h| h.start as usize);
+                    let to = hint_insns
+                        .get(j.saturating_sub(1))
+                        .map_or(0, |h| (h.start as usize).saturating_add(h.count as usize));
+                    out.push_plain_run(
+                        hint_insns.get(next_hint..j).unwrap_or(&[]),
+                        hint_words.get(from..to).unwrap_or(&[]),
+                    );
+                    next_hint = j;
+                    pos = end;
+                    continue;
+                }
             }
             if let Some((len, form)) = hint_insns
                 .get(next_hint)
@@ -537,6 +572,88 @@ pub(crate) fn normalize<'a>(
         }
     }
     cx.finish_anon_tables(out);
+}
+
+/// Where the run of plain instructions of `insns` from `k` on ends: the
+/// index past its last instruction and the byte offset past it. A run is
+/// contiguous in the code (no `NOP` between) and in the words.
+fn plain_run_end(insns: &[NormInsn], k: usize) -> (usize, usize) {
+    let Some(first) = insns.get(k).filter(|h| h.plain) else {
+        return (k, 0);
+    };
+    let (mut end, mut words) = (first.offset as usize, first.start as usize);
+    let mut m = k;
+    while let Some(h) = insns.get(m) {
+        if !h.plain || h.offset as usize != end || h.start as usize != words {
+            break;
+        }
+        end = end.saturating_add(usize::from(h.len));
+        words = words.saturating_add(h.count as usize);
+        m = m.saturating_add(1);
+    }
+    (m, end)
+}
+
+/// The instructions `k..j` of the run `run` (see [`plain_run_end`]) of the
+/// other build's plain instructions, starting at `pos`, whose bytes in
+/// `code` are those of `other` at the same offsets: `j` and the byte offset
+/// where they end. `None` when not even the first one is the same.
+#[inline]
+fn same_prefix(
+    insns: &[NormInsn],
+    k: usize,
+    run: (usize, usize),
+    other: &[u8],
+    code: &[u8],
+    pos: usize,
+) -> Option<(usize, usize)> {
+    let first = insns
+        .get(k)
+        .filter(|h| h.plain && h.offset as usize == pos)?;
+    let (m, end) = run;
+    let (a, b) = (other.get(pos..end)?, code.get(pos..end)?);
+    if a == b {
+        return Some((m, end));
+    }
+    // Changed code: the instructions before the first different byte.
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let limit = pos.saturating_add(same);
+    let mut j = k;
+    let mut at = first.offset as usize;
+    while let Some(h) = insns.get(j).filter(|_| j < m) {
+        let e = (h.offset as usize).saturating_add(usize::from(h.len));
+        if e > limit {
+            break;
+        }
+        at = e;
+        j = j.saturating_add(1);
+    }
+    (j > k).then_some((j, at))
+}
+
+/// Normalise the plain instructions and `NOP`s that [`x86_quick::classify`]
+/// knows from `pos` on, in a part with no relocation and no table inside
+/// its code; returns where the run ends.
+#[inline(never)]
+fn plain_run(code: &[u8], mut pos: usize, rva: u64, out: &mut Normalized<'_>) -> usize {
+    let _ = rva;
+    while let Some(rest) = code.get(pos..).filter(|r| !r.is_empty()) {
+        let (len, nop) = match x86_quick::classify(rest) {
+            Quick::Plain(len) => (len, false),
+            Quick::Nop(len) => (len, true),
+            _ => break,
+        };
+        #[cfg(debug_assertions)]
+        debug_check_quick(code, pos, rva, len, nop);
+        if nop {
+            out.push_nop(pos, len);
+        } else {
+            write_plain(code, pos, len, out);
+            out.push_plain(pos, len);
+        }
+        pos = pos.saturating_add(len);
+    }
+    pos
 }
 
 /// The instruction at `pos` of `code` when [`x86_quick::classify`] knows it

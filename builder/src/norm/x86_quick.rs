@@ -320,7 +320,7 @@ const PREFIX: [u8; 256] = {
 const WHICH: [u32; 8] = [P_NONE, P_66, P_F3, 0, P_F2, 0, 0, 0];
 
 /// Look at the instruction at the start of `code`: see [`Quick`].
-#[inline]
+#[inline(always)]
 pub(crate) fn classify(code: &[u8]) -> Quick {
     match code.first_chunk::<16>() {
         Some(w) => look(w, 16),
