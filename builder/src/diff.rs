@@ -1054,7 +1054,15 @@ fn compare_indexes<'i>(
         }
         all
     };
-    for (_, b, u) in matched {
+    // The comparisons, in parallel.
+    let compared: Vec<Option<String>> = matched
+        .par_iter()
+        .map(|&(_, b, u)| match (b, u) {
+            (Some(bd), Some(ud)) if is_program_data(base, bd) => compare_data(base, bd, upd, ud),
+            _ => None,
+        })
+        .collect();
+    for ((_, b, u), reason) in matched.into_iter().zip(compared) {
         let m = (b, u);
         let names = entry_names(b, u);
         match m {
@@ -1064,7 +1072,6 @@ fn compare_indexes<'i>(
                     continue;
                 };
                 let key = e.key;
-                let reason = compare_data(base, bd, upd, ud);
                 let status = if reason.is_some() {
                     Status::Changed
                 } else {
@@ -1194,11 +1201,18 @@ fn compare_indexes<'i>(
     for &b in &removed {
         functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
     }
-    for (&(b, u), _) in pairs.iter().zip(&changed).filter(|(_, &c)| !c) {
-        let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
-        e.matched = how(b);
-        functions.push(e);
-    }
+    // Unchanged functions, most of them: made in parallel, kept in order.
+    let unchanged: Vec<Entry<'_>> = pairs
+        .par_iter()
+        .zip(&changed)
+        .filter(|(_, &c)| !c)
+        .map(|(&(b, u), _)| {
+            let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
+            e.matched = how(b);
+            e
+        })
+        .collect();
+    functions.extend(unchanged);
 
     // Blockers.
     let mut blockers = Vec::new();
@@ -1234,7 +1248,8 @@ fn compare_indexes<'i>(
             }
         }
     }
-    for &(b, _) in &pairs {
+    // (Only changed functions: a group's key is its own.)
+    for (&(b, _), _) in pairs.iter().zip(&changed).filter(|(_, &c)| c) {
         let Some(g) = base.groups.get(b) else {
             continue;
         };
