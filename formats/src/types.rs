@@ -38,7 +38,7 @@ pub(crate) const MAX_FLATTEN: usize = 16;
 pub(crate) const MAX_MEMBERS: usize = 1 << 16;
 
 /// What a reader found.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Found {
     /// Whether the debug information was there and read.
     pub(crate) info: TypeInfo,
