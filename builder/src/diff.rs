@@ -1201,18 +1201,19 @@ fn compare_indexes<'i>(
     for &b in &removed {
         functions.push(group_entry(base, Some(b), upd, None, Status::Removed, None));
     }
-    // Unchanged functions, most of them: made in parallel, kept in order.
-    let unchanged: Vec<Entry<'_>> = pairs
-        .par_iter()
+    // Unchanged functions, most of them: made in parallel, in order, in
+    // place.
+    let unchanged: Vec<(usize, usize)> = pairs
+        .iter()
         .zip(&changed)
         .filter(|(_, &c)| !c)
-        .map(|(&(b, u), _)| {
-            let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
-            e.matched = how(b);
-            e
-        })
+        .map(|(&p, _)| p)
         .collect();
-    functions.extend(unchanged);
+    functions.par_extend(unchanged.par_iter().map(|&(b, u)| {
+        let mut e = group_entry(base, Some(b), upd, Some(u), Status::Unchanged, None);
+        e.matched = how(b);
+        e
+    }));
 
     // Blockers.
     let mut blockers = Vec::new();

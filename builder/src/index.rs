@@ -832,7 +832,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
                 (ka, &a.signature, a.rva, a.symbol).cmp(&(kb, &b.signature, b.rva, b.symbol))
             },
         );
-        let mut groups: Vec<Group<'i>> = Vec::new();
+        let mut groups: Vec<Group<'i>> = Vec::with_capacity(items.len());
         let mut parts: Vec<Part<'i>> = Vec::with_capacity(items.len());
         let mut last: Option<&(Key<'i>, Part<'i>)> = None;
         for &i in &order {

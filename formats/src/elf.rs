@@ -319,7 +319,9 @@ pub(crate) fn parse<'data>(data: &'data [u8], opts: &ReadOptions) -> Result<Imag
         exports.push(Export { name, rva });
     }
 
-    let mut functions = Vec::new();
+    // Room for every symbol (untouched room costs no memory): the tables
+    // are not copied as they grow.
+    let mut functions = Vec::with_capacity(symtab.len());
     let mut data_objects = Vec::new();
     let mut unit: Option<String> = None;
     for (index, sym) in symtab.enumerate() {
@@ -985,7 +987,8 @@ pub(crate) fn eh_frame_ranges(
     }
     let eh_frame = gimli::EhFrame::new(bytes, gimli::LittleEndian);
     let mut entries = eh_frame.entries(&bases);
-    let mut ranges = Vec::new();
+    // Room for the smallest FDEs (untouched room costs no memory).
+    let mut ranges = Vec::with_capacity(bytes.len() / 32);
     let bad = |e: gimli::Error| malformed(opts, format!(".eh_frame: {e}"));
     while let Some(entry) = entries.next().map_err(bad)? {
         if let gimli::CieOrFde::Fde(partial) = entry {
