@@ -635,8 +635,12 @@ fn same_prefix(
 /// knows from `pos` on, in a part with no relocation and no table inside
 /// its code; returns where the run ends.
 #[inline(never)]
-fn plain_run(code: &[u8], mut pos: usize, rva: u64, out: &mut Normalized<'_>) -> usize {
-    let _ = rva;
+fn plain_run(
+    code: &[u8],
+    mut pos: usize,
+    #[cfg_attr(not(debug_assertions), allow(unused_variables))] rva: u64,
+    out: &mut Normalized<'_>,
+) -> usize {
     while let Some(rest) = code.get(pos..).filter(|r| !r.is_empty()) {
         let (len, nop) = match x86_quick::classify(rest) {
             Quick::Plain(len) => (len, false),
