@@ -631,7 +631,7 @@ impl<'a> Normalized<'a> {
         let Some(first) = insns.first() else {
             return;
         };
-        self.words.truncate(self.cur_start);
+        self.discard();
         let base = u32::try_from(self.words.len()).unwrap_or(u32::MAX);
         self.words.extend_from_slice(words);
         self.insns.extend(insns.iter().map(|i| NormInsn {

@@ -447,16 +447,11 @@ pub(crate) fn normalize<'a>(
             pos = t.end;
             continue;
         }
-        // No hint, no relocation and no table inside the code: a run of
-        // quick plain instructions and `NOP`s needs nothing else.
-        if hint_insns.is_empty() && relocs.is_empty() && cx.inline_tables.0.is_empty() {
-            pos = plain_run(code, pos, rva, out);
-            if pos >= code.len() {
-                break;
-            }
-        }
-        // The other build has a plain instruction here: if the bytes are
-        // the same, so is the instruction.
+        // Nothing before `limit` can cut an instruction short or patch it.
+        let limit = run_limit(&cx, pos, relocs, &mut next_reloc);
+        // The other build has a run of plain instructions here: as far as
+        // the bytes are the same, so are the instructions, taken over at
+        // once.
         if !hint_insns.is_empty() {
             while hint_insns
                 .get(next_hint)
@@ -464,64 +459,50 @@ pub(crate) fn normalize<'a>(
             {
                 next_hint = next_hint.saturating_add(1);
             }
-            // Where nothing can cut in (no relocation, no table inside the
-            // code), a whole run of plain instructions whose bytes are the
-            // same is taken over at once.
-            if relocs.is_empty() && cx.inline_tables.0.is_empty() {
-                if run.0 <= next_hint {
-                    run = plain_run_end(hint_insns, next_hint);
-                }
-                if let Some((j, end)) =
-                    same_prefix(hint_insns, next_hint, run, hint_code, code, pos)
-                {
-                    let from = hint_insns.get(next_hint).map_or(0, |h| h.start as usize);
-                    let to = hint_insns
-                        .get(j.saturating_sub(1))
-                        .map_or(0, |h| (h.start as usize).saturating_add(h.count as usize));
-                    out.push_plain_run(
-                        hint_insns.get(next_hint..j).unwrap_or(&[]),
-                        hint_words.get(from..to).unwrap_or(&[]),
-                    );
-                    next_hint = j;
-                    pos = end;
-                    continue;
-                }
+            if run.0 <= next_hint {
+                run = plain_run_end(hint_insns, next_hint);
             }
-            if let Some((len, form)) = hint_insns
-                .get(next_hint)
-                .filter(|h| h.plain && h.offset as usize == pos)
-                .and_then(|h| take_plain(&cx, h, hint_words, code, pos, relocs, &mut next_reloc))
+            if let Some((j, end)) =
+                same_prefix(hint_insns, next_hint, run, hint_code, code, pos, limit)
             {
-                // The same bytes: the same form, word for word.
-                push_form(out, form);
-                out.push_plain(pos, len);
-                pos = pos.saturating_add(len);
+                let from = hint_insns.get(next_hint).map_or(0, |h| h.start as usize);
+                let to = hint_insns
+                    .get(j.saturating_sub(1))
+                    .map_or(0, |h| (h.start as usize).saturating_add(h.count as usize));
+                out.push_plain_run(
+                    hint_insns.get(next_hint..j).unwrap_or(&[]),
+                    hint_words.get(from..to).unwrap_or(&[]),
+                );
+                next_hint = j;
+                pos = end;
                 continue;
             }
         }
         // The common plain instructions and `NOP`s need only their length,
         // direct branches their target.
-        if let Some((len, q)) = quick(&cx, code, pos, relocs, &mut next_reloc, out.want_fields) {
-            match q {
-                Quick::Nop(_) => out.push_nop(pos, len),
-                Quick::Branch { kind, rel, .. } => {
-                    let h = branch_header(kind).unwrap_or_default();
-                    let target = rva
-                        .wrapping_add(pos as u64)
-                        .wrapping_add(len as u64)
-                        .wrapping_add_signed(rel);
-                    #[cfg(debug_assertions)]
-                    debug_check_branch(code, pos, rva, h, target);
-                    out.write_u64(h);
-                    cx.hash_branch(target, out);
-                    out.push(pos, len);
-                }
-                _ => {
-                    write_plain(code, pos, len, out);
-                    out.push_plain(pos, len);
-                }
+        let start = pos;
+        let stop;
+        (pos, stop) = plain_run(code, pos, limit, rva, out);
+        if let Quick::Branch { len, kind, rel } = stop {
+            // (A packager needs the branch's address field: it decodes.)
+            if let Some(h) =
+                branch_header(kind).filter(|_| !out.want_fields && pos.saturating_add(len) <= limit)
+            {
+                let target = rva
+                    .wrapping_add(pos as u64)
+                    .wrapping_add(len as u64)
+                    .wrapping_add_signed(rel);
+                #[cfg(debug_assertions)]
+                debug_check_branch(code, pos, rva, h, target);
+                out.write_u64(h);
+                cx.hash_branch(target, out);
+                out.push(pos, len);
+                pos = pos.saturating_add(len);
+                continue;
             }
-            pos = pos.saturating_add(len);
+        }
+        if pos != start && pos >= limit {
+            // A table or a relocation starts here: look again.
             continue;
         }
         if decoder.position() != pos && !resync(&mut decoder, rva, pos) {
@@ -595,9 +576,10 @@ fn plain_run_end(insns: &[NormInsn], k: usize) -> (usize, usize) {
 }
 
 /// The instructions `k..j` of the run `run` (see [`plain_run_end`]) of the
-/// other build's plain instructions, starting at `pos`, whose bytes in
-/// `code` are those of `other` at the same offsets: `j` and the byte offset
-/// where they end. `None` when not even the first one is the same.
+/// other build's plain instructions, starting at `pos`, that end by
+/// `limit` and whose bytes in `code` are those of `other` at the same
+/// offsets: `j` and the byte offset where they end. `None` when not even
+/// the first one is.
 #[inline]
 fn same_prefix(
     insns: &[NormInsn],
@@ -606,20 +588,21 @@ fn same_prefix(
     other: &[u8],
     code: &[u8],
     pos: usize,
+    limit: usize,
 ) -> Option<(usize, usize)> {
-    let first = insns
+    insns
         .get(k)
         .filter(|h| h.plain && h.offset as usize == pos)?;
     let (m, end) = run;
-    let (a, b) = (other.get(pos..end)?, code.get(pos..end)?);
-    if a == b {
+    let bound = end.min(limit);
+    let (a, b) = (other.get(pos..bound)?, code.get(pos..bound)?);
+    if bound == end && a == b {
         return Some((m, end));
     }
-    // Changed code: the instructions before the first different byte.
+    // Changed code, or something cuts in: the instructions before.
     let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let limit = pos.saturating_add(same);
-    let mut j = k;
-    let mut at = first.offset as usize;
+    let (mut j, mut at) = (k, pos);
     while let Some(h) = insns.get(j).filter(|_| j < m) {
         let e = (h.offset as usize).saturating_add(usize::from(h.len));
         if e > limit {
@@ -632,21 +615,26 @@ fn same_prefix(
 }
 
 /// Normalise the plain instructions and `NOP`s that [`x86_quick::classify`]
-/// knows from `pos` on, in a part with no relocation and no table inside
-/// its code; returns where the run ends.
-#[inline(never)]
+/// knows from `pos` on, as far as they end by `limit`. Returns where they
+/// end and what the quick look found there (not taken).
+#[inline(always)]
 fn plain_run(
     code: &[u8],
     mut pos: usize,
+    limit: usize,
     #[cfg_attr(not(debug_assertions), allow(unused_variables))] rva: u64,
     out: &mut Normalized<'_>,
-) -> usize {
+) -> (usize, Quick) {
     while let Some(rest) = code.get(pos..).filter(|r| !r.is_empty()) {
-        let (len, nop) = match x86_quick::classify(rest) {
+        let q = x86_quick::classify(rest);
+        let (len, nop) = match q {
             Quick::Plain(len) => (len, false),
             Quick::Nop(len) => (len, true),
-            _ => break,
+            _ => return (pos, q),
         };
+        if pos.saturating_add(len) > limit {
+            return (pos, q);
+        }
         #[cfg(debug_assertions)]
         debug_check_quick(code, pos, rva, len, nop);
         if nop {
@@ -657,45 +645,40 @@ fn plain_run(
         }
         pos = pos.saturating_add(len);
     }
-    pos
+    (pos, Quick::Decode)
 }
 
-/// The instruction at `pos` of `code` when [`x86_quick::classify`] knows it
-/// and nothing else stands in the way (no relocation patches it, no jump
-/// table inside the code cuts it): its length, and what it is.
-/// Moves `next_reloc` past relocations before `pos`, as decoding does.
-#[inline(always)]
-fn quick(
+/// How far from `pos` instructions can be taken by their bytes alone: to
+/// the first relocation that patches bytes at or after `pos`, or the first
+/// jump table inside the code after it (offsets in the part), else the
+/// end of the code. Moves `next_reloc` past relocations before `pos`, as
+/// decoding does.
+#[inline]
+fn run_limit(
     cx: &Context<'_, '_, '_, '_>,
-    code: &[u8],
     pos: usize,
     relocs: &[Relocation],
     next_reloc: &mut usize,
-    want_fields: bool,
-) -> Option<(usize, Quick)> {
-    let q = x86_quick::classify(code.get(pos..)?);
-    let len = match q {
-        Quick::Plain(len) | Quick::Nop(len) => len,
-        // A packager needs the branch's address field: decode it.
-        Quick::Branch { len, kind, .. } if !want_fields && branch_header(kind).is_some() => len,
-        Quick::Branch { .. } | Quick::Decode => return None,
-    };
-    let ip = cx.scope.rva.wrapping_add(pos as u64);
+) -> usize {
+    let end = cx.code.len();
+    if relocs.is_empty() && cx.inline_tables.0.is_empty() {
+        return end;
+    }
+    let rva = cx.scope.rva;
+    let ip = rva.wrapping_add(pos as u64);
     while relocs.get(*next_reloc).is_some_and(|r| r.rva < ip) {
         *next_reloc = next_reloc.saturating_add(1);
     }
-    let next_ip = ip.wrapping_add(len as u64);
-    if relocs.get(*next_reloc).is_some_and(|r| r.rva < next_ip) {
-        return None;
-    }
-    if cx.inline_tables.cut(pos, len).is_some() {
-        return None;
-    }
-    #[cfg(debug_assertions)]
-    if let Quick::Plain(_) | Quick::Nop(_) = q {
-        debug_check_quick(code, pos, cx.scope.rva, len, q == Quick::Nop(len));
-    }
-    Some((len, q))
+    let reloc = relocs.get(*next_reloc).map_or(end, |r| {
+        usize::try_from(r.rva.wrapping_sub(rva)).map_or(end, |o| o.min(end))
+    });
+    let table = cx
+        .inline_tables
+        .0
+        .keys()
+        .next()
+        .map_or(end, |&s| s.min(end));
+    reloc.min(table)
 }
 
 /// In builds with debug assertions, check a quick branch against
@@ -748,59 +731,6 @@ fn write_plain(code: &[u8], pos: usize, len: usize, out: &mut Normalized<'_>) {
     if len > 8 {
         out.words.push(hi);
     }
-}
-
-/// Append a plain instruction's form (two or three words) word by word: a
-/// slice copy of so few words costs a call.
-#[inline(always)]
-fn push_form(out: &mut Normalized<'_>, form: &[u64]) {
-    for &w in form {
-        out.words.push(w);
-    }
-}
-
-/// Whether the plain instruction `h` of the other build (its words in
-/// `words`) can be taken over at `pos` of `code`: the same bytes (its form
-/// holds them all), no relocation patching them here, and no jump table
-/// inside the code cutting them. Returns its length and form. Moves
-/// `next_reloc` past relocations before `pos`, as decoding does.
-#[inline(always)]
-fn take_plain<'w>(
-    cx: &Context<'_, '_, '_, '_>,
-    h: &NormInsn,
-    words: &'w [u64],
-    code: &[u8],
-    pos: usize,
-    relocs: &[Relocation],
-    next_reloc: &mut usize,
-) -> Option<(usize, &'w [u64])> {
-    let len = usize::from(h.len);
-    let end = pos
-        .checked_add(len)
-        .filter(|&e| e <= code.len() && len > 0)?;
-    let start = h.start as usize;
-    let form = words.get(start..start.checked_add(h.count as usize)?)?;
-    let [lo, hi] = insn_words(code, pos, len);
-    let same = match *form {
-        [w, l] => len <= 8 && l == lo && w == plain_tag(len),
-        [w, l, u] => len > 8 && l == lo && u == hi && w == plain_tag(len),
-        _ => false,
-    };
-    if !same {
-        return None;
-    }
-    let ip = cx.scope.rva.wrapping_add(pos as u64);
-    while relocs.get(*next_reloc).is_some_and(|r| r.rva < ip) {
-        *next_reloc = next_reloc.saturating_add(1);
-    }
-    let next_ip = cx.scope.rva.wrapping_add(end as u64);
-    if relocs.get(*next_reloc).is_some_and(|r| r.rva < next_ip) {
-        return None;
-    }
-    if cx.inline_tables.cut(pos, len).is_some() {
-        return None;
-    }
-    Some((len, form))
 }
 
 impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
