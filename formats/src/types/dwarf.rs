@@ -344,8 +344,18 @@ fn malformed(path: &Path, detail: impl Into<String>) -> Error {
 
 /// Read the layouts and type uses of an ELF image's DWARF.
 pub(crate) fn read(input: &Input<'_, '_>) -> Result<Found> {
-    read_with(input, !tests::gimli_cursor())
+    read_with(input, !gimli_cursor())
 }
+
+/// Whether to read with gimli's cursor instead of [`Fast`]: never, but in
+/// the tests that compare the two.
+#[cfg(not(test))]
+fn gimli_cursor() -> bool {
+    false
+}
+
+#[cfg(test)]
+use tests::gimli_cursor;
 
 /// [`read`], walking the entries with this module's own cursor ([`Fast`])
 /// when `fast`, otherwise with gimli's (`EntriesRaw`): the two must agree.
@@ -1072,28 +1082,39 @@ trait Dies<'d, 'u>: Sized {
         &mut self,
         specs: &[gimli::AttributeSpecification],
         wanted: &[gimli::DwAt],
-        mut f: impl FnMut(Attr<'d>) -> std::result::Result<(), ScanError>,
+        f: impl FnMut(Attr<'d>) -> std::result::Result<(), ScanError>,
     ) -> std::result::Result<(), ScanError> {
-        let mut at = 0;
-        while at < specs.len() {
-            let run = specs
-                .get(at..)
-                .unwrap_or_default()
-                .iter()
-                .take_while(|s| !wanted.contains(&s.name()))
-                .count();
-            if run > 0 {
-                let end = at.saturating_add(run);
-                self.skip_attributes(specs.get(at..end).unwrap_or_default())?;
-                at = end;
-            }
-            if let Some(spec) = specs.get(at) {
-                f(self.read_attribute(*spec)?)?;
-                at = at.saturating_add(1);
-            }
-        }
-        Ok(())
+        read_attrs_by_runs(self, specs, wanted, f)
     }
+}
+
+/// [`Dies::read_attrs`] with nothing planned: skip the runs of attributes
+/// not wanted, read each wanted one.
+fn read_attrs_by_runs<'d, 'u, C: Dies<'d, 'u>>(
+    entries: &mut C,
+    specs: &[gimli::AttributeSpecification],
+    wanted: &[gimli::DwAt],
+    mut f: impl FnMut(Attr<'d>) -> std::result::Result<(), ScanError>,
+) -> std::result::Result<(), ScanError> {
+    let mut at = 0;
+    while at < specs.len() {
+        let run = specs
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|s| !wanted.contains(&s.name()))
+            .count();
+        if run > 0 {
+            let end = at.saturating_add(run);
+            entries.skip_attributes(specs.get(at..end).unwrap_or_default())?;
+            at = end;
+        }
+        if let Some(spec) = specs.get(at) {
+            f(entries.read_attribute(*spec)?)?;
+            at = at.saturating_add(1);
+        }
+    }
+    Ok(())
 }
 
 /// gimli's cursor over a unit's entries, with its unit (to start again
@@ -1141,19 +1162,21 @@ impl<'d, 'u> Dies<'d, 'u> for Gimli<'d, 'u> {
 
 /// This module's cursor over a unit's entries: the same reading as gimli's
 /// `EntriesRaw` (the tests check that both give the same result on real
-/// output of several compilers and DWARF versions), in less work. Sizes of
-/// fixed-size forms come from gimli; the attributes the scan reads most
-/// (references, flags, `DW_AT_low_pc` addresses, `DW_AT_decl_line`) are
-/// decoded here, every other one by gimli from the same bytes.
+/// output of several compilers and DWARF versions), in less work. Bytes
+/// are read through gimli's reader; the sizes of fixed-size forms come from
+/// gimli, so that skipping them is planned once per abbreviation; the
+/// attributes the scan reads most (references, flags, `DW_AT_low_pc`
+/// addresses, `DW_AT_decl_line`) are decoded here, and every other value,
+/// read or skipped, by gimli's cursor from the same bytes.
 struct Fast<'d, 'u> {
     /// The unit.
     unit: &'u gimli::Unit<R<'d>>,
     /// The unit's entries (the bytes after its header).
-    buf: &'d [u8],
-    /// The size of the unit's header: offset of `buf[0]` in the unit.
+    entries: R<'d>,
+    /// The rest of them, from the next byte to read.
+    input: R<'d>,
+    /// The size of the unit's header: the offset of `entries` in the unit.
     header: usize,
-    /// Position of the next byte in `buf`.
-    pos: usize,
     /// Depth of the next entry.
     depth: isize,
     /// The size of each standard form below [`FORMS`] in this unit's
@@ -1170,7 +1193,8 @@ struct Fast<'d, 'u> {
 }
 
 /// Abbreviation codes below this get their plans kept (GCC and clang
-/// number a unit's abbreviations from 1, a few hundred at most).
+/// number a unit's abbreviations from 1, a few hundred at most); others
+/// are read attribute by attribute.
 const MAX_PLANNED: u64 = 4096;
 
 /// One step of reading an entry's attributes: see [`Fast::plan`].
@@ -1191,40 +1215,30 @@ const FORMS: usize = 0x2d;
 /// [`Fast::sizes`] of a form whose size is not fixed.
 const VARIABLE: u8 = u8::MAX;
 
-/// The size gimli gives a value of `form` in `unit`'s encoding, when fixed.
-fn gimli_size(unit: &gimli::Unit<R<'_>>, form: gimli::DwForm) -> Option<usize> {
-    // An implicit constant has its value in the abbreviation, none in the
-    // entry (and gimli wants one to describe it).
-    let value = (form == dw::DW_FORM_implicit_const).then_some(0);
-    gimli::AttributeSpecification::new(dw::DW_AT_name, form, value).size(&unit.header)
-}
-
-/// The error for bytes that end inside an entry.
-fn eof(at: usize) -> gimli::Error {
-    gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(at as u64))
-}
-
 impl<'d, 'u> Fast<'d, 'u> {
     /// A cursor at the first entry of `unit`; `None` when it has none.
     fn new(unit: &'u gimli::Unit<R<'d>>) -> Option<Self> {
         let header = unit.header.header_size();
-        let buf = unit
-            .header
-            .range_from(gimli::UnitOffset(header)..)
-            .ok()?
-            .slice();
+        let entries = unit.header.range_from(gimli::UnitOffset(header)..).ok()?;
         let mut sizes = [VARIABLE; FORMS];
         for (form, size) in sizes.iter_mut().enumerate() {
             let form = gimli::DwForm(u16::try_from(form).unwrap_or(0));
-            if let Some(n) = gimli_size(unit, form).filter(|&n| n < usize::from(VARIABLE)) {
+            // An implicit constant has its value in the abbreviation, none
+            // in the entry (and gimli wants one to describe it).
+            let value = (form == dw::DW_FORM_implicit_const).then_some(0);
+            let spec = gimli::AttributeSpecification::new(dw::DW_AT_name, form, value);
+            if let Some(n) = spec
+                .size(&unit.header)
+                .filter(|&n| n < usize::from(VARIABLE))
+            {
                 *size = n as u8;
             }
         }
         Some(Fast {
             unit,
-            buf,
+            entries,
+            input: entries,
             header,
-            pos: 0,
             depth: 0,
             sizes,
             code: 0,
@@ -1233,34 +1247,45 @@ impl<'d, 'u> Fast<'d, 'u> {
         })
     }
 
+    /// The position of the next byte in the entries.
+    fn pos(&self) -> usize {
+        self.entries.len().wrapping_sub(self.input.len())
+    }
+
+    /// Let gimli's cursor do `f` from the next byte on, and move past
+    /// what it read.
+    fn through_gimli<T>(
+        &mut self,
+        f: impl FnOnce(&mut gimli::EntriesRaw<'_, '_, R<'d>>) -> gimli::Result<T>,
+    ) -> gimli::Result<T> {
+        let mut e = self.unit.entries_raw(Some(self.next_offset()))?;
+        let value = f(&mut e)?;
+        let mut rest = self.entries;
+        rest.skip(e.next_offset().0.wrapping_sub(self.header))?;
+        self.input = rest;
+        Ok(value)
+    }
+
     /// The steps that read the attributes `wanted` of the abbreviation just
     /// read (whose attributes are `specs`) and skip the others: `(start,
     /// len)` in [`Fast::steps`], made once per abbreviation and list.
+    /// `None` for an abbreviation whose plans are not kept.
     fn plan(
         &mut self,
         specs: &[gimli::AttributeSpecification],
         wanted: &[gimli::DwAt],
-    ) -> (usize, usize) {
+    ) -> Option<(usize, usize)> {
+        if self.code >= MAX_PLANNED {
+            return None;
+        }
         let key = (specs.as_ptr() as usize, wanted.as_ptr() as usize);
-        let keep = self.code < MAX_PLANNED;
-        if keep {
-            let known = self
-                .plans
-                .get(self.code as usize)
-                .and_then(|list| list.iter().find(|p| (p.0, p.1) == key));
-            if let Some(&(_, _, start, len)) = known {
-                return (start, len);
-            }
-        } else {
-            // Not kept: made again each time, at the end of the steps.
-            self.steps.truncate(
-                self.plans
-                    .iter()
-                    .flatten()
-                    .map(|p| p.2.saturating_add(p.3))
-                    .max()
-                    .unwrap_or(0),
-            );
+        let code = self.code as usize;
+        let known = self
+            .plans
+            .get(code)
+            .and_then(|list| list.iter().find(|p| (p.0, p.1) == key));
+        if let Some(&(_, _, start, len)) = known {
+            return Some((start, len));
         }
         let start = self.steps.len();
         let mut skip = 0u32;
@@ -1271,111 +1296,35 @@ impl<'d, 'u> Fast<'d, 'u> {
                 .get(usize::from(spec.form().0))
                 .copied()
                 .unwrap_or(VARIABLE);
-            if wanted.contains(&spec.name()) || size == VARIABLE {
-                if skip != 0 {
-                    self.steps.push(Step::Skip(skip));
-                    skip = 0;
-                }
-                self.steps.push(if wanted.contains(&spec.name()) {
-                    Step::Read(i)
-                } else {
-                    Step::Var(i)
-                });
-            } else {
+            let read = wanted.contains(&spec.name());
+            if !read && size != VARIABLE {
                 skip = skip.saturating_add(u32::from(size));
+                continue;
             }
+            if skip != 0 {
+                self.steps.push(Step::Skip(skip));
+                skip = 0;
+            }
+            self.steps
+                .push(if read { Step::Read(i) } else { Step::Var(i) });
         }
         if skip != 0 {
             self.steps.push(Step::Skip(skip));
         }
         let len = self.steps.len().saturating_sub(start);
-        if keep {
-            let code = self.code as usize;
-            if self.plans.len() <= code {
-                self.plans.resize_with(code.saturating_add(1), Vec::new);
-            }
-            if let Some(list) = self.plans.get_mut(code) {
-                list.push((key.0, key.1, start, len));
-            }
+        if self.plans.len() <= code {
+            self.plans.resize_with(code.saturating_add(1), Vec::new);
         }
-        (start, len)
-    }
-
-    /// Read an unsigned LEB128 number.
-    #[inline]
-    fn uleb(&mut self) -> gimli::Result<u64> {
-        let mut value = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let byte = *self.buf.get(self.pos).ok_or_else(|| eof(self.pos))?;
-            self.pos = self.pos.wrapping_add(1);
-            if shift == 63 && byte > 1 {
-                return Err(gimli::Error::BadUnsignedLeb128);
-            }
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-            shift = shift.wrapping_add(7);
-            if shift > 63 {
-                return Err(gimli::Error::BadUnsignedLeb128);
-            }
+        if let Some(list) = self.plans.get_mut(code) {
+            list.push((key.0, key.1, start, len));
         }
-    }
-
-    /// Skip a LEB128 number.
-    #[inline]
-    fn skip_leb(&mut self) -> gimli::Result<()> {
-        loop {
-            let byte = *self.buf.get(self.pos).ok_or_else(|| eof(self.pos))?;
-            self.pos = self.pos.wrapping_add(1);
-            if byte & 0x80 == 0 {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Move `n` bytes on.
-    #[inline]
-    fn advance(&mut self, n: u64) -> gimli::Result<()> {
-        let to = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.pos.checked_add(n))
-            .filter(|&to| to <= self.buf.len())
-            .ok_or_else(|| eof(self.pos))?;
-        self.pos = to;
-        Ok(())
-    }
-
-    /// The `N` bytes at the position, as a little-endian number; moves on.
-    #[inline]
-    fn fixed<const N: usize>(&mut self) -> gimli::Result<u64> {
-        let end = self.pos.checked_add(N).ok_or_else(|| eof(self.pos))?;
-        let bytes = self.buf.get(self.pos..end).ok_or_else(|| eof(self.pos))?;
-        self.pos = end;
-        Ok(bytes.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b)))
-    }
-
-    /// Read the attribute at the position with gimli, and move past it.
-    fn by_gimli(&mut self, spec: gimli::AttributeSpecification) -> gimli::Result<Attr<'d>> {
-        let at = gimli::UnitOffset(self.header.wrapping_add(self.pos));
-        let mut e = self.unit.entries_raw(Some(at))?;
-        let a = e.read_attribute(spec)?;
-        let end = e.next_offset().0.wrapping_sub(self.header);
-        if end < self.pos || end > self.buf.len() {
-            return Err(eof(self.pos));
-        }
-        self.pos = end;
-        Ok(Attr {
-            name: a.name(),
-            value: a.value(),
-        })
+        Some((start, len))
     }
 }
 
 impl<'d, 'u> Dies<'d, 'u> for Fast<'d, 'u> {
     fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
+        self.input.is_empty()
     }
 
     fn next_depth(&self) -> isize {
@@ -1383,12 +1332,12 @@ impl<'d, 'u> Dies<'d, 'u> for Fast<'d, 'u> {
     }
 
     fn next_offset(&self) -> gimli::UnitOffset {
-        gimli::UnitOffset(self.header.wrapping_add(self.pos))
+        gimli::UnitOffset(self.header.wrapping_add(self.pos()))
     }
 
     #[inline]
     fn read_abbreviation(&mut self) -> gimli::Result<Option<&'u gimli::Abbreviation>> {
-        let code = self.uleb()?;
+        let code = self.input.read_uleb128()?;
         if code == 0 {
             self.depth = self.depth.wrapping_sub(1);
             return Ok(None);
@@ -1413,118 +1362,45 @@ impl<'d, 'u> Dies<'d, 'u> for Fast<'d, 'u> {
                 .map(|o| AttributeValue::UnitRef(gimli::UnitOffset(o)))
                 .map_err(|_| gimli::Error::UnsupportedOffset)
         };
+        let input = &mut self.input;
         let value = match spec.form() {
-            dw::DW_FORM_ref1 => unit_ref(self.fixed::<1>()?)?,
-            dw::DW_FORM_ref2 => unit_ref(self.fixed::<2>()?)?,
-            dw::DW_FORM_ref4 => unit_ref(self.fixed::<4>()?)?,
-            dw::DW_FORM_ref8 => unit_ref(self.fixed::<8>()?)?,
-            dw::DW_FORM_ref_udata => unit_ref(self.uleb()?)?,
+            dw::DW_FORM_ref1 => unit_ref(input.read_u8()?.into())?,
+            dw::DW_FORM_ref2 => unit_ref(input.read_u16()?.into())?,
+            dw::DW_FORM_ref4 => unit_ref(input.read_u32()?.into())?,
+            dw::DW_FORM_ref8 => unit_ref(input.read_u64()?)?,
+            dw::DW_FORM_ref_udata => unit_ref(input.read_uleb128()?)?,
             dw::DW_FORM_flag_present => AttributeValue::Flag(true),
-            dw::DW_FORM_flag => AttributeValue::Flag(self.fixed::<1>()? != 0),
-            dw::DW_FORM_addr
-                if name == dw::DW_AT_low_pc && self.unit.header.address_size() == 8 =>
-            {
-                AttributeValue::Addr(self.fixed::<8>()?)
+            dw::DW_FORM_flag => AttributeValue::Flag(input.read_u8()? != 0),
+            dw::DW_FORM_addr if name == dw::DW_AT_low_pc => {
+                AttributeValue::Addr(input.read_address(self.unit.header.address_size())?)
             }
             dw::DW_FORM_data1 if name == dw::DW_AT_decl_line => {
-                AttributeValue::Udata(self.fixed::<1>()?)
+                AttributeValue::Udata(input.read_u8()?.into())
             }
             dw::DW_FORM_data2 if name == dw::DW_AT_decl_line => {
-                AttributeValue::Udata(self.fixed::<2>()?)
+                AttributeValue::Udata(input.read_u16()?.into())
             }
-            _ => return self.by_gimli(spec),
+            _ => {
+                let a = self.through_gimli(|e| e.read_attribute(spec))?;
+                a.value()
+            }
         };
         Ok(Attr { name, value })
     }
 
-    #[inline]
     fn skip_attributes(&mut self, specs: &[gimli::AttributeSpecification]) -> gimli::Result<()> {
-        // Fixed sizes add up; the bytes are checked once per stretch.
-        let mut skip = 0u64;
-        for spec in specs {
-            let size = self
-                .sizes
-                .get(usize::from(spec.form().0))
-                .copied()
-                .unwrap_or(VARIABLE);
-            if size != VARIABLE {
-                skip = skip.wrapping_add(u64::from(size));
-                continue;
-            }
-            if skip != 0 {
-                self.advance(skip)?;
-                skip = 0;
-            }
-            if let Some(n) = spec.size(&self.unit.header) {
-                self.advance(n as u64)?;
-                continue;
-            }
-            let mut form = spec.form();
-            loop {
-                match form {
-                    dw::DW_FORM_indirect => {
-                        let f = u16::try_from(self.uleb()?)
-                            .map_err(|_| gimli::Error::UnknownForm(dw::DW_FORM_indirect))?;
-                        form = gimli::DwForm(f);
-                        if let Some(n) = gimli_size(self.unit, form) {
-                            self.advance(n as u64)?;
-                            break;
-                        }
-                        continue;
-                    }
-                    dw::DW_FORM_block1 => {
-                        let n = self.fixed::<1>()?;
-                        self.advance(n)?;
-                    }
-                    dw::DW_FORM_block2 => {
-                        let n = self.fixed::<2>()?;
-                        self.advance(n)?;
-                    }
-                    dw::DW_FORM_block4 => {
-                        let n = self.fixed::<4>()?;
-                        self.advance(n)?;
-                    }
-                    dw::DW_FORM_block | dw::DW_FORM_exprloc => {
-                        let n = self.uleb()?;
-                        self.advance(n)?;
-                    }
-                    dw::DW_FORM_string => {
-                        let rest = self.buf.get(self.pos..).unwrap_or_default();
-                        let nul = rest
-                            .iter()
-                            .position(|&b| b == 0)
-                            .ok_or_else(|| eof(self.pos))?;
-                        self.advance((nul as u64).wrapping_add(1))?;
-                    }
-                    dw::DW_FORM_udata
-                    | dw::DW_FORM_sdata
-                    | dw::DW_FORM_ref_udata
-                    | dw::DW_FORM_strx
-                    | dw::DW_FORM_GNU_str_index
-                    | dw::DW_FORM_addrx
-                    | dw::DW_FORM_GNU_addr_index
-                    | dw::DW_FORM_loclistx
-                    | dw::DW_FORM_rnglistx => self.skip_leb()?,
-                    _ => return Err(gimli::Error::UnknownForm(form)),
-                }
-                break;
-            }
-        }
-        self.advance(skip)
+        self.through_gimli(|e| e.skip_attributes(specs))
     }
 
     fn restart(&mut self, at: gimli::UnitOffset) -> bool {
-        match at
-            .0
-            .checked_sub(self.header)
-            .filter(|&p| p < self.buf.len())
-        {
-            Some(pos) => {
-                self.pos = pos;
+        let mut rest = self.entries;
+        match at.0.checked_sub(self.header) {
+            Some(pos) if pos < rest.len() && rest.skip(pos).is_ok() => {
+                self.input = rest;
                 self.depth = 0;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -1534,13 +1410,31 @@ impl<'d, 'u> Dies<'d, 'u> for Fast<'d, 'u> {
         wanted: &[gimli::DwAt],
         mut f: impl FnMut(Attr<'d>) -> std::result::Result<(), ScanError>,
     ) -> std::result::Result<(), ScanError> {
-        let (start, len) = self.plan(specs, wanted);
+        let Some((start, len)) = self.plan(specs, wanted) else {
+            return read_attrs_by_runs(self, specs, wanted, f);
+        };
         for k in start..start.saturating_add(len) {
             match self.steps.get(k).copied() {
-                Some(Step::Skip(n)) => self.advance(u64::from(n))?,
+                Some(Step::Skip(n)) => self.input.skip(n as usize)?,
                 Some(Step::Var(i)) => {
                     let i = usize::from(i);
-                    self.skip_attributes(specs.get(i..=i).unwrap_or_default())?
+                    // The variable forms compilers use in every variable's
+                    // entry (a location expression, a LEB number, a short
+                    // name in place) are skipped here; gimli skips the
+                    // others.
+                    match specs.get(i).map(|s| s.form()) {
+                        Some(dw::DW_FORM_exprloc | dw::DW_FORM_block) => {
+                            let n = self.input.read_uleb128()?;
+                            self.input.skip(
+                                usize::try_from(n).map_err(|_| gimli::Error::UnsupportedOffset)?,
+                            )?
+                        }
+                        Some(dw::DW_FORM_udata | dw::DW_FORM_sdata) => self.input.skip_leb128()?,
+                        Some(dw::DW_FORM_string) => {
+                            self.input.read_null_terminated_slice()?;
+                        }
+                        _ => self.skip_attributes(specs.get(i..=i).unwrap_or_default())?,
+                    }
                 }
                 Some(Step::Read(i)) => {
                     if let Some(spec) = specs.get(usize::from(i)) {
@@ -2143,14 +2037,6 @@ const WALK_FACTOR: usize = 256;
 
 /// The fixed part of the walk's allowance.
 const WALK_BASE: usize = 1 << 16;
-
-#[cfg(not(test))]
-mod tests {
-    /// Whether to read with gimli's cursor: never, outside the tests.
-    pub(super) fn gimli_cursor() -> bool {
-        false
-    }
-}
 
 #[cfg(test)]
 mod tests {
