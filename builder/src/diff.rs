@@ -1249,14 +1249,10 @@ fn compare_indexes<'i>(
             }
         }
     }
-    // (Only changed functions: a group's key is its own.)
     for (&(b, _), _) in pairs.iter().zip(&changed).filter(|(_, &c)| c) {
         let Some(g) = base.groups.get(b) else {
             continue;
         };
-        if !changed_keys.contains(&g.key) {
-            continue;
-        }
         for part in base.parts(b).iter().filter(|p| p.entry) {
             match entry_scheme(base, part.rva, part.size) {
                 EntryScheme::TooSmall { needed } => blockers.push(Blocker {
