@@ -408,6 +408,7 @@ struct Scratch<'a> {
     base: Vec<Normalized<'a>>,
     upd: Vec<Normalized<'a>>,
     keys: Vec<Key<'a>>,
+    same: Vec<norm::SameDeferred>,
 }
 
 fn part_label(parts: &[Part<'_>], part: usize) -> String {
@@ -501,8 +502,17 @@ fn compare_pair<'a>(
     out: &mut ChunkOut<'a>,
 ) {
     let (bn, un) = (&mut scratch.base, &mut scratch.upd);
-    norm::normalize_group(base, bg, bn);
-    norm::normalize_group_hinted(upd, ug, base, bg, bn, un);
+    // The same code at another address (most pairs) is found without
+    // normalising either build.
+    let parts = parts_differ(base.parts(bg), upd.parts(ug));
+    let same = parts.is_none() && norm::same_code(base, bg, upd, ug, bn, un, &mut scratch.same);
+    if same {
+        #[cfg(debug_assertions)]
+        debug_check_same(base, bg, upd, ug, bn, un, &scratch.same);
+    } else {
+        norm::normalize_group(base, bg, bn);
+        norm::normalize_group_hinted(upd, ug, base, bg, bn, un);
+    }
     for n in bn.iter() {
         out.anchors.0.extend(&n.anchors);
     }
@@ -538,7 +548,15 @@ fn compare_pair<'a>(
         }
     }
     let start = out.pending.len();
-    let difference = match parts_differ(base.parts(bg), upd.parts(ug)) {
+    let difference = match parts {
+        _ if same => {
+            out.pending.extend(scratch.same.iter().map(|d| Pending {
+                at: (d.part as usize, d.insn as usize),
+                offsets: (d.offset, d.offset),
+                rvas: d.rvas,
+            }));
+            None
+        }
         Some(reason) => Some(Difference { at: (0, 0), reason }),
         None => {
             let d = first_group_difference(base, bg, upd, ug, bn, un);
@@ -567,6 +585,71 @@ fn compare_pair<'a>(
         pending: start..out.pending.len(),
         tables: first_table..out.tables.len(),
     });
+}
+
+/// In builds with debug assertions (the tests, fuzzing), check a pair that
+/// [`norm::same_code`] found the same against the normaliser: equal
+/// streams, the same deferred references, and the same anchors and noted
+/// references in `bn` and `un`.
+#[cfg(debug_assertions)]
+fn debug_check_same(
+    base: &ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &ImageIndex<'_, '_>,
+    ug: usize,
+    bn: &[Normalized<'_>],
+    un: &[Normalized<'_>],
+    same: &[norm::SameDeferred],
+) {
+    let (mut nb, mut nu) = (Vec::new(), Vec::new());
+    norm::normalize_group(base, bg, &mut nb);
+    norm::normalize_group(upd, ug, &mut nu);
+    let name = base.key(bg).to_string();
+    debug_assert!(
+        first_group_difference(base, bg, upd, ug, &nb, &nu).is_none(),
+        "`{name}`: the twin walk found the same code, the normaliser a difference"
+    );
+    let deferred: Vec<norm::SameDeferred> = nb
+        .iter()
+        .zip(&nu)
+        .enumerate()
+        .flat_map(|(p, (b, u))| {
+            b.deferred
+                .iter()
+                .zip(&u.deferred)
+                .map(move |(x, y)| norm::SameDeferred {
+                    part: p as u32,
+                    insn: x.insn,
+                    offset: b.insns.get(x.insn as usize).map_or(0, |i| i.offset),
+                    rvas: (x.rva, y.rva),
+                })
+        })
+        .collect();
+    debug_assert_eq!(deferred, same, "`{name}`: deferred references");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    for (twin, streams) in [(bn, &nb), (un, &nu)] {
+        let refs = |n: &[Normalized<'_>]| {
+            let mut anchors: Vec<u64> = n.iter().flat_map(|x| x.anchors.iter().copied()).collect();
+            anchors.sort_unstable();
+            anchors.dedup();
+            let data = sorted(
+                n.iter()
+                    .flat_map(|x| x.data_refs.iter().map(|k| k.to_string()))
+                    .collect(),
+            );
+            let fns = sorted(
+                n.iter()
+                    .flat_map(|x| x.fn_refs.iter().map(|(k, s)| format!("{k}/{s}")))
+                    .collect(),
+            );
+            let tables: usize = n.iter().map(|x| x.tables.len()).sum();
+            (anchors, data, fns, tables)
+        };
+        debug_assert_eq!(refs(twin), refs(streams), "`{name}`: recorded references");
+    }
 }
 
 /// Why groups `bg` of `base` and `ug` of `upd` differ, normalising both

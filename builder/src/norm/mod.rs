@@ -226,6 +226,7 @@ word_recorder!(Canon, words);
 pub(crate) mod arm64;
 pub(crate) mod x86;
 pub(crate) mod x86_quick;
+mod x86_twin;
 
 /// One normalised instruction (or one opaque datum inside code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -573,28 +574,6 @@ impl<'a> Normalized<'a> {
         merged.extend_from_slice(added.get(j..).unwrap_or(&[]));
         self.fixups.truncate(from);
         self.fixups.extend_from_slice(&merged);
-    }
-
-    /// Where the recorded references and the instruction being built
-    /// are, for [`Normalized::rollback`].
-    pub(crate) fn mark(&self) -> [usize; 5] {
-        [
-            self.fixups.len(),
-            self.refs.len(),
-            self.deferred.len(),
-            self.words.len(),
-            self.fields.len(),
-        ]
-    }
-
-    /// Forget the references and words recorded since `mark` (a tentative
-    /// interpretation that did not hold).
-    pub(crate) fn rollback(&mut self, [fixups, refs, deferred, words, fields]: [usize; 5]) {
-        self.fields.truncate(fields);
-        self.fixups.truncate(fixups);
-        self.refs.truncate(refs);
-        self.deferred.truncate(deferred);
-        self.words.truncate(words.max(self.cur_start));
     }
 
     /// Push the instruction being built, whose address-independent form
@@ -1052,6 +1031,103 @@ fn normalize_group_as<'a>(
     finish_parts(out, 0);
 }
 
+/// A reference to anonymous bytes not yet in a block, made at the same
+/// place of two builds of a function that [`same_code`] found the same: it
+/// holds if both addresses resolve alike once the indexes are finished
+/// (what [`Normalized::deferred`] of two equal streams leaves to compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SameDeferred {
+    /// The part.
+    pub part: u32,
+    /// Position of the referring instruction in the part's stream.
+    pub insn: u32,
+    /// Its byte offset in the part (the same in both builds).
+    pub offset: u32,
+    /// The addresses referred to: baseline, update.
+    pub rvas: (u64, u64),
+}
+
+/// Whether group `bg` of `base` and group `ug` of `upd` are the same
+/// code laid out alike: the same instructions at the same offsets of the
+/// same parts, whose references are the same (see `x86_twin`). Then
+/// [`normalize_group`] would make equal streams of both, and this found
+/// out without making them: `bn` and `un` get, per part, only what the
+/// streams would have recorded besides the code (the
+/// [`Normalized::anchors`], [`Normalized::data_refs`] and
+/// [`Normalized::fn_refs`]), and `deferred` the references to anonymous
+/// bytes left to compare once the indexes are finished, in stream order.
+///
+/// `false` means "not known to be" (changed code, another layout,
+/// relocations, jump tables, AArch64, ...): normalise both groups. The
+/// answer is never "the same" where the streams would differ.
+pub fn same_code<'a>(
+    base: &'a ImageIndex<'_, '_>,
+    bg: usize,
+    upd: &'a ImageIndex<'_, '_>,
+    ug: usize,
+    bn: &mut Vec<Normalized<'a>>,
+    un: &mut Vec<Normalized<'a>>,
+    deferred: &mut Vec<SameDeferred>,
+) -> bool {
+    deferred.clear();
+    if base.image.arch != Arch::X86_64 || upd.image.arch != Arch::X86_64 {
+        return false;
+    }
+    let (bparts, uparts) = (base.parts(bg), upd.parts(ug));
+    if bparts.len() != uparts.len() {
+        return false;
+    }
+    for out in [&mut *bn, &mut *un] {
+        out.truncate(bparts.len());
+        out.resize_with(bparts.len(), Normalized::default);
+        out.iter_mut().for_each(Normalized::clear);
+    }
+    for (p, ((bp, up), (bo, uo))) in bparts
+        .iter()
+        .zip(uparts)
+        .zip(bn.iter_mut().zip(un.iter_mut()))
+        .enumerate()
+    {
+        if bp.size != up.size
+            || !base.relocations_in(bp.rva, bp.size).is_empty()
+            || !upd.relocations_in(up.rva, up.size).is_empty()
+        {
+            return false;
+        }
+        let (Some(bcode), Some(ucode)) = (
+            base.image.bytes_at(bp.rva, bp.size),
+            upd.image.bytes_at(up.rva, up.size),
+        ) else {
+            return false;
+        };
+        let part = u32::try_from(p).unwrap_or(u32::MAX);
+        let side = |index, group, rva, code, out| x86_twin::Side {
+            scope: Scope {
+                index,
+                group,
+                part,
+                rva,
+                len: bp.size,
+            },
+            code,
+            out,
+            tables: Vec::new(),
+        };
+        let from = deferred.len();
+        if !x86_twin::same_part(
+            side(base, bg, bp.rva, bcode, bo),
+            side(upd, ug, up.rva, ucode, uo),
+            deferred,
+        ) {
+            return false;
+        }
+        for d in deferred.get_mut(from..).unwrap_or(&mut []) {
+            d.part = part;
+        }
+    }
+    true
+}
+
 /// [`normalize_group`], also recording every address field and owned jump
 /// table ([`Normalized::fields`], [`Normalized::owned_tables`]): what a
 /// packager needs to relink the function's code elsewhere.
@@ -1319,7 +1395,7 @@ mod tests {
         let mut form = Canon::default();
         form.write_u64(42);
         n.rehash(&[(1, form.clone())]);
-        assert_eq!(n.mark()[..3], [1, 0, 0]);
+        assert_eq!((n.fixups.len(), n.refs.len(), n.deferred.len()), (1, 0, 0));
         finish_parts(std::slice::from_mut(&mut n), 0);
         assert_eq!(n.words_of(&n.insns[1]), [42]);
         assert!(n.places.iter().all(|&(at, _)| at != 1));

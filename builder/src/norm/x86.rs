@@ -354,6 +354,24 @@ fn anon_table_bytes<'d>(index: &ImageIndex<'_, 'd>, table: u64) -> Option<(&'d [
     Some((block.bytes.get(off..)?, len))
 }
 
+/// The bytes from `table` on, in anonymous read-only data, and how many of
+/// them a jump table there may use, given the (sorted) anchors of the part
+/// that loads it: up to its block's end or the part's next anchor after
+/// it, whichever comes first.
+pub(super) fn anon_table_extent<'d>(
+    index: &ImageIndex<'_, 'd>,
+    table: u64,
+    anchors: &[u64],
+) -> Option<(&'d [u8], usize)> {
+    let (bytes, limit) = anon_table_bytes(index, table)?;
+    let next = anchors
+        .get(anchors.partition_point(|&a| a <= table))
+        .map_or(limit, |&a| {
+            usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX)
+        });
+    Some((bytes, limit.min(next)))
+}
+
 /// How many whole 32-bit entries fit between `table` and the end of its
 /// anonymous read-only block (of its file-backed bytes), with the index's
 /// blocks as they are now: the most [`table_len`] can measure.
@@ -375,7 +393,7 @@ pub(crate) fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) ->
 /// at most `limit` of which belong to it), relative to the table, while they
 /// land inside function group `group`; call `each` with every entry's
 /// target and return how many there were.
-fn group_entries(
+pub(super) fn group_entries(
     index: &ImageIndex<'_, '_>,
     group: usize,
     table: u64,
@@ -399,6 +417,112 @@ fn group_entries(
         }
         lands
     })
+}
+
+/// What a RIP-relative operand that is not a jump table stands for in
+/// the form of its instruction.
+pub(super) enum RipOperand<'a, 'd> {
+    /// An anonymous pointer slot with a relocation (a GOT entry): the
+    /// relocation's width and what it points at.
+    Slot(u8, SymRef<'a>),
+    /// A load of anonymous read-only bytes: the bytes it reads.
+    Constant(&'d [u8]),
+    /// Anything else: the target itself.
+    Target(SymRef<'a>),
+}
+
+/// What the RIP-relative operand of `insn` at `target` (resolved to `s`)
+/// stands for, unless it loads a jump table (see [`starts_table`]): an
+/// anonymous target is taken by the pointer its slot holds, or by the
+/// constant the instruction reads, when it is one.
+pub(super) fn rip_operand<'a, 'd>(
+    scope: Scope<'a, '_, 'd>,
+    insn: &Instruction,
+    target: u64,
+    s: SymRef<'a>,
+) -> RipOperand<'a, 'd> {
+    if let SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_) = s {
+        // An anonymous pointer slot (GOT entry): what it points at.
+        if let Some(r) = scope.index.relocation_in(target, 1) {
+            if r.rva == target {
+                return RipOperand::Slot(r.width, scope.index.resolve_reloc(r, Some(scope.group)));
+            }
+        }
+    }
+    if s.is_anon() {
+        // A load of an anonymous constant: the bytes it reads.
+        if let Some(bytes) = constant_read(scope.index, insn, target) {
+            return RipOperand::Constant(bytes);
+        }
+    }
+    RipOperand::Target(s)
+}
+
+/// The bytes that `insn` reads at `target`, when that is anonymous
+/// read-only memory free of relocations and the access has a known size
+/// (not `lea`, whose "access" has none). A load depends on exactly these
+/// bytes, not on whatever else follows them up to the next anchor.
+fn constant_read<'d>(
+    index: &ImageIndex<'_, 'd>,
+    insn: &Instruction,
+    target: u64,
+) -> Option<&'d [u8]> {
+    let size = insn.memory_size().size();
+    if size == 0 || insn.code() == Code::Lea_r64_m {
+        return None;
+    }
+    let block = index.block(target)?;
+    if block.executable || block.writable {
+        return None;
+    }
+    let size = size as u64;
+    if !index.relocations_in(target, size).is_empty() {
+        return None;
+    }
+    index.image.bytes_at(target, size)
+}
+
+/// Whether a `lea` of `table` (resolved to `s`) that ends at `next_ip`,
+/// in the part `scope` whose bytes are `code`, loads a jump table of its
+/// function: a 4-aligned run of at least [`MIN_TABLE_ENTRIES`] 32-bit
+/// entries relative to the table that land in the function group, in
+/// anonymous read-only data or inside the part's own code after the
+/// `lea`. The one test of [`Context::jump_table`] and of the twin walk.
+pub(super) fn starts_table(
+    scope: Scope<'_, '_, '_>,
+    code: &[u8],
+    table: u64,
+    next_ip: u64,
+    s: &SymRef<'_>,
+) -> bool {
+    // Compilers align tables of 32-bit entries to 4.
+    if table % 4 != 0 {
+        return false;
+    }
+    // Whether it is a table at all shows in its first entries.
+    let (bytes, limit) = match s {
+        SymRef::Anon { .. } | SymRef::Deferred(_) => {
+            let Some(found) = anon_table_bytes(scope.index, table) else {
+                return false;
+            };
+            found
+        }
+        SymRef::Local { part, .. } if *part == scope.part && table >= next_ip => {
+            let Some(bytes) = table
+                .checked_sub(scope.rva)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| code.get(o..))
+            else {
+                return false;
+            };
+            (bytes, bytes.len())
+        }
+        _ => return false,
+    };
+    let first = bytes
+        .get(..bytes.len().min(4 * MIN_TABLE_ENTRIES))
+        .unwrap_or(&[]);
+    group_entries(scope.index, scope.group, table, first, limit, |_| {}) >= MIN_TABLE_ENTRIES
 }
 
 /// Pass 2: normalise the code of one part (at `rva`) of function group
@@ -904,48 +1028,21 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         if insn.code() == Code::Lea_r64_m && self.jump_table(target, insn.next_ip(), &s, out) {
             return;
         }
-        if let SymRef::Anon { .. } | SymRef::Deferred(_) | SymRef::Unmapped(_) = s {
-            // An anonymous pointer slot (GOT entry): what it points at.
-            if let Some(r) = self.scope.index.relocation_in(target, 1) {
-                if r.rva == target {
-                    let p = self.scope.index.resolve_reloc(r, Some(self.scope.group));
-                    out.write_u64(u64::from(tag::SLOT) | u64::from(r.width) << 8);
-                    sym(tag::SLOT, &p, out);
-                    out.note(&p);
-                    return;
-                }
+        match rip_operand(self.scope, insn, target, s) {
+            RipOperand::Slot(width, p) => {
+                out.write_u64(u64::from(tag::SLOT) | u64::from(width) << 8);
+                sym(tag::SLOT, &p, out);
+                out.note(&p);
             }
-        }
-        if s.is_anon() {
-            // A load of an anonymous constant: the bytes it reads.
-            if let Some(bytes) = self.constant_read(insn, target) {
+            RipOperand::Constant(bytes) => {
                 out.write_u64(u64::from(tag::CONSTANT));
                 bytes.hash(out);
-                return;
+            }
+            RipOperand::Target(s) => {
+                sym(tag::RIP, &s, out);
+                out.note(&s);
             }
         }
-        sym(tag::RIP, &s, out);
-        out.note(&s);
-    }
-
-    /// The bytes that `insn` reads at `target`, when that is anonymous
-    /// read-only memory free of relocations and the access has a known size
-    /// (not `lea`, whose "access" has none). A load depends on exactly these
-    /// bytes, not on whatever else follows them up to the next anchor.
-    fn constant_read(&self, insn: &Instruction, target: u64) -> Option<&'d [u8]> {
-        let size = insn.memory_size().size();
-        if size == 0 || insn.code() == Code::Lea_r64_m {
-            return None;
-        }
-        let block = self.scope.index.block(target)?;
-        if block.executable || block.writable {
-            return None;
-        }
-        let size = size as u64;
-        if !self.scope.index.relocations_in(target, size).is_empty() {
-            return None;
-        }
-        self.scope.index.image.bytes_at(target, size)
     }
 
     /// If `table` (resolved to `s`) starts a jump table of this function: a
@@ -971,22 +1068,11 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         s: &SymRef<'_>,
         out: &mut Normalized<'a>,
     ) -> bool {
-        // Compilers align tables of 32-bit entries to 4.
-        if table % 4 != 0 {
+        if !starts_table(self.scope, self.code, table, next_ip, s) {
             return false;
         }
         match s {
             SymRef::Anon { .. } | SymRef::Deferred(_) => {
-                // Whether it is a table at all shows in its first entries.
-                let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
-                    return false;
-                };
-                let Some(first) = bytes.get(..bytes.len().min(4 * MIN_TABLE_ENTRIES)) else {
-                    return false;
-                };
-                if self.table_entries(table, first, limit, |_| {}) < MIN_TABLE_ENTRIES {
-                    return false;
-                }
                 let insn = u32::try_from(out.insns.len()).unwrap_or(u32::MAX);
                 self.anon_tables
                     .push((insn, table, matches!(s, SymRef::Deferred(_))));
@@ -994,17 +1080,14 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 out.write_u64(u64::from(tag::JUMP_TABLE) | 0x100);
                 true
             }
-            SymRef::Local { part, .. } if *part == self.scope.part => {
-                // Only a table inside this very part, after the `lea`.
+            SymRef::Local { .. } => {
+                // A table inside this very part, after the `lea`.
                 let Some(off) = table
                     .checked_sub(self.scope.rva)
                     .and_then(|o| usize::try_from(o).ok())
                 else {
                     return false;
                 };
-                if table < next_ip {
-                    return false;
-                }
                 let seen = self.inline_seen.len() as u64;
                 if let Some(&number) = self.inline_seen.get(&off) {
                     out.write_u64(u64::from(tag::TABLE_AGAIN));
@@ -1014,13 +1097,8 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 let Some(bytes) = self.code.get(off..) else {
                     return false;
                 };
-                let mark = out.mark();
                 out.write_u64(u64::from(tag::JUMP_TABLE));
                 let n = self.table_entries(table, bytes, bytes.len(), |s| hash_ref(&s, out));
-                if n < MIN_TABLE_ENTRIES {
-                    out.rollback(mark);
-                    return false;
-                }
                 n.hash(out);
                 self.inline_seen.insert(off, seen);
                 self.inline_tables.add(InlineTable {
@@ -1059,15 +1137,11 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 (tag::TABLE_AGAIN, number).hash(&mut c);
             } else {
                 numbers.insert(table, seen);
-                let Some((bytes, limit)) = anon_table_bytes(self.scope.index, table) else {
+                let Some((bytes, anchors_end)) =
+                    anon_table_extent(self.scope.index, table, anchors)
+                else {
                     continue;
                 };
-                let next = anchors
-                    .get(anchors.partition_point(|&a| a <= table))
-                    .map_or(limit, |&a| {
-                        usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX)
-                    });
-                let anchors_end = limit.min(next);
                 let n = self.table_entries(table, bytes, anchors_end, |s| match s {
                     SymRef::Local { part, offset } => places.push((insn, part, offset)),
                     other => out.refs.push((insn, other)),
