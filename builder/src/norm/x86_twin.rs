@@ -20,7 +20,7 @@
 //! and comparing two streams. Builds with debug assertions check every
 //! "the same" against the normaliser (see `crate::diff`).
 
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
 use super::x86::{self, RipOperand};
 use super::x86_quick::{self, Quick};
@@ -226,7 +226,17 @@ pub(super) fn same_part(
                     }
                 };
                 let tb = target(&bi);
-                let tu = if end <= same {
+                // The same bytes hold the same displacement: the target
+                // moves with the code, unless it is cut to 16 or 32 bits
+                // (`66` before a branch, `67` before a RIP-relative
+                // operand), which only decoding the update's bytes gets
+                // right.
+                let full = if branch {
+                    bi.op0_kind() == OpKind::NearBranch64
+                } else {
+                    bi.memory_base() == Register::RIP
+                };
+                let tu = if end <= same && full {
                     tb.wrapping_sub(brva).wrapping_add(urva)
                 } else {
                     if !decode_at(&mut udec, urva, pos, &mut ui) || ui.len() != len {
