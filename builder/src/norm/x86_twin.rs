@@ -93,16 +93,6 @@ fn same_ref(
     deferred: &mut Vec<SameDeferred>,
 ) -> bool {
     match (b, u) {
-        (
-            SymRef::Local {
-                part: bp,
-                offset: bo,
-            },
-            SymRef::Local {
-                part: up,
-                offset: uo,
-            },
-        ) => bp == up && bo == uo,
         (SymRef::Deferred(x), SymRef::Deferred(y)) => {
             deferred.push(SameDeferred {
                 part: 0,
@@ -112,8 +102,8 @@ fn same_ref(
             });
             true
         }
-        (SymRef::Local { .. } | SymRef::Deferred(_), _)
-        | (_, SymRef::Local { .. } | SymRef::Deferred(_)) => false,
+        (SymRef::Deferred(_), _) | (_, SymRef::Deferred(_)) => false,
+        // Places in the group's code compare by part and offset.
         (x, y) => x == y,
     }
 }
@@ -327,20 +317,9 @@ fn same_tables(b: &mut Side<'_, '_, '_, '_>, u: &mut Side<'_, '_, '_, '_>) -> bo
         let mut same = true;
         let m = x86::group_entries(us.index, us.group, tu, ub, ue, |t| {
             let s = us.resolve(t);
-            same &= entries.get(k).is_some_and(|e| match (e, &s) {
-                (
-                    SymRef::Local {
-                        part: bp,
-                        offset: bo,
-                    },
-                    SymRef::Local {
-                        part: up,
-                        offset: uo,
-                    },
-                ) => bp == up && bo == uo,
-                (SymRef::Local { .. }, _) | (_, SymRef::Local { .. }) => false,
-                (x, y) => x == y,
-            });
+            // Entries are places in the group's code, compared by part and
+            // offset (or, should one not be, exactly).
+            same &= entries.get(k) == Some(&s);
             k = k.saturating_add(1);
         });
         if !same || n != m {
