@@ -18,7 +18,7 @@ pub fn write(out: &mut impl Write, d: Diff<'_>) -> anyhow::Result<()> {
     write_split(out, d, PARALLEL_FROM, STRETCH)
 }
 
-/// [`write`], rendering the function entries on two threads, `stretch`
+/// [`write()`], rendering the function entries on two threads, `stretch`
 /// at a time each, from `min` entries.
 fn write_split(
     out: &mut impl Write,

@@ -9,7 +9,7 @@
 //! baseline. It returns the image's manifest entry.
 //!
 //! Every address a new body holds (the normaliser's
-//! [`AddrField`](crate::norm::AddrField)s) becomes a record whose target is:
+//! [`AddrField`]s) becomes a record whose target is:
 //!
 //! - another item of the package: a part of a changed or added function
 //!   (a call from new code to changed code goes straight to its new body),

@@ -34,7 +34,7 @@ pub struct Group<'i> {
     /// The key.
     pub key: Key<'i>,
     /// Other names of the same function: symbols at the same address with
-    /// the same size (see [`fold_aliases`]), sorted.
+    /// the same size (see `fold_aliases`), sorted.
     pub aliases: Vec<Key<'i>>,
     /// Whether its name is only its address: a function of a stripped image
     /// that the reader named `sub_<rva>` (no exported symbol starts there).
@@ -1382,7 +1382,7 @@ impl<'i, 'd> ImageIndex<'i, 'd> {
 
     /// The string literal at `rva`, with its terminating NUL: when `rva`
     /// lies in anonymous read-only, non-executable data and the bytes from
-    /// it to the first NUL (at least one, at most [`MAX_STRING`]) are text
+    /// it to the first NUL (at least one, at most `MAX_STRING`) are text
     /// (printable ASCII, tab, newline, carriage return, or UTF-8 bytes).
     ///
     /// An anonymous reference that meets text is to a string literal, and

@@ -1,7 +1,7 @@
 //! Names taken from untrusted input, made safe to print.
 //!
 //! Every name the readers take from a file (symbol, section, module, export
-//! and import names, the CodeView PDB path) goes through [`escape`] once, when
+//! and import names, the CodeView PDB path) goes through [`escape_name`] once, when
 //! it is read. The model therefore never holds a control character, a
 //! terminal escape sequence or an invisible formatting character, and any
 //! message built from its names stays on one line and shows what is there.

@@ -52,7 +52,7 @@ pub struct ReplayArgs {
     /// The update's PDB (PE only; default: beside the image).
     #[arg(long, value_name = "PDB", requires = "updated")]
     updated_pdb: Option<PathBuf>,
-    /// The vectors: a TOML file of [[vector]] entries (a corpus
+    /// The vectors: a TOML file of `[[vector]]` entries (a corpus
     /// expected.toml is read as it is).
     #[arg(long, value_name = "FILE")]
     vectors: PathBuf,

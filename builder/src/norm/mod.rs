@@ -212,7 +212,7 @@ macro_rules! word_recorder {
 }
 
 /// A form built apart from the instruction stream (a replacement form for
-/// [`Normalized::rehash`], the words a jump table adds to its `lea`): every
+/// `Normalized::rehash`, the words a jump table adds to its `lea`): every
 /// word written is kept, as [`Normalized`] keeps those of the instruction
 /// being built.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1053,13 +1053,15 @@ pub struct SameDeferred {
 /// [`normalize_group`] would make equal streams of both, and this found
 /// out without making them: `bn` and `un` get, per part, only what the
 /// streams would have recorded besides the code (the
-/// [`Normalized::anchors`], [`Normalized::data_refs`] and
-/// [`Normalized::fn_refs`]), and `deferred` the references to anonymous
-/// bytes left to compare once the indexes are finished, in stream order.
+/// [`Normalized::anchors`], [`Normalized::data_refs`],
+/// [`Normalized::fn_refs`] and [`Normalized::tables`]), and `deferred` the
+/// references to anonymous bytes left to compare once the indexes are
+/// finished, in stream order.
 ///
 /// `false` means "not known to be" (changed code, another layout,
-/// relocations, jump tables, AArch64, ...): normalise both groups. The
-/// answer is never "the same" where the streams would differ.
+/// relocations, a jump table inside the code, bytes that do not decode,
+/// AArch64): normalise both groups. The answer is never "the same" where
+/// the streams would differ.
 pub fn same_code<'a>(
     base: &'a ImageIndex<'_, '_>,
     bg: usize,

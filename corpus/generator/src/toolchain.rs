@@ -67,7 +67,7 @@ impl Target {
         }
     }
 
-    /// Every file name [`link`] may produce for version `v`, on any target.
+    /// Every file name [`Self::link_command`] may produce for version `v`, on any target.
     pub fn all_outputs(v: &str) -> [String; 3] {
         [format!("{v}.so"), format!("{v}.dll"), format!("{v}.pdb")]
     }

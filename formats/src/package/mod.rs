@@ -5,7 +5,7 @@
 //! ```
 //!
 //! **Writing** (the builder): fill a [`Manifest`] and a [`Payload`], then
-//! call [`write`]; it checks both, orders the manifest's lists, compresses
+//! call [`write()`]; it checks both, orders the manifest's lists, compresses
 //! the payload and returns the unsigned package's bytes. [`write_atomic`]
 //! puts them in a file.
 //!
@@ -269,14 +269,14 @@ pub fn assemble(header: &Header, manifest: &[u8], payload: &[u8], signatures: &[
 /// the same bytes.
 pub const MANIFEST_PREFIX: &[u8] = br#"{"product":"","package_id":"","kind":"hotpatch","release":"","baseline_release":"","sequence":1,"supersedes":[],"requires_restart":false,"advisories":["CVE-"],"created":"T00:00:00Z","expires":"T00:00:00Z","overrides":[{"allow":"","reason":""}],"targets":[{"name":".so","format":"elf","arch":"x86_64","baseline":{"sha256":"","build":{"elf":{"build_id":""}}},"updated":{"sha256":"","build":{"pe":{"time_date_stamp":0,"size_of_image":0,"codeview":{"guid":"","age":1}}}},"image":null,"functions":[{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"x64-padding-short-jump","rva":0,"size":7,"sha256":""},"body":0},{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"x64-near-jump","rva":0,"size":5,"sha256":""},"body":1},{"name":"","unit":null,"rva":0,"size":0,"redirect":{"scheme":"a64-branch","rva":0,"size":4,"sha256":""},"body":2}],"added_functions":[{"name":"","unit":null,"body":3}],"data":[{"name":"","unit":null,"writable":false,"body":4}],"lines_only":[{"name":"","unit":null}]}]}"#;
 
-/// Compress manifest JSON as [`write`] does: one zstd frame at
+/// Compress manifest JSON as [`write()`] does: one zstd frame at
 /// [`MANIFEST_LEVEL`] against [`MANIFEST_PREFIX`], single-threaded, with
 /// its content size and no checksum.
 pub fn compress_manifest(json: &[u8]) -> Result<Vec<u8>> {
     compress(json, MANIFEST_LEVEL, MANIFEST_PREFIX, "manifest")
 }
 
-/// Compress an encoded payload as [`write`] does: one zstd frame at
+/// Compress an encoded payload as [`write()`] does: one zstd frame at
 /// [`PAYLOAD_LEVEL`] (or [`LARGE_PAYLOAD_LEVEL`] above [`LARGE_PAYLOAD`]
 /// bytes), single-threaded, with its content size and no checksum.
 pub fn compress_payload(raw: &[u8]) -> Result<Vec<u8>> {
