@@ -580,6 +580,59 @@ mod tests {
         assert!(!same && equal);
     }
 
+    /// Regression: an EIP-relative operand (`67` prefix) whose bytes are
+    /// the same in both builds was taken to point where the baseline's
+    /// target lies moved with the code. Its address is cut to 32 bits, so
+    /// the update's target must be read from the update: here the
+    /// baseline's `lea rax,[eip-0x1808]` at 0x1000 wraps to a data object
+    /// at 0xFFFF_F800, and the same bytes at 0x2000 point at 0x800, where
+    /// nothing is, although the object moved by the same 0x1000.
+    #[test]
+    fn eip_relative_target_is_read_from_the_update() {
+        let f: Vec<u8> = {
+            let mut c = vec![0x67, 0x48, 0x8d, 0x05];
+            c.extend_from_slice(&(-0x1808i32).to_le_bytes());
+            c.push(0xc3);
+            c
+        };
+        let build = |text: &'static [u8], data_at: u64, at: u64| {
+            let mut img = image(
+                Format::Elf,
+                Arch::X86_64,
+                vec![
+                    section(".text", 0x1000, text, false, true),
+                    section(".data", data_at, &[0u8; 0x1000], true, false),
+                ],
+                &[("f", at, 9)],
+            );
+            img.data = vec![hotpatch_formats::DataObject {
+                name: "d".into(),
+                rva: data_at + 0x800,
+                size: 8,
+                section: ".data".into(),
+                unit: None,
+                visibility: hotpatch_formats::Visibility::Global,
+            }];
+            img
+        };
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        let mut moved = vec![0xcc; 0x1000];
+        moved.extend_from_slice(&f);
+        let (a, b) = (
+            build(leak(f.clone()), 0xffff_f000, 0x1000),
+            build(leak(moved), 0x1_0000_0000, 0x2000),
+        );
+        let (xa, xb) = (ImageIndex::new(&a), ImageIndex::new(&b));
+        let key = Key {
+            name: "f",
+            unit: None,
+        };
+        let (ga, gb) = (xa.group(&key).unwrap(), xb.group(&key).unwrap());
+        let (same, _, _, equal) = both(&xa, ga, &xb, gb);
+        assert!(!equal, "the normaliser sees different targets");
+        assert!(!same);
+    }
+
     /// On every pair of versions of every x86-64 scenario of the corpus,
     /// the twin walk never finds the same code where the normaliser finds
     /// a difference; and where the normaliser finds every function of a
