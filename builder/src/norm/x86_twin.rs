@@ -20,6 +20,8 @@
 //! and comparing two streams. Builds with debug assertions check every
 //! "the same" against the normaliser (see `crate::diff`).
 
+use std::collections::HashMap;
+
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
 use super::x86::{self, RipOperand};
@@ -284,23 +286,23 @@ fn same_tables(b: &mut Side<'_, '_, '_, '_>, u: &mut Side<'_, '_, '_, '_>) -> bo
         anchors.sort_unstable();
         anchors.dedup();
     }
-    // The tables each build has loaded so far, in order of first load.
-    let (mut seen_b, mut seen_u): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    // The tables each build has loaded so far, numbered in order of first
+    // load (a hash map: a crafted part may load thousands of tables).
+    let (mut seen_b, mut seen_u): (HashMap<u64, usize>, HashMap<u64, usize>) =
+        (HashMap::new(), HashMap::new());
     let mut entries = Vec::new();
     for (&(kb, tb, pb), &(ku, tu, pu)) in b.tables.iter().zip(&u.tables) {
         if kb != ku {
             return false;
         }
-        match (
-            seen_b.iter().position(|&t| t == tb),
-            seen_u.iter().position(|&t| t == tu),
-        ) {
+        match (seen_b.get(&tb), seen_u.get(&tu)) {
             (Some(x), Some(y)) if x == y => continue,
             (None, None) => {}
             _ => return false,
         }
-        seen_b.push(tb);
-        seen_u.push(tu);
+        let number = seen_b.len();
+        seen_b.insert(tb, number);
+        seen_u.insert(tu, number);
         let (Some((bb, be)), Some((ub, ue))) = (
             x86::anon_table_extent(b.scope.index, tb, &b.out.anchors),
             x86::anon_table_extent(u.scope.index, tu, &u.out.anchors),
