@@ -173,6 +173,7 @@ impl Hash for SymRef<'_> {
 }
 
 impl PartialEq for SymRef<'_> {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (*self, *other) {
             (SymRef::Local { part: a, offset: x }, SymRef::Local { part: b, offset: y }) => {

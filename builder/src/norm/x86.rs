@@ -221,7 +221,7 @@ fn branch_header(kind: u8) -> Option<u64> {
 
 /// Move `decoder` to offset `pos` of its code (RVA `base + pos`). Returns
 /// `false` when `pos` is past the end.
-fn resync(decoder: &mut Decoder<'_>, base: u64, pos: usize) -> bool {
+pub(super) fn resync(decoder: &mut Decoder<'_>, base: u64, pos: usize) -> bool {
     if decoder.set_position(pos).is_err() {
         return false;
     }
@@ -358,7 +358,7 @@ fn anon_table_bytes<'d>(index: &ImageIndex<'_, 'd>, table: u64) -> Option<(&'d [
 /// them a jump table there may use, given the (sorted) anchors of the part
 /// that loads it: up to its block's end or the part's next anchor after
 /// it, whichever comes first.
-pub(super) fn anon_table_extent<'d>(
+fn anon_table_extent<'d>(
     index: &ImageIndex<'_, 'd>,
     table: u64,
     anchors: &[u64],
@@ -370,6 +370,74 @@ pub(super) fn anon_table_extent<'d>(
             usize::try_from(a.saturating_sub(table)).unwrap_or(usize::MAX)
         });
     Some((bytes, limit.min(next)))
+}
+
+/// How a part's `lea` of a jump table in anonymous data is written out
+/// (see [`anon_table_loads`]).
+pub(super) enum TableLoad<'d> {
+    /// The table's first load: its bytes from the table on, and how many of
+    /// them it may use (see [`anon_table_extent`]).
+    First(&'d [u8], usize),
+    /// A later load of a table already written out, by its number (tables
+    /// are numbered in the order they are first loaded).
+    Again(u64),
+    /// A first load of a table that is no longer in anonymous read-only
+    /// data: nothing is written for it.
+    Lost,
+}
+
+/// The loads of jump tables in anonymous data that a part makes, given as
+/// `(position of the lea, table, measured before the index was finished)`
+/// in order, each with how it is written out, for the part whose (sorted)
+/// anchors are `anchors`. A table is measured once, however many `lea`s
+/// load it.
+pub(super) fn anon_table_loads<'t, 'd>(
+    index: &'t ImageIndex<'_, 'd>,
+    tables: &'t [(u32, u64, bool)],
+    anchors: &'t [u64],
+) -> impl Iterator<Item = (u32, u64, bool, TableLoad<'d>)> + 't {
+    let mut numbers: HashMap<u64, u64> = HashMap::new();
+    tables.iter().map(move |&(insn, table, provisional)| {
+        let seen = numbers.len() as u64;
+        let load = match numbers.entry(table) {
+            std::collections::hash_map::Entry::Occupied(e) => TableLoad::Again(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(seen);
+                anon_table_extent(index, table, anchors)
+                    .map_or(TableLoad::Lost, |(bytes, end)| TableLoad::First(bytes, end))
+            }
+        };
+        (insn, table, provisional, load)
+    })
+}
+
+/// [`group_entries`] of the group `scope` is in, each entry resolved from
+/// inside the part.
+pub(super) fn table_entries<'a>(
+    scope: Scope<'a, '_, '_>,
+    table: u64,
+    bytes: &[u8],
+    limit: usize,
+    mut each: impl FnMut(SymRef<'a>),
+) -> usize {
+    group_entries(scope.index, scope.group, table, bytes, limit, |t| {
+        each(scope.resolve(t))
+    })
+}
+
+/// Resolve the address a branch or RIP-relative operand of the part
+/// `scope` holds; anonymous bytes it reaches before the index is finished
+/// are an anchor of the part.
+pub(super) fn resolve_operand<'a>(
+    scope: Scope<'a, '_, '_>,
+    target: u64,
+    out: &mut Normalized<'a>,
+) -> SymRef<'a> {
+    let s = scope.resolve(target);
+    if let SymRef::Deferred(rva) = s {
+        out.anchors.push(rva);
+    }
+    s
 }
 
 /// How many whole 32-bit entries fit between `table` and the end of its
@@ -393,7 +461,7 @@ pub(crate) fn table_len(index: &ImageIndex<'_, '_>, group: usize, table: u64) ->
 /// at most `limit` of which belong to it), relative to the table, while they
 /// land inside function group `group`; call `each` with every entry's
 /// target and return how many there were.
-pub(super) fn group_entries(
+fn group_entries(
     index: &ImageIndex<'_, '_>,
     group: usize,
     table: u64,
@@ -1004,27 +1072,17 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         }
     }
 
-    /// Resolve the address a branch or RIP-relative operand holds; anonymous
-    /// bytes it reaches before the index is finished are an anchor.
-    fn resolve_operand(&self, target: u64, out: &mut Normalized<'a>) -> SymRef<'a> {
-        let s = self.scope.resolve(target);
-        if let SymRef::Deferred(rva) = s {
-            out.anchors.push(rva);
-        }
-        s
-    }
-
     /// Hash a near branch or call target.
     fn hash_branch(&self, target: u64, out: &mut Normalized<'a>) {
         // A PLT entry or import thunk resolves to what it forwards to.
-        let s = self.resolve_operand(target, out);
+        let s = resolve_operand(self.scope, target, out);
         sym(tag::BRANCH, &s, out);
         out.note(&s);
     }
 
     /// Hash the target of a RIP-relative memory operand of `insn`.
     fn hash_rip_target(&mut self, insn: &Instruction, target: u64, out: &mut Normalized<'a>) {
-        let s = self.resolve_operand(target, out);
+        let s = resolve_operand(self.scope, target, out);
         if insn.code() == Code::Lea_r64_m && self.jump_table(target, insn.next_ip(), &s, out) {
             return;
         }
@@ -1098,7 +1156,7 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                     return false;
                 };
                 out.write_u64(u64::from(tag::JUMP_TABLE));
-                let n = self.table_entries(table, bytes, bytes.len(), |s| hash_ref(&s, out));
+                let n = table_entries(self.scope, table, bytes, bytes.len(), |s| hash_ref(&s, out));
                 n.hash(out);
                 self.inline_seen.insert(off, seen);
                 self.inline_tables.add(InlineTable {
@@ -1126,73 +1184,53 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         // (their order does not matter to anyone else).
         out.anchors.sort_unstable();
         out.anchors.dedup();
-        let anchors = &out.anchors;
-        let mut numbers: HashMap<u64, u64> = HashMap::new();
         let mut places: Vec<(u32, u32, u64)> = Vec::new();
         let mut late: Vec<(u32, u64)> = Vec::new();
-        for &(insn, table, provisional) in &tables {
+        let scope = self.scope;
+        for (insn, table, provisional, load) in anon_table_loads(scope.index, &tables, &out.anchors)
+        {
             let mut c = Canon::default();
-            let seen = numbers.len() as u64;
-            if let Some(&number) = numbers.get(&table) {
-                (tag::TABLE_AGAIN, number).hash(&mut c);
-            } else {
-                numbers.insert(table, seen);
-                let Some((bytes, anchors_end)) =
-                    anon_table_extent(self.scope.index, table, anchors)
-                else {
-                    continue;
-                };
-                let n = self.table_entries(table, bytes, anchors_end, |s| match s {
-                    SymRef::Local { part, offset } => places.push((insn, part, offset)),
-                    other => out.refs.push((insn, other)),
-                });
-                if provisional {
-                    // Fewer than a table's worth leaves the `lea` written as
-                    // a table all the same: the final measure differs, so
-                    // the part is normalised again.
-                    out.tables.push((table, n));
-                }
-                if out.want_fields {
-                    let mut entries = Vec::new();
-                    let scope = self.scope;
-                    group_entries(scope.index, scope.group, table, bytes, anchors_end, |t| {
-                        let at = entries.len().saturating_mul(4);
-                        entries.push(super::AddrField {
-                            insn,
-                            offset: u32::try_from(at).unwrap_or(u32::MAX),
-                            kind: FieldKind::Reloc(RelocKind::Rel32),
-                            target: t,
-                            addend: at as i64,
-                            reg: None,
+            match load {
+                TableLoad::Lost => continue,
+                TableLoad::Again(number) => (tag::TABLE_AGAIN, number).hash(&mut c),
+                TableLoad::First(bytes, anchors_end) => {
+                    let n = table_entries(scope, table, bytes, anchors_end, |s| match s {
+                        SymRef::Local { part, offset } => places.push((insn, part, offset)),
+                        other => out.refs.push((insn, other)),
+                    });
+                    if provisional {
+                        // Fewer than a table's worth leaves the `lea` written as
+                        // a table all the same: the final measure differs, so
+                        // the part is normalised again.
+                        out.tables.push((table, n));
+                    }
+                    if out.want_fields {
+                        let mut entries = Vec::new();
+                        group_entries(scope.index, scope.group, table, bytes, anchors_end, |t| {
+                            let at = entries.len().saturating_mul(4);
+                            entries.push(super::AddrField {
+                                insn,
+                                offset: u32::try_from(at).unwrap_or(u32::MAX),
+                                kind: FieldKind::Reloc(RelocKind::Rel32),
+                                target: t,
+                                addend: at as i64,
+                                reg: None,
+                            });
                         });
-                    });
-                    let size = (entries.len() as u64).saturating_mul(4);
-                    out.owned_tables.push(super::OwnedTable {
-                        rva: table,
-                        entries,
-                        size,
-                    });
+                        let size = (entries.len() as u64).saturating_mul(4);
+                        out.owned_tables.push(super::OwnedTable {
+                            rva: table,
+                            entries,
+                            size,
+                        });
+                    }
+                    (tag::JUMP_TABLE, n).hash(&mut c);
                 }
-                (tag::JUMP_TABLE, n).hash(&mut c);
             }
             late.extend(c.words.iter().map(|&w| (insn, w)));
         }
         out.late.extend(late);
         out.locals_late(&places);
-    }
-
-    /// [`group_entries`] of this function group, each entry resolved.
-    fn table_entries(
-        &self,
-        table: u64,
-        bytes: &[u8],
-        limit: usize,
-        mut each: impl FnMut(SymRef<'a>),
-    ) -> usize {
-        let scope = self.scope;
-        group_entries(scope.index, scope.group, table, bytes, limit, |t| {
-            each(scope.resolve(t))
-        })
     }
 
     /// Emit one normalised datum per entry of a jump table inside the code.

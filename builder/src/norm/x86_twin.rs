@@ -20,11 +20,9 @@
 //! and comparing two streams. Builds with debug assertions check every
 //! "the same" against the normaliser (see `crate::diff`).
 
-use std::collections::HashMap;
-
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
-use super::x86::{self, RipOperand};
+use super::x86::{self, RipOperand, TableLoad};
 use super::x86_quick::{self, Quick};
 use super::{Normalized, SameDeferred, Scope};
 use crate::index::SymRef;
@@ -48,14 +46,9 @@ pub(super) struct Side<'s, 'a, 'i, 'd> {
 }
 
 impl<'a> Side<'_, 'a, '_, '_> {
-    /// Resolve an address an instruction holds, as the normaliser does:
-    /// anonymous bytes not yet in a block are an anchor.
+    /// Resolve an address an instruction holds, as the normaliser does.
     fn resolve(&mut self, target: u64) -> SymRef<'a> {
-        let s = self.scope.resolve(target);
-        if let SymRef::Deferred(rva) = s {
-            self.out.anchors.push(rva);
-        }
-        s
+        x86::resolve_operand(self.scope, target, self.out)
     }
 }
 
@@ -112,10 +105,9 @@ fn same_ref(
 
 /// Decode the instruction at `pos` of `code` (at `rva`) into `insn`.
 fn decode_at(decoder: &mut Decoder<'_>, rva: u64, pos: usize, insn: &mut Instruction) -> bool {
-    if decoder.set_position(pos).is_err() {
+    if !x86::resync(decoder, rva, pos) {
         return false;
     }
-    decoder.set_ip(rva.wrapping_add(pos as u64));
     decoder.decode_out(insn);
     !insn.is_invalid()
 }
@@ -147,18 +139,12 @@ pub(super) fn same_part(
     while pos < n {
         let rest = b.code.get(pos..).unwrap_or(&[]);
         let len = match x86_quick::classify(rest) {
-            Quick::Plain(len) => {
+            q @ (Quick::Plain(len) | Quick::Nop(len)) => {
+                // Its bytes are its form: they must repeat.
                 if pos.saturating_add(len) > same {
                     return false;
                 }
-                kept = kept.saturating_add(1);
-                pos = pos.saturating_add(len);
-                continue;
-            }
-            Quick::Nop(len) => {
-                if pos.saturating_add(len) > same {
-                    return false;
-                }
+                kept = kept.saturating_add(u32::from(matches!(q, Quick::Plain(_))));
                 pos = pos.saturating_add(len);
                 continue;
             }
@@ -189,13 +175,12 @@ pub(super) fn same_part(
                 }
                 let len = bi.len();
                 let end = pos.saturating_add(len);
-                if x86::is_nop(&bi) || x86::is_plain_kind(&bi) {
+                let nop = x86::is_nop(&bi);
+                if nop || x86::is_plain_kind(&bi) {
                     if end > same {
                         return false;
                     }
-                    if !x86::is_nop(&bi) {
-                        kept = kept.saturating_add(1);
-                    }
+                    kept = kept.saturating_add(u32::from(!nop));
                     pos = end;
                     continue;
                 }
@@ -270,11 +255,11 @@ pub(super) fn same_part(
 }
 
 /// Whether the jump tables in anonymous data that the two parts load are
-/// the same, as [`x86`]'s `finish_anon_tables` writes them: the same
-/// `lea`s load a table first or again (by number), and each table has the
-/// same entries, walked up to its block's end or the part's next anchor.
-/// Records the provisionally measured tables in each side's
-/// [`Normalized::tables`].
+/// written out alike ([`x86::anon_table_loads`], as the normaliser writes
+/// them): the same `lea`s load a table first or again (by the same
+/// number), and each table has the same entries, walked up to its block's
+/// end or the part's next anchor. Records the provisionally measured
+/// tables in each side's [`Normalized::tables`].
 fn same_tables(b: &mut Side<'_, '_, '_, '_>, u: &mut Side<'_, '_, '_, '_>) -> bool {
     if b.tables.is_empty() && u.tables.is_empty() {
         return true;
@@ -286,39 +271,24 @@ fn same_tables(b: &mut Side<'_, '_, '_, '_>, u: &mut Side<'_, '_, '_, '_>) -> bo
         anchors.sort_unstable();
         anchors.dedup();
     }
-    // The tables each build has loaded so far, numbered in order of first
-    // load (a hash map: a crafted part may load thousands of tables).
-    let (mut seen_b, mut seen_u): (HashMap<u64, usize>, HashMap<u64, usize>) =
-        (HashMap::new(), HashMap::new());
+    let (bs, us) = (b.scope, u.scope);
     let mut entries = Vec::new();
-    for (&(kb, tb, pb), &(ku, tu, pu)) in b.tables.iter().zip(&u.tables) {
+    let loads = x86::anon_table_loads(bs.index, &b.tables, &b.out.anchors)
+        .zip(x86::anon_table_loads(us.index, &u.tables, &u.out.anchors));
+    for ((kb, tb, pb, lb), (ku, tu, pu, lu)) in loads {
         if kb != ku {
             return false;
         }
-        match (seen_b.get(&tb), seen_u.get(&tu)) {
-            (Some(x), Some(y)) if x == y => continue,
-            (None, None) => {}
+        let ((bb, be), (ub, ue)) = match (lb, lu) {
+            (TableLoad::First(bb, be), TableLoad::First(ub, ue)) => ((bb, be), (ub, ue)),
+            (TableLoad::Again(x), TableLoad::Again(y)) if x == y => continue,
             _ => return false,
-        }
-        let number = seen_b.len();
-        seen_b.insert(tb, number);
-        seen_u.insert(tu, number);
-        let (Some((bb, be)), Some((ub, ue))) = (
-            x86::anon_table_extent(b.scope.index, tb, &b.out.anchors),
-            x86::anon_table_extent(u.scope.index, tu, &u.out.anchors),
-        ) else {
-            return false;
         };
         entries.clear();
-        let bs = b.scope;
-        let n = x86::group_entries(bs.index, bs.group, tb, bb, be, |t| {
-            entries.push(bs.resolve(t));
-        });
-        let us = u.scope;
+        let n = x86::table_entries(bs, tb, bb, be, |s| entries.push(s));
         let mut k = 0usize;
         let mut same = true;
-        let m = x86::group_entries(us.index, us.group, tu, ub, ue, |t| {
-            let s = us.resolve(t);
+        let m = x86::table_entries(us, tu, ub, ue, |s| {
             // Entries are places in the group's code, compared by part and
             // offset (or, should one not be, exactly).
             same &= entries.get(k) == Some(&s);
