@@ -364,6 +364,7 @@ struct Difference {
 /// A pair of references to anonymous bytes, at the same place in both
 /// builds, that the comparison could not resolve before every block was
 /// known.
+#[derive(Debug, PartialEq, Eq)]
 struct Pending {
     /// Part, and position in that part's stream.
     at: (usize, usize),
@@ -548,36 +549,20 @@ fn compare_pair<'a>(
         }
     }
     let start = out.pending.len();
-    let difference = match parts {
-        _ if same => {
-            out.pending.extend(scratch.same.iter().map(|d| Pending {
-                at: (d.part as usize, d.insn as usize),
-                offsets: (d.offset, d.offset),
-                rvas: d.rvas,
-            }));
-            None
-        }
-        Some(reason) => Some(Difference { at: (0, 0), reason }),
-        None => {
-            let d = first_group_difference(base, bg, upd, ug, bn, un);
-            // Anonymous references before the first difference (the streams
-            // agree up to there, so these pair up one to one).
-            let until = d.as_ref().map_or((usize::MAX, usize::MAX), |d| d.at);
-            for (p, (b, u)) in bn.iter().zip(un.iter()).enumerate() {
-                for (x, y) in b.deferred.iter().zip(&u.deferred) {
-                    let at = (p, x.insn as usize);
-                    if at >= until || x.insn != y.insn {
-                        break;
-                    }
-                    let offset = |n: &Normalized<'_>| n.insns.get(at.1).map_or(0, |i| i.offset);
-                    out.pending.push(Pending {
-                        at,
-                        offsets: (offset(b), offset(u)),
-                        rvas: (x.rva, y.rva),
-                    });
-                }
+    let difference = if same {
+        out.pending.extend(scratch.same.iter().map(same_pending));
+        None
+    } else {
+        match parts {
+            Some(reason) => Some(Difference { at: (0, 0), reason }),
+            None => {
+                let d = first_group_difference(base, bg, upd, ug, bn, un);
+                // Anonymous references before the first difference (the
+                // streams agree up to there, so these pair up one to one).
+                let until = d.as_ref().map_or((usize::MAX, usize::MAX), |d| d.at);
+                stream_pending(bn, un, until, &mut out.pending);
+                d
             }
-            d
         }
     };
     out.compared.push(Compared {
@@ -585,6 +570,42 @@ fn compare_pair<'a>(
         pending: start..out.pending.len(),
         tables: first_table..out.tables.len(),
     });
+}
+
+/// The pending pairs of references to anonymous bytes that two normalised
+/// groups make at the same places before `until` (part, position): the
+/// streams agree up to there, so their deferred references pair up one to
+/// one.
+fn stream_pending(
+    bn: &[Normalized<'_>],
+    un: &[Normalized<'_>],
+    until: (usize, usize),
+    pending: &mut Vec<Pending>,
+) {
+    for (p, (b, u)) in bn.iter().zip(un.iter()).enumerate() {
+        for (x, y) in b.deferred.iter().zip(&u.deferred) {
+            let at = (p, x.insn as usize);
+            if at >= until || x.insn != y.insn {
+                break;
+            }
+            let offset = |n: &Normalized<'_>| n.insns.get(at.1).map_or(0, |i| i.offset);
+            pending.push(Pending {
+                at,
+                offsets: (offset(b), offset(u)),
+                rvas: (x.rva, y.rva),
+            });
+        }
+    }
+}
+
+/// The pending pair of a reference to anonymous bytes that
+/// [`norm::same_code`] found at the same place of both builds.
+fn same_pending(d: &norm::SameDeferred) -> Pending {
+    Pending {
+        at: (d.part as usize, d.insn as usize),
+        offsets: (d.offset, d.offset),
+        rvas: d.rvas,
+    }
 }
 
 /// In builds with debug assertions (the tests, fuzzing), check a pair that
@@ -609,23 +630,10 @@ fn debug_check_same(
         first_group_difference(base, bg, upd, ug, &nb, &nu).is_none(),
         "`{name}`: the twin walk found the same code, the normaliser a difference"
     );
-    let deferred: Vec<norm::SameDeferred> = nb
-        .iter()
-        .zip(&nu)
-        .enumerate()
-        .flat_map(|(p, (b, u))| {
-            b.deferred
-                .iter()
-                .zip(&u.deferred)
-                .map(move |(x, y)| norm::SameDeferred {
-                    part: p as u32,
-                    insn: x.insn,
-                    offset: b.insns.get(x.insn as usize).map_or(0, |i| i.offset),
-                    rvas: (x.rva, y.rva),
-                })
-        })
-        .collect();
-    debug_assert_eq!(deferred, same, "`{name}`: deferred references");
+    let mut streams = Vec::new();
+    stream_pending(&nb, &nu, (usize::MAX, usize::MAX), &mut streams);
+    let twin: Vec<Pending> = same.iter().map(same_pending).collect();
+    debug_assert_eq!(streams, twin, "`{name}`: deferred references");
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v

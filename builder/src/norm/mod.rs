@@ -1115,16 +1115,12 @@ pub fn same_code<'a>(
             out,
             tables: Vec::new(),
         };
-        let from = deferred.len();
         if !x86_twin::same_part(
             side(base, bg, bp.rva, bcode, bo),
             side(upd, ug, up.rva, ucode, uo),
             deferred,
         ) {
             return false;
-        }
-        for d in deferred.get_mut(from..).unwrap_or(&mut []) {
-            d.part = part;
         }
     }
     true

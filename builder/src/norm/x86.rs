@@ -550,11 +550,25 @@ fn constant_read<'d>(
     index.image.bytes_at(target, size)
 }
 
+/// Where the jump table that a `lea` loads lies (see [`starts_table`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TableAt {
+    /// In anonymous read-only data; `provisional` when it is measured
+    /// before the index is finished (its address resolved to
+    /// [`SymRef::Deferred`]).
+    Anon {
+        /// Measured before the index is finished.
+        provisional: bool,
+    },
+    /// Inside the part's own code, at this offset.
+    Code(usize),
+}
+
 /// Whether a `lea` of `table` (resolved to `s`) that ends at `next_ip`,
 /// in the part `scope` whose bytes are `code`, loads a jump table of its
-/// function: a 4-aligned run of at least [`MIN_TABLE_ENTRIES`] 32-bit
-/// entries relative to the table that land in the function group, in
-/// anonymous read-only data or inside the part's own code after the
+/// function, and where: a 4-aligned run of at least [`MIN_TABLE_ENTRIES`]
+/// 32-bit entries relative to the table that land in the function group,
+/// in anonymous read-only data or inside the part's own code after the
 /// `lea`. The one test of [`Context::jump_table`] and of the twin walk.
 pub(super) fn starts_table(
     scope: Scope<'_, '_, '_>,
@@ -562,35 +576,30 @@ pub(super) fn starts_table(
     table: u64,
     next_ip: u64,
     s: &SymRef<'_>,
-) -> bool {
+) -> Option<TableAt> {
     // Compilers align tables of 32-bit entries to 4.
     if table % 4 != 0 {
-        return false;
+        return None;
     }
     // Whether it is a table at all shows in its first entries.
-    let (bytes, limit) = match s {
+    let (at, bytes, limit) = match s {
         SymRef::Anon { .. } | SymRef::Deferred(_) => {
-            let Some(found) = anon_table_bytes(scope.index, table) else {
-                return false;
-            };
-            found
+            let (bytes, limit) = anon_table_bytes(scope.index, table)?;
+            let provisional = matches!(s, SymRef::Deferred(_));
+            (TableAt::Anon { provisional }, bytes, limit)
         }
         SymRef::Local { part, .. } if *part == scope.part && table >= next_ip => {
-            let Some(bytes) = table
-                .checked_sub(scope.rva)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| code.get(o..))
-            else {
-                return false;
-            };
-            (bytes, bytes.len())
+            let off = usize::try_from(table.checked_sub(scope.rva)?).ok()?;
+            let bytes = code.get(off..)?;
+            (TableAt::Code(off), bytes, bytes.len())
         }
-        _ => return false,
+        _ => return None,
     };
     let first = bytes
         .get(..bytes.len().min(4 * MIN_TABLE_ENTRIES))
         .unwrap_or(&[]);
-    group_entries(scope.index, scope.group, table, first, limit, |_| {}) >= MIN_TABLE_ENTRIES
+    (group_entries(scope.index, scope.group, table, first, limit, |_| {}) >= MIN_TABLE_ENTRIES)
+        .then_some(at)
 }
 
 /// Pass 2: normalise the code of one part (at `rva`) of function group
@@ -1126,35 +1135,24 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
         s: &SymRef<'_>,
         out: &mut Normalized<'a>,
     ) -> bool {
-        if !starts_table(self.scope, self.code, table, next_ip, s) {
-            return false;
-        }
-        match s {
-            SymRef::Anon { .. } | SymRef::Deferred(_) => {
+        match starts_table(self.scope, self.code, table, next_ip, s) {
+            None => false,
+            Some(TableAt::Anon { provisional }) => {
                 let insn = u32::try_from(out.insns.len()).unwrap_or(u32::MAX);
-                self.anon_tables
-                    .push((insn, table, matches!(s, SymRef::Deferred(_))));
+                self.anon_tables.push((insn, table, provisional));
                 // The entries are added by `finish_anon_tables`.
                 out.write_u64(u64::from(tag::JUMP_TABLE) | 0x100);
                 true
             }
-            SymRef::Local { .. } => {
+            Some(TableAt::Code(off)) => {
                 // A table inside this very part, after the `lea`.
-                let Some(off) = table
-                    .checked_sub(self.scope.rva)
-                    .and_then(|o| usize::try_from(o).ok())
-                else {
-                    return false;
-                };
                 let seen = self.inline_seen.len() as u64;
                 if let Some(&number) = self.inline_seen.get(&off) {
                     out.write_u64(u64::from(tag::TABLE_AGAIN));
                     out.write_u64(number);
                     return true;
                 }
-                let Some(bytes) = self.code.get(off..) else {
-                    return false;
-                };
+                let bytes = self.code.get(off..).unwrap_or(&[]);
                 out.write_u64(u64::from(tag::JUMP_TABLE));
                 let n = table_entries(self.scope, table, bytes, bytes.len(), |s| hash_ref(&s, out));
                 n.hash(out);
@@ -1165,7 +1163,6 @@ impl<'a, 'i, 'd, 'c> Context<'a, 'i, 'd, 'c> {
                 });
                 true
             }
-            _ => false,
         }
     }
 

@@ -22,7 +22,7 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
-use super::x86::{self, RipOperand, TableLoad};
+use super::x86::{self, RipOperand, TableAt, TableLoad};
 use super::x86_quick::{self, Quick};
 use super::{Normalized, SameDeferred, Scope};
 use crate::index::SymRef;
@@ -75,14 +75,15 @@ fn mismatch(a: &[u8], b: &[u8], from: usize) -> usize {
     from.saturating_add(i)
 }
 
-/// Whether two references that instruction `insn` (at byte `offset`, the
-/// same in both parts) makes are the same, given that both parts have the
-/// same layout: places in the group's code by part and offset, anonymous
-/// bytes not yet in a block left to the caller (recorded in `deferred`),
-/// anything else exactly.
+/// Whether two references that instruction `insn` of part `part` (at
+/// byte `offset`, the same in both builds) makes are the same, given that
+/// both parts have the same layout: places in the group's code by part and
+/// offset, anonymous bytes not yet in a block left to the caller (recorded
+/// in `deferred`), anything else exactly.
 fn same_ref(
     b: &SymRef<'_>,
     u: &SymRef<'_>,
+    part: u32,
     insn: u32,
     offset: usize,
     deferred: &mut Vec<SameDeferred>,
@@ -90,7 +91,7 @@ fn same_ref(
     match (b, u) {
         (SymRef::Deferred(x), SymRef::Deferred(y)) => {
             deferred.push(SameDeferred {
-                part: 0,
+                part,
                 insn,
                 offset: u32::try_from(offset).unwrap_or(u32::MAX),
                 rvas: (*x, *y),
@@ -115,9 +116,9 @@ fn decode_at(decoder: &mut Decoder<'_>, rva: u64, pos: usize, insn: &mut Instruc
 /// Whether the part `b` of the baseline and the part `u` of the update
 /// are the same code laid out alike (see the module documentation).
 /// References to anonymous bytes not yet in a block go to `deferred`, in
-/// order (their `part` left 0); the anchors and noted references of each
-/// side go to its [`Side::out`]. `false` means "not known to be": the
-/// caller must normalise, and drop what the walk recorded.
+/// order; the anchors, noted references and tables of each side go to its
+/// [`Side::out`]. `false` means "not known to be": the caller must
+/// normalise, and drop what the walk recorded.
 pub(super) fn same_part(
     mut b: Side<'_, '_, '_, '_>,
     mut u: Side<'_, '_, '_, '_>,
@@ -320,7 +321,7 @@ fn same_branch<'a, 'c>(
     deferred: &mut Vec<SameDeferred>,
 ) -> bool {
     let (sb, su) = (b.resolve(tb), u.resolve(tu));
-    if !same_ref(&sb, &su, insn, offset, deferred) {
+    if !same_ref(&sb, &su, b.scope.part, insn, offset, deferred) {
         return false;
     }
     b.out.note(&sb);
@@ -344,19 +345,16 @@ fn same_rip(
     let (sb, su) = (b.resolve(tb), u.resolve(tu));
     if insn.code() == Code::Lea_r64_m {
         let end = offset.saturating_add(insn.len()) as u64;
-        let tables = (
+        match (
             x86::starts_table(b.scope, b.code, tb, b.scope.rva.wrapping_add(end), &sb),
             x86::starts_table(u.scope, u.code, tu, u.scope.rva.wrapping_add(end), &su),
-        );
-        let anon = |s: &SymRef<'_>| matches!(s, SymRef::Anon { .. } | SymRef::Deferred(_));
-        match tables {
-            (false, false) => {}
+        ) {
+            (None, None) => {}
             // A table in anonymous data in both: its entries are compared
             // once the part's anchors are all known (`same_tables`).
-            (true, true) if anon(&sb) && anon(&su) => {
-                let provisional = |s: &SymRef<'_>| matches!(s, SymRef::Deferred(_));
-                b.tables.push((kept, tb, provisional(&sb)));
-                u.tables.push((kept, tu, provisional(&su)));
+            (Some(TableAt::Anon { provisional: pb }), Some(TableAt::Anon { provisional: pu })) => {
+                b.tables.push((kept, tb, pb));
+                u.tables.push((kept, tu, pu));
                 return true;
             }
             // A table inside the code, or in one build only.
@@ -368,7 +366,7 @@ fn same_rip(
         x86::rip_operand(u.scope, insn, tu, su),
     ) {
         (RipOperand::Slot(wb, pb), RipOperand::Slot(wu, pu)) => {
-            if wb != wu || !same_ref(&pb, &pu, kept, offset, deferred) {
+            if wb != wu || !same_ref(&pb, &pu, b.scope.part, kept, offset, deferred) {
                 return false;
             }
             b.out.note(&pb);
@@ -377,7 +375,7 @@ fn same_rip(
         }
         (RipOperand::Constant(x), RipOperand::Constant(y)) => x == y,
         (RipOperand::Target(x), RipOperand::Target(y)) => {
-            if !same_ref(&x, &y, kept, offset, deferred) {
+            if !same_ref(&x, &y, b.scope.part, kept, offset, deferred) {
                 return false;
             }
             b.out.note(&x);
