@@ -801,7 +801,7 @@ fn same_prefix(
         return Some((m, end));
     }
     // Changed code, or something cuts in: the instructions before.
-    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let same = common_prefix(a, b);
     let limit = pos.saturating_add(same);
     let (mut j, mut at) = (k, pos);
     while let Some(h) = insns.get(j).filter(|_| j < m) {
@@ -813,6 +813,24 @@ fn same_prefix(
         j = j.saturating_add(1);
     }
     (j > k).then_some((j, at))
+}
+
+/// How many bytes `a` and `b` have in common from their start: whole
+/// blocks first (a slice comparison), then the bytes of the first block
+/// that differs.
+pub(super) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let blocks = a
+        .chunks(32)
+        .zip(b.chunks(32))
+        .take_while(|(x, y)| x == y)
+        .count();
+    let i = blocks.saturating_mul(32);
+    let tail = a
+        .get(i..)
+        .unwrap_or(&[])
+        .iter()
+        .zip(b.get(i..).unwrap_or(&[]));
+    i.saturating_add(tail.take_while(|(x, y)| x == y).count())
 }
 
 /// Normalise the plain instructions and `NOP`s that [`x86_quick::classify`]

@@ -55,24 +55,10 @@ impl<'a> Side<'_, 'a, '_, '_> {
 /// The offset of the first byte from `from` on where `a` and `b` differ
 /// (their common length when none does).
 fn mismatch(a: &[u8], b: &[u8], from: usize) -> usize {
-    let (Some(a), Some(b)) = (a.get(from..), b.get(from..)) else {
-        return from;
-    };
-    // Whole blocks first (a slice comparison), then the bytes of the first
-    // block that differs.
-    let blocks = a
-        .chunks(32)
-        .zip(b.chunks(32))
-        .take_while(|(x, y)| x == y)
-        .count();
-    let i = blocks.saturating_mul(32);
-    let tail = a
-        .get(i..)
-        .unwrap_or(&[])
-        .iter()
-        .zip(b.get(i..).unwrap_or(&[]));
-    let i = i.saturating_add(tail.take_while(|(x, y)| x == y).count());
-    from.saturating_add(i)
+    match (a.get(from..), b.get(from..)) {
+        (Some(a), Some(b)) => from.saturating_add(x86::common_prefix(a, b)),
+        _ => from,
+    }
 }
 
 /// Whether two references that instruction `insn` of part `part` (at
